@@ -1,0 +1,13 @@
+//! gwsteer: a chained CNI plugin that makes pod traffic leave by the right
+//! door on nodes with several networks.
+//!
+//! Data flows one way through the crate:
+//! `config` (raw JSON → validated [`config::Config`]) → `plan` (pure: what
+//! kernel objects an attachment needs) → `objects` (the vocabulary, made real
+//! by a [`objects::Kernel`] backend such as [`netlink::NetlinkKernel`]) →
+//! `store` (what each attachment owns) ← `verbs` (ADD, DEL, CHECK, GC,
+//! STATUS) and `cli` (show, cleanup, …).
+
+pub mod error;
+pub mod netlink;
+pub mod objects;

@@ -1,0 +1,1 @@
+//! Netlink backend (in progress).
