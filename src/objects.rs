@@ -132,7 +132,7 @@ fn is_node(side: &Side) -> bool {
 
 /// Every kind of object gwsteer can own.
 #[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Hash, Debug)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[serde(tag = "object", rename_all = "lowercase")]
 pub enum Object {
     Rule {
         #[serde(flatten)]
@@ -331,7 +331,7 @@ mod tests {
             metric: None,
         });
         let text = serde_json::to_string(&o).unwrap();
-        assert!(text.contains("\"kind\":\"route\""), "{text}");
+        assert!(text.contains("\"object\":\"route\""), "{text}");
         let back: Object = serde_json::from_str(&text).unwrap();
         assert_eq!(back, o);
     }
