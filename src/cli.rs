@@ -1,0 +1,274 @@
+//! The operator CLI (no `CNI_COMMAND`): version, show, cleanup.
+//! Exit codes: 0 ok, 1 found problems, 2 usage error.
+
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+
+use crate::config::DEFAULT_STATE_DIR;
+use crate::error::Result;
+use crate::objects::{Kernel, Object, Presence};
+use crate::store::{self, Store};
+use crate::verbs::{self, LOCK_WAIT};
+
+const USAGE: &str = "usage: gwsteer <command> [options]
+
+commands:
+  version                       version and supported CNI versions
+  show [--json]                 attachments and their objects, present or missing
+  cleanup [--dry-run]           remove everything gwsteer made on this node, state included
+
+options:
+  --state-dir DIR               state store root (default /run/cni/gwsteer)
+
+With CNI_COMMAND set, gwsteer runs as a CNI plugin instead.";
+
+struct Opts {
+    state_dir: PathBuf,
+    json: bool,
+    dry_run: bool,
+}
+
+fn parse(args: &[String]) -> std::result::Result<Opts, String> {
+    let mut opts = Opts {
+        state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+        json: false,
+        dry_run: false,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--json" => opts.json = true,
+            "--dry-run" => opts.dry_run = true,
+            "--state-dir" => {
+                opts.state_dir = it
+                    .next()
+                    .map(PathBuf::from)
+                    .ok_or("--state-dir needs a directory")?;
+            }
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    Ok(opts)
+}
+
+pub fn run(args: &[String]) -> i32 {
+    crate::logging::init(None, log::LevelFilter::Info);
+    let Some(cmd) = args.first() else {
+        eprintln!("{USAGE}");
+        return 2;
+    };
+    if matches!(cmd.as_str(), "-h" | "--help" | "help") {
+        println!("{USAGE}");
+        return 0;
+    }
+    let opts = match parse(&args[1..]) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("gwsteer {cmd}: {e}\n\n{USAGE}");
+            return 2;
+        }
+    };
+    let outcome = match cmd.as_str() {
+        "version" => {
+            println!("gwsteer {}", env!("CARGO_PKG_VERSION"));
+            println!("CNI versions: {}", crate::cni::version::supported_list());
+            Ok(0)
+        }
+        "show" => show(&opts),
+        "cleanup" => cleanup(&opts),
+        other => {
+            eprintln!("gwsteer: unknown command \"{other}\"\n\n{USAGE}");
+            return 2;
+        }
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("gwsteer {cmd}: {e}");
+            1
+        }
+    }
+}
+
+fn presence_text(p: &Presence) -> String {
+    match p {
+        Presence::Present => "present".into(),
+        Presence::Missing => "MISSING".into(),
+        Presence::Drifted(how) => format!("DRIFTED ({how})"),
+    }
+}
+
+fn observed(
+    kernel: &mut dyn Kernel,
+    objects: &[Object],
+    problems: &mut usize,
+) -> Result<Vec<Value>> {
+    objects
+        .iter()
+        .map(|o| {
+            let p = kernel.observe(o)?;
+            if p != Presence::Present {
+                *problems += 1;
+            }
+            Ok(json!({"object": o.to_string(), "state": presence_text(&p)}))
+        })
+        .collect()
+}
+
+fn show(opts: &Opts) -> Result<i32> {
+    let mut problems = 0;
+    let mut networks = Vec::new();
+    let mut kernel = verbs::new_kernel(None)?;
+    for network in store::networks(&opts.state_dir)? {
+        let store = Store::open(&opts.state_dir, &network, LOCK_WAIT)?;
+        let (records, corrupt) = store.list()?;
+        let mut atts = Vec::new();
+        for r in &records {
+            // Pod-side objects need the pod's namespace; node-side ones do not.
+            let objects = observed(kernel.as_mut(), &r.objects, &mut problems)?;
+            atts.push(json!({
+                "containerID": r.id.container_id, "ifname": r.id.ifname,
+                "pod": format!("{}/{}", r.pod_namespace.as_deref().unwrap_or("-"), r.pod_name.as_deref().unwrap_or("-")),
+                "holds": r.holds, "objects": objects,
+            }));
+        }
+        let mut groups = Vec::new();
+        for key in store.group_keys()? {
+            let objects = match store.group(&key)? {
+                Some(g) => observed(kernel.as_mut(), &g.objects, &mut problems)?,
+                None => Vec::new(),
+            };
+            groups.push(
+                json!({"key": key, "holders": store.holders(&key)?.len(), "objects": objects}),
+            );
+        }
+        problems += corrupt.len();
+        networks.push(json!({"network": network, "attachments": atts, "nodeGroups": groups,
+            "corrupt": corrupt.iter().map(|c| c.moved_to.display().to_string()).collect::<Vec<_>>()}));
+    }
+    if opts.json {
+        println!("{}", json!({"networks": networks, "problems": problems}));
+    } else {
+        for n in &networks {
+            println!("network {}", n["network"].as_str().unwrap_or("?"));
+            for g in n["nodeGroups"].as_array().into_iter().flatten() {
+                println!(
+                    "  group {} ({} holders)",
+                    g["key"].as_str().unwrap_or("?"),
+                    g["holders"]
+                );
+                for o in g["objects"].as_array().into_iter().flatten() {
+                    println!(
+                        "    {:<10} {}",
+                        o["state"].as_str().unwrap_or("?"),
+                        o["object"].as_str().unwrap_or("?")
+                    );
+                }
+            }
+            for a in n["attachments"].as_array().into_iter().flatten() {
+                println!(
+                    "  attachment {}/{} pod {}",
+                    a["containerID"].as_str().unwrap_or("?"),
+                    a["ifname"].as_str().unwrap_or("?"),
+                    a["pod"].as_str().unwrap_or("?")
+                );
+                for o in a["objects"].as_array().into_iter().flatten() {
+                    println!(
+                        "    {:<10} {}",
+                        o["state"].as_str().unwrap_or("?"),
+                        o["object"].as_str().unwrap_or("?")
+                    );
+                }
+            }
+            for c in n["corrupt"].as_array().into_iter().flatten() {
+                println!("  corrupt record set aside: {}", c.as_str().unwrap_or("?"));
+            }
+        }
+        if networks.is_empty() {
+            println!("no gwsteer state under {}", opts.state_dir.display());
+        }
+    }
+    Ok(if problems == 0 { 0 } else { 1 })
+}
+
+fn cleanup(opts: &Opts) -> Result<i32> {
+    let mut kernel = verbs::new_kernel(None)?;
+    let mut tables = Vec::new();
+    for network in store::networks(&opts.state_dir)? {
+        let store = Store::open(&opts.state_dir, &network, LOCK_WAIT)?;
+        let (records, _) = store.list()?;
+        for r in &records {
+            println!(
+                "{}attachment {} of {network}",
+                if opts.dry_run {
+                    "would remove "
+                } else {
+                    "removing "
+                },
+                r.id
+            );
+            if !opts.dry_run {
+                verbs::teardown(&store, kernel.as_mut(), r)?;
+                store.delete(&r.id)?;
+            }
+        }
+        for key in store.group_keys()? {
+            if let Some(g) = store.group(&key)? {
+                for o in &g.objects {
+                    if let Object::Route { spec, .. } = o {
+                        tables.push(spec.table);
+                    }
+                }
+            }
+            println!(
+                "{}group {key} of {network}",
+                if opts.dry_run {
+                    "would remove "
+                } else {
+                    "removing "
+                }
+            );
+            if !opts.dry_run {
+                verbs::remove_group(&store, kernel.as_mut(), &key)?;
+            }
+        }
+        if !opts.dry_run {
+            store.destroy()?;
+        }
+    }
+    // Anything still carrying gwsteer's protocol number (from a lost record).
+    for rule in kernel.owned_rules(&[])? {
+        println!(
+            "{}leftover {rule}",
+            if opts.dry_run {
+                "would remove "
+            } else {
+                "removing "
+            }
+        );
+        if !opts.dry_run {
+            kernel.remove(&Object::node_rule(rule))?;
+        }
+    }
+    tables.sort_unstable();
+    tables.dedup();
+    for table in tables {
+        for (route, proto) in kernel.table_routes(table)? {
+            if proto == crate::objects::RTPROT_GWSTEER {
+                println!(
+                    "{}leftover {route}",
+                    if opts.dry_run {
+                        "would remove "
+                    } else {
+                        "removing "
+                    }
+                );
+                if !opts.dry_run {
+                    kernel.remove(&Object::node_route(route))?;
+                }
+            }
+        }
+    }
+    Ok(0)
+}

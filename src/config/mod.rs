@@ -1,0 +1,543 @@
+//! Plugin configuration: the raw JSON of the conflist's plugin object (with
+//! the runtime's `cniVersion`, `name`, `prevResult`, `args`) turned into one
+//! validated [`Config`]. Every error names the field by path.
+
+pub mod reader;
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use serde_json::Value;
+
+use crate::cni::version::CniVersion;
+use crate::error::{Error, Result, code};
+use crate::objects::Family;
+use reader::{At, Obj};
+
+pub const DEFAULT_STATE_DIR: &str = "/run/cni/gwsteer";
+
+/// The main table's rule sits at 32766: a steering rule at or after it never
+/// sees a packet, because main's default route answers first.
+const MAIN_RULE_PRIORITY: u32 = 32766;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirewallBackend {
+    Auto,
+    Nftables,
+    Iptables,
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Match {
+    /// `from <podIP> lookup <table>` per steered pod.
+    Source,
+    /// fwmark set on packets from steered pods (optionally only to `egressTo`).
+    Mark { mark: u32, mask: Option<u32> },
+    /// connmark on connections arriving by `ingressInterfaces`, restored on replies.
+    Connmark { mark: u32, mask: Option<u32> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gateway {
+    pub via: IpAddr,
+    pub dev: Option<String>,
+    pub weight: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub name: String,
+    pub table: u32,
+    pub priority: u32,
+    pub matcher: Match,
+    pub gateways: Vec<Gateway>,
+    /// Destinations routed via the gateways, only of families that have a gateway.
+    pub destinations: Vec<IpNet>,
+    pub exclude: Vec<IpNet>,
+    pub egress_to: Vec<IpNet>,
+    pub ingress_interfaces: Vec<String>,
+    /// `None`: pods of every namespace.
+    pub namespaces: Option<BTreeSet<String>>,
+}
+
+impl Policy {
+    pub fn gateways_of(&self, family: Family) -> Vec<&Gateway> {
+        self.gateways
+            .iter()
+            .filter(|g| Family::of(&g.via) == family)
+            .collect()
+    }
+
+    pub fn serves(&self, family: Family) -> bool {
+        self.destinations
+            .iter()
+            .any(|d| Family::of_net(d) == family)
+    }
+}
+
+/// Per-pod choices from Multus cni-args (`args.cni.gwsteer`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodArgs {
+    /// `Some(names)`: exactly these policies, whatever `namespaces` says;
+    /// `Some([])` opts the pod out of steering.
+    pub steering: Option<Vec<String>>,
+    pub role: Option<Role>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Client,
+    Router,
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub cni_version: CniVersion,
+    /// The network name (`name` of the conflist).
+    pub network: String,
+    pub state_dir: PathBuf,
+    pub log_file: Option<PathBuf>,
+    pub log_level: log::LevelFilter,
+    pub firewall_backend: FirewallBackend,
+    pub steering: Vec<Policy>,
+    pub pod_args: PodArgs,
+    pub prev_result: Option<Value>,
+    /// GC: `cni.dev/valid-attachments` as (containerID, ifname).
+    pub valid_attachments: Option<Vec<(String, String)>>,
+}
+
+/// Keys the runtime puts in a plugin's config, or that other tools add.
+const RUNTIME_KEYS: &[&str] = &[
+    "cniVersion",
+    "cniVersions",
+    "name",
+    "type",
+    "prevResult",
+    "runtimeConfig",
+    "capabilities",
+    "args",
+    "cni.dev/valid-attachments",
+    "cni.dev/attachments",
+    "disableCheck",
+    "disableGC",
+    "ipam",
+    "dns",
+];
+
+const PLUGIN_KEYS: &[&str] = &[
+    "stateDir",
+    "logFile",
+    "logLevel",
+    "firewallBackend",
+    "steering",
+    "gatewayNetwork",
+    "vrf",
+];
+
+/// Is `s` a valid CNI network name / container id (`^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`)?
+pub fn valid_cni_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// Is `s` usable as a Linux interface name?
+pub fn valid_ifname(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 15
+        && s != "."
+        && s != ".."
+        && !s.chars().any(|c| c == '/' || c == ':' || c.is_whitespace())
+}
+
+impl Config {
+    /// Parse the bytes on stdin. Decoding failures are CNI code 6.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Config> {
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+            Error::new(
+                code::DECODE,
+                format!("network configuration is not valid JSON: {e}"),
+            )
+        })?;
+        Config::from_value(&value)
+    }
+
+    pub fn from_value(value: &Value) -> Result<Config> {
+        let root = At::root(value)
+            .object()
+            .map_err(|_| Error::new(code::DECODE, "network configuration must be a JSON object"))?;
+        let cni_version = match root.get("cniVersion") {
+            None => return Err(Error::config("cniVersion: required")),
+            Some(v) => CniVersion::parse(v.str()?)?,
+        };
+        let network = root.req("name")?;
+        let network_name = network.str()?;
+        if !valid_cni_name(network_name) {
+            return Err(network.err(format!(
+                "{} is not a valid network name (letters, digits, '_', '.', '-'; starting with a letter or digit)",
+                reader::show(network.value)
+            )));
+        }
+        let mut known: Vec<&str> = RUNTIME_KEYS.to_vec();
+        known.extend_from_slice(PLUGIN_KEYS);
+        root.only(&known)?;
+
+        let state_dir = match root.get("stateDir") {
+            Some(v) => absolute_path(&v)?,
+            None => PathBuf::from(DEFAULT_STATE_DIR),
+        };
+        let log_file = root.get("logFile").map(|v| absolute_path(&v)).transpose()?;
+        let log_level = match root.get("logLevel") {
+            None => log::LevelFilter::Info,
+            Some(v) => match v.str()? {
+                "error" => log::LevelFilter::Error,
+                "warn" => log::LevelFilter::Warn,
+                "info" => log::LevelFilter::Info,
+                "debug" => log::LevelFilter::Debug,
+                "trace" => log::LevelFilter::Trace,
+                other => {
+                    return Err(v.err(format!(
+                        "\"{other}\" is not one of error, warn, info, debug, trace"
+                    )));
+                }
+            },
+        };
+        let firewall_backend = match root.get("firewallBackend") {
+            None => FirewallBackend::Auto,
+            Some(v) => match v.str()? {
+                "auto" => FirewallBackend::Auto,
+                "nftables" => FirewallBackend::Nftables,
+                "iptables" => FirewallBackend::Iptables,
+                "none" => FirewallBackend::None,
+                other => {
+                    return Err(v.err(format!(
+                        "\"{other}\" is not one of auto, nftables, iptables, none"
+                    )));
+                }
+            },
+        };
+        let steering = match root.get("steering") {
+            None => Vec::new(),
+            Some(v) => parse_policies(&v)?,
+        };
+        for key in ["gatewayNetwork", "vrf"] {
+            if let Some(v) = root.get(key) {
+                return Err(Error::new(
+                    code::UNSUPPORTED_FIELD,
+                    format!("{}: not supported by this gwsteer version yet", v.path),
+                ));
+            }
+        }
+        let pod_args = match root.get("args") {
+            None => PodArgs::default(),
+            Some(v) => parse_pod_args(&v, &steering)?,
+        };
+        let prev_result = root.get("prevResult").map(|v| v.value.clone());
+        if let Some(v) = root.get("prevResult") {
+            v.object()?;
+        }
+        let valid_attachments = root
+            .get("cni.dev/valid-attachments")
+            .map(|v| {
+                v.list_of(|item| {
+                    let o = item.object()?;
+                    let id = o.req("containerID")?.str()?.to_string();
+                    let ifname = o.req("ifname")?.str()?.to_string();
+                    Ok((id, ifname))
+                })
+            })
+            .transpose()?;
+        Ok(Config {
+            cni_version,
+            network: network_name.to_string(),
+            state_dir,
+            log_file,
+            log_level,
+            firewall_backend,
+            steering,
+            pod_args,
+            prev_result,
+            valid_attachments,
+        })
+    }
+
+    /// Does this config need a firewall backend?
+    pub fn needs_firewall(&self) -> bool {
+        self.steering.iter().any(|p| p.matcher != Match::Source)
+    }
+}
+
+fn absolute_path(v: &At) -> Result<PathBuf> {
+    let s = v.str()?;
+    if !s.starts_with('/') {
+        return Err(v.err(format!("\"{s}\" is not an absolute path")));
+    }
+    Ok(PathBuf::from(s))
+}
+
+fn parse_policies(v: &At) -> Result<Vec<Policy>> {
+    let items = v.array()?;
+    let mut policies: Vec<Policy> = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        let policy = parse_policy(item, index)?;
+        let clash = |what: &str, other: &Policy| {
+            item.err(format!(
+                "{what} is already used by steering policy \"{}\"",
+                other.name
+            ))
+        };
+        for other in &policies {
+            if other.name == policy.name {
+                return Err(clash(&format!("name \"{}\"", policy.name), other));
+            }
+            if other.table == policy.table {
+                return Err(clash(&format!("table {}", policy.table), other));
+            }
+            if other.priority == policy.priority {
+                return Err(clash(&format!("priority {}", policy.priority), other));
+            }
+        }
+        policies.push(policy);
+    }
+    Ok(policies)
+}
+
+fn parse_mark(v: &At) -> Result<u32> {
+    match v.value {
+        Value::Number(_) => v.u32_in(0, u32::MAX),
+        Value::String(s) => {
+            let hex = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X"));
+            let parsed = match hex {
+                Some(h) => u32::from_str_radix(h, 16).ok(),
+                None => s.parse::<u32>().ok(),
+            };
+            parsed.ok_or_else(|| {
+                v.err(format!(
+                    "\"{s}\" is not a 32-bit mark (hex as `ip rule` prints it, e.g. \"0x14\")"
+                ))
+            })
+        }
+        _ => Err(v.err("expected a mark such as \"0x14\"")),
+    }
+}
+
+fn parse_policy(item: &At, index: usize) -> Result<Policy> {
+    let o = item.object()?;
+    o.only(&[
+        "name",
+        "table",
+        "priority",
+        "match",
+        "mark",
+        "mask",
+        "gateways",
+        "destinations",
+        "exclude",
+        "egressTo",
+        "ingressInterfaces",
+        "namespaces",
+    ])?;
+    let name_at = o.req("name")?;
+    let name = name_at.str()?;
+    if name.is_empty()
+        || name.len() > 15
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err(name_at.err(format!("\"{name}\" must be 1 to 15 of a-z, 0-9 and '-'")));
+    }
+    let table_at = o.req("table")?;
+    let table = table_at.u32_in(1, u32::MAX)?;
+    if matches!(table, 253..=255) {
+        return Err(table_at.err(format!(
+            "{table} is a reserved table (253 default, 254 main, 255 local)"
+        )));
+    }
+    let priority = match o.get("priority") {
+        Some(p) => {
+            let n = p.u64()?;
+            if !(2..u64::from(MAIN_RULE_PRIORITY)).contains(&n) {
+                return Err(p.err(format!(
+                    "{n} is out of range 2…32765 (exclusion rules use priority − 1, and rules at or after 32766, main's, never match)"
+                )));
+            }
+            n as u32
+        }
+        None => {
+            let p = 1000 + 10 * index as u64;
+            if p >= u64::from(MAIN_RULE_PRIORITY) {
+                return Err(o.err("too many policies for default priorities; set priority"));
+            }
+            p as u32
+        }
+    };
+    let mode = match o.get("match") {
+        None => "source",
+        Some(m) => m.str()?,
+    };
+    let mark_of = |o: &Obj| -> Result<(u32, Option<u32>)> {
+        let mark = parse_mark(&o.req("mark")?)?;
+        let mask = o.get("mask").map(|m| parse_mark(&m)).transpose()?;
+        if mark == 0 {
+            return Err(o
+                .req("mark")?
+                .err("0 is not a usable mark (it matches unmarked packets)"));
+        }
+        Ok((mark, mask))
+    };
+    let matcher = match mode {
+        "source" => {
+            for key in ["mark", "mask", "egressTo", "ingressInterfaces"] {
+                if let Some(v) = o.get(key) {
+                    return Err(v.err("only used with match \"mark\" or \"connmark\""));
+                }
+            }
+            Match::Source
+        }
+        "mark" => {
+            let (mark, mask) = mark_of(&o)?;
+            Match::Mark { mark, mask }
+        }
+        "connmark" => {
+            let (mark, mask) = mark_of(&o)?;
+            Match::Connmark { mark, mask }
+        }
+        other => {
+            return Err(o
+                .req("match")?
+                .err(format!("\"{other}\" is not one of source, mark, connmark")));
+        }
+    };
+    if !matches!(matcher, Match::Source) {
+        return Err(Error::new(
+            code::UNSUPPORTED_FIELD,
+            format!(
+                "{}: match \"{mode}\" is not supported by this gwsteer version yet",
+                o.path
+            ),
+        ));
+    }
+    let gateways_at = o.req("gateways")?;
+    let gateways = gateways_at.list_of(parse_gateway)?;
+    if gateways.is_empty() {
+        return Err(gateways_at.err("at least one gateway is required"));
+    }
+    let families: BTreeSet<Family> = gateways.iter().map(|g| Family::of(&g.via)).collect();
+    let destinations = match o.get("destinations") {
+        Some(d) => {
+            let list = d.list_of(|x| x.cidr())?;
+            for (i, dst) in list.iter().enumerate() {
+                if !families.contains(&Family::of_net(dst)) {
+                    return Err(Error::config(format!(
+                        "{}[{i}]: {dst} has no gateway of its address family in {}",
+                        d.path, gateways_at.path
+                    )));
+                }
+            }
+            if list.is_empty() {
+                return Err(d.err("at least one destination is required"));
+            }
+            list
+        }
+        None => ["0.0.0.0/0", "::/0"]
+            .iter()
+            .filter_map(|s| s.parse::<IpNet>().ok())
+            .filter(|d| families.contains(&Family::of_net(d)))
+            .collect(),
+    };
+    let cidrs = |key: &str| -> Result<Vec<IpNet>> {
+        o.get(key)
+            .map_or(Ok(Vec::new()), |v| v.list_of(|x| x.cidr()))
+    };
+    let exclude = cidrs("exclude")?;
+    let egress_to = cidrs("egressTo")?;
+    let ingress_interfaces = match o.get("ingressInterfaces") {
+        None => Vec::new(),
+        Some(v) => v.list_of(|x| {
+            let s = x.str()?;
+            if !valid_ifname(s) {
+                return Err(x.err(format!("\"{s}\" is not an interface name")));
+            }
+            Ok(s.to_string())
+        })?,
+    };
+    let namespaces = o
+        .get("namespaces")
+        .map(|v| v.list_of(|x| Ok(x.str()?.to_string())))
+        .transpose()?
+        .map(|v| v.into_iter().collect());
+    Ok(Policy {
+        name: name.to_string(),
+        table,
+        priority,
+        matcher,
+        gateways,
+        destinations,
+        exclude,
+        egress_to,
+        ingress_interfaces,
+        namespaces,
+    })
+}
+
+fn parse_gateway(v: &At) -> Result<Gateway> {
+    let o = v.object()?;
+    o.only(&["via", "dev", "weight"])?;
+    let via = o.req("via")?.ip()?;
+    let dev = match o.get("dev") {
+        None => None,
+        Some(d) => {
+            let s = d.str()?;
+            if !valid_ifname(s) {
+                return Err(d.err(format!("\"{s}\" is not an interface name")));
+            }
+            Some(s.to_string())
+        }
+    };
+    let weight = match o.get("weight") {
+        None => 1,
+        Some(w) => w.u32_in(1, 256)? as u16,
+    };
+    Ok(Gateway { via, dev, weight })
+}
+
+fn parse_pod_args(args: &At, policies: &[Policy]) -> Result<PodArgs> {
+    let Some(cni) = args.object()?.get("cni") else {
+        return Ok(PodArgs::default());
+    };
+    let Some(ours) = cni.object()?.get("gwsteer") else {
+        return Ok(PodArgs::default());
+    };
+    let o = ours.object()?;
+    o.only(&["steering", "role"])?;
+    let steering = match o.get("steering") {
+        None => None,
+        Some(v) => Some(v.list_of(|x| {
+            let name = x.str()?;
+            if !policies.iter().any(|p| p.name == name) {
+                return Err(x.err(format!("no steering policy is named \"{name}\"")));
+            }
+            Ok(name.to_string())
+        })?),
+    };
+    let role = match o.get("role") {
+        None => None,
+        Some(v) => Some(match v.str()? {
+            "client" => Role::Client,
+            "router" => Role::Router,
+            "none" => Role::None,
+            other => {
+                return Err(v.err(format!("\"{other}\" is not one of client, router, none")));
+            }
+        }),
+    };
+    Ok(PodArgs { steering, role })
+}
+
+#[cfg(test)]
+mod tests;

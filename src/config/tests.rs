@@ -1,0 +1,339 @@
+use serde_json::{Value, json};
+
+use super::*;
+
+fn base() -> Value {
+    json!({
+        "cniVersion": "1.0.0",
+        "name": "oam-net",
+        "type": "gwsteer",
+        "steering": [{
+            "name": "oam",
+            "table": 100,
+            "gateways": [{"via": "192.168.2.1", "dev": "eth1"}, {"via": "fd00:2::1"}],
+            "exclude": ["10.244.0.0/16"]
+        }]
+    })
+}
+
+fn err_of(v: Value) -> Error {
+    Config::from_value(&v).expect_err("config must be refused")
+}
+
+#[test]
+fn a_full_config_parses_with_defaults() {
+    let c = Config::from_value(&base()).unwrap();
+    assert_eq!(c.network, "oam-net");
+    assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+    assert_eq!(c.firewall_backend, FirewallBackend::Auto);
+    let p = &c.steering[0];
+    assert_eq!(p.priority, 1000);
+    assert_eq!(p.matcher, Match::Source);
+    assert_eq!(p.destinations.len(), 2);
+    assert_eq!(p.gateways[0].weight, 1);
+    assert_eq!(p.namespaces, None);
+}
+
+#[test]
+fn default_priorities_step_by_ten() {
+    let mut v = base();
+    v["steering"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "b", "table": 101, "gateways": [{"via": "10.0.0.1"}]}));
+    let c = Config::from_value(&v).unwrap();
+    assert_eq!(c.steering[1].priority, 1010);
+    assert_eq!(
+        c.steering[1].destinations,
+        vec!["0.0.0.0/0".parse::<IpNet>().unwrap()]
+    );
+}
+
+/// Each malformed config, the CNI code it must get, and a piece of the message.
+#[test]
+fn malformed_configs_name_the_field() {
+    let cases: Vec<(Value, u32, &str)> = vec![
+        (
+            json!({"cniVersion": "1.0.0", "type": "gwsteer"}),
+            7,
+            "name: required",
+        ),
+        (
+            json!({"name": "n", "type": "gwsteer"}),
+            7,
+            "cniVersion: required",
+        ),
+        (
+            json!({"cniVersion": "0.2.0", "name": "n"}),
+            1,
+            "\"0.2.0\" is not supported",
+        ),
+        (
+            json!({"cniVersion": "1.0.0", "name": "bad name!"}),
+            7,
+            "name: \"bad name!\" is not a valid network name",
+        ),
+        (
+            json!({"cniVersion": "1.0.0", "name": "n", "stateDir": "relative/dir"}),
+            7,
+            "stateDir: \"relative/dir\" is not an absolute path",
+        ),
+        (
+            json!({"cniVersion": "1.0.0", "name": "n", "logLevel": "loud"}),
+            7,
+            "logLevel: \"loud\" is not one of",
+        ),
+        (
+            json!({"cniVersion": "1.0.0", "name": "n", "firewallBackend": "pf"}),
+            7,
+            "firewallBackend: \"pf\"",
+        ),
+        (
+            json!({"cniVersion": "1.0.0", "name": "n", "steering": {}}),
+            7,
+            "steering: expected an array",
+        ),
+        (
+            json!({"cniVersion": "1.0.0", "name": "n", "stearing": []}),
+            2,
+            "stearing: unknown key (did you mean \"steering\"?)",
+        ),
+    ];
+    for (v, code, text) in cases {
+        let e = err_of(v.clone());
+        assert_eq!(e.code, code, "{v}: {}", e.msg);
+        assert!(e.msg.contains(text), "{v}: {:?} lacks {text:?}", e.msg);
+    }
+}
+
+#[test]
+fn malformed_policies_name_the_field() {
+    let cases: Vec<(&str, Value, u32, &str)> = vec![
+        (
+            "/steering/0/gateways/0/via",
+            json!("10.0.0.300"),
+            7,
+            "steering[0].gateways[0].via: \"10.0.0.300\" is not an IP address",
+        ),
+        (
+            "/steering/0/gateways/1/weight",
+            json!(0),
+            7,
+            "steering[0].gateways[1].weight: 0 is out of range 1…256",
+        ),
+        (
+            "/steering/0/gateways/1/weight",
+            json!(257),
+            7,
+            "weight: 257 is out of range",
+        ),
+        (
+            "/steering/0/gateways",
+            json!([]),
+            7,
+            "steering[0].gateways: at least one gateway",
+        ),
+        (
+            "/steering/0/gateways/0/dev",
+            json!("a-very-long-interface-name"),
+            7,
+            "steering[0].gateways[0].dev: \"a-very-long-interface-name\" is not an interface name",
+        ),
+        (
+            "/steering/0/gateways/0/gw",
+            json!("1.2.3.4"),
+            2,
+            "steering[0].gateways[0].gw: unknown key",
+        ),
+        (
+            "/steering/0/table",
+            json!(254),
+            7,
+            "steering[0].table: 254 is a reserved table",
+        ),
+        (
+            "/steering/0/table",
+            json!(0),
+            7,
+            "steering[0].table: 0 is out of range",
+        ),
+        (
+            "/steering/0/table",
+            json!(4294967296u64),
+            7,
+            "steering[0].table: 4294967296 is out of range",
+        ),
+        (
+            "/steering/0/table",
+            json!("100"),
+            7,
+            "steering[0].table: expected a non-negative whole number, found a string \"100\"",
+        ),
+        (
+            "/steering/0/name",
+            json!("OAM"),
+            7,
+            "steering[0].name: \"OAM\" must be 1 to 15",
+        ),
+        (
+            "/steering/0/name",
+            json!("sixteen-chars-xx"),
+            7,
+            "must be 1 to 15",
+        ),
+        (
+            "/steering/0/priority",
+            json!(32766),
+            7,
+            "steering[0].priority: 32766 is out of range 2…32765",
+        ),
+        (
+            "/steering/0/priority",
+            json!(1),
+            7,
+            "priority: 1 is out of range",
+        ),
+        (
+            "/steering/0/match",
+            json!("dscp"),
+            7,
+            "steering[0].match: \"dscp\" is not one of source, mark, connmark",
+        ),
+        (
+            "/steering/0/exclude",
+            json!(["10.244.0.1/16"]),
+            7,
+            "steering[0].exclude[0]: \"10.244.0.1/16\" has host bits set; did you mean \"10.244.0.0/16\"?",
+        ),
+        (
+            "/steering/0/exclude",
+            json!(["10.244.0.0"]),
+            7,
+            "steering[0].exclude[0]: \"10.244.0.0\" is not a CIDR",
+        ),
+        ("/steering/0/destinations", json!(["2001:db8::/32"]), 7, ""),
+        (
+            "/steering/0/mark",
+            json!("0x14"),
+            7,
+            "steering[0].mark: only used with match",
+        ),
+        (
+            "/steering/0/namespaces",
+            json!("default"),
+            7,
+            "steering[0].namespaces: expected an array",
+        ),
+    ];
+    for (pointer, value, code, text) in cases {
+        let mut v = base();
+        let (parent, key) = pointer.rsplit_once('/').unwrap();
+        let target = v.pointer_mut(parent).unwrap();
+        match target {
+            Value::Object(m) => {
+                m.insert(key.into(), value.clone());
+            }
+            Value::Array(a) => a[key.parse::<usize>().unwrap()] = value.clone(),
+            _ => unreachable!(),
+        }
+        match Config::from_value(&v) {
+            Err(e) => {
+                assert_eq!(e.code, code, "{pointer}={value}: {}", e.msg);
+                assert!(
+                    e.msg.contains(text),
+                    "{pointer}={value}: {:?} lacks {text:?}",
+                    e.msg
+                );
+            }
+            // An IPv6-only destination list is fine when there is an IPv6 gateway.
+            Ok(_) if text.is_empty() => {}
+            Ok(_) => panic!("{pointer}={value} was accepted"),
+        }
+    }
+}
+
+#[test]
+fn destinations_need_a_gateway_of_their_family() {
+    let mut v = base();
+    v["steering"][0]["gateways"] = json!([{"via": "192.168.2.1"}]);
+    v["steering"][0]["destinations"] = json!(["0.0.0.0/0", "::/0"]);
+    let e = err_of(v);
+    assert_eq!(
+        e.msg,
+        "steering[0].destinations[1]: ::/0 has no gateway of its address family in steering[0].gateways"
+    );
+}
+
+#[test]
+fn duplicates_between_policies_are_refused() {
+    for (key, value, text) in [
+        ("name", json!("oam"), "name \"oam\" is already used"),
+        ("table", json!(100), "table 100 is already used"),
+        ("priority", json!(1000), "priority 1000 is already used"),
+    ] {
+        let mut v = base();
+        let mut second = json!({"name": "other", "table": 200, "priority": 2000, "gateways": [{"via": "10.0.0.1"}]});
+        second[key] = value;
+        v["steering"].as_array_mut().unwrap().push(second);
+        let e = err_of(v);
+        assert!(e.msg.starts_with("steering[1]: "), "{}", e.msg);
+        assert!(e.msg.contains(text), "{}", e.msg);
+    }
+}
+
+#[test]
+fn pod_args_are_validated() {
+    let mut v = base();
+    v["args"] = json!({"cni": {"gwsteer": {"steering": ["nope"]}}});
+    assert_eq!(
+        err_of(v.clone()).msg,
+        "args.cni.gwsteer.steering[0]: no steering policy is named \"nope\""
+    );
+    v["args"] = json!({"cni": {"gwsteer": {"role": "boss"}}});
+    assert!(
+        err_of(v.clone())
+            .msg
+            .starts_with("args.cni.gwsteer.role: \"boss\"")
+    );
+    v["args"] = json!({"cni": {"gwsteer": {"steering": ["oam"], "role": "client"}}});
+    let c = Config::from_value(&v).unwrap();
+    assert_eq!(c.pod_args.steering, Some(vec!["oam".to_string()]));
+    assert_eq!(c.pod_args.role, Some(Role::Client));
+    // Other plugins' cni-args are none of our business.
+    v["args"] = json!({"cni": {"ips": ["10.0.0.5/24"]}});
+    assert_eq!(Config::from_value(&v).unwrap().pod_args, PodArgs::default());
+}
+
+#[test]
+fn marks_parse_as_ip_rule_prints_them() {
+    assert_eq!(parse_mark(&At::root(&json!("0x14"))).unwrap(), 0x14);
+    assert_eq!(parse_mark(&At::root(&json!("20"))).unwrap(), 20);
+    assert_eq!(parse_mark(&At::root(&json!(20))).unwrap(), 20);
+    assert!(parse_mark(&At::root(&json!("0xzz"))).is_err());
+}
+
+#[test]
+fn valid_attachments_are_read_for_gc() {
+    let mut v = base();
+    v["cniVersion"] = json!("1.1.0");
+    v["cni.dev/valid-attachments"] = json!([{"containerID": "abc", "ifname": "eth0"}]);
+    let c = Config::from_value(&v).unwrap();
+    assert_eq!(
+        c.valid_attachments,
+        Some(vec![("abc".into(), "eth0".into())])
+    );
+    v["cni.dev/valid-attachments"] = json!([{"containerID": "abc"}]);
+    assert_eq!(
+        err_of(v).msg,
+        "cni.dev/valid-attachments[0].ifname: required"
+    );
+}
+
+#[test]
+fn not_yet_supported_sections_say_so() {
+    let mut v = base();
+    v["vrf"] = json!({"name": "vrf-oam", "table": 10});
+    let e = err_of(v);
+    assert_eq!(e.code, code::UNSUPPORTED_FIELD);
+    assert!(e.msg.starts_with("vrf: "), "{}", e.msg);
+}

@@ -1,0 +1,554 @@
+//! The state store: what each attachment owns, under one lock per network.
+//!
+//! Layout of `<stateDir>/<network>/` (directories 0700, files 0600):
+//!
+//! ```text
+//! lock                          flock(2) target; writers hold it exclusively
+//! attachments/<cid>@<ifname>.json   one Record per attachment
+//! nodes/<key>.json              one NodeGroup per node-level group of objects
+//! holds/<key>/<cid>@<ifname>    empty file: this attachment needs group <key>
+//! corrupt/<file>.<unix-time>    unreadable records, set aside for a human
+//! ```
+//!
+//! Every write goes to a temporary file that is then renamed over the
+//! target, so a process killed at any instant leaves either the old or the
+//! new record, never a torn one. Records carry a schema version.
+//!
+//! Reference counting is by holder files, not counters: a crash between two
+//! steps can leave a holder too many (then GC or DEL of that attachment
+//! removes it), never a count that silently drifts. "Am I the last holder?"
+//! reads one directory entry, so it costs the same with 1 or 1000 pods.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use fs2::FileExt;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result, code};
+use crate::objects::Object;
+
+pub const SCHEMA: u32 = 1;
+
+/// The identity of an attachment within a network.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttachmentId {
+    pub container_id: String,
+    pub ifname: String,
+}
+
+impl AttachmentId {
+    /// File name stem. Container ids are `[A-Za-z0-9][A-Za-z0-9_.-]*` and
+    /// interface names hold no '/', so `@` keeps the two apart.
+    fn stem(&self) -> String {
+        format!("{}@{}", self.container_id, self.ifname)
+    }
+}
+
+impl std::fmt::Display for AttachmentId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let short = self.container_id.get(..12).unwrap_or(&self.container_id);
+        write!(f, "{short}/{}", self.ifname)
+    }
+}
+
+/// What one attachment owns. Written before the kernel is touched (intent),
+/// so a crash mid-ADD leaves a record that DEL or GC can undo.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    pub schema: u32,
+    pub network: String,
+    #[serde(flatten)]
+    pub id: AttachmentId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    /// Per-pod objects, removed on DEL.
+    #[serde(default)]
+    pub objects: Vec<Object>,
+    /// Keys of node-level groups this attachment needs.
+    #[serde(default)]
+    pub holds: Vec<String>,
+    pub created: u64,
+}
+
+/// Node-level objects shared by attachments, removed with their last holder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeGroup {
+    pub schema: u32,
+    pub key: String,
+    pub objects: Vec<Object>,
+}
+
+/// A record that could not be read, and where it was put.
+#[derive(Debug, Clone)]
+pub struct Corrupt {
+    pub file: PathBuf,
+    pub moved_to: PathBuf,
+    pub reason: String,
+}
+
+/// An open, locked store for one network. The lock is released on drop.
+pub struct Store {
+    dir: PathBuf,
+    lock: File,
+    /// How long taking the lock took.
+    pub waited: Duration,
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn mkdir(path: &Path) -> Result<()> {
+    match DirBuilder::new().recursive(true).mode(0o700).create(path) {
+        Ok(()) => Ok(()),
+        Err(e) => Err(Error::io(format!("creating {}", path.display()), e)),
+    }
+}
+
+fn open_lock(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+}
+
+impl Store {
+    /// Open `<state_dir>/<network>` and take its exclusive lock, waiting at
+    /// most `wait`. A timeout is CNI error 11 ("try again later").
+    pub fn open(state_dir: &Path, network: &str, wait: Duration) -> Result<Store> {
+        let dir = state_dir.join(network);
+        let lock_path = dir.join("lock");
+        let lock = match open_lock(&lock_path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                for sub in ["attachments", "nodes", "holds"] {
+                    mkdir(&dir.join(sub))?;
+                }
+                open_lock(&lock_path)
+                    .map_err(|e| Error::io(format!("opening {}", lock_path.display()), e))?
+            }
+            Err(e) => return Err(Error::io(format!("opening {}", lock_path.display()), e)),
+        };
+        let start = Instant::now();
+        let mut pause = Duration::from_micros(200);
+        loop {
+            match lock.try_lock_exclusive() {
+                Ok(()) => break,
+                Err(e) if e.kind() == ErrorKind::WouldBlock || e.raw_os_error() == Some(11) => {
+                    if start.elapsed() >= wait {
+                        return Err(Error::new(
+                            code::TRY_AGAIN_LATER,
+                            format!(
+                                "state store {} is locked by another gwsteer; gave up after {} ms",
+                                lock_path.display(),
+                                wait.as_millis()
+                            ),
+                        ));
+                    }
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(10));
+                }
+                Err(e) => return Err(Error::io(format!("locking {}", lock_path.display()), e)),
+            }
+        }
+        Ok(Store {
+            dir,
+            lock,
+            waited: start.elapsed(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn record_path(&self, id: &AttachmentId) -> PathBuf {
+        self.dir
+            .join("attachments")
+            .join(format!("{}.json", id.stem()))
+    }
+
+    fn group_path(&self, key: &str) -> PathBuf {
+        self.dir.join("nodes").join(format!("{key}.json"))
+    }
+
+    fn holds_dir(&self, key: &str) -> PathBuf {
+        self.dir.join("holds").join(key)
+    }
+
+    /// Write `value` to `path` atomically (temp file + rename), mode 0600.
+    fn write_json<T: Serialize>(&self, path: &Path, value: &T) -> Result<()> {
+        let text = serde_json::to_vec_pretty(value)
+            .map_err(|e| Error::new(code::STATE, format!("encoding {}: {e}", path.display())))?;
+        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+        let write = || -> std::io::Result<()> {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(&text)?;
+            fs::rename(&tmp, path)
+        };
+        write().map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            Error::io(format!("writing {}", path.display()), e)
+        })
+    }
+
+    /// Read a JSON file. `Ok(None)` if it does not exist; a file that does
+    /// not parse, or has an unknown schema, is moved to `corrupt/` and
+    /// reported as an error (code 102).
+    fn read_json<T: for<'de> Deserialize<'de>>(&self, path: &Path) -> Result<Option<T>> {
+        let bytes = match fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+        };
+        match parse_versioned::<T>(&bytes) {
+            Ok(v) => Ok(Some(v)),
+            Err(reason) => {
+                let c = self.set_aside(path, reason)?;
+                Err(Error::new(
+                    code::STATE,
+                    format!(
+                        "state record {} is unreadable ({}); set aside as {}",
+                        c.file.display(),
+                        c.reason,
+                        c.moved_to.display()
+                    ),
+                ))
+            }
+        }
+    }
+
+    fn set_aside(&self, path: &Path, reason: String) -> Result<Corrupt> {
+        let corrupt_dir = self.dir.join("corrupt");
+        mkdir(&corrupt_dir)?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let moved_to = corrupt_dir.join(format!("{name}.{}", now()));
+        fs::rename(path, &moved_to)
+            .map_err(|e| Error::io(format!("setting aside {}", path.display()), e))?;
+        log::error!(
+            "state record {} is unreadable ({reason}); set aside as {}",
+            path.display(),
+            moved_to.display()
+        );
+        Ok(Corrupt {
+            file: path.to_path_buf(),
+            moved_to,
+            reason,
+        })
+    }
+
+    pub fn get(&self, id: &AttachmentId) -> Result<Option<Record>> {
+        self.read_json(&self.record_path(id))
+    }
+
+    pub fn put(&self, record: &Record) -> Result<()> {
+        self.write_json(&self.record_path(&record.id), record)
+    }
+
+    pub fn delete(&self, id: &AttachmentId) -> Result<()> {
+        remove_file(&self.record_path(id))
+    }
+
+    /// Every readable record, and the ones that were set aside.
+    pub fn list(&self) -> Result<(Vec<Record>, Vec<Corrupt>)> {
+        let mut records = Vec::new();
+        let mut corrupt = Vec::new();
+        for path in list_dir(&self.dir.join("attachments"))? {
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let bytes = match fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+            };
+            match parse_versioned::<Record>(&bytes) {
+                Ok(r) => records.push(r),
+                Err(reason) => corrupt.push(self.set_aside(&path, reason)?),
+            }
+        }
+        records.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok((records, corrupt))
+    }
+
+    pub fn group(&self, key: &str) -> Result<Option<NodeGroup>> {
+        self.read_json(&self.group_path(key))
+    }
+
+    pub fn put_group(&self, group: &NodeGroup) -> Result<()> {
+        self.write_json(&self.group_path(&group.key), group)
+    }
+
+    pub fn delete_group(&self, key: &str) -> Result<()> {
+        remove_file(&self.group_path(key))?;
+        match fs::remove_dir(self.holds_dir(key)) {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::DirectoryNotEmpty) => {
+                Ok(())
+            }
+            Err(e) => Err(Error::io("removing holders directory", e)),
+        }
+    }
+
+    /// Keys of every node group on record.
+    pub fn group_keys(&self) -> Result<Vec<String>> {
+        let mut keys: Vec<String> = list_dir(&self.dir.join("nodes"))?
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Record that `id` needs group `key`.
+    pub fn hold(&self, key: &str, id: &AttachmentId) -> Result<()> {
+        let dir = self.holds_dir(key);
+        let path = dir.join(id.stem());
+        let create = || {
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&path)
+        };
+        match create() {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                mkdir(&dir)?;
+                create()
+                    .map(|_| ())
+                    .map_err(|e| Error::io(format!("creating {}", path.display()), e))
+            }
+            Err(e) => Err(Error::io(format!("creating {}", path.display()), e)),
+        }
+    }
+
+    /// Drop `id`'s hold on `key`; true when nobody holds the group any more.
+    pub fn release(&self, key: &str, id: &AttachmentId) -> Result<bool> {
+        let dir = self.holds_dir(key);
+        remove_file(&dir.join(id.stem()))?;
+        self.unheld(key)
+    }
+
+    /// True when no attachment holds group `key`.
+    pub fn unheld(&self, key: &str) -> Result<bool> {
+        match fs::read_dir(self.holds_dir(key)) {
+            Ok(mut entries) => Ok(entries.next().is_none()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(true),
+            Err(e) => Err(Error::io("reading holders", e)),
+        }
+    }
+
+    /// Attachments holding group `key` (for show/GC; not on the hot path).
+    pub fn holders(&self, key: &str) -> Result<Vec<String>> {
+        let mut names: Vec<String> = list_dir(&self.holds_dir(key))?
+            .iter()
+            .filter_map(|p| p.file_name().map(|s| s.to_string_lossy().into_owned()))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Remove a holder file by its name (as returned by [`Store::holders`]).
+    pub fn drop_holder(&self, key: &str, holder: &str) -> Result<()> {
+        remove_file(&self.holds_dir(key).join(holder))
+    }
+
+    /// Is `holder` (a holder file name) an attachment with a record?
+    pub fn has_record_stem(&self, holder: &str) -> bool {
+        self.dir
+            .join("attachments")
+            .join(format!("{holder}.json"))
+            .exists()
+    }
+
+    /// Remove the network's whole state directory (cleanup).
+    pub fn destroy(self) -> Result<()> {
+        let dir = self.dir.clone();
+        fs::remove_dir_all(&dir)
+            .or_else(|e| {
+                if e.kind() == ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
+            .map_err(|e| Error::io(format!("removing {}", dir.display()), e))?;
+        drop(self.lock);
+        Ok(())
+    }
+}
+
+fn parse_versioned<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, String> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    match value.get("schema").and_then(serde_json::Value::as_u64) {
+        Some(s) if s == u64::from(SCHEMA) => {}
+        Some(s) => return Err(format!("schema {s}, this gwsteer reads schema {SCHEMA}")),
+        None => return Err("no schema version".into()),
+    }
+    serde_json::from_value(value).map_err(|e| e.to_string())
+}
+
+fn remove_file(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("removing {}", path.display()), e)),
+    }
+}
+
+fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
+    match fs::read_dir(dir) {
+        Ok(entries) => Ok(entries.filter_map(|e| e.ok().map(|e| e.path())).collect()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Error::io(format!("reading {}", dir.display()), e)),
+    }
+}
+
+/// Networks that have a state directory under `state_dir`.
+pub fn networks(state_dir: &Path) -> Result<Vec<String>> {
+    let mut names: Vec<String> = list_dir(state_dir)?
+        .iter()
+        .filter(|p| p.join("lock").exists())
+        .filter_map(|p| p.file_name().map(|s| s.to_string_lossy().into_owned()))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn tmp(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("gwsteer-store-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        d
+    }
+
+    fn id(c: &str) -> AttachmentId {
+        AttachmentId {
+            container_id: c.into(),
+            ifname: "eth0".into(),
+        }
+    }
+
+    fn record(c: &str) -> Record {
+        Record {
+            schema: SCHEMA,
+            network: "net".into(),
+            id: id(c),
+            netns: None,
+            pod_namespace: Some("default".into()),
+            pod_name: None,
+            objects: vec![],
+            holds: vec!["steering.oam".into()],
+            created: 1,
+        }
+    }
+
+    #[test]
+    fn records_round_trip_with_private_modes() {
+        let root = tmp("rt");
+        let s = Store::open(&root, "net", Duration::from_secs(1)).unwrap();
+        s.put(&record("c1")).unwrap();
+        assert_eq!(s.get(&id("c1")).unwrap(), Some(record("c1")));
+        assert_eq!(s.get(&id("c2")).unwrap(), None);
+        let dir_mode = fs::metadata(root.join("net/attachments"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(dir_mode & 0o777, 0o700);
+        let file_mode = fs::metadata(root.join("net/attachments/c1@eth0.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(file_mode & 0o777, 0o600);
+        s.delete(&id("c1")).unwrap();
+        s.delete(&id("c1")).unwrap();
+        assert_eq!(s.list().unwrap().0.len(), 0);
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn corrupt_records_are_set_aside_not_fatal() {
+        let root = tmp("corrupt");
+        let s = Store::open(&root, "net", Duration::from_secs(1)).unwrap();
+        s.put(&record("good")).unwrap();
+        fs::write(
+            root.join("net/attachments/bad@eth0.json"),
+            b"{\"schema\":1,",
+        )
+        .unwrap();
+        fs::write(
+            root.join("net/attachments/old@eth0.json"),
+            b"{\"schema\":99}",
+        )
+        .unwrap();
+        let e = s.get(&id("bad")).unwrap_err();
+        assert_eq!(e.code, code::STATE);
+        assert!(e.msg.contains("set aside"), "{}", e.msg);
+        let (records, corrupt) = s.list().unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(corrupt.len(), 1);
+        assert!(corrupt[0].reason.contains("schema 99"));
+        assert_eq!(fs::read_dir(root.join("net/corrupt")).unwrap().count(), 2);
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn holds_count_by_files() {
+        let root = tmp("holds");
+        let s = Store::open(&root, "net", Duration::from_secs(1)).unwrap();
+        s.hold("g", &id("a")).unwrap();
+        s.hold("g", &id("b")).unwrap();
+        s.hold("g", &id("b")).unwrap();
+        assert!(!s.release("g", &id("a")).unwrap());
+        assert!(s.release("g", &id("b")).unwrap());
+        assert!(s.release("g", &id("b")).unwrap());
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn lock_times_out_with_try_again_later() {
+        let root = tmp("lock");
+        let held = Store::open(&root, "net", Duration::from_secs(1)).unwrap();
+        let t = Instant::now();
+        let e = match Store::open(&root, "net", Duration::from_millis(100)) {
+            Err(e) => e,
+            Ok(_) => panic!("second lock must not be granted"),
+        };
+        assert_eq!(e.code, code::TRY_AGAIN_LATER);
+        assert!(t.elapsed() >= Duration::from_millis(100));
+        drop(held);
+        Store::open(&root, "net", Duration::from_millis(100)).unwrap();
+        fs::remove_dir_all(root).unwrap();
+    }
+}

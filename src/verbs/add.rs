@@ -1,0 +1,138 @@
+//! ADD: plan, record the intent, make it real; on failure undo all of it.
+
+use std::time::Instant;
+
+use serde_json::Value;
+
+use super::{ensure_group, new_kernel, open_store, teardown};
+use crate::cni::{Env, result};
+use crate::config::Config;
+use crate::error::{Error, Result, code};
+use crate::objects::Kernel;
+use crate::plan::{self, Pod};
+use crate::store::{Record, SCHEMA, Store, now};
+
+pub fn run(config: &Config, env: &Env) -> Result<Value> {
+    let started = Instant::now();
+    let id = env.attachment();
+    crate::logging::set_context(format!(
+        "ADD {id} net={} pod={}/{}",
+        config.network,
+        env.pod_namespace.as_deref().unwrap_or("-"),
+        env.pod_name.as_deref().unwrap_or("-")
+    ));
+    let prev = config.prev_result.as_ref().ok_or_else(|| {
+        Error::config(
+            "prevResult: required; gwsteer is a chained plugin: list it after a primary plugin (bridge, ptp, kindnet, flannel, calico, macvlan…) in the conflist",
+        )
+    })?;
+    let pod = Pod {
+        namespace: env.pod_namespace.clone(),
+        name: env.pod_name.clone(),
+        addresses: result::pod_addresses(prev, &env.ifname)?,
+    };
+    let plan = plan::plan(config, &pod);
+    let record = Record {
+        schema: SCHEMA,
+        network: config.network.clone(),
+        id: id.clone(),
+        netns: env.netns.as_ref().map(|p| p.display().to_string()),
+        pod_namespace: env.pod_namespace.clone(),
+        pod_name: env.pod_name.clone(),
+        objects: plan.pod_objects.clone(),
+        holds: plan.groups.iter().map(|g| g.key.clone()).collect(),
+        created: now(),
+    };
+
+    let store = open_store(config)?;
+    let old = match store.get(&id) {
+        Ok(r) => r,
+        Err(e) if e.code == code::STATE => None,
+        Err(e) => return Err(e),
+    };
+    if old.is_none() && plan.pod_objects.is_empty() && plan.groups.is_empty() {
+        store.put(&record)?;
+        log::info!("not steered (no policy selects this pod); recorded");
+        return Ok(result::convert(prev, config.cni_version));
+    }
+    let mut kernel = new_kernel(env.netns.clone())?;
+    if let Some(old) = &old {
+        replace_old(&store, kernel.as_mut(), old, &record)?;
+    }
+    store.put(&record)?;
+    if let Err(e) = make_real(&store, kernel.as_mut(), &plan, &record) {
+        log::error!("{e}; undoing this ADD");
+        if let Err(undo) = teardown(&store, kernel.as_mut(), &record) {
+            log::error!("undo incomplete, record kept for DEL/GC: {undo}");
+        } else {
+            store.delete(&id)?;
+        }
+        return Err(e);
+    }
+    log::info!(
+        "steered {} address(es): {} rule(s), groups [{}] in {} µs",
+        pod.addresses.len(),
+        record.objects.len(),
+        record.holds.join(", "),
+        started.elapsed().as_micros()
+    );
+    Ok(result::convert(prev, config.cni_version))
+}
+
+fn make_real(
+    store: &Store,
+    kernel: &mut dyn Kernel,
+    plan: &plan::Plan,
+    record: &Record,
+) -> Result<()> {
+    for group in &plan.groups {
+        store.hold(&group.key, &record.id)?;
+        ensure_group(store, kernel, group)?;
+    }
+    for obj in &plan.pod_objects {
+        log::debug!("ensure {obj}");
+        kernel.ensure(obj)?;
+    }
+    Ok(())
+}
+
+/// A second ADD for the same attachment (a retry, or re-ADD after a
+/// restart): first record the union of old and new so a crash here loses
+/// nothing, then remove what the new plan no longer has.
+fn replace_old(store: &Store, kernel: &mut dyn Kernel, old: &Record, new: &Record) -> Result<()> {
+    let mut union = new.clone();
+    union.objects.extend(
+        old.objects
+            .iter()
+            .filter(|o| !new.objects.contains(o))
+            .cloned(),
+    );
+    union
+        .holds
+        .extend(old.holds.iter().filter(|h| !new.holds.contains(h)).cloned());
+    if union == *new {
+        return Ok(());
+    }
+    store.put(&union)?;
+    let stale = Record {
+        objects: old
+            .objects
+            .iter()
+            .filter(|o| !new.objects.contains(o))
+            .cloned()
+            .collect(),
+        holds: old
+            .holds
+            .iter()
+            .filter(|h| !new.holds.contains(h))
+            .cloned()
+            .collect(),
+        ..old.clone()
+    };
+    log::info!(
+        "re-ADD: removing {} object(s) and {} hold(s) the new plan does not have",
+        stale.objects.len(),
+        stale.holds.len()
+    );
+    teardown(store, kernel, &stale)
+}

@@ -1,0 +1,135 @@
+//! The CNI verbs. Each reads in a screen: ADD = ensure(plan) after
+//! recording it; DEL = remove(recorded) minus what others still hold;
+//! CHECK = observe(recorded); GC = DEL of stale records; STATUS = can we work.
+
+pub mod add;
+pub mod check;
+pub mod del;
+pub mod gc;
+pub mod status;
+
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::error::{Error, Result, code};
+use crate::objects::{Kernel, Object, Side};
+use crate::store::{NodeGroup, Record, Store};
+
+/// How long a call waits for another gwsteer holding the network's lock.
+pub const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+pub fn open_store(config: &Config) -> Result<Store> {
+    let store = Store::open(&config.state_dir, &config.network, LOCK_WAIT)?;
+    if store.waited > Duration::from_secs(1) {
+        log::warn!(
+            "waited {} ms for the state store lock",
+            store.waited.as_millis()
+        );
+    } else {
+        log::debug!("state store lock taken in {} µs", store.waited.as_micros());
+    }
+    Ok(store)
+}
+
+/// Make a node group real: remove what an older version of the group had
+/// and this one has not (config changed), record it, then ensure every
+/// object. Ensuring is a replace, so this also repairs drift; its cost does
+/// not depend on how many pods hold the group.
+pub fn ensure_group(store: &Store, kernel: &mut dyn Kernel, group: &NodeGroup) -> Result<()> {
+    let stored = match store.group(&group.key) {
+        Ok(g) => g,
+        Err(e) if e.code == code::STATE => None,
+        Err(e) => return Err(e),
+    };
+    if stored.as_ref() != Some(group) {
+        if let Some(old) = &stored {
+            for obj in old.objects.iter().filter(|o| !group.objects.contains(o)) {
+                log::info!("group {}: config changed, removing {obj}", group.key);
+                kernel.remove(obj)?;
+            }
+        }
+        store.put_group(group)?;
+    }
+    for obj in &group.objects {
+        log::debug!("ensure {obj}");
+        kernel.ensure(obj)?;
+    }
+    Ok(())
+}
+
+/// Remove a node group's objects and its record.
+pub fn remove_group(store: &Store, kernel: &mut dyn Kernel, key: &str) -> Result<()> {
+    let group = match store.group(key) {
+        Ok(g) => g,
+        Err(e) if e.code == code::STATE => None,
+        Err(e) => return Err(e),
+    };
+    if let Some(group) = group {
+        let mut errors = Vec::new();
+        for obj in group.objects.iter().rev() {
+            log::debug!("remove {obj} (last holder of {key} gone)");
+            if let Err(e) = kernel.remove(obj) {
+                errors.push(e);
+            }
+        }
+        if let Some(e) = combine(errors) {
+            return Err(e);
+        }
+    }
+    store.delete_group(key)
+}
+
+/// A pod-side object whose pod namespace is gone is gone with it.
+fn gone_with_netns(obj: &Object, err: &Error) -> bool {
+    obj.side() == Side::Pod && err.code == code::UNKNOWN_CONTAINER
+}
+
+/// Undo everything a record says: per-pod objects, then holds (removing
+/// groups nobody holds any more). Never stops at the first error; the
+/// record is left for a retry when anything failed.
+pub fn teardown(store: &Store, kernel: &mut dyn Kernel, record: &Record) -> Result<()> {
+    let mut errors = Vec::new();
+    for obj in record.objects.iter().rev() {
+        log::debug!("remove {obj}");
+        match kernel.remove(obj) {
+            Ok(()) => {}
+            Err(e) if gone_with_netns(obj, &e) => {}
+            Err(e) => errors.push(e),
+        }
+    }
+    for key in &record.holds {
+        match store.release(key, &record.id) {
+            Ok(true) => {
+                if let Err(e) = remove_group(store, kernel, key) {
+                    errors.push(e);
+                }
+            }
+            Ok(false) => {}
+            Err(e) => errors.push(e),
+        }
+    }
+    match combine(errors) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// One error out of several: the first one's code, every message.
+pub fn combine(errors: Vec<Error>) -> Option<Error> {
+    let mut iter = errors.into_iter();
+    let first = iter.next()?;
+    let rest: Vec<String> = iter.map(|e| e.msg).collect();
+    if rest.is_empty() {
+        return Some(first);
+    }
+    let mut msg = first.msg;
+    for m in rest {
+        msg.push_str("; ");
+        msg.push_str(&m);
+    }
+    Some(Error { msg, ..first })
+}
+
+pub fn new_kernel(netns: Option<std::path::PathBuf>) -> Result<Box<dyn Kernel>> {
+    Ok(Box::new(crate::netlink::NetlinkKernel::new(netns)?))
+}
