@@ -182,15 +182,18 @@ mod tests {
                     "exclude": ["10.244.0.0/16", "10.96.0.0/12", "fd00:244::/48"]}]),
             None,
         );
-        let p = plan(&c, &pod("default", &["10.244.1.5/24", "fd00:244:1::5/64"]));
+        let p = plan(
+            &c,
+            &pod("default", &["10.244.1.5/24", "fd00:244:0:1::5/64"]),
+        );
         assert_eq!(
             rule_texts(&p),
             vec![
                 "inet rule 999: from 10.244.1.5 to 10.244.0.0/16 lookup main",
                 "inet rule 999: from 10.244.1.5 to 10.96.0.0/12 lookup main",
                 "inet rule 1000: from 10.244.1.5 lookup 100",
-                "inet6 rule 999: from fd00:244:1::5 to fd00:244::/48 lookup main",
-                "inet6 rule 1000: from fd00:244:1::5 lookup 100",
+                "inet6 rule 999: from fd00:244:0:1::5 to fd00:244::/48 lookup main",
+                "inet6 rule 1000: from fd00:244:0:1::5 lookup 100",
             ]
         );
         assert_eq!(p.groups.len(), 1);

@@ -132,7 +132,7 @@ mod tests {
             ],
             "ips": [
                 {"address": "10.244.1.5/24", "gateway": "10.244.1.1", "interface": 2},
-                {"address": "fd00:244:1::5/64", "gateway": "fd00:244:1::1", "interface": 2}
+                {"address": "fd00:244:0:1::5/64", "gateway": "fd00:244:0:1::1", "interface": 2}
             ],
             "routes": [{"dst": "0.0.0.0/0"}],
             "dns": {}
@@ -144,7 +144,7 @@ mod tests {
         let addrs = pod_addresses(&bridge_result(), "eth0").unwrap();
         assert_eq!(addrs.len(), 2);
         assert_eq!(addrs[0].address, "10.244.1.5/24".parse::<IpNet>().unwrap());
-        assert_eq!(addrs[1].gateway, Some("fd00:244:1::1".parse().unwrap()));
+        assert_eq!(addrs[1].gateway, Some("fd00:244:0:1::1".parse().unwrap()));
         assert!(pod_addresses(&bridge_result(), "net1").unwrap().is_empty());
     }
 
