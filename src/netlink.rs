@@ -568,11 +568,18 @@ impl NetlinkKernel {
     }
 }
 
+/// Sysctls and firewall objects are not made over rtnetlink; see
+/// [`crate::system::System`], which routes each object to its backend.
+fn not_netlink(obj: &Object) -> Error {
+    Error::kernel(format!("{obj} is not a netlink object"))
+}
+
 impl Kernel for NetlinkKernel {
     fn ensure(&mut self, obj: &Object) -> Result<()> {
         let done = match obj {
             Object::Rule { spec, side } => self.ensure_rule(*side, spec),
             Object::Route { spec, side } => self.ensure_route(*side, spec),
+            other => return Err(not_netlink(other)),
         };
         done.map_err(|e| failure(Op::Add, obj, e))
     }
@@ -581,6 +588,7 @@ impl Kernel for NetlinkKernel {
         let done = match obj {
             Object::Rule { spec, side } => self.remove_rule(*side, spec),
             Object::Route { spec, side } => self.remove_route(*side, spec),
+            other => return Err(not_netlink(other)),
         };
         done.map_err(|e| failure(Op::Remove, obj, e))
     }
@@ -589,6 +597,7 @@ impl Kernel for NetlinkKernel {
         let seen = match obj {
             Object::Rule { spec, side } => self.observe_rule(*side, spec),
             Object::Route { spec, side } => self.observe_route(*side, spec),
+            other => return Err(not_netlink(other)),
         };
         seen.map_err(|e| failure(Op::Observe, obj, e))
     }
@@ -935,6 +944,7 @@ fn hint(op: Op, obj: &Object, errno: i32) -> Option<&'static str> {
     let (family, gateway_route) = match obj {
         Object::Rule { spec, .. } => (spec.family, false),
         Object::Route { spec, .. } => (spec.family(), !spec.nexthops.is_empty()),
+        Object::Sysctl { .. } | Object::Firewall { .. } => return None,
     };
     let errno = Errno::from_raw(errno);
     match errno {

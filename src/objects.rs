@@ -146,6 +146,18 @@ pub enum Object {
         #[serde(default, skip_serializing_if = "is_node")]
         side: Side,
     },
+    /// A sysctl under /proc/sys, `key` dotted (`net.ipv4.conf.all.src_valid_mark`).
+    Sysctl {
+        key: String,
+        value: String,
+        #[serde(default, skip_serializing_if = "is_node")]
+        side: Side,
+    },
+    /// A firewall object (node namespace), made by the configured backend.
+    Firewall {
+        backend: crate::firewall::Backend,
+        firewall: crate::firewall::FwObject,
+    },
 }
 
 impl Object {
@@ -165,7 +177,25 @@ impl Object {
 
     pub fn side(&self) -> Side {
         match self {
-            Object::Rule { side, .. } | Object::Route { side, .. } => *side,
+            Object::Rule { side, .. }
+            | Object::Route { side, .. }
+            | Object::Sysctl { side, .. } => *side,
+            Object::Firewall { .. } => Side::Node,
+        }
+    }
+
+    pub fn sysctl(key: &str, value: &str) -> Object {
+        Object::Sysctl {
+            key: key.to_string(),
+            value: value.to_string(),
+            side: Side::Node,
+        }
+    }
+
+    pub fn firewall(backend: crate::firewall::Backend, obj: crate::firewall::FwObject) -> Object {
+        Object::Firewall {
+            backend,
+            firewall: obj,
         }
     }
 }
@@ -257,6 +287,8 @@ impl fmt::Display for Object {
         match self {
             Object::Rule { spec, .. } => write!(f, "{side}{spec}"),
             Object::Route { spec, .. } => write!(f, "{side}{spec}"),
+            Object::Sysctl { key, value, .. } => write!(f, "{side}sysctl {key} = {value}"),
+            Object::Firewall { backend, firewall } => write!(f, "{backend} {firewall}"),
         }
     }
 }
@@ -285,6 +317,12 @@ pub trait Kernel {
     /// Every route in `table` (node namespace), whoever made it, with the
     /// protocol number it carries.
     fn table_routes(&mut self, table: u32) -> Result<Vec<(RouteSpec, u8)>>;
+    /// The current value of a node sysctl (to restore it later).
+    fn read_sysctl(&mut self, key: &str) -> Result<String> {
+        Err(crate::error::Error::kernel(format!(
+            "this backend cannot read sysctl {key}"
+        )))
+    }
 }
 
 #[cfg(test)]

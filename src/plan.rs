@@ -4,10 +4,18 @@
 
 use ipnet::IpNet;
 
+use std::collections::BTreeMap;
+
 use crate::cni::result::PodAddress;
 use crate::config::{Config, Match, Policy};
+use crate::firewall::{Backend, FwExemption, FwMember, FwObject, FwPolicy, Marking};
 use crate::objects::{Family, NextHop, Object, RouteKind, RouteSpec, RuleSpec, TABLE_MAIN};
 use crate::store::NodeGroup;
+
+/// With marks, reverse-path checks must see the mark too.
+pub const SRC_VALID_MARK: &str = "net.ipv4.conf.all.src_valid_mark";
+/// With multipath gateways, skip nexthops whose neighbour is known dead.
+pub const MULTIPATH_USE_NEIGH: &str = "net.ipv4.fib_multipath_use_neigh";
 
 /// Who the pod is, as far as planning cares.
 #[derive(Debug, Clone, Default)]
@@ -116,28 +124,148 @@ fn source_rules(policy: &Policy, pod: &Pod) -> Vec<RuleSpec> {
     rules
 }
 
-pub fn plan(config: &Config, pod: &Pod) -> Plan {
+/// The fwmark rule that sends a mark/connmark policy's packets to its table.
+fn fwmark_rule(policy: &Policy, family: Family, mark: u32, mask: Option<u32>) -> RuleSpec {
+    RuleSpec {
+        family,
+        priority: policy.priority,
+        src: None,
+        dst: None,
+        fwmark: Some(mark),
+        fwmask: mask,
+        iif: None,
+        table: policy.table,
+    }
+}
+
+fn group(key: String, objects: Vec<Object>) -> NodeGroup {
+    NodeGroup {
+        schema: crate::store::SCHEMA,
+        key,
+        objects,
+        restore: BTreeMap::new(),
+    }
+}
+
+/// Everything one policy needs for this pod: per-pod objects and node groups.
+fn policy_plan(config: &Config, policy: &Policy, pod: &Pod, fw: Option<Backend>, out: &mut Plan) {
+    let families: Vec<Family> = [Family::V4, Family::V6]
+        .into_iter()
+        .filter(|f| policy.serves(*f))
+        .filter(|f| {
+            pod.addresses
+                .iter()
+                .any(|a| Family::of_net(&a.address) == *f)
+        })
+        .collect();
+    if families.is_empty() {
+        return;
+    }
+    let mut node: Vec<Object> = table_routes(policy)
+        .into_iter()
+        .map(Object::node_route)
+        .collect();
+    let mut sysctls = Vec::new();
+    if policy.gateways_of(Family::V4).len() > 1 {
+        sysctls.push(MULTIPATH_USE_NEIGH);
+    }
+    let (mark, mask) = match policy.matcher {
+        Match::Source => {
+            out.pod_objects
+                .extend(source_rules(policy, pod).into_iter().map(Object::node_rule));
+            (None, None)
+        }
+        Match::Mark { mark, mask } | Match::Connmark { mark, mask } => (Some(mark), mask),
+    };
+    if let (Some(mark), Some(backend)) = (mark, fw) {
+        let marking = match &policy.matcher {
+            Match::Connmark { .. } => Marking::Connmark {
+                ingress: policy.ingress_interfaces.clone(),
+            },
+            _ => Marking::Mark {
+                egress_to: policy.egress_to.clone(),
+                exclude: policy.exclude.clone(),
+            },
+        };
+        node.push(Object::firewall(
+            backend,
+            FwObject::Policy(FwPolicy {
+                network: config.network.clone(),
+                policy: policy.name.clone(),
+                mark,
+                mask: mask.unwrap_or(u32::MAX),
+                marking,
+            }),
+        ));
+        node.extend(
+            families
+                .iter()
+                .map(|f| Object::node_rule(fwmark_rule(policy, *f, mark, mask))),
+        );
+        for addr in &pod.addresses {
+            if families.contains(&Family::of_net(&addr.address)) {
+                out.pod_objects.push(Object::firewall(
+                    backend,
+                    FwObject::Member(FwMember {
+                        network: config.network.clone(),
+                        policy: policy.name.clone(),
+                        addr: host(&addr.address),
+                    }),
+                ));
+            }
+        }
+        if families.contains(&Family::V4) {
+            sysctls.push(SRC_VALID_MARK);
+        }
+    }
+    out.groups.push(group(policy_group_key(policy), node));
+    for key in sysctls {
+        if !out.groups.iter().any(|g| g.key == format!("sysctl.{key}")) {
+            out.groups.push(group(
+                format!("sysctl.{key}"),
+                vec![Object::sysctl(key, "1")],
+            ));
+        }
+    }
+}
+
+/// Node groups for the masquerade exemption: one per exempted CIDR, so pods
+/// of different subnets never fight over one group's content.
+fn exemption_plan(config: &Config, pod: &Pod, fw: Option<Backend>, out: &mut Plan) {
+    let (Some(ex), Some(backend)) = (&config.masquerade_exemption, fw) else {
+        return;
+    };
+    let mut cidrs: Vec<IpNet> = if ex.cidrs.is_empty() {
+        pod.addresses.iter().map(|a| a.address.trunc()).collect()
+    } else {
+        ex.cidrs.clone()
+    };
+    cidrs.sort();
+    cidrs.dedup();
+    for cidr in cidrs {
+        let key = format!("exemption.{}", cidr.to_string().replace(['/', ':'], "_"));
+        out.groups.push(group(
+            key,
+            vec![Object::firewall(
+                backend,
+                FwObject::Exemption(FwExemption {
+                    network: config.network.clone(),
+                    cidrs: vec![cidr],
+                    chains: ex.chains.clone(),
+                }),
+            )],
+        ));
+    }
+}
+
+/// What this attachment needs. `fw` is the resolved firewall backend (only
+/// consulted when the config needs a firewall).
+pub fn plan(config: &Config, pod: &Pod, fw: Option<Backend>) -> Plan {
     let mut out = Plan::default();
     for policy in selected(config, pod) {
-        let rules = match policy.matcher {
-            Match::Source => source_rules(policy, pod),
-            // Rejected at config time until the firewall layer lands.
-            Match::Mark { .. } | Match::Connmark { .. } => Vec::new(),
-        };
-        if rules.is_empty() {
-            continue;
-        }
-        out.pod_objects
-            .extend(rules.into_iter().map(Object::node_rule));
-        out.groups.push(NodeGroup {
-            schema: crate::store::SCHEMA,
-            key: policy_group_key(policy),
-            objects: table_routes(policy)
-                .into_iter()
-                .map(Object::node_route)
-                .collect(),
-        });
+        policy_plan(config, policy, pod, fw, &mut out);
     }
+    exemption_plan(config, pod, fw, &mut out);
     out
 }
 
@@ -170,6 +298,10 @@ mod tests {
         }
     }
 
+    fn plan0(c: &Config, p: &Pod) -> Plan {
+        plan(c, p, None)
+    }
+
     fn rule_texts(plan: &Plan) -> Vec<String> {
         plan.pod_objects.iter().map(|o| o.to_string()).collect()
     }
@@ -182,7 +314,7 @@ mod tests {
                     "exclude": ["10.244.0.0/16", "10.96.0.0/12", "fd00:244::/48"]}]),
             None,
         );
-        let p = plan(
+        let p = plan0(
             &c,
             &pod("default", &["10.244.1.5/24", "fd00:244:0:1::5/64"]),
         );
@@ -215,7 +347,7 @@ mod tests {
                     "destinations": ["0.0.0.0/0", "198.51.100.0/24"]}]),
             None,
         );
-        let p = plan(&c, &pod("default", &["10.244.1.5/24", "fd00::5/64"]));
+        let p = plan0(&c, &pod("default", &["10.244.1.5/24", "fd00::5/64"]));
         // The pod's IPv6 address is not steered: the policy has no IPv6 gateway.
         assert_eq!(
             rule_texts(&p),
@@ -239,12 +371,15 @@ mod tests {
             None,
         );
         assert!(
-            plan(&c, &pod("default", &["10.0.0.5/24"]))
+            plan0(&c, &pod("default", &["10.0.0.5/24"]))
                 .pod_objects
                 .is_empty()
         );
-        assert_eq!(plan(&c, &pod("oam", &["10.0.0.5/24"])).pod_objects.len(), 1);
-        assert!(plan(&c, &Pod::default()).pod_objects.is_empty());
+        assert_eq!(
+            plan0(&c, &pod("oam", &["10.0.0.5/24"])).pod_objects.len(),
+            1
+        );
+        assert!(plan0(&c, &Pod::default()).pod_objects.is_empty());
     }
 
     #[test]
@@ -257,7 +392,7 @@ mod tests {
             policies.clone(),
             Some(json!({"cni": {"gwsteer": {"steering": ["a"]}}})),
         );
-        let p = plan(&opt_in, &pod("default", &["10.0.0.5/24"]));
+        let p = plan0(&opt_in, &pod("default", &["10.0.0.5/24"]));
         assert_eq!(
             rule_texts(&p),
             vec!["inet rule 1000: from 10.0.0.5 lookup 100"]
@@ -266,13 +401,143 @@ mod tests {
             policies.clone(),
             Some(json!({"cni": {"gwsteer": {"steering": []}}})),
         );
-        assert_eq!(plan(&opt_out, &pod("x", &["10.0.0.5/24"])), Plan::default());
+        assert_eq!(
+            plan0(&opt_out, &pod("x", &["10.0.0.5/24"])),
+            Plan::default()
+        );
         let default = config(policies, None);
         assert_eq!(
-            plan(&default, &pod("default", &["10.0.0.5/24"]))
+            plan0(&default, &pod("default", &["10.0.0.5/24"]))
                 .groups
                 .len(),
             1
+        );
+    }
+
+    fn texts(objs: &[Object]) -> Vec<String> {
+        objs.iter().map(|o| o.to_string()).collect()
+    }
+
+    #[test]
+    fn connmark_policy_is_set_membership_per_pod() {
+        let c = config(
+            json!([{"name": "oam", "table": 100, "match": "connmark", "mark": "0x14",
+                    "ingressInterfaces": ["eth-b"],
+                    "gateways": [{"via": "192.168.2.1"}, {"via": "fd00:2::1"}]}]),
+            None,
+        );
+        let p = plan(
+            &c,
+            &pod("default", &["10.244.1.5/24", "fd00:244:0:1::5/64"]),
+            Some(Backend::Nftables),
+        );
+        assert_eq!(
+            texts(&p.pod_objects),
+            vec![
+                "nftables firewall member 10.244.1.5 of net/oam",
+                "nftables firewall member fd00:244:0:1::5 of net/oam",
+            ]
+        );
+        let keys: Vec<&str> = p.groups.iter().map(|g| g.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec!["steering.oam", "sysctl.net.ipv4.conf.all.src_valid_mark"]
+        );
+        assert_eq!(
+            texts(&p.groups[0].objects),
+            vec![
+                "inet route default table 100 via 192.168.2.1",
+                "inet6 route default table 100 via fd00:2::1",
+                "nftables firewall policy net/oam mark 0x14 (connmark, ingress eth-b)",
+                "inet rule 1000: from all fwmark 0x14 lookup 100",
+                "inet6 rule 1000: from all fwmark 0x14 lookup 100",
+            ]
+        );
+        // A second pod plans the very same node groups: nothing node-level grows per pod.
+        let q = plan(
+            &c,
+            &pod("default", &["10.244.1.6/24"]),
+            Some(Backend::Nftables),
+        );
+        assert_eq!(q.groups[0].objects[2], p.groups[0].objects[2]);
+        assert_eq!(q.groups[0].objects[3], p.groups[0].objects[3]);
+        assert_eq!(q.pod_objects.len(), 1);
+    }
+
+    #[test]
+    fn mark_policy_carries_egress_and_exclusions_into_the_firewall() {
+        let c = config(
+            json!([{"name": "egress", "table": 200, "match": "mark", "mark": "0x100", "mask": "0xff00",
+                    "egressTo": ["198.51.100.0/24"], "exclude": ["10.244.0.0/16"],
+                    "gateways": [{"via": "192.168.2.1"}, {"via": "192.168.2.2"}]}]),
+            None,
+        );
+        let p = plan(
+            &c,
+            &pod("default", &["10.244.1.5/24"]),
+            Some(Backend::Iptables),
+        );
+        assert_eq!(
+            texts(&p.pod_objects),
+            vec!["iptables firewall member 10.244.1.5 of net/egress"]
+        );
+        let node = texts(&p.groups[0].objects);
+        assert!(
+            node.contains(
+                &"iptables firewall policy net/egress mark 0x100/0xff00 (mark, to 1 cidr(s))"
+                    .to_string()
+            ),
+            "{node:?}"
+        );
+        assert!(
+            node.contains(&"inet rule 1000: from all fwmark 0x100/0xff00 lookup 200".to_string()),
+            "{node:?}"
+        );
+        let keys: Vec<&str> = p.groups.iter().map(|g| g.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec![
+                "steering.egress",
+                "sysctl.net.ipv4.fib_multipath_use_neigh",
+                "sysctl.net.ipv4.conf.all.src_valid_mark"
+            ]
+        );
+    }
+
+    #[test]
+    fn exemption_groups_follow_the_pod_subnets() {
+        let mut v = json!({"cniVersion": "1.0.0", "name": "gw", "masqueradeExemption": {"chains": ["KIND-MASQ-AGENT"]}});
+        let c = Config::from_value(&v).unwrap();
+        let p = plan(
+            &c,
+            &pod("default", &["192.168.50.7/24", "fd00:50::7/64"]),
+            Some(Backend::Nftables),
+        );
+        assert!(p.pod_objects.is_empty());
+        let keys: Vec<&str> = p.groups.iter().map(|g| g.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec!["exemption.192.168.50.0_24", "exemption.fd00_50___64"]
+        );
+        assert_eq!(
+            texts(&p.groups[0].objects),
+            vec![
+                "nftables masquerade exemption gw for 192.168.50.0/24 (RETURN in KIND-MASQ-AGENT)"
+            ]
+        );
+        v["masqueradeExemption"] = json!({"cidrs": ["192.168.50.0/24"]});
+        let c = Config::from_value(&v).unwrap();
+        let p = plan(
+            &c,
+            &pod("default", &["192.168.50.7/24", "fd00:50::7/64"]),
+            Some(Backend::Nftables),
+        );
+        assert_eq!(p.groups.len(), 1);
+        // No backend resolved (firewallBackend none is refused at config time): nothing planned.
+        assert!(
+            plan(&c, &pod("default", &["192.168.50.7/24"]), None)
+                .groups
+                .is_empty()
         );
     }
 }

@@ -87,6 +87,10 @@ pub struct NodeGroup {
     pub schema: u32,
     pub key: String,
     pub objects: Vec<Object>,
+    /// Sysctl values found before the group first set them (key → value),
+    /// written back when the last holder goes.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub restore: std::collections::BTreeMap<String, String>,
 }
 
 /// A record that could not be read, and where it was put.

@@ -165,6 +165,12 @@ fn version_reply(stdin: &[u8]) -> Value {
     })
 }
 
+/// The supported `cniVersion` of the config on stdin, if it has one.
+fn stdin_version(stdin: &[u8]) -> Option<CniVersion> {
+    let v = serde_json::from_slice::<Value>(stdin).ok()?;
+    CniVersion::parse(v.get("cniVersion")?.as_str()?).ok()
+}
+
 /// Run one CNI invocation; returns the process exit code.
 pub fn run(command: &str) -> i32 {
     let mut stdin = Vec::new();
@@ -175,10 +181,12 @@ pub fn run(command: &str) -> i32 {
         ));
         return 1;
     }
+    // Errors found before the config validates still speak its version.
+    let asked = stdin_version(&stdin);
     let cmd = match Command::parse(command) {
         Ok(c) => c,
         Err(e) => {
-            print(&error_json(&e, None));
+            print(&error_json(&e, asked));
             return 1;
         }
     };
@@ -193,18 +201,10 @@ pub fn run(command: &str) -> i32 {
                 // DEL must not be stuck behind a config that no longer parses:
                 // undo by record when the store can still be found.
                 if let Some(v) = crate::verbs::del::lenient(&stdin) {
-                    return finish(v, None);
+                    return finish(v, asked);
                 }
             }
-            let version = serde_json::from_slice::<Value>(&stdin)
-                .ok()
-                .and_then(|v| {
-                    v.get("cniVersion")
-                        .and_then(Value::as_str)
-                        .map(str::to_string)
-                })
-                .and_then(|s| CniVersion::parse(&s).ok());
-            print(&error_json(&e, version));
+            print(&error_json(&e, asked));
             return 1;
         }
     };

@@ -108,7 +108,27 @@ pub struct Config {
     pub prev_result: Option<Value>,
     /// GC: `cni.dev/valid-attachments` as (containerID, ifname).
     pub valid_attachments: Option<Vec<(String, String)>>,
+    /// `lockTimeoutMs` (default 10000, 1…600000): how long a call waits for
+    /// another gwsteer holding the network's state store lock before it
+    /// gives up with CNI error 11 ("try again later").
+    pub lock_timeout: std::time::Duration,
+    /// `masqueradeExemption` (an extension of the contract for any chained
+    /// network; the gateway network will default it on): traffic from these
+    /// CIDRs (none given: the pod's subnets from prevResult) is never
+    /// masqueraded on the node.
+    pub masquerade_exemption: Option<Exemption>,
 }
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Exemption {
+    /// Empty: the subnets of the pod's addresses.
+    pub cidrs: Vec<IpNet>,
+    /// Foreign iptables nat chains that get a RETURN for the CIDRs at the top.
+    pub chains: Vec<String>,
+}
+
+/// Default of `lockTimeoutMs`.
+pub const DEFAULT_LOCK_TIMEOUT_MS: u32 = 10_000;
 
 /// Keys the runtime puts in a plugin's config, or that other tools add.
 const RUNTIME_KEYS: &[&str] = &[
@@ -133,6 +153,8 @@ const PLUGIN_KEYS: &[&str] = &[
     "logFile",
     "logLevel",
     "firewallBackend",
+    "lockTimeoutMs",
+    "masqueradeExemption",
     "steering",
     "gatewayNetwork",
     "vrf",
@@ -220,6 +242,10 @@ impl Config {
                 }
             },
         };
+        let lock_timeout_ms = match root.get("lockTimeoutMs") {
+            None => DEFAULT_LOCK_TIMEOUT_MS,
+            Some(v) => v.u32_in(1, 600_000)?,
+        };
         let steering = match root.get("steering") {
             None => Vec::new(),
             Some(v) => parse_policies(&v)?,
@@ -236,6 +262,22 @@ impl Config {
             None => PodArgs::default(),
             Some(v) => parse_pod_args(&v, &steering)?,
         };
+        let masquerade_exemption = match root.get("masqueradeExemption") {
+            None => None,
+            Some(v) => parse_exemption(&v)?,
+        };
+        if firewall_backend == FirewallBackend::None {
+            if let Some(p) = steering.iter().position(|p| p.matcher != Match::Source) {
+                return Err(Error::config(format!(
+                    "steering[{p}].match: needs a firewall, but firewallBackend is \"none\""
+                )));
+            }
+            if masquerade_exemption.is_some() {
+                return Err(Error::config(
+                    "masqueradeExemption: needs a firewall, but firewallBackend is \"none\"",
+                ));
+            }
+        }
         let prev_result = root.get("prevResult").map(|v| v.value.clone());
         if let Some(v) = root.get("prevResult") {
             v.object()?;
@@ -262,12 +304,15 @@ impl Config {
             pod_args,
             prev_result,
             valid_attachments,
+            lock_timeout: std::time::Duration::from_millis(u64::from(lock_timeout_ms)),
+            masquerade_exemption,
         })
     }
 
     /// Does this config need a firewall backend?
     pub fn needs_firewall(&self) -> bool {
         self.steering.iter().any(|p| p.matcher != Match::Source)
+            || self.masquerade_exemption.is_some()
     }
 }
 
@@ -413,15 +458,6 @@ fn parse_policy(item: &At, index: usize) -> Result<Policy> {
                 .err(format!("\"{other}\" is not one of source, mark, connmark")));
         }
     };
-    if !matches!(matcher, Match::Source) {
-        return Err(Error::new(
-            code::UNSUPPORTED_FIELD,
-            format!(
-                "{}: match \"{mode}\" is not supported by this gwsteer version yet",
-                o.path
-            ),
-        ));
-    }
     let gateways_at = o.req("gateways")?;
     let gateways = gateways_at.list_of(parse_gateway)?;
     if gateways.is_empty() {
@@ -466,6 +502,25 @@ fn parse_policy(item: &At, index: usize) -> Result<Policy> {
             Ok(s.to_string())
         })?,
     };
+    match matcher {
+        Match::Connmark { .. } if ingress_interfaces.is_empty() => {
+            return Err(match o.get("ingressInterfaces") {
+                Some(v) => v.err("at least one interface is required"),
+                None => Error::config(format!("{}.ingressInterfaces: required for match \"connmark\"", o.path)),
+            });
+        }
+        Match::Connmark { .. } => {
+            if let Some(v) = o.get("egressTo") {
+                return Err(v.err("only used with match \"mark\""));
+            }
+        }
+        Match::Mark { .. } => {
+            if let Some(v) = o.get("ingressInterfaces") {
+                return Err(v.err("only used with match \"connmark\""));
+            }
+        }
+        Match::Source => {}
+    }
     let namespaces = o
         .get("namespaces")
         .map(|v| v.list_of(|x| Ok(x.str()?.to_string())))
@@ -483,6 +538,39 @@ fn parse_policy(item: &At, index: usize) -> Result<Policy> {
         ingress_interfaces,
         namespaces,
     })
+}
+
+/// `true`/`false`, or `{"cidrs": [...]?, "chains": [...]?}`.
+fn parse_exemption(v: &At) -> Result<Option<Exemption>> {
+    if let Some(on) = v.value.as_bool() {
+        return Ok(on.then(Exemption::default));
+    }
+    let o = v.object()?;
+    o.only(&["cidrs", "chains"])?;
+    let cidrs = match o.get("cidrs") {
+        None => Vec::new(),
+        Some(c) => {
+            let list = c.list_of(|x| x.cidr())?;
+            if list.is_empty() {
+                return Err(c.err("give at least one CIDR, or leave cidrs out for the pod's subnets"));
+            }
+            list
+        }
+    };
+    let chains = match o.get("chains") {
+        None => Vec::new(),
+        Some(c) => c.list_of(|x| {
+            let name = x.str()?;
+            if name.is_empty()
+                || name.len() > 28
+                || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_'))
+            {
+                return Err(x.err(format!("\"{name}\" is not an iptables chain name")));
+            }
+            Ok(name.to_string())
+        })?,
+    };
+    Ok(Some(Exemption { cidrs, chains }))
 }
 
 fn parse_gateway(v: &At) -> Result<Gateway> {

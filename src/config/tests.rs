@@ -337,3 +337,19 @@ fn not_yet_supported_sections_say_so() {
     assert_eq!(e.code, code::UNSUPPORTED_FIELD);
     assert!(e.msg.starts_with("vrf: "), "{}", e.msg);
 }
+
+#[test]
+fn lock_timeout_defaults_to_ten_seconds_and_is_bounded() {
+    let c = Config::from_value(&base()).unwrap();
+    assert_eq!(c.lock_timeout, std::time::Duration::from_secs(10));
+    let mut v = base();
+    v["lockTimeoutMs"] = json!(250);
+    let c = Config::from_value(&v).unwrap();
+    assert_eq!(c.lock_timeout, std::time::Duration::from_millis(250));
+    for bad in [json!(0), json!(600_001), json!("100")] {
+        v["lockTimeoutMs"] = bad;
+        let e = err_of(v.clone());
+        assert_eq!(e.code, code::INVALID_CONFIG);
+        assert!(e.msg.starts_with("lockTimeoutMs: "), "{}", e.msg);
+    }
+}

@@ -31,7 +31,7 @@ pub fn run(config: &Config, env: &Env) -> Result<Value> {
         name: env.pod_name.clone(),
         addresses: result::pod_addresses(prev, &env.ifname)?,
     };
-    let plan = plan::plan(config, &pod);
+    let plan = plan::plan(config, &pod, super::firewall_backend(config)?);
     let record = Record {
         schema: SCHEMA,
         network: config.network.clone(),

@@ -29,7 +29,7 @@ pub fn run(config: &Config, env: &Env) -> Result<()> {
             name: env.pod_name.clone(),
             addresses: result::pod_addresses(prev, &env.ifname)?,
         };
-        let want = plan::plan(config, &pod);
+        let want = plan::plan(config, &pod, super::firewall_backend(config)?);
         for obj in want
             .pod_objects
             .iter()

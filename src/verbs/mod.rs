@@ -15,11 +15,13 @@ use crate::error::{Error, Result, code};
 use crate::objects::{Kernel, Object, Side};
 use crate::store::{NodeGroup, Record, Store};
 
-/// How long a call waits for another gwsteer holding the network's lock.
-pub const LOCK_WAIT: Duration = Duration::from_secs(10);
+/// How long a call waits for another gwsteer holding the network's lock
+/// when the config does not say (`lockTimeoutMs`), and for the CLI.
+pub const LOCK_WAIT: Duration =
+    Duration::from_millis(crate::config::DEFAULT_LOCK_TIMEOUT_MS as u64);
 
 pub fn open_store(config: &Config) -> Result<Store> {
-    let store = Store::open(&config.state_dir, &config.network, LOCK_WAIT)?;
+    let store = Store::open(&config.state_dir, &config.network, config.lock_timeout)?;
     if store.waited > Duration::from_secs(1) {
         log::warn!(
             "waited {} ms for the state store lock",
@@ -31,30 +33,78 @@ pub fn open_store(config: &Config) -> Result<Store> {
     Ok(store)
 }
 
+/// The firewall backend this config's objects are made with, when it needs one.
+pub fn firewall_backend(config: &Config) -> Result<Option<crate::firewall::Backend>> {
+    if config.needs_firewall() {
+        crate::firewall::resolve(config.firewall_backend)
+    } else {
+        Ok(None)
+    }
+}
+
 /// Make a node group real: remove what an older version of the group had
 /// and this one has not (config changed), record it, then ensure every
-/// object. Ensuring is a replace, so this also repairs drift; its cost does
-/// not depend on how many pods hold the group.
-pub fn ensure_group(store: &Store, kernel: &mut dyn Kernel, group: &NodeGroup) -> Result<()> {
-    let stored = match store.group(&group.key) {
+/// object. Ensuring is idempotent and cheap when the object exists, so this
+/// also repairs drift; its cost does not depend on how many pods hold the
+/// group. Sysctls are read before they are first written, and the value
+/// found is kept in the group so that the last holder can restore it.
+pub fn ensure_group(store: &Store, kernel: &mut dyn Kernel, planned: &NodeGroup) -> Result<()> {
+    let stored = match store.group(&planned.key) {
         Ok(g) => g,
         Err(e) if e.code == code::STATE => None,
         Err(e) => return Err(e),
     };
-    if stored.as_ref() != Some(group) {
+    let mut group = planned.clone();
+    if let Some(old) = &stored {
+        group.restore = old.restore.clone();
+    }
+    if stored.as_ref().map(|g| &g.objects) != Some(&group.objects) {
         if let Some(old) = &stored {
             for obj in old.objects.iter().filter(|o| !group.objects.contains(o)) {
                 log::info!("group {}: config changed, removing {obj}", group.key);
-                kernel.remove(obj)?;
+                remove_object(kernel, obj, &old.restore)?;
             }
         }
-        store.put_group(group)?;
+        for obj in &group.objects {
+            if let Object::Sysctl { key, value, .. } = obj
+                && !group.restore.contains_key(key)
+            {
+                let before = kernel.read_sysctl(key)?;
+                if before != *value {
+                    group.restore.insert(key.clone(), before);
+                }
+            }
+        }
+        store.put_group(&group)?;
     }
     for obj in &group.objects {
         log::debug!("ensure {obj}");
         kernel.ensure(obj)?;
     }
     Ok(())
+}
+
+/// Remove one node-level object; a sysctl is put back to the value it had
+/// before gwsteer set it (and left alone if gwsteer found it set already).
+fn remove_object(
+    kernel: &mut dyn Kernel,
+    obj: &Object,
+    restore: &std::collections::BTreeMap<String, String>,
+) -> Result<()> {
+    match obj {
+        Object::Sysctl { key, side, .. } => match restore.get(key) {
+            Some(before) => {
+                log::info!("restoring sysctl {key} = {before}");
+                kernel.ensure(&Object::Sysctl {
+                    key: key.clone(),
+                    value: before.clone(),
+                    side: *side,
+                })
+            }
+            None => Ok(()),
+        },
+        _ => kernel.remove(obj),
+    }
 }
 
 /// Remove a node group's objects and its record.
@@ -68,7 +118,7 @@ pub fn remove_group(store: &Store, kernel: &mut dyn Kernel, key: &str) -> Result
         let mut errors = Vec::new();
         for obj in group.objects.iter().rev() {
             log::debug!("remove {obj} (last holder of {key} gone)");
-            if let Err(e) = kernel.remove(obj) {
+            if let Err(e) = remove_object(kernel, obj, &group.restore) {
                 errors.push(e);
             }
         }
@@ -131,5 +181,5 @@ pub fn combine(errors: Vec<Error>) -> Option<Error> {
 }
 
 pub fn new_kernel(netns: Option<std::path::PathBuf>) -> Result<Box<dyn Kernel>> {
-    Ok(Box::new(crate::netlink::NetlinkKernel::new(netns)?))
+    Ok(Box::new(crate::system::System::new(netns)?))
 }

@@ -1,0 +1,35 @@
+//! The iptables backend (being written).
+
+use super::{Firewall, FwObject};
+use crate::error::{Error, Result, code};
+use crate::objects::Presence;
+
+pub struct Iptables;
+
+impl Iptables {
+    pub fn new() -> Result<Iptables> {
+        Err(Error::new(code::NOT_AVAILABLE, "the iptables backend is not built yet"))
+    }
+}
+
+impl Firewall for Iptables {
+    fn name(&self) -> &'static str {
+        "iptables"
+    }
+
+    fn ensure(&mut self, _obj: &FwObject) -> Result<()> {
+        Err(Error::new(code::NOT_AVAILABLE, "the iptables backend is not built yet"))
+    }
+
+    fn remove(&mut self, _obj: &FwObject) -> Result<()> {
+        Ok(())
+    }
+
+    fn observe(&mut self, _obj: &FwObject) -> Result<Presence> {
+        Ok(Presence::Missing)
+    }
+
+    fn cleanup(&mut self, _dry_run: bool) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+}

@@ -1,0 +1,96 @@
+//! The whole kernel as the verbs see it: rules and routes over netlink,
+//! sysctls through /proc/sys, firewall objects through the configured
+//! backend. The firewall is opened only when an object needs it, so a
+//! `source`-only ADD never pays for it.
+
+use std::path::PathBuf;
+
+use std::collections::BTreeMap;
+
+use crate::error::Result;
+use crate::firewall::{self, Backend, Firewall};
+use crate::netlink::NetlinkKernel;
+use crate::objects::{Kernel, Object, Presence, RouteSpec, RuleSpec, Side};
+use crate::sysctl;
+
+pub struct System {
+    net: NetlinkKernel,
+    firewalls: BTreeMap<Backend, Box<dyn Firewall>>,
+}
+
+impl System {
+    pub fn new(pod_netns: Option<PathBuf>) -> Result<System> {
+        Ok(System {
+            net: NetlinkKernel::new(pod_netns)?,
+            firewalls: BTreeMap::new(),
+        })
+    }
+
+    fn firewall(&mut self, backend: Backend) -> Result<&mut dyn Firewall> {
+        let fw = match self.firewalls.entry(backend) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => e.insert(firewall::open(backend)?),
+        };
+        Ok(fw.as_mut())
+    }
+}
+
+fn node_only(obj: &Object) -> Result<()> {
+    if obj.side() == Side::Pod {
+        return Err(crate::error::Error::kernel(format!(
+            "{obj}: pod-side sysctls are not supported"
+        )));
+    }
+    Ok(())
+}
+
+impl Kernel for System {
+    fn ensure(&mut self, obj: &Object) -> Result<()> {
+        match obj {
+            Object::Rule { .. } | Object::Route { .. } => self.net.ensure(obj),
+            Object::Sysctl { key, value, .. } => {
+                node_only(obj)?;
+                sysctl::write(key, value).map(|_| ())
+            }
+            Object::Firewall { backend, firewall } => self.firewall(*backend)?.ensure(firewall),
+        }
+    }
+
+    fn remove(&mut self, obj: &Object) -> Result<()> {
+        match obj {
+            Object::Rule { .. } | Object::Route { .. } => self.net.remove(obj),
+            // A sysctl is "removed" by restoring its earlier value, which the
+            // node group remembers (see verbs::remove_group).
+            Object::Sysctl { .. } => Ok(()),
+            Object::Firewall { backend, firewall } => self.firewall(*backend)?.remove(firewall),
+        }
+    }
+
+    fn observe(&mut self, obj: &Object) -> Result<Presence> {
+        match obj {
+            Object::Rule { .. } | Object::Route { .. } => self.net.observe(obj),
+            Object::Sysctl { key, value, .. } => {
+                node_only(obj)?;
+                let now = sysctl::read(key)?;
+                Ok(if now == *value {
+                    Presence::Present
+                } else {
+                    Presence::Drifted(format!("is {now}"))
+                })
+            }
+            Object::Firewall { backend, firewall } => self.firewall(*backend)?.observe(firewall),
+        }
+    }
+
+    fn owned_rules(&mut self, tables: &[u32]) -> Result<Vec<RuleSpec>> {
+        self.net.owned_rules(tables)
+    }
+
+    fn table_routes(&mut self, table: u32) -> Result<Vec<(RouteSpec, u8)>> {
+        self.net.table_routes(table)
+    }
+
+    fn read_sysctl(&mut self, key: &str) -> Result<String> {
+        sysctl::read(key)
+    }
+}
