@@ -51,8 +51,7 @@ impl AttachmentId {
 
 impl std::fmt::Display for AttachmentId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let short = self.container_id.get(..12).unwrap_or(&self.container_id);
-        write!(f, "{short}/{}", self.ifname)
+        write!(f, "{}/{}", self.container_id, self.ifname)
     }
 }
 

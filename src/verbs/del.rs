@@ -4,14 +4,60 @@
 use serde_json::Value;
 
 use super::{LOCK_WAIT, new_kernel, open_store, teardown};
-use crate::cni::{Command, Env};
+use crate::cni::{Command, Env, result};
 use crate::config::{self, Config, DEFAULT_STATE_DIR};
-use crate::error::Result;
-use crate::store::{AttachmentId, Store};
+use crate::error::{Result, code};
+use crate::plan::{self, Pod};
+use crate::store::{AttachmentId, Record, SCHEMA, Store, now};
 
 pub fn run(config: &Config, env: &Env) -> Result<()> {
     let store = open_store(config)?;
-    by_record(&store, env, &config.network)
+    match by_record(&store, env, &config.network) {
+        Err(e) if e.code == code::STATE => {
+            // The record was unreadable (and is set aside): remove what the
+            // config and prevResult say this attachment made, so no rule is
+            // left to steer the next pod that gets the address; still report.
+            if let Err(undo) = by_plan(&store, config, env) {
+                log::error!("removing by config and prevResult: {undo}");
+            }
+            Err(e)
+        }
+        other => other,
+    }
+}
+
+/// Undo what ADD would have made for this attachment with this config.
+fn by_plan(store: &Store, config: &Config, env: &Env) -> Result<()> {
+    let Some(prev) = &config.prev_result else {
+        log::warn!("no prevResult either: nothing to remove by plan");
+        return Ok(());
+    };
+    let pod = Pod {
+        namespace: env.pod_namespace.clone(),
+        name: env.pod_name.clone(),
+        addresses: result::pod_addresses(prev, &env.ifname)?,
+    };
+    let plan = plan::plan(config, &pod, super::firewall_backend(config)?);
+    if plan.pod_objects.is_empty() && plan.groups.is_empty() {
+        return Ok(());
+    }
+    let record = Record {
+        schema: SCHEMA,
+        network: config.network.clone(),
+        id: env.attachment(),
+        netns: env.netns.as_ref().map(|p| p.display().to_string()),
+        pod_namespace: env.pod_namespace.clone(),
+        pod_name: env.pod_name.clone(),
+        objects: plan.pod_objects,
+        holds: plan.groups.into_iter().map(|g| g.key).collect(),
+        created: now(),
+    };
+    log::warn!(
+        "record unreadable: removing {} object(s) by config and prevResult",
+        record.objects.len()
+    );
+    let mut kernel = new_kernel(env.netns.clone())?;
+    teardown(store, kernel.as_mut(), &record)
 }
 
 fn by_record(store: &Store, env: &Env, network: &str) -> Result<()> {
@@ -54,7 +100,13 @@ pub fn lenient(stdin: &[u8]) -> Option<Result<Value>> {
         .and_then(Value::as_str)
         .unwrap_or(DEFAULT_STATE_DIR);
     let env = Env::from_process(Command::Del).ok()?;
-    crate::logging::init(None, log::LevelFilter::Info);
+    // The operator looks for this DEL in the logFile, if one can be read.
+    let log_file = raw
+        .get("logFile")
+        .and_then(Value::as_str)
+        .filter(|p| p.starts_with('/'))
+        .map(std::path::Path::new);
+    crate::logging::init(log_file, log::LevelFilter::Info);
     log::warn!("configuration does not validate; removing by record only");
     let outcome = Store::open(state_dir.as_ref(), network, LOCK_WAIT)
         .and_then(|store| by_record(&store, &env, network))

@@ -241,6 +241,23 @@ pub fn invoke_with_timeout(
     call: &CniCall,
     timeout: Duration,
 ) -> CniOutcome {
+    let stdin = serde_json::to_vec(&call.config).expect("serialize config");
+    invoke_raw_with_timeout(node_ns, plugin, call, stdin, timeout)
+}
+
+/// Like [`invoke`], but `stdin` is sent as given instead of `call.config`
+/// (malformed JSON, an empty stdin…).
+pub fn invoke_raw(node_ns: &str, plugin: &Path, call: &CniCall, stdin: &[u8]) -> CniOutcome {
+    invoke_raw_with_timeout(node_ns, plugin, call, stdin.to_vec(), DEFAULT_TIMEOUT)
+}
+
+fn invoke_raw_with_timeout(
+    node_ns: &str,
+    plugin: &Path,
+    call: &CniCall,
+    stdin: Vec<u8>,
+    timeout: Duration,
+) -> CniOutcome {
     let mut cmd = node_command(node_ns, plugin);
     cmd.env("CNI_COMMAND", &call.command)
         .env("CNI_PATH", &call.path);
@@ -256,7 +273,6 @@ pub fn invoke_with_timeout(
     if let Some(args) = &call.args {
         cmd.env("CNI_ARGS", args);
     }
-    let stdin = serde_json::to_vec(&call.config).expect("serialize config");
     run_captured(cmd, stdin, timeout)
 }
 
