@@ -272,11 +272,18 @@ fn cleanup(opts: &Opts) -> Result<i32> {
     }
     // Firewall objects of every backend usable here (gwsteer-* nftables
     // tables, GWS-* chains, gwsteer: comments, gws-* ipsets).
-    for backend in [crate::firewall::Backend::Nftables, crate::firewall::Backend::Iptables] {
+    for backend in [
+        crate::firewall::Backend::Nftables,
+        crate::firewall::Backend::Iptables,
+    ] {
         match crate::firewall::open(backend) {
             Ok(mut fw) => {
                 for what in fw.cleanup(opts.dry_run)? {
-                    let verb = if opts.dry_run { "would remove" } else { "removed" };
+                    let verb = if opts.dry_run {
+                        "would remove"
+                    } else {
+                        "removed"
+                    };
                     println!("{verb} {backend} {what}");
                 }
             }

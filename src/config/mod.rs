@@ -506,7 +506,10 @@ fn parse_policy(item: &At, index: usize) -> Result<Policy> {
         Match::Connmark { .. } if ingress_interfaces.is_empty() => {
             return Err(match o.get("ingressInterfaces") {
                 Some(v) => v.err("at least one interface is required"),
-                None => Error::config(format!("{}.ingressInterfaces: required for match \"connmark\"", o.path)),
+                None => Error::config(format!(
+                    "{}.ingressInterfaces: required for match \"connmark\"",
+                    o.path
+                )),
             });
         }
         Match::Connmark { .. } => {
@@ -552,7 +555,9 @@ fn parse_exemption(v: &At) -> Result<Option<Exemption>> {
         Some(c) => {
             let list = c.list_of(|x| x.cidr())?;
             if list.is_empty() {
-                return Err(c.err("give at least one CIDR, or leave cidrs out for the pod's subnets"));
+                return Err(
+                    c.err("give at least one CIDR, or leave cidrs out for the pod's subnets")
+                );
             }
             list
         }
@@ -563,7 +568,9 @@ fn parse_exemption(v: &At) -> Result<Option<Exemption>> {
             let name = x.str()?;
             if name.is_empty()
                 || name.len() > 28
-                || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_'))
+                || !name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_'))
             {
                 return Err(x.err(format!("\"{name}\" is not an iptables chain name")));
             }

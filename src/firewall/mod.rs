@@ -86,7 +86,11 @@ impl fmt::Display for FwObject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FwObject::Policy(p) => {
-                write!(f, "firewall policy {}/{} mark {:#x}", p.network, p.policy, p.mark)?;
+                write!(
+                    f,
+                    "firewall policy {}/{} mark {:#x}",
+                    p.network, p.policy, p.mark
+                )?;
                 if p.mask != u32::MAX {
                     write!(f, "/{:#x}", p.mask)?;
                 }
@@ -109,7 +113,12 @@ impl fmt::Display for FwObject {
             ),
             FwObject::Exemption(e) => {
                 let cidrs: Vec<String> = e.cidrs.iter().map(|c| c.to_string()).collect();
-                write!(f, "masquerade exemption {} for {}", e.network, cidrs.join(","))?;
+                write!(
+                    f,
+                    "masquerade exemption {} for {}",
+                    e.network,
+                    cidrs.join(",")
+                )?;
                 if !e.chains.is_empty() {
                     write!(f, " (RETURN in {})", e.chains.join(","))?;
                 }
@@ -145,7 +154,9 @@ impl Firewall for NoFirewall {
     fn ensure(&mut self, obj: &FwObject) -> Result<()> {
         Err(Error::new(
             code::INVALID_CONFIG,
-            format!("firewallBackend \"none\" cannot make {obj}; choose auto, nftables or iptables"),
+            format!(
+                "firewallBackend \"none\" cannot make {obj}; choose auto, nftables or iptables"
+            ),
         ))
     }
 
@@ -204,7 +215,10 @@ pub fn resolve(choice: FirewallBackend) -> Result<Option<Backend>> {
                 }
                 Err(ipt) => Err(Error::new(
                     code::NOT_AVAILABLE,
-                    format!("no firewall backend is usable: nftables: {}; iptables: {}", nft.msg, ipt.msg),
+                    format!(
+                        "no firewall backend is usable: nftables: {}; iptables: {}",
+                        nft.msg, ipt.msg
+                    ),
                 )),
             },
         },
