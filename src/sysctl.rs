@@ -14,7 +14,10 @@ fn path(key: &str) -> Result<PathBuf> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
     {
-        return Err(Error::new(code::KERNEL, format!("\"{key}\" is not a sysctl name")));
+        return Err(Error::new(
+            code::KERNEL,
+            format!("\"{key}\" is not a sysctl name"),
+        ));
     }
     Ok(PathBuf::from("/proc/sys").join(key.replace('.', "/")))
 }
@@ -30,8 +33,9 @@ pub fn read(key: &str) -> Result<String> {
 pub fn write(key: &str, value: &str) -> Result<String> {
     let before = read(key)?;
     if before != value {
-        fs::write(path(key)?, value)
-            .map_err(|e| Error::new(code::KERNEL, format!("setting sysctl {key} = {value}: {e}")))?;
+        fs::write(path(key)?, value).map_err(|e| {
+            Error::new(code::KERNEL, format!("setting sysctl {key} = {value}: {e}"))
+        })?;
         log::debug!("sysctl {key}: {before} -> {value}");
     }
     Ok(before)
