@@ -19,4 +19,4 @@ cargo clippy --all-targets --quiet -- -D warnings
 echo "== build (release binary for the demo and examples)"
 cargo build --release --quiet
 echo "== cargo test (unit and namespace tests)"
-cargo test --all-targets 2>&1 | tee target/test-output.txt
+cargo test 2>&1 | tee target/test-output.txt
