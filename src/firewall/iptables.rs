@@ -8,7 +8,10 @@ pub struct Iptables;
 
 impl Iptables {
     pub fn new() -> Result<Iptables> {
-        Err(Error::new(code::NOT_AVAILABLE, "the iptables backend is not built yet"))
+        Err(Error::new(
+            code::NOT_AVAILABLE,
+            "the iptables backend is not built yet",
+        ))
     }
 }
 
@@ -18,7 +21,10 @@ impl Firewall for Iptables {
     }
 
     fn ensure(&mut self, _obj: &FwObject) -> Result<()> {
-        Err(Error::new(code::NOT_AVAILABLE, "the iptables backend is not built yet"))
+        Err(Error::new(
+            code::NOT_AVAILABLE,
+            "the iptables backend is not built yet",
+        ))
     }
 
     fn remove(&mut self, _obj: &FwObject) -> Result<()> {

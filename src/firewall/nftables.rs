@@ -8,7 +8,10 @@ pub struct Nftables;
 
 impl Nftables {
     pub fn new() -> Result<Nftables> {
-        Err(Error::new(code::NOT_AVAILABLE, "the nftables backend is not built yet"))
+        Err(Error::new(
+            code::NOT_AVAILABLE,
+            "the nftables backend is not built yet",
+        ))
     }
 }
 
@@ -18,7 +21,10 @@ impl Firewall for Nftables {
     }
 
     fn ensure(&mut self, _obj: &FwObject) -> Result<()> {
-        Err(Error::new(code::NOT_AVAILABLE, "the nftables backend is not built yet"))
+        Err(Error::new(
+            code::NOT_AVAILABLE,
+            "the nftables backend is not built yet",
+        ))
     }
 
     fn remove(&mut self, _obj: &FwObject) -> Result<()> {
