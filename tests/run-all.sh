@@ -19,4 +19,6 @@ cargo clippy --all-targets --quiet -- -D warnings
 echo "== build (release binary for the demo and examples)"
 cargo build --release --quiet
 echo "== cargo test (unit and namespace tests)"
-cargo test 2>&1 | tee target/test-output.txt
+cargo test --lib --bins --tests 2>&1 | tee target/test-output.txt
+# One closing line for the whole suite.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "gwsteer: %d passed, %d failed\n", p, f }' target/test-output.txt
