@@ -131,7 +131,7 @@ impl fmt::Display for FwObject {
 /// A firewall implementation. `ensure` is idempotent, `remove` treats an
 /// absent object as success, `observe` changes nothing. Every object a
 /// backend makes carries a gwsteer marker (nftables: its own tables named
-/// `gwsteer…`; iptables: chains named `GWSTEER-…` and rule comments
+/// `gwsteer-…`; iptables: chains named `GWS-…`, ipsets `gws-…` and rule comments
 /// `gwsteer:<network>`), so cleanup finds exactly its own.
 pub trait Firewall {
     fn name(&self) -> &'static str;

@@ -1,0 +1,510 @@
+//! The nftables backend: gwsteer's own `inet` table per network,
+//! `gwsteer-<network>`, holding each steering policy's member sets, chains
+//! and rules and the network's masquerade exemption.
+//!
+//! Three speeds:
+//! - a pod's membership (the hot path) is one nf_tables netlink batch
+//!   adding or deleting one set element, and one `NFT_MSG_GETSETELEM` to
+//!   read it back; `nft` never runs for it;
+//! - `ensure` of a node-level object (called on every pod ADD, to repair
+//!   drift) is one netlink rule dump of the network's table, compared with
+//!   the fingerprinted comments the plan's rules carry ([`ruleset`]); only a
+//!   mismatch runs `nft`. An exemption's RETURN rules in foreign iptables
+//!   chains are read without exec too ([`xtables`]);
+//! - making, repairing and removing node-level objects, `observe` and
+//!   `cleanup` run `nft -j` with JSON on stdin, each change one atomic
+//!   transaction.
+//!
+//! The netlink socket is opened in [`Nftables::new`] on the calling thread,
+//! so it (and every `nft`/`iptables` child) works in the namespace that
+//! thread is in.
+
+mod legacy;
+mod nfnl;
+mod ruleset;
+mod xtables;
+
+#[cfg(test)]
+mod testlab;
+#[cfg(test)]
+mod tests;
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+
+use self::nfnl::{ElemOp, NFPROTO_INET, NFPROTO_IPV4, NFPROTO_IPV6, NfError, NfSocket};
+use self::ruleset::{
+    FAMILY, Plan, TABLE_PREFIX, TableView, exemption_plan, member_set, policy_plan, table_name,
+};
+use self::xtables::{ChainState, ReturnRule, Tool, Xtables};
+use super::{Firewall, FwExemption, FwMember, FwObject};
+use crate::error::{Error, Result, code};
+use crate::objects::{Family, Presence};
+
+/// Where binaries are looked for when `$PATH` does not have them (CNI
+/// runtimes often call plugins with a minimal environment).
+const FALLBACK_PATH: [&str; 6] = [
+    "/usr/local/sbin",
+    "/usr/sbin",
+    "/sbin",
+    "/usr/local/bin",
+    "/usr/bin",
+    "/bin",
+];
+
+/// The nftables firewall backend.
+pub struct Nftables {
+    nl: NfSocket,
+    nft: PathBuf,
+    xt: Xtables,
+    /// How many times `nft` ran: the hot paths must leave it alone.
+    nft_runs: usize,
+}
+
+impl Nftables {
+    /// A backend for the network namespace of the calling thread. Fails
+    /// with `NOT_AVAILABLE` when `nft` is not installed or the kernel's
+    /// nf_tables does not answer (no module, no permission).
+    pub fn new() -> Result<Nftables> {
+        let nft = find_binary("nft").ok_or_else(|| {
+            Error::new(
+                code::NOT_AVAILABLE,
+                "nftables backend: the nft command is not installed (looked in $PATH and the sbin directories)",
+            )
+        })?;
+        let nl = NfSocket::open().map_err(|e| {
+            let err = Error::new(
+                code::NOT_AVAILABLE,
+                format!("nftables backend: the kernel's nf_tables does not answer: {e}"),
+            );
+            match e.errno() {
+                Some(libc::EPERM) | Some(libc::EACCES) => {
+                    err.with_details("gwsteer needs CAP_NET_ADMIN")
+                }
+                Some(libc::EPROTONOSUPPORT) | Some(libc::ENOENT) | Some(libc::EOPNOTSUPP) => {
+                    err.with_details("is the nf_tables module available?")
+                }
+                _ => err,
+            }
+        })?;
+        Ok(Nftables {
+            nl,
+            nft,
+            xt: Xtables::default(),
+            nft_runs: 0,
+        })
+    }
+
+    // ---- node-level objects: policies and the exemption's nft part ----
+
+    /// Makes the plan real unless one rule dump shows it intact.
+    fn ensure_plan(&mut self, plan: &Plan) -> Result<()> {
+        let rules = self.table_rules(&plan.table).map_err(|e| {
+            fw_error(format!(
+                "reading {} (table {FAMILY} {}): {e}",
+                plan.what, plan.table
+            ))
+        })?;
+        let why = match &rules {
+            None => format!("table {FAMILY} {} is missing", plan.table),
+            Some(rules) => match plan.quick_check(rules) {
+                Ok(()) => return Ok(()),
+                Err(why) => why,
+            },
+        };
+        log::info!("{}: {why}; (re)making it", plan.what);
+        let view = match rules {
+            Some(_) => self.read_table(&plan.table)?,
+            None => None,
+        };
+        self.run_nft(&plan.transaction(view.as_ref()))
+            .map_err(|e| e.context(format_args!("making {}", plan.what)))
+    }
+
+    fn remove_plan(&mut self, plan: &Plan) -> Result<()> {
+        let Some(view) = self.read_table(&plan.table)? else {
+            return Ok(());
+        };
+        match plan.removal(&view) {
+            Some(tx) => self
+                .run_nft(&tx)
+                .map_err(|e| e.context(format_args!("removing {}", plan.what))),
+            None => Ok(()),
+        }
+    }
+
+    fn observe_plan(&mut self, plan: &Plan) -> Result<Presence> {
+        let view = self.read_table(&plan.table)?;
+        Ok(plan.compare(view.as_ref()))
+    }
+
+    /// The rules of one of gwsteer's tables (one netlink dump); `None` when
+    /// the table does not exist.
+    fn table_rules(&mut self, table: &str) -> Result<Option<Vec<nfnl::DumpedRule>>, NfError> {
+        match self.nl.rules(NFPROTO_INET, table, None) {
+            Ok(rules) => Ok(Some(rules)),
+            Err(e) if e.is_enoent() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `nft -j list table inet <table>`, parsed; `None` when there is none.
+    fn read_table(&mut self, table: &str) -> Result<Option<TableView>> {
+        let exists = self
+            .nl
+            .table_exists(NFPROTO_INET, table)
+            .map_err(|e| fw_error(format!("looking for table {FAMILY} {table}: {e}")))?;
+        if !exists {
+            return Ok(None);
+        }
+        // As JSON input, like every change: names never meet nft's grammar.
+        let list = json!({"nftables": [{"list": {"table": {"family": FAMILY, "name": table}}}]});
+        let out = self
+            .nft(&list)
+            .map_err(|e| e.context(format_args!("listing table {FAMILY} {table}")))?;
+        TableView::parse(&out).map(Some).map_err(|e| {
+            fw_error(format!(
+                "reading nft's listing of table {FAMILY} {table}: {e}"
+            ))
+        })
+    }
+
+    /// Feeds one JSON transaction to `nft -j -f -`: all of it or nothing.
+    fn run_nft(&mut self, tx: &Value) -> Result<()> {
+        log::debug!("nft -j -f -: {tx}");
+        self.nft(tx)
+            .map(drop)
+            .map_err(|e| e.context("nft refused the transaction"))
+    }
+
+    /// `nft -j -f -` with `input` on stdin; its standard output.
+    fn nft(&mut self, input: &Value) -> Result<Vec<u8>> {
+        self.nft_runs += 1;
+        let mut child = Command::new(&self.nft)
+            .args(["-j", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| fw_error(format!("running {}: {e}", self.nft.display())))?;
+        // nft reads all of its input before it writes anything, so writing
+        // first and then collecting the output cannot deadlock.
+        let written = match child.stdin.take() {
+            Some(mut stdin) => stdin.write_all(input.to_string().as_bytes()),
+            None => Ok(()),
+        };
+        let out = child
+            .wait_with_output()
+            .map_err(|e| fw_error(format!("waiting for nft: {e}")))?;
+        if !out.status.success() {
+            return Err(fw_error(
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            ));
+        }
+        written.map_err(|e| fw_error(format!("writing to nft: {e}")))?;
+        Ok(out.stdout)
+    }
+
+    // ---- members: the per-pod hot path, netlink only ----
+
+    fn member_op(&mut self, m: &FwMember, op: ElemOp) -> Result<()> {
+        let (table, set, key) = member_target(m)?;
+        self.nl
+            .set_element(op, NFPROTO_INET, &table, &set, &key)
+            .map_err(|e| {
+                let doing = match op {
+                    ElemOp::Add => "adding",
+                    ElemOp::Delete => "removing",
+                };
+                let what = FwObject::Member(m.clone());
+                if e.is_enoent() {
+                    fw_error(format!(
+                        "{doing} {what}: the firewall objects of policy {}/{} are missing \
+                         (table {FAMILY} {table} has no set {set}); the policy must be made first",
+                        m.network, m.policy
+                    ))
+                } else {
+                    fw_error(format!(
+                        "{doing} {what} (table {FAMILY} {table}, set {set}): {e}"
+                    ))
+                }
+            })
+    }
+
+    fn observe_member(&mut self, m: &FwMember) -> Result<Presence> {
+        let (table, set, key) = member_target(m)?;
+        let present = self
+            .nl
+            .has_element(NFPROTO_INET, &table, &set, &key)
+            .map_err(|e| {
+                fw_error(format!(
+                    "reading back {} (table {FAMILY} {table}, set {set}): {e}",
+                    FwObject::Member(m.clone())
+                ))
+            })?;
+        Ok(if present {
+            Presence::Present
+        } else {
+            Presence::Missing
+        })
+    }
+
+    // ---- the exemption's iptables part ----
+
+    /// Per foreign chain and iptables command where the chain exists: what
+    /// it holds, and the RETURN rules the exemption wants there.
+    fn return_rules(
+        &mut self,
+        e: &FwExemption,
+    ) -> Result<Vec<(Tool, ChainState, Vec<ReturnRule>)>> {
+        let mut found = Vec::new();
+        for chain in &e.chains {
+            for tool in Tool::all() {
+                let rules: Vec<ReturnRule> = e
+                    .cidrs
+                    .iter()
+                    .filter(|c| Family::of_net(c) == tool.family)
+                    .map(|cidr| ReturnRule {
+                        chain: chain.clone(),
+                        cidr: cidr.trunc(),
+                        network: e.network.clone(),
+                    })
+                    .collect();
+                if rules.is_empty() {
+                    continue;
+                }
+                let state = self.xt.read_chain(&mut self.nl, tool, chain, &e.network)?;
+                if state != ChainState::Absent {
+                    found.push((tool, state, rules));
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The wanted rules that are not in the chain.
+    fn missing_returns<'r>(
+        &mut self,
+        tool: Tool,
+        state: &ChainState,
+        rules: &'r [ReturnRule],
+    ) -> Result<Vec<&'r ReturnRule>> {
+        let mut missing = Vec::new();
+        for rule in rules {
+            let there = match state {
+                ChainState::Absent => false,
+                ChainState::Present(sources) => sources.contains(&rule.cidr),
+                ChainState::Unreadable => self.xt.check(tool, rule)?,
+            };
+            if !there {
+                missing.push(rule);
+            }
+        }
+        Ok(missing)
+    }
+
+    fn ensure_exemption(&mut self, e: &FwExemption) -> Result<()> {
+        self.ensure_plan(&exemption_plan(e)?)?;
+        for (tool, state, rules) in self.return_rules(e)? {
+            let missing = self.missing_returns(tool, &state, &rules)?;
+            if missing.is_empty() {
+                continue;
+            }
+            if !self.xt.installed(tool) {
+                log::warn!(
+                    "{tool} is not installed; cannot put the masquerade exemption of {} into its chain {} \
+                     (the nftables exemption still applies)",
+                    e.network,
+                    rules[0].chain
+                );
+                continue;
+            }
+            // Inserting at 1 in reverse keeps the CIDRs' order at the top.
+            for rule in missing.into_iter().rev() {
+                self.xt.insert(tool, rule)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_exemption(&mut self, e: &FwExemption) -> Result<()> {
+        // Teardown goes on after a failure and reports the first.
+        let mut first_error = self.remove_plan(&exemption_plan(e)?).err();
+        match self.return_rules(e) {
+            Ok(found) => {
+                for (tool, state, rules) in found {
+                    for rule in &rules {
+                        let there = match &state {
+                            ChainState::Present(sources) => sources.contains(&rule.cidr),
+                            _ => true,
+                        };
+                        if there && let Err(err) = self.xt.remove(tool, rule) {
+                            first_error.get_or_insert(err);
+                        }
+                    }
+                }
+            }
+            Err(err) => {
+                first_error.get_or_insert(err);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn observe_exemption(&mut self, e: &FwExemption) -> Result<Presence> {
+        let nft = self.observe_plan(&exemption_plan(e)?)?;
+        let mut missing = Vec::new();
+        let mut present = 0;
+        for (tool, state, rules) in self.return_rules(e)? {
+            let absent = self.missing_returns(tool, &state, &rules)?;
+            present += rules.len() - absent.len();
+            for rule in absent {
+                missing.push(format!(
+                    "no RETURN for {} in {tool} nat chain {}",
+                    rule.cidr, rule.chain
+                ));
+            }
+        }
+        Ok(match nft {
+            Presence::Missing if present == 0 => Presence::Missing,
+            Presence::Present if missing.is_empty() => Presence::Present,
+            Presence::Missing => {
+                missing.insert(0, format!("chain {} is missing", ruleset::EXEMPTION_CHAIN));
+                Presence::Drifted(missing.join("; "))
+            }
+            Presence::Present => Presence::Drifted(missing.join("; ")),
+            Presence::Drifted(why) => {
+                missing.insert(0, why);
+                Presence::Drifted(missing.join("; "))
+            }
+        })
+    }
+
+    // ---- cleanup ----
+
+    fn cleanup_tables(&mut self, dry_run: bool) -> Result<Vec<String>> {
+        let tables: Vec<nfnl::DumpedTable> = self
+            .nl
+            .tables()
+            .map_err(|e| fw_error(format!("listing nftables tables: {e}")))?
+            .into_iter()
+            .filter(|t| t.name.starts_with(TABLE_PREFIX))
+            .collect();
+        let mut done = Vec::new();
+        let mut cmds = Vec::new();
+        for t in &tables {
+            let family = family_name(t.family);
+            done.push(format!("nftables table {family} {}", t.name));
+            cmds.push(json!({"delete": {"table": {"family": family, "name": t.name}}}));
+        }
+        if !dry_run && !cmds.is_empty() {
+            self.run_nft(&json!({ "nftables": cmds }))
+                .map_err(|e| e.context("deleting gwsteer's nftables tables"))?;
+        }
+        Ok(done)
+    }
+
+    fn cleanup_iptables(&mut self, dry_run: bool) -> Result<Vec<String>> {
+        let mut done = Vec::new();
+        for tool in Tool::all() {
+            for words in self.xt.owned_rules(&mut self.nl, tool)? {
+                done.push(format!("{tool} -t nat {}", words.join(" ")));
+                if !dry_run {
+                    self.xt.delete_listed(tool, &words)?;
+                }
+            }
+        }
+        Ok(done)
+    }
+}
+
+impl Firewall for Nftables {
+    fn name(&self) -> &'static str {
+        "nftables"
+    }
+
+    fn ensure(&mut self, obj: &FwObject) -> Result<()> {
+        match obj {
+            FwObject::Policy(p) => self.ensure_plan(&policy_plan(p)?),
+            FwObject::Member(m) => self.member_op(m, ElemOp::Add),
+            FwObject::Exemption(e) => self.ensure_exemption(e),
+        }
+    }
+
+    fn remove(&mut self, obj: &FwObject) -> Result<()> {
+        match obj {
+            FwObject::Policy(p) => self.remove_plan(&policy_plan(p)?),
+            FwObject::Member(m) => self.member_op(m, ElemOp::Delete),
+            FwObject::Exemption(e) => self.remove_exemption(e),
+        }
+    }
+
+    fn observe(&mut self, obj: &FwObject) -> Result<Presence> {
+        match obj {
+            FwObject::Policy(p) => self.observe_plan(&policy_plan(p)?),
+            FwObject::Member(m) => self.observe_member(m),
+            FwObject::Exemption(e) => self.observe_exemption(e),
+        }
+    }
+
+    fn cleanup(&mut self, dry_run: bool) -> Result<Vec<String>> {
+        // Both halves run even if one fails; the first error is reported.
+        let tables = self.cleanup_tables(dry_run);
+        let rules = self.cleanup_iptables(dry_run);
+        let mut done = Vec::new();
+        done.extend(tables?);
+        done.extend(rules?);
+        Ok(done)
+    }
+}
+
+fn fw_error(msg: String) -> Error {
+    Error::new(code::FIREWALL, msg)
+}
+
+/// Table, set and key of a member's element.
+fn member_target(m: &FwMember) -> Result<(String, String, Vec<u8>)> {
+    if m.addr.prefix_len() != m.addr.max_prefix_len() {
+        return Err(Error::config(format!(
+            "firewall member {} of {}/{} is not a host address",
+            m.addr, m.network, m.policy
+        )));
+    }
+    let key = match m.addr.addr() {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    let family = Family::of_net(&m.addr);
+    Ok((table_name(&m.network), member_set(&m.policy, family), key))
+}
+
+/// The nft name of an `NFPROTO_*` family.
+fn family_name(family: u8) -> &'static str {
+    match family {
+        NFPROTO_INET => "inet",
+        NFPROTO_IPV4 => "ip",
+        NFPROTO_IPV6 => "ip6",
+        3 => "arp",
+        5 => "netdev",
+        7 => "bridge",
+        _ => "unknown",
+    }
+}
+
+/// An executable called `name` in `$PATH` or the usual system directories.
+fn find_binary(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(FALLBACK_PATH.iter().map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}

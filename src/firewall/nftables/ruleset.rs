@@ -1,0 +1,1218 @@
+//! What gwsteer wants in its nftables tables, as data: a [`Plan`] per policy
+//! or exemption (sets, chains, rules as nft JSON), and the means to check it
+//! against the kernel — cheaply from a netlink rule dump ([`Plan::quick_check`])
+//! or fully from `nft -j list table` ([`Plan::compare`]) — and to turn it into
+//! one atomic nft transaction ([`Plan::transaction`], [`Plan::removal`]).
+//!
+//! Naming. One `inet` table per network, `gwsteer-<network>`. Inside it,
+//! everything of policy `p` is named `p` or `p_<suffix>`: policy names are
+//! `[a-z0-9-]`, so the `_` keeps `p_in` (connmark ingress chain of `p`) apart
+//! from a policy called `p-in`, and `p_to_v4` apart from the members of a
+//! policy called `p-to`. The exemption chain is `masq_exempt` for the same
+//! reason.
+//!
+//! Fingerprint. Every rule of a plan carries the comment
+//! `gwsteer <network>/<policy> #<digest>` (exemption: `gwsteer <network>
+//! masquerade exemption #<digest>`), where the digest hashes the plan's
+//! typed chains, rules and constant-set contents and [`RULESET_VERSION`]. A
+//! rule dump therefore tells whether the kernel holds exactly this plan —
+//! spec changes included — without decoding expressions. The egress and
+//! exclude sets are `constant`: the kernel refuses element changes while a
+//! rule uses them, so their contents cannot drift under the digest.
+//!
+//! Plans are typed ([`Stmt`]) and rendered to nft JSON only when `nft` is
+//! about to run: building JSON values costs tens of microseconds, which the
+//! every-ADD check cannot afford.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde_json::{Value, json};
+
+use super::nfnl::DumpedRule;
+use crate::error::{Error, Result};
+use crate::firewall::{FwExemption, FwPolicy, Marking};
+use crate::objects::{Family, Presence};
+
+/// Every table gwsteer makes is named so; cleanup deletes exactly these.
+pub const TABLE_PREFIX: &str = "gwsteer-";
+/// The nft family of gwsteer's tables.
+pub const FAMILY: &str = "inet";
+/// The nat chain that exempts a network's CIDRs from every later masquerade.
+pub const EXEMPTION_CHAIN: &str = "masq_exempt";
+
+/// `NF_IP_PRI_MANGLE`: marks set here are seen by the routing decision.
+const PRIO_MANGLE: i64 = -150;
+/// `NF_IP_PRI_NAT_DST`; connmark's ingress chain runs after it (+10), so a
+/// DNAT to the pod (kube-proxy, a LoadBalancer) has already happened.
+const PRIO_DSTNAT: i64 = -100;
+/// `NF_IP_PRI_NAT_SRC`; the exemption runs before it (−10), so its identity
+/// mapping is the first NAT decision for the connection.
+const PRIO_SRCNAT: i64 = 100;
+/// `NFTA_LOOKUP_SET`.
+const NFTA_LOOKUP_SET: u16 = 1;
+/// The longest rule comment nft accepts (`NFTNL_UDATA_COMMENT_MAXLEN` − 1).
+const MAX_COMMENT: usize = 127;
+/// Part of every fingerprint. Bump it whenever the rendering of a
+/// [`Stmt`], set or chain to nft JSON changes, so that installed rules are
+/// recognised as outdated and re-made (the `rendering_is_pinned` test
+/// fails until this is done).
+pub const RULESET_VERSION: u32 = 1;
+
+pub fn table_name(network: &str) -> String {
+    format!("{TABLE_PREFIX}{network}")
+}
+
+/// The member set of `policy` for one address family.
+pub fn member_set(policy: &str, family: Family) -> String {
+    format!("{policy}_{}", suffix(family))
+}
+
+fn suffix(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "v4",
+        Family::V6 => "v6",
+    }
+}
+
+fn key_type(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "ipv4_addr",
+        Family::V6 => "ipv6_addr",
+    }
+}
+
+fn proto(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "ip",
+        Family::V6 => "ip6",
+    }
+}
+
+const FAMILIES: [Family; 2] = [Family::V4, Family::V6];
+
+/// A set of a plan.
+#[derive(Debug, Clone, Hash)]
+pub struct SetDef {
+    pub name: String,
+    pub family: Family,
+    /// `None`: a member set, whose elements are the pods' and never touched
+    /// by a plan. `Some`: a constant interval set with exactly these CIDRs.
+    pub constant: Option<Vec<IpNet>>,
+}
+
+/// A base chain of a plan and its rules.
+#[derive(Debug, Clone, Hash)]
+pub struct ChainDef {
+    pub name: String,
+    pub kind: &'static str,
+    pub hook: &'static str,
+    pub prio: i64,
+    pub rules: Vec<Vec<Stmt>>,
+}
+
+/// Which address a match looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Field {
+    Saddr,
+    Daddr,
+}
+
+/// Which mark a statement sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MarkOf {
+    /// The packet's (`meta mark`): what `ip rule fwmark` sees.
+    Packet,
+    /// The connection's (`ct mark`).
+    Conn,
+}
+
+/// One statement of a rule (the nft syntax in each comment).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Stmt {
+    /// `ip saddr @set`, `ip6 daddr != @set`…
+    InSet {
+        family: Family,
+        field: Field,
+        set: String,
+        negate: bool,
+    },
+    /// `ip saddr { cidr, … }` (one CIDR without braces).
+    InCidrs {
+        family: Family,
+        field: Field,
+        cidrs: Vec<IpNet>,
+    },
+    /// `iifname { "a", … }` (one name without braces).
+    IifName(Vec<String>),
+    /// `ct state new`
+    CtStateNew,
+    /// `ct direction reply`
+    CtReply,
+    /// `ct mark & mask == mark` (no `& mask` for a full mask).
+    CtMarkIs { mark: u32, mask: u32 },
+    /// `meta mark set (meta mark & ~mask) | mark`, or `ct mark set …`;
+    /// plain `… mark set mark` for a full mask. Bits outside the mask are
+    /// left to their owners (kube-proxy and CNIs use some of the packet mark).
+    SetMark { of: MarkOf, mark: u32, mask: u32 },
+    /// `snat ip to ip saddr`: a mapping that changes nothing.
+    SnatToSelf { family: Family },
+}
+
+impl Stmt {
+    /// The named set the statement looks up, if any.
+    pub fn set_ref(&self) -> Option<&str> {
+        match self {
+            Stmt::InSet { set, .. } => Some(set),
+            _ => None,
+        }
+    }
+
+    /// The statement as nft JSON.
+    pub fn to_json(&self) -> Value {
+        match self {
+            Stmt::InSet {
+                family,
+                field,
+                set,
+                negate,
+            } => json!({"match": {
+                "op": if *negate { "!=" } else { "==" },
+                "left": address(*family, *field),
+                "right": format!("@{set}"),
+            }}),
+            Stmt::InCidrs {
+                family,
+                field,
+                cidrs,
+            } => {
+                let right = match cidrs.as_slice() {
+                    [one] => element(one),
+                    many => json!({"set": many.iter().map(element).collect::<Vec<_>>()}),
+                };
+                json!({"match": {"op": "==", "left": address(*family, *field), "right": right}})
+            }
+            Stmt::IifName(names) => {
+                let right = match names.as_slice() {
+                    [one] => json!(one),
+                    many => json!({ "set": many }),
+                };
+                json!({"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": right}})
+            }
+            Stmt::CtStateNew => {
+                json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "new"}})
+            }
+            Stmt::CtReply => {
+                json!({"match": {"op": "==", "left": {"ct": {"key": "direction"}}, "right": "reply"}})
+            }
+            Stmt::CtMarkIs { mark, mask } => {
+                let left = if *mask == u32::MAX {
+                    json!({"ct": {"key": "mark"}})
+                } else {
+                    json!({"&": [{"ct": {"key": "mark"}}, mask]})
+                };
+                json!({"match": {"op": "==", "left": left, "right": mark}})
+            }
+            Stmt::SetMark { of, mark, mask } => {
+                let target = match of {
+                    MarkOf::Packet => json!({"meta": {"key": "mark"}}),
+                    MarkOf::Conn => json!({"ct": {"key": "mark"}}),
+                };
+                let value = if *mask == u32::MAX {
+                    json!(mark)
+                } else {
+                    json!({"|": [{"&": [target.clone(), !mask]}, mark]})
+                };
+                json!({"mangle": {"key": target, "value": value}})
+            }
+            Stmt::SnatToSelf { family } => json!({"snat": {
+                "family": proto(*family),
+                "addr": address(*family, Field::Saddr),
+            }}),
+        }
+    }
+}
+
+fn address(family: Family, field: Field) -> Value {
+    let field = match field {
+        Field::Saddr => "saddr",
+        Field::Daddr => "daddr",
+    };
+    json!({"payload": {"protocol": proto(family), "field": field}})
+}
+
+/// Everything one policy or exemption needs in its network's table.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub table: String,
+    /// What the plan is, for messages ("firewall policy net/p").
+    pub what: String,
+    /// The comment every rule of the plan carries, fingerprint included.
+    pub comment: String,
+    pub sets: Vec<SetDef>,
+    pub chains: Vec<ChainDef>,
+    /// Every set and chain name this owner may have made under any spec;
+    /// the ones not in `sets`/`chains` are stale and go on repair.
+    pub owned_sets: Vec<String>,
+    pub owned_chains: Vec<String>,
+}
+
+/// The plan of a steering policy.
+pub fn policy_plan(p: &FwPolicy) -> Result<Plan> {
+    check_name("network", &p.network)?;
+    check_name("policy", &p.policy)?;
+    if p.policy.contains('_') {
+        return Err(Error::config(format!(
+            "firewall policy name {:?} may not contain '_'",
+            p.policy
+        )));
+    }
+    if p.mark & p.mask == 0 {
+        return Err(Error::config(format!(
+            "firewall policy {}/{}: mark {:#x}/{:#x} sets no bits",
+            p.network, p.policy, p.mark, p.mask
+        )));
+    }
+    let mark = p.mark & p.mask;
+    let mut sets: Vec<SetDef> = FAMILIES
+        .iter()
+        .map(|&family| SetDef {
+            name: member_set(&p.policy, family),
+            family,
+            constant: None,
+        })
+        .collect();
+    let mut chains = Vec::new();
+    match &p.marking {
+        Marking::Mark { egress_to, exclude } => {
+            let mut rules = Vec::new();
+            for family in FAMILIES {
+                let mut rule = vec![in_set(
+                    family,
+                    Field::Saddr,
+                    member_set(&p.policy, family),
+                    false,
+                )];
+                if !egress_to.is_empty() {
+                    // A family without egress CIDRs gets an empty set: its
+                    // rule then matches nothing (egress only to the listed
+                    // destinations), and every member set stays referenced
+                    // by a rule, which the cheap check relies on.
+                    let name = format!("{}_to_{}", p.policy, suffix(family));
+                    rule.push(in_set(family, Field::Daddr, name.clone(), false));
+                    sets.push(SetDef {
+                        name,
+                        family,
+                        constant: Some(of_family(egress_to, family)),
+                    });
+                }
+                let excluded = of_family(exclude, family);
+                if !excluded.is_empty() {
+                    let name = format!("{}_ex_{}", p.policy, suffix(family));
+                    rule.push(in_set(family, Field::Daddr, name.clone(), true));
+                    sets.push(SetDef {
+                        name,
+                        family,
+                        constant: Some(excluded),
+                    });
+                }
+                rule.push(Stmt::SetMark {
+                    of: MarkOf::Packet,
+                    mark,
+                    mask: p.mask,
+                });
+                rules.push(rule);
+            }
+            chains.push(ChainDef {
+                name: p.policy.clone(),
+                kind: "filter",
+                hook: "prerouting",
+                prio: PRIO_MANGLE,
+                rules,
+            });
+        }
+        Marking::Connmark { ingress } => {
+            if ingress.is_empty() {
+                return Err(Error::config(format!(
+                    "firewall policy {}/{}: connmark needs at least one ingress interface",
+                    p.network, p.policy
+                )));
+            }
+            // Sorted: the order means nothing to the kernel (and nft lists
+            // anonymous sets in its own order); the fingerprint must not
+            // change with it.
+            let ingress: Vec<String> = ingress
+                .iter()
+                .cloned()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let rules = FAMILIES
+                .into_iter()
+                .map(|family| {
+                    vec![
+                        Stmt::IifName(ingress.clone()),
+                        Stmt::CtStateNew,
+                        in_set(family, Field::Daddr, member_set(&p.policy, family), false),
+                        Stmt::SetMark {
+                            of: MarkOf::Conn,
+                            mark,
+                            mask: p.mask,
+                        },
+                    ]
+                })
+                .collect();
+            chains.push(ChainDef {
+                name: format!("{}_in", p.policy),
+                kind: "filter",
+                hook: "prerouting",
+                prio: PRIO_DSTNAT + 10,
+                rules,
+            });
+            // Only reply-direction packets: the pod's answers. The client's
+            // own later packets carry the same ct mark but travel in the
+            // original direction; marking them would route them to the
+            // gateway instead of the pod. Pod-initiated connections never
+            // get the ct mark, so nothing of theirs matches.
+            chains.push(ChainDef {
+                name: p.policy.clone(),
+                kind: "filter",
+                hook: "prerouting",
+                prio: PRIO_MANGLE,
+                rules: vec![vec![
+                    Stmt::CtReply,
+                    Stmt::CtMarkIs { mark, mask: p.mask },
+                    Stmt::SetMark {
+                        of: MarkOf::Packet,
+                        mark,
+                        mask: p.mask,
+                    },
+                ]],
+            });
+        }
+    }
+    let mut owned_sets = Vec::new();
+    for kind in ["", "_to", "_ex"] {
+        for family in FAMILIES {
+            owned_sets.push(format!("{}{kind}_{}", p.policy, suffix(family)));
+        }
+    }
+    Ok(Plan::new(
+        table_name(&p.network),
+        format!("firewall policy {}/{}", p.network, p.policy),
+        format!("gwsteer {}/{}", p.network, p.policy),
+        sets,
+        chains,
+        owned_sets,
+        vec![p.policy.clone(), format!("{}_in", p.policy)],
+    ))
+}
+
+/// The plan of a masquerade exemption: a nat chain before srcnat whose rules
+/// map the exempt sources to themselves. The first nat chain that sets up a
+/// mapping for a new connection decides its NAT, whichever of
+/// iptables-legacy, iptables-nft or nftables the later chains belong to; an
+/// identity mapping decides "no change".
+pub fn exemption_plan(e: &FwExemption) -> Result<Plan> {
+    check_name("network", &e.network)?;
+    if e.cidrs.is_empty() {
+        return Err(Error::config(format!(
+            "masquerade exemption {}: no CIDRs",
+            e.network
+        )));
+    }
+    let rules = FAMILIES
+        .into_iter()
+        .map(|family| (family, of_family(&e.cidrs, family)))
+        .filter(|(_, cidrs)| !cidrs.is_empty())
+        .map(|(family, cidrs)| {
+            vec![
+                Stmt::InCidrs {
+                    family,
+                    field: Field::Saddr,
+                    cidrs,
+                },
+                Stmt::SnatToSelf { family },
+            ]
+        })
+        .collect();
+    Ok(Plan::new(
+        table_name(&e.network),
+        format!("masquerade exemption {}", e.network),
+        format!("gwsteer {} masquerade exemption", e.network),
+        Vec::new(),
+        vec![ChainDef {
+            name: EXEMPTION_CHAIN.to_string(),
+            kind: "nat",
+            hook: "postrouting",
+            prio: PRIO_SRCNAT - 10,
+            rules,
+        }],
+        Vec::new(),
+        vec![EXEMPTION_CHAIN.to_string()],
+    ))
+}
+
+/// Names go to nft as JSON strings, so any character would do; these are
+/// the ones gwsteer's networks and policies use, and they keep `nft list`
+/// output readable and re-parsable.
+fn check_name(what: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::config(format!(
+            "{what} name {name:?} cannot name a firewall object (letters, digits, '_', '.', '-')"
+        )))
+    }
+}
+
+/// The CIDRs of one family, host bits cleared, overlaps merged.
+fn of_family(cidrs: &[IpNet], family: Family) -> Vec<IpNet> {
+    let mine: Vec<IpNet> = cidrs
+        .iter()
+        .filter(|c| Family::of_net(c) == family)
+        .map(IpNet::trunc)
+        .collect();
+    IpNet::aggregate(&mine)
+}
+
+fn element(net: &IpNet) -> Value {
+    if net.prefix_len() == net.max_prefix_len() {
+        json!(net.addr().to_string())
+    } else {
+        json!({"prefix": {"addr": net.addr().to_string(), "len": net.prefix_len()}})
+    }
+}
+
+fn in_set(family: Family, field: Field, set: String, negate: bool) -> Stmt {
+    Stmt::InSet {
+        family,
+        field,
+        set,
+        negate,
+    }
+}
+
+/// 64-bit FNV-1a: deterministic, unlike std's randomly keyed hasher.
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+fn fnv() -> Fnv {
+    Fnv(0xcbf2_9ce4_8422_2325)
+}
+
+impl Plan {
+    fn new(
+        table: String,
+        what: String,
+        owner: String,
+        sets: Vec<SetDef>,
+        chains: Vec<ChainDef>,
+        owned_sets: Vec<String>,
+        owned_chains: Vec<String>,
+    ) -> Plan {
+        let mut plan = Plan {
+            table,
+            what,
+            comment: String::new(),
+            sets,
+            chains,
+            owned_sets,
+            owned_chains,
+        };
+        let mut digest = fnv();
+        RULESET_VERSION.hash(&mut digest);
+        plan.sets.hash(&mut digest);
+        plan.chains.hash(&mut digest);
+        // nft keeps at most 127 bytes of comment. The owner part is for
+        // people (identity is in the table's name); it gives way to the
+        // fingerprint. Names are ASCII, so any byte is a char boundary.
+        let owner = if owner.len() > MAX_COMMENT - 18 {
+            format!("{}...", &owner[..MAX_COMMENT - 21])
+        } else {
+            owner
+        };
+        plan.comment = format!("{owner} #{:016x}", digest.finish());
+        plan
+    }
+
+    /// The plan's sets and chains as nft JSON, without comments: what the
+    /// `rendering_is_pinned` test watches.
+    #[cfg(test)]
+    fn rendering(&self) -> Value {
+        json!({
+            "sets": self.sets.iter().map(set_json).collect::<Vec<_>>(),
+            "chains": self.chains.iter().map(|c| json!({
+                "name": c.name, "type": c.kind, "hook": c.hook, "prio": c.prio,
+                "rules": c.rules.iter().map(|r| rule_json(r)).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    /// Does a rule dump of the table show exactly this plan? `Err` says
+    /// what differs. The dump cannot show chain hooks or set contents; the
+    /// fingerprint in the comments stands for them (see the module docs).
+    pub fn quick_check(&self, rules: &[DumpedRule]) -> Result<(), String> {
+        for chain in &self.chains {
+            let found: Vec<&DumpedRule> = rules.iter().filter(|r| r.chain == chain.name).collect();
+            if found.is_empty() {
+                return Err(format!("chain {} is missing or empty", chain.name));
+            }
+            if found.len() != chain.rules.len() {
+                return Err(format!(
+                    "chain {} has {} rule(s), expected {}",
+                    chain.name,
+                    found.len(),
+                    chain.rules.len()
+                ));
+            }
+            for (i, (got, want)) in found.iter().zip(&chain.rules).enumerate() {
+                if got.comment.as_deref() != Some(self.comment.as_str()) {
+                    return Err(format!(
+                        "rule {} of chain {} is not the current one (comment {:?}, expected {:?})",
+                        i + 1,
+                        chain.name,
+                        got.comment.as_deref().unwrap_or(""),
+                        self.comment
+                    ));
+                }
+                let refs: BTreeSet<String> = got
+                    .exprs
+                    .iter()
+                    .filter(|e| e.name == "lookup")
+                    .filter_map(|e| e.attrs().string(NFTA_LOOKUP_SET))
+                    .filter(|name| !is_anonymous(name))
+                    .collect();
+                if refs != stmt_refs(want) {
+                    return Err(format!(
+                        "rule {} of chain {} uses sets {:?}",
+                        i + 1,
+                        chain.name,
+                        refs
+                    ));
+                }
+            }
+        }
+        let stale: Vec<&str> = self
+            .stale_chains()
+            .filter(|name| rules.iter().any(|r| r.chain == *name))
+            .collect();
+        if !stale.is_empty() {
+            return Err(format!("stale chain(s) {}", stale.join(", ")));
+        }
+        Ok(())
+    }
+
+    fn stale_chains(&self) -> impl Iterator<Item = &str> {
+        self.owned_chains
+            .iter()
+            .map(String::as_str)
+            .filter(|name| !self.chains.iter().any(|c| c.name == *name))
+    }
+
+    fn stale_sets(&self) -> impl Iterator<Item = &str> {
+        self.owned_sets
+            .iter()
+            .map(String::as_str)
+            .filter(|name| !self.sets.iter().any(|s| s.name == *name))
+    }
+
+    /// One nft transaction that makes the plan real, whatever of it exists:
+    /// the owner's chains are deleted and re-made (an `add` without a hook
+    /// first, so the delete never fails on a chain that is not there), stale
+    /// and constant sets are deleted and re-made, member sets are kept —
+    /// with their elements — unless they have the wrong shape.
+    pub fn transaction(&self, view: Option<&TableView>) -> Value {
+        let table = json!({"family": FAMILY, "name": self.table});
+        let mut cmds = vec![json!({"add": {"table": table}})];
+        for name in &self.owned_chains {
+            let chain = json!({"family": FAMILY, "table": self.table, "name": name});
+            cmds.push(json!({"add": {"chain": chain}}));
+            cmds.push(json!({"flush": {"chain": chain}}));
+            cmds.push(json!({"delete": {"chain": chain}}));
+        }
+        for name in &self.owned_sets {
+            let existing = view.and_then(|v| v.sets.get(name));
+            let Some(shape) = owned_set_shape(name) else {
+                continue;
+            };
+            let member = shape.constant.is_none();
+            let fits = |e: &SetView| {
+                e.key == key_type(shape.family) && e.flags == strings(&set_json(&shape)["flags"])
+            };
+            match existing {
+                // A member set of the right shape keeps its elements.
+                Some(e) if member && fits(e) => {}
+                // Wrong shape: `add` would fail on it; a plain delete.
+                Some(e) if !fits(e) => {
+                    cmds.push(json!({"delete": {"set": {"family": FAMILY, "table": self.table, "name": name}}}));
+                }
+                // Constant sets are always re-made, as chains are: `add` of
+                // an empty one first, so the delete cannot fail on a set that
+                // is not there (whatever the listing said).
+                _ if !member => {
+                    let mut def = set_json(&shape);
+                    def["family"] = json!(FAMILY);
+                    def["table"] = json!(self.table);
+                    cmds.push(json!({"add": {"set": def}}));
+                    cmds.push(json!({"delete": {"set": {"family": FAMILY, "table": self.table, "name": name}}}));
+                }
+                _ => {}
+            }
+        }
+        for set in &self.sets {
+            let mut def = set_json(set);
+            def["family"] = json!(FAMILY);
+            def["table"] = json!(self.table);
+            cmds.push(json!({"add": {"set": def}}));
+        }
+        for chain in &self.chains {
+            cmds.push(json!({"add": {"chain": {
+                "family": FAMILY,
+                "table": self.table,
+                "name": chain.name,
+                "type": chain.kind,
+                "hook": chain.hook,
+                "prio": chain.prio,
+                "policy": "accept",
+            }}}));
+            for rule in &chain.rules {
+                cmds.push(json!({"add": {"rule": {
+                    "family": FAMILY,
+                    "table": self.table,
+                    "chain": chain.name,
+                    "comment": self.comment,
+                    "expr": rule_json(rule),
+                }}}));
+            }
+        }
+        json!({ "nftables": cmds })
+    }
+
+    /// One nft transaction removing everything this owner made (any spec),
+    /// or the whole table when nothing else is left in it; `None` when
+    /// there is nothing to remove.
+    pub fn removal(&self, view: &TableView) -> Option<Value> {
+        let chains: Vec<&String> = self
+            .owned_chains
+            .iter()
+            .filter(|c| view.chains.contains_key(*c))
+            .collect();
+        let sets: Vec<&String> = self
+            .owned_sets
+            .iter()
+            .filter(|s| view.sets.contains_key(*s))
+            .collect();
+        if chains.is_empty() && sets.is_empty() {
+            return None;
+        }
+        let others = view
+            .chains
+            .keys()
+            .filter(|c| !self.owned_chains.contains(c))
+            .count()
+            + view
+                .sets
+                .keys()
+                .filter(|s| !self.owned_sets.contains(s))
+                .count();
+        let cmds = if others == 0 {
+            vec![json!({"delete": {"table": {"family": FAMILY, "name": self.table}}})]
+        } else {
+            let mut cmds = Vec::new();
+            for name in chains {
+                let chain = json!({"family": FAMILY, "table": self.table, "name": name});
+                cmds.push(json!({"flush": {"chain": chain}}));
+                cmds.push(json!({"delete": {"chain": chain}}));
+            }
+            for name in sets {
+                cmds.push(json!({"delete": {"set": {"family": FAMILY, "table": self.table, "name": name}}}));
+            }
+            cmds
+        };
+        Some(json!({ "nftables": cmds }))
+    }
+
+    /// The plan against a full listing of its table (`None`: no table).
+    pub fn compare(&self, view: Option<&TableView>) -> Presence {
+        let Some(view) = view else {
+            return Presence::Missing;
+        };
+        let mut problems = Vec::new();
+        let mut found_any = false;
+        for set in &self.sets {
+            let Some(got) = view.sets.get(&set.name) else {
+                problems.push(format!("set {} is missing", set.name));
+                continue;
+            };
+            found_any = true;
+            if got.key != key_type(set.family) {
+                problems.push(format!(
+                    "set {} has type {}, expected {}",
+                    set.name,
+                    got.key,
+                    key_type(set.family)
+                ));
+                continue;
+            }
+            if let Some(cidrs) = &set.constant {
+                let want = merge(cidrs.iter().map(net_range).collect());
+                match elem_ranges(&got.elems) {
+                    Some(have) if have == want => {}
+                    _ => problems.push(format!("set {} does not hold {}", set.name, list(cidrs))),
+                }
+            }
+        }
+        for chain in &self.chains {
+            let Some(got) = view.chains.get(&chain.name) else {
+                problems.push(format!("chain {} is missing", chain.name));
+                continue;
+            };
+            found_any = true;
+            if got.kind.as_deref() != Some(chain.kind)
+                || got.hook.as_deref() != Some(chain.hook)
+                || got.prio != Some(chain.prio)
+            {
+                problems.push(format!(
+                    "chain {} is not a {} chain at {} priority {}",
+                    chain.name, chain.kind, chain.hook, chain.prio
+                ));
+            }
+            let ours = got
+                .rules
+                .iter()
+                .filter(|r| r.comment.as_deref() == Some(self.comment.as_str()))
+                .count();
+            if got.rules.len() != chain.rules.len() || ours != chain.rules.len() {
+                problems.push(format!(
+                    "chain {} has {} rule(s), {} of them current; expected {}",
+                    chain.name,
+                    got.rules.len(),
+                    ours,
+                    chain.rules.len()
+                ));
+                continue;
+            }
+            for (i, (rule, want)) in got.rules.iter().zip(&chain.rules).enumerate() {
+                if rule.refs != stmt_refs(want) {
+                    problems.push(format!(
+                        "rule {} of chain {} uses sets {:?}",
+                        i + 1,
+                        chain.name,
+                        rule.refs
+                    ));
+                }
+            }
+        }
+        for name in self.stale_chains() {
+            if view.chains.contains_key(name) {
+                problems.push(format!("stale chain {name}"));
+            }
+        }
+        for name in self.stale_sets() {
+            if view.sets.contains_key(name) {
+                problems.push(format!("stale set {name}"));
+            }
+        }
+        if !found_any {
+            Presence::Missing
+        } else if problems.is_empty() {
+            Presence::Present
+        } else {
+            Presence::Drifted(format!(
+                "table {} {}: {}",
+                FAMILY,
+                self.table,
+                problems.join("; ")
+            ))
+        }
+    }
+}
+
+/// The shape (family, member or constant) a set of gwsteer's has, from its
+/// name (`p_v4`, `p_to_v6`, `p_ex_v4`…), with no elements.
+fn owned_set_shape(name: &str) -> Option<SetDef> {
+    let family = match name.rsplit('_').next()? {
+        "v4" => Family::V4,
+        "v6" => Family::V6,
+        _ => return None,
+    };
+    let constant = name.contains("_to_") || name.contains("_ex_");
+    Some(SetDef {
+        name: name.to_string(),
+        family,
+        constant: constant.then(Vec::new),
+    })
+}
+
+fn is_anonymous(set: &str) -> bool {
+    set.starts_with("__set")
+}
+
+/// The named sets a rule looks up.
+fn stmt_refs(rule: &[Stmt]) -> BTreeSet<String> {
+    rule.iter()
+        .filter_map(Stmt::set_ref)
+        .map(str::to_string)
+        .collect()
+}
+
+fn rule_json(rule: &[Stmt]) -> Vec<Value> {
+    rule.iter().map(Stmt::to_json).collect()
+}
+
+/// A set's definition (name, type, flags, elements) as nft JSON.
+fn set_json(set: &SetDef) -> Value {
+    let mut def = json!({"name": set.name, "type": key_type(set.family)});
+    if let Some(cidrs) = &set.constant {
+        def["flags"] = json!(["constant", "interval"]);
+        if !cidrs.is_empty() {
+            def["elem"] = json!(cidrs.iter().map(element).collect::<Vec<_>>());
+        }
+    }
+    def
+}
+
+/// The named sets an nft JSON expression list refers to (`"@name"`).
+fn set_refs(exprs: &[Value]) -> BTreeSet<String> {
+    fn walk(v: &Value, out: &mut BTreeSet<String>) {
+        match v {
+            Value::String(s) => {
+                if let Some(name) = s.strip_prefix('@') {
+                    out.insert(name.to_string());
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
+            Value::Object(map) => map.values().for_each(|i| walk(i, out)),
+            _ => {}
+        }
+    }
+    let mut out = BTreeSet::new();
+    exprs.iter().for_each(|e| walk(e, &mut out));
+    out
+}
+
+fn list(cidrs: &[IpNet]) -> String {
+    if cidrs.is_empty() {
+        return "nothing".into();
+    }
+    cidrs
+        .iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A table as `nft -j list table` shows it: what [`Plan::compare`] reads.
+#[derive(Debug, Default, Clone)]
+pub struct TableView {
+    pub chains: BTreeMap<String, ChainView>,
+    pub sets: BTreeMap<String, SetView>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct ChainView {
+    pub kind: Option<String>,
+    pub hook: Option<String>,
+    pub prio: Option<i64>,
+    pub rules: Vec<RuleView>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct RuleView {
+    pub comment: Option<String>,
+    /// Named sets the rule refers to.
+    pub refs: BTreeSet<String>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct SetView {
+    /// The key type (`ipv4_addr`…; a concatenation is shown as its JSON).
+    pub key: String,
+    pub flags: Vec<String>,
+    pub elems: Vec<Value>,
+}
+
+impl TableView {
+    pub fn parse(json: &[u8]) -> Result<TableView, String> {
+        let doc: Value = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+        let items = doc["nftables"]
+            .as_array()
+            .ok_or_else(|| "no \"nftables\" array".to_string())?;
+        let mut view = TableView::default();
+        for item in items {
+            if let Some(set) = item.get("set") {
+                let Some(name) = set["name"].as_str() else {
+                    continue;
+                };
+                let key = match &set["type"] {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                view.sets.insert(
+                    name.to_string(),
+                    SetView {
+                        key,
+                        flags: strings(&set["flags"]),
+                        elems: set["elem"].as_array().cloned().unwrap_or_default(),
+                    },
+                );
+            } else if let Some(chain) = item.get("chain") {
+                let Some(name) = chain["name"].as_str() else {
+                    continue;
+                };
+                let entry = view.chains.entry(name.to_string()).or_default();
+                entry.kind = chain["type"].as_str().map(str::to_string);
+                entry.hook = chain["hook"].as_str().map(str::to_string);
+                entry.prio = chain["prio"].as_i64();
+            } else if let Some(rule) = item.get("rule") {
+                let Some(chain) = rule["chain"].as_str() else {
+                    continue;
+                };
+                let exprs = rule["expr"].as_array().cloned().unwrap_or_default();
+                view.chains
+                    .entry(chain.to_string())
+                    .or_default()
+                    .rules
+                    .push(RuleView {
+                        comment: rule["comment"].as_str().map(str::to_string),
+                        refs: set_refs(&exprs),
+                    });
+            }
+        }
+        Ok(view)
+    }
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    match v {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|i| i.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// An address range as integers (IPv4 mapped into the low 32 bits).
+type Range = (u128, u128);
+
+fn ip_int(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+fn net_range(net: &IpNet) -> Range {
+    (ip_int(net.network()), ip_int(net.broadcast()))
+}
+
+/// Sorted, with overlapping and adjacent ranges joined.
+fn merge(mut ranges: Vec<Range>) -> Vec<Range> {
+    ranges.sort();
+    let mut out: Vec<Range> = Vec::new();
+    for (lo, hi) in ranges {
+        match out.last_mut() {
+            Some(last) if lo <= last.1.saturating_add(1) => last.1 = last.1.max(hi),
+            _ => out.push((lo, hi)),
+        }
+    }
+    out
+}
+
+/// The ranges an interval set's listed elements cover; `None` if an
+/// element is in a form this does not know.
+fn elem_ranges(elems: &[Value]) -> Option<Vec<Range>> {
+    fn one(v: &Value) -> Option<Range> {
+        match v {
+            Value::String(s) => {
+                let ip: IpAddr = s.parse().ok()?;
+                Some((ip_int(ip), ip_int(ip)))
+            }
+            Value::Object(map) => {
+                if let Some(prefix) = map.get("prefix") {
+                    let addr: IpAddr = prefix["addr"].as_str()?.parse().ok()?;
+                    let len = u8::try_from(prefix["len"].as_u64()?).ok()?;
+                    Some(net_range(&IpNet::new(addr, len).ok()?))
+                } else if let Some(range) = map.get("range") {
+                    let lo: IpAddr = range.get(0)?.as_str()?.parse().ok()?;
+                    let hi: IpAddr = range.get(1)?.as_str()?.parse().ok()?;
+                    Some((ip_int(lo), ip_int(hi)))
+                } else if let Some(elem) = map.get("elem") {
+                    one(&elem["val"])
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        }
+    }
+    Some(merge(elems.iter().map(one).collect::<Option<Vec<_>>>()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mark_policy(egress: &[&str], exclude: &[&str], mask: u32) -> FwPolicy {
+        FwPolicy {
+            network: "net1".into(),
+            policy: "egress".into(),
+            mark: 0x1400,
+            mask,
+            marking: Marking::Mark {
+                egress_to: egress.iter().map(|c| c.parse().unwrap()).collect(),
+                exclude: exclude.iter().map(|c| c.parse().unwrap()).collect(),
+            },
+        }
+    }
+
+    #[test]
+    fn mark_plan_names_and_rules() {
+        let plan = policy_plan(&mark_policy(
+            &["203.0.113.0/24"],
+            &["203.0.113.7/32"],
+            0xff00,
+        ))
+        .unwrap();
+        assert_eq!(plan.table, "gwsteer-net1");
+        let names: Vec<&str> = plan.sets.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "egress_v4",
+                "egress_v6",
+                "egress_to_v4",
+                "egress_ex_v4",
+                "egress_to_v6"
+            ]
+        );
+        assert_eq!(plan.chains.len(), 1);
+        let v4 = &plan.chains[0].rules[0];
+        assert_eq!(
+            stmt_refs(v4),
+            ["egress_v4", "egress_to_v4", "egress_ex_v4"]
+                .map(String::from)
+                .into()
+        );
+        assert_eq!(
+            v4.last().unwrap().to_json()["mangle"]["value"],
+            json!({"|": [{"&": [{"meta": {"key": "mark"}}, 0xffff00ffu32]}, 0x1400]})
+        );
+        assert!(
+            plan.comment.starts_with("gwsteer net1/egress #"),
+            "{}",
+            plan.comment
+        );
+    }
+
+    #[test]
+    fn fingerprint_follows_the_spec() {
+        let a = policy_plan(&mark_policy(&[], &[], u32::MAX)).unwrap();
+        let b = policy_plan(&mark_policy(&[], &[], u32::MAX)).unwrap();
+        let c = policy_plan(&mark_policy(&["10.0.0.0/8"], &[], u32::MAX)).unwrap();
+        assert_eq!(a.comment, b.comment);
+        assert_ne!(a.comment, c.comment);
+    }
+
+    /// The nft JSON of sample plans, hashed. When this fails, the rendering
+    /// changed: installed rules would still carry fingerprints that match,
+    /// so bump RULESET_VERSION, then update PINNED.
+    #[test]
+    fn rendering_is_pinned() {
+        const PINNED: u64 = 0xcc00_b72f_a705_237c;
+        let samples = [
+            policy_plan(&mark_policy(
+                &["203.0.113.0/24", "fd00::/8"],
+                &["203.0.113.7/32"],
+                0xff00,
+            )),
+            policy_plan(&mark_policy(&[], &[], u32::MAX)),
+            policy_plan(&FwPolicy {
+                network: "net1".into(),
+                policy: "in".into(),
+                mark: 0x2,
+                mask: 0x2,
+                marking: Marking::Connmark {
+                    ingress: vec!["eth1".into(), "eth0".into()],
+                },
+            }),
+            exemption_plan(&FwExemption {
+                network: "net1".into(),
+                cidrs: vec![
+                    "10.20.0.0/24".parse().unwrap(),
+                    "fd00:20::/64".parse().unwrap(),
+                ],
+                chains: Vec::new(),
+            }),
+        ];
+        let mut h = fnv();
+        for plan in samples {
+            h.write(plan.unwrap().rendering().to_string().as_bytes());
+        }
+        let actual = h.finish();
+        assert_eq!(
+            actual, PINNED,
+            "the nft rendering changed: bump RULESET_VERSION (now {RULESET_VERSION}), then set PINNED to {actual:#x}"
+        );
+    }
+
+    #[test]
+    fn long_names_keep_comments_short() {
+        let mut p = mark_policy(&[], &[], u32::MAX);
+        p.network = "n".repeat(200);
+        let plan = policy_plan(&p).unwrap();
+        assert_eq!(plan.comment.len(), MAX_COMMENT, "{}", plan.comment);
+        assert!(plan.comment.starts_with("gwsteer nnn"), "{}", plan.comment);
+        let short = policy_plan(&mark_policy(&[], &[], u32::MAX)).unwrap();
+        assert!(short.comment.len() < MAX_COMMENT);
+    }
+
+    #[test]
+    fn bad_specs_are_config_errors() {
+        let mut p = mark_policy(&[], &[], 0xff);
+        assert_eq!(
+            policy_plan(&p).unwrap_err().code,
+            crate::error::code::INVALID_CONFIG
+        );
+        p.mask = u32::MAX;
+        p.network = "a b".into();
+        assert!(policy_plan(&p).is_err());
+    }
+
+    #[test]
+    fn element_ranges_merge() {
+        let elems = vec![
+            json!({"prefix": {"addr": "10.0.0.0", "len": 25}}),
+            json!({"range": ["10.0.0.128", "10.0.0.255"]}),
+            json!("10.0.1.0"),
+        ];
+        assert_eq!(
+            elem_ranges(&elems),
+            Some(vec![(
+                ip_int("10.0.0.0".parse().unwrap()),
+                ip_int("10.0.1.0".parse().unwrap())
+            )])
+        );
+    }
+}
