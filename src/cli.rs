@@ -1,4 +1,4 @@
-//! The operator CLI (no `CNI_COMMAND`): version, show, cleanup.
+//! The operator CLI (no `CNI_COMMAND`): version, show, reconcile, cleanup.
 //! Exit codes: 0 ok, 1 found problems, 2 usage error.
 
 use std::path::PathBuf;
@@ -16,10 +16,19 @@ const USAGE: &str = "usage: gwsteer <command> [options]
 commands:
   version                       version and supported CNI versions
   show [--json]                 attachments and their objects, present or missing
+  reconcile [--once] [--interval DUR] [--dry-run]
+                                re-create missing recorded objects, repair drifted
+                                ones, remove imposters from owned tables and rules
+                                pointing at them; every DUR (default 60s; 500ms,
+                                30s, 5m, 1h), or once with --once
   cleanup [--dry-run]           remove everything gwsteer made on this node, state included
 
 options:
   --state-dir DIR               state store root (default /run/cni/gwsteer)
+
+exit codes: 0 ok (reconcile --once: nothing to fix), 1 problems found (reconcile
+--once: something was fixed, or would be with --dry-run, or could not be),
+2 usage error
 
 With CNI_COMMAND set, gwsteer runs as a CNI plugin instead.";
 
@@ -27,6 +36,8 @@ struct Opts {
     state_dir: PathBuf,
     json: bool,
     dry_run: bool,
+    once: bool,
+    interval: Option<std::time::Duration>,
 }
 
 fn parse(args: &[String]) -> std::result::Result<Opts, String> {
@@ -34,12 +45,21 @@ fn parse(args: &[String]) -> std::result::Result<Opts, String> {
         state_dir: PathBuf::from(DEFAULT_STATE_DIR),
         json: false,
         dry_run: false,
+        once: false,
+        interval: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--json" => opts.json = true,
             "--dry-run" => opts.dry_run = true,
+            "--once" => opts.once = true,
+            "--interval" => {
+                let text = it
+                    .next()
+                    .ok_or("--interval needs a duration (500ms, 30s, 5m)")?;
+                opts.interval = Some(crate::reconcile::parse_interval(text)?);
+            }
             "--state-dir" => {
                 opts.state_dir = it
                     .next()
@@ -76,6 +96,11 @@ pub fn run(args: &[String]) -> i32 {
             Ok(0)
         }
         "show" => show(&opts),
+        "reconcile" if opts.once && opts.interval.is_some() => {
+            eprintln!("gwsteer reconcile: --once and --interval exclude each other\n\n{USAGE}");
+            return 2;
+        }
+        "reconcile" => reconcile(&opts),
         "cleanup" => cleanup(&opts),
         other => {
             eprintln!("gwsteer: unknown command \"{other}\"\n\n{USAGE}");
@@ -192,6 +217,36 @@ fn show(opts: &Opts) -> Result<i32> {
     Ok(if problems == 0 { 0 } else { 1 })
 }
 
+/// Without `--once`, rounds run every `--interval` (60 s, as
+/// metallb-node-route-agent's reconcile timer) until the process is stopped;
+/// a failed round is logged and the next one runs. Each change is printed
+/// on stdout and logged on stderr.
+fn reconcile(opts: &Opts) -> Result<i32> {
+    let every = opts.interval.unwrap_or(std::time::Duration::from_secs(60));
+    loop {
+        let mut kernel = verbs::new_kernel(None)?;
+        let outcome = crate::reconcile::round(&opts.state_dir, opts.dry_run, kernel.as_mut());
+        if let Ok(round) = &outcome {
+            for line in &round.changes {
+                println!("{line}");
+            }
+            for line in &round.errors {
+                println!("problem: {line}");
+            }
+        }
+        if opts.once {
+            return outcome.map(|round| if round.clean() { 0 } else { 1 });
+        }
+        if let Err(e) = outcome {
+            log::error!(
+                "reconcile round failed: {e}; next round in {} ms",
+                every.as_millis()
+            );
+        }
+        std::thread::sleep(every);
+    }
+}
+
 fn cleanup(opts: &Opts) -> Result<i32> {
     let mut kernel = verbs::new_kernel(None)?;
     let mut tables = Vec::new();
@@ -237,8 +292,34 @@ fn cleanup(opts: &Opts) -> Result<i32> {
             store.destroy()?;
         }
     }
-    // Anything still carrying gwsteer's protocol number (from a lost record).
+    // Node-wide state (shared sysctls): the networks' groups released it
+    // above, restoring values; what is left (a network's state removed by
+    // hand) is restored and removed now.
+    if opts.state_dir.join(store::NODE_SCOPE).join("lock").exists() {
+        let node = Store::open(&opts.state_dir, store::NODE_SCOPE, LOCK_WAIT)?;
+        for key in node.group_keys()? {
+            println!(
+                "{}node-wide group {key}",
+                if opts.dry_run {
+                    "would remove "
+                } else {
+                    "removing "
+                }
+            );
+            if !opts.dry_run {
+                verbs::remove_group(&node, kernel.as_mut(), &key)?;
+            }
+        }
+        if !opts.dry_run {
+            node.destroy()?;
+        }
+    }
+    // Anything still carrying gwsteer's protocol number (from a lost record),
+    // and gwsteer's routes in the tables such rules point at.
     for rule in kernel.owned_rules(&[])? {
+        if !matches!(rule.table, 0 | 253..=255) {
+            tables.push(rule.table);
+        }
         println!(
             "{}leftover {rule}",
             if opts.dry_run {
@@ -268,6 +349,22 @@ fn cleanup(opts: &Opts) -> Result<i32> {
                     kernel.remove(&Object::node_route(route))?;
                 }
             }
+        }
+    }
+    // Links gwsteer made (alias "gwsteer") that no state lists any more:
+    // the gateway network's bridge and VXLAN after a lost state store.
+    let mut links = crate::netlink::NetlinkKernel::new(None)?;
+    for name in links.marked_links()? {
+        println!(
+            "{}leftover link {name}",
+            if opts.dry_run {
+                "would remove "
+            } else {
+                "removing "
+            }
+        );
+        if !opts.dry_run {
+            links.delete_marked_link(&name)?;
         }
     }
     // Firewall objects of every backend usable here (gwsteer-* nftables

@@ -41,9 +41,12 @@ use rtnetlink::sys::AsyncSocket;
 use tokio::runtime::Runtime;
 
 use crate::error::{Error, Result, code};
+
+mod links;
 use crate::objects::{
     Family, Kernel, NextHop, Object, Presence, RTPROT_GWSTEER, RouteKind, RouteSpec, RuleSpec, Side,
 };
+pub use links::{LinkState, RouteAnswer, VxlanState};
 
 /// A kernel that has not answered in this long is not going to.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -603,6 +606,14 @@ impl Kernel for NetlinkKernel {
     }
 
     fn owned_rules(&mut self, tables: &[u32]) -> Result<Vec<RuleSpec>> {
+        Ok(self
+            .rules_with_protocol(tables)?
+            .into_iter()
+            .map(|(spec, _)| spec)
+            .collect())
+    }
+
+    fn rules_with_protocol(&mut self, tables: &[u32]) -> Result<Vec<(RuleSpec, u8)>> {
         let mut owned = Vec::new();
         for family in [Family::V4, Family::V6] {
             let rules = self
@@ -613,10 +624,47 @@ impl Kernel for NetlinkKernel {
                     .into_iter()
                     .filter(|r| r.action == RuleAction::ToTable)
                     .filter(|r| r.protocol == RTPROT_GWSTEER || tables.contains(&r.spec.table))
-                    .map(|r| r.spec),
+                    .map(|r| (r.spec, r.protocol)),
             );
         }
         Ok(owned)
+    }
+
+    fn remove_foreign(&mut self, obj: &Object, protocol: u8) -> Result<()> {
+        // The same messages as `remove`, with the imposter's protocol (none:
+        // any) instead of gwsteer's: the kernel matches the protocol when one
+        // is given, so gwsteer's own object in the same place stays.
+        let msg = match obj {
+            Object::Rule {
+                spec,
+                side: Side::Node,
+            } => {
+                let mut msg = rule_message(spec);
+                msg.attributes
+                    .retain(|a| !matches!(a, RuleAttribute::Protocol(_)));
+                if protocol != 0 {
+                    msg.attributes
+                        .push(RuleAttribute::Protocol(RouteProtocol::from(protocol)));
+                }
+                RouteNetlinkMessage::DelRule(msg)
+            }
+            Object::Route {
+                spec,
+                side: Side::Node,
+            } => {
+                let mut msg = route_del_message(spec);
+                msg.header.protocol = RouteProtocol::from(protocol);
+                RouteNetlinkMessage::DelRoute(msg)
+            }
+            other => return Err(not_netlink(other)),
+        };
+        match self.request(Side::Node, msg, Req::Change(0)) {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.errno(), Some(errno) if errno == Errno::ESRCH as i32 || errno == Errno::ENOENT as i32) => {
+                Ok(())
+            }
+            Err(e) => Err(failure(Op::Remove, obj, e)),
+        }
     }
 
     fn table_routes(&mut self, table: u32) -> Result<Vec<(RouteSpec, u8)>> {
@@ -944,7 +992,7 @@ fn hint(op: Op, obj: &Object, errno: i32) -> Option<&'static str> {
     let (family, gateway_route) = match obj {
         Object::Rule { spec, .. } => (spec.family, false),
         Object::Route { spec, .. } => (spec.family(), !spec.nexthops.is_empty()),
-        Object::Sysctl { .. } | Object::Firewall { .. } => return None,
+        _ => return None,
     };
     let errno = Errno::from_raw(errno);
     match errno {

@@ -113,6 +113,38 @@ impl RouteSpec {
     pub fn family(&self) -> Family {
         Family::of_net(&self.dst)
     }
+
+    /// Where the kernel keys the route: table, destination network and the
+    /// metric it stores (IPv6 stores 1024 for "none"). Two routes in one
+    /// slot cannot coexist; `ensure` replaces whatever holds the slot.
+    pub fn slot(&self) -> (u32, IpNet, u32) {
+        let metric = match (self.family(), self.metric.unwrap_or(0)) {
+            (Family::V6, 0) => 1024,
+            (_, m) => m,
+        };
+        (self.table, self.dst.trunc(), metric)
+    }
+}
+
+impl RuleSpec {
+    /// The rule as the kernel compares and reports it: empty selectors
+    /// (`/0`) dropped, a mark without a mask has the full mask, no mark at
+    /// all is no mark. Equal canonical forms are the same kernel rule.
+    pub fn canonical(&self) -> RuleSpec {
+        let nonempty = |n: Option<IpNet>| n.filter(|n| n.prefix_len() > 0);
+        let fwmask = self.fwmask.filter(|m| *m != u32::MAX);
+        let fwmark = match (self.fwmark, fwmask) {
+            (Some(0) | None, None) => None,
+            (mark, _) => Some(mark.unwrap_or(0)),
+        };
+        RuleSpec {
+            src: nonempty(self.src),
+            dst: nonempty(self.dst),
+            fwmark,
+            fwmask,
+            ..self.clone()
+        }
+    }
 }
 
 /// Which network namespace an object lives in.
@@ -158,6 +190,44 @@ pub enum Object {
         backend: crate::firewall::Backend,
         firewall: crate::firewall::FwObject,
     },
+    /// Gateway network infrastructure in the node: a bridge or a VXLAN,
+    /// made if absent (marked as gwsteer's), kept up at its MTU.
+    Link { link: crate::links::LinkSpec },
+    /// An all-zero FDB entry on a VXLAN: BUM traffic is also sent to `dst`
+    /// (`bridge fdb append 00:00:00:00:00:00 dev DEV dst DST`).
+    Fdb { dev: String, dst: IpAddr },
+    /// A device's MTU (host veth, pod interface); `previous`, read at ADD,
+    /// is put back on DEL.
+    Mtu {
+        #[serde(default, skip_serializing_if = "is_node")]
+        side: Side,
+        ifname: String,
+        mtu: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        previous: Option<u32>,
+    },
+    /// A route in the pod's table that takes the slot of the pod's own
+    /// route (`previous`, read at ADD and put back on DEL). A `keep` route
+    /// sends its destination the way the pod sent it before: its nexthop is
+    /// read from the pod at ADD.
+    PodRoute {
+        route: RouteSpec,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        previous: Option<crate::links::SavedRoute>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        keep: bool,
+    },
+    /// A sysctl inside the pod (`net.ipv4.ip_forward` of a router pod);
+    /// `previous`, read at ADD, is put back on DEL.
+    PodSysctl {
+        key: String,
+        value: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        previous: Option<String>,
+    },
+    /// Inside a router pod: traffic leaving by any interface but `ifname`
+    /// is masqueraded (an nftables table of gwsteer's in the pod).
+    PodMasquerade { ifname: String },
 }
 
 impl Object {
@@ -180,7 +250,65 @@ impl Object {
             Object::Rule { side, .. }
             | Object::Route { side, .. }
             | Object::Sysctl { side, .. } => *side,
-            Object::Firewall { .. } => Side::Node,
+            Object::Mtu { side, .. } => *side,
+            Object::Firewall { .. } | Object::Link { .. } | Object::Fdb { .. } => Side::Node,
+            Object::PodRoute { .. } | Object::PodSysctl { .. } | Object::PodMasquerade { .. } => {
+                Side::Pod
+            }
+        }
+    }
+
+    /// The object as planned, without what ADD read from the kernel (previous
+    /// values, a keep route's nexthop): compared with a fresh plan.
+    pub fn planned(&self) -> Object {
+        match self {
+            Object::Mtu {
+                side, ifname, mtu, ..
+            } => Object::Mtu {
+                side: *side,
+                ifname: ifname.clone(),
+                mtu: *mtu,
+                previous: None,
+            },
+            Object::PodRoute { route, keep, .. } => {
+                let mut route = route.clone();
+                if *keep {
+                    route.nexthops.clear();
+                    route.dev = None;
+                }
+                Object::PodRoute {
+                    route,
+                    previous: None,
+                    keep: *keep,
+                }
+            }
+            Object::PodSysctl { key, value, .. } => Object::PodSysctl {
+                key: key.clone(),
+                value: value.clone(),
+                previous: None,
+            },
+            other => other.clone(),
+        }
+    }
+
+    /// Objects that are one kernel object: a changed config changes it in
+    /// place (`ensure`) instead of removing and re-making it.
+    pub fn same_place(&self, other: &Object) -> bool {
+        match (self, other) {
+            (Object::Link { link: a }, Object::Link { link: b }) => a.name == b.name,
+            (
+                Object::Mtu {
+                    side: sa,
+                    ifname: a,
+                    ..
+                },
+                Object::Mtu {
+                    side: sb,
+                    ifname: b,
+                    ..
+                },
+            ) => sa == sb && a == b,
+            _ => false,
         }
     }
 
@@ -289,6 +417,51 @@ impl fmt::Display for Object {
             Object::Route { spec, .. } => write!(f, "{side}{spec}"),
             Object::Sysctl { key, value, .. } => write!(f, "{side}sysctl {key} = {value}"),
             Object::Firewall { backend, firewall } => write!(f, "{backend} {firewall}"),
+            Object::Link { link } => write!(f, "{link}"),
+            Object::Fdb { dev, dst } => write!(f, "fdb 00:00:00:00:00:00 dev {dev} dst {dst}"),
+            Object::Mtu {
+                ifname,
+                mtu,
+                previous,
+                ..
+            } => {
+                write!(f, "{side}link {ifname} mtu {mtu}")?;
+                match previous {
+                    Some(p) => write!(f, " (was {p})"),
+                    None => Ok(()),
+                }
+            }
+            Object::PodRoute {
+                route,
+                previous,
+                keep,
+            } => {
+                write!(f, "{side}{route}")?;
+                if *keep {
+                    f.write_str(" (keep)")?;
+                }
+                match previous {
+                    Some(p) => write!(f, " (replaces {p})"),
+                    None => Ok(()),
+                }
+            }
+            Object::PodSysctl {
+                key,
+                value,
+                previous,
+            } => {
+                write!(f, "{side}sysctl {key} = {value}")?;
+                match previous {
+                    Some(p) => write!(f, " (was {p})"),
+                    None => Ok(()),
+                }
+            }
+            Object::PodMasquerade { ifname } => {
+                write!(
+                    f,
+                    "{side}nftables masquerade out of every interface but {ifname}"
+                )
+            }
         }
     }
 }
@@ -317,10 +490,33 @@ pub trait Kernel {
     /// Every route in `table` (node namespace), whoever made it, with the
     /// protocol number it carries.
     fn table_routes(&mut self, table: u32) -> Result<Vec<(RouteSpec, u8)>>;
+    /// `obj` completed with what ADD must read before changing anything
+    /// (the previous MTU, route or sysctl value that DEL puts back; a keep
+    /// route's nexthop); `None` when there is nothing to do for it.
+    fn capture(&mut self, obj: &Object) -> Result<Option<Object>> {
+        Ok(Some(obj.clone()))
+    }
     /// The current value of a node sysctl (to restore it later).
     fn read_sysctl(&mut self, key: &str) -> Result<String> {
         Err(crate::error::Error::kernel(format!(
             "this backend cannot read sysctl {key}"
+        )))
+    }
+    /// Like [`Kernel::owned_rules`], with the protocol each rule carries, so
+    /// that gwsteer's own rules can be told from imposters.
+    fn rules_with_protocol(&mut self, tables: &[u32]) -> Result<Vec<(RuleSpec, u8)>> {
+        let _ = tables;
+        Err(crate::error::Error::kernel(
+            "this backend cannot list rules with their protocol",
+        ))
+    }
+    /// Remove a node rule or route that carries routing protocol `protocol`
+    /// (0: any), whoever made it: imposters in owned tables. `remove` only
+    /// ever touches objects carrying [`RTPROT_GWSTEER`].
+    fn remove_foreign(&mut self, obj: &Object, protocol: u8) -> Result<()> {
+        let _ = protocol;
+        Err(crate::error::Error::kernel(format!(
+            "this backend cannot remove {obj} made by someone else"
         )))
     }
 }

@@ -266,6 +266,7 @@ pub fn plan(config: &Config, pod: &Pod, fw: Option<Backend>) -> Plan {
         policy_plan(config, policy, pod, fw, &mut out);
     }
     exemption_plan(config, pod, fw, &mut out);
+    crate::gateway::plan_into(config, pod, &mut out);
     out
 }
 

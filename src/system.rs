@@ -13,16 +13,21 @@ use crate::netlink::NetlinkKernel;
 use crate::objects::{Kernel, Object, Presence, RouteSpec, RuleSpec, Side};
 use crate::sysctl;
 
+mod gateway;
+
 pub struct System {
     net: NetlinkKernel,
     firewalls: BTreeMap<Backend, Box<dyn Firewall>>,
+    /// The pod's network namespace, for pod-side sysctls and nftables.
+    pod_netns: Option<PathBuf>,
 }
 
 impl System {
     pub fn new(pod_netns: Option<PathBuf>) -> Result<System> {
         Ok(System {
-            net: NetlinkKernel::new(pod_netns)?,
+            net: NetlinkKernel::new(pod_netns.clone())?,
             firewalls: BTreeMap::new(),
+            pod_netns,
         })
     }
 
@@ -44,8 +49,8 @@ fn node_only(obj: &Object) -> Result<()> {
     Ok(())
 }
 
-impl Kernel for System {
-    fn ensure(&mut self, obj: &Object) -> Result<()> {
+impl System {
+    fn ensure_here(&mut self, obj: &Object) -> Result<()> {
         match obj {
             Object::Rule { .. } | Object::Route { .. } => self.net.ensure(obj),
             Object::Sysctl { key, value, .. } => {
@@ -53,17 +58,45 @@ impl Kernel for System {
                 sysctl::write(key, value).map(|_| ())
             }
             Object::Firewall { backend, firewall } => self.firewall(*backend)?.ensure(firewall),
+            gateway => self.ensure_gateway(gateway),
         }
     }
 
-    fn remove(&mut self, obj: &Object) -> Result<()> {
+    fn remove_here(&mut self, obj: &Object) -> Result<()> {
         match obj {
             Object::Rule { .. } | Object::Route { .. } => self.net.remove(obj),
             // A sysctl is "removed" by restoring its earlier value, which the
             // node group remembers (see verbs::remove_group).
             Object::Sysctl { .. } => Ok(()),
             Object::Firewall { backend, firewall } => self.firewall(*backend)?.remove(firewall),
+            gateway => self.remove_gateway(gateway),
         }
+    }
+}
+
+/// Every change goes through here, which makes this the one place that
+/// counts them for the test-only fault hook ([`crate::fault`]).
+impl Kernel for System {
+    fn ensure(&mut self, obj: &Object) -> Result<()> {
+        let done = self.ensure_here(obj);
+        crate::fault::state_changed(&format_args!("ensure {obj}"));
+        done
+    }
+
+    fn remove(&mut self, obj: &Object) -> Result<()> {
+        let done = self.remove_here(obj);
+        crate::fault::state_changed(&format_args!("remove {obj}"));
+        done
+    }
+
+    fn remove_foreign(&mut self, obj: &Object, protocol: u8) -> Result<()> {
+        let done = self.net.remove_foreign(obj, protocol);
+        crate::fault::state_changed(&format_args!("remove foreign {obj}"));
+        done
+    }
+
+    fn rules_with_protocol(&mut self, tables: &[u32]) -> Result<Vec<(RuleSpec, u8)>> {
+        self.net.rules_with_protocol(tables)
     }
 
     fn observe(&mut self, obj: &Object) -> Result<Presence> {
@@ -79,6 +112,7 @@ impl Kernel for System {
                 })
             }
             Object::Firewall { backend, firewall } => self.firewall(*backend)?.observe(firewall),
+            gateway => self.observe_gateway(gateway),
         }
     }
 
@@ -88,6 +122,10 @@ impl Kernel for System {
 
     fn table_routes(&mut self, table: u32) -> Result<Vec<(RouteSpec, u8)>> {
         self.net.table_routes(table)
+    }
+
+    fn capture(&mut self, obj: &Object) -> Result<Option<Object>> {
+        self.capture_gateway(obj)
     }
 
     fn read_sysctl(&mut self, key: &str) -> Result<String> {

@@ -2,6 +2,7 @@
 //! the runtime's `cniVersion`, `name`, `prevResult`, `args`) turned into one
 //! validated [`Config`]. Every error names the field by path.
 
+pub mod gateway;
 pub mod reader;
 
 use std::collections::BTreeSet;
@@ -117,6 +118,8 @@ pub struct Config {
     /// CIDRs (none given: the pod's subnets from prevResult) is never
     /// masqueraded on the node.
     pub masquerade_exemption: Option<Exemption>,
+    /// `gatewayNetwork` (CONTRACT 3.2).
+    pub gateway: Option<gateway::GatewayNetwork>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -250,21 +253,41 @@ impl Config {
             None => Vec::new(),
             Some(v) => parse_policies(&v)?,
         };
-        for key in ["gatewayNetwork", "vrf"] {
-            if let Some(v) = root.get(key) {
-                return Err(Error::new(
-                    code::UNSUPPORTED_FIELD,
-                    format!("{}: not supported by this gwsteer version yet", v.path),
-                ));
-            }
+        if let Some(v) = root.get("vrf") {
+            return Err(Error::new(
+                code::UNSUPPORTED_FIELD,
+                format!("{}: not supported by this gwsteer version yet", v.path),
+            ));
         }
         let pod_args = match root.get("args") {
             None => PodArgs::default(),
             Some(v) => parse_pod_args(&v, &steering)?,
         };
-        let masquerade_exemption = match root.get("masqueradeExemption") {
+        let mut masquerade_exemption = match root.get("masqueradeExemption") {
             None => None,
             Some(v) => parse_exemption(&v)?,
+        };
+        let gateway = match root.get("gatewayNetwork") {
+            None => None,
+            Some(v) => {
+                let (gw, exemption) = gateway::parse(&v)?;
+                gw.check_role(pod_args.role.unwrap_or(gw.role), &v.path)?;
+                // The gateway network's exemption is on unless it says
+                // otherwise (nested or at the top level, not both); with
+                // firewallBackend "none" the default is off.
+                match (exemption, root.get("masqueradeExemption")) {
+                    (Some(nested), Some(_)) => {
+                        return Err(nested.err(
+                            "given at the top level too; set masqueradeExemption in one place",
+                        ));
+                    }
+                    (Some(nested), None) => masquerade_exemption = parse_exemption(&nested)?,
+                    (None, Some(_)) => {}
+                    (None, None) if firewall_backend == FirewallBackend::None => {}
+                    (None, None) => masquerade_exemption = Some(Exemption::default()),
+                }
+                Some(gw)
+            }
         };
         if firewall_backend == FirewallBackend::None {
             if let Some(p) = steering.iter().position(|p| p.matcher != Match::Source) {
@@ -306,6 +329,7 @@ impl Config {
             valid_attachments,
             lock_timeout: std::time::Duration::from_millis(u64::from(lock_timeout_ms)),
             masquerade_exemption,
+            gateway,
         })
     }
 

@@ -14,6 +14,7 @@ use crate::store::{Record, SCHEMA, Store, now};
 
 pub fn run(config: &Config, env: &Env) -> Result<Value> {
     let started = Instant::now();
+    let config = &*crate::gateway::resolve(config, env)?;
     let id = env.attachment();
     crate::logging::set_context(format!(
         "ADD {id} net={} pod={}/{}",
@@ -32,7 +33,7 @@ pub fn run(config: &Config, env: &Env) -> Result<Value> {
         addresses: result::pod_addresses(prev, &env.ifname)?,
     };
     let plan = plan::plan(config, &pod, super::firewall_backend(config)?);
-    let record = Record {
+    let mut record = Record {
         schema: SCHEMA,
         network: config.network.clone(),
         id: id.clone(),
@@ -56,11 +57,12 @@ pub fn run(config: &Config, env: &Env) -> Result<Value> {
         return Ok(result::convert(prev, config.cni_version));
     }
     let mut kernel = new_kernel(env.netns.clone())?;
+    record.objects = crate::gateway::capture(kernel.as_mut(), &plan.pod_objects, old.as_ref())?;
     if let Some(old) = &old {
         replace_old(&store, kernel.as_mut(), old, &record)?;
     }
     store.put(&record)?;
-    if let Err(e) = make_real(&store, kernel.as_mut(), &plan, &record) {
+    if let Err(e) = make_real(&store, kernel.as_mut(), &plan.groups, &record) {
         log::error!("{e}; undoing this ADD");
         if let Err(undo) = teardown(&store, kernel.as_mut(), &record) {
             log::error!("undo incomplete, record kept for DEL/GC: {undo}");
@@ -79,17 +81,19 @@ pub fn run(config: &Config, env: &Env) -> Result<Value> {
     Ok(result::convert(prev, config.cni_version))
 }
 
+/// Node groups first, then the record's per-pod objects (the plan's,
+/// completed by `gateway::capture`).
 fn make_real(
     store: &Store,
     kernel: &mut dyn Kernel,
-    plan: &plan::Plan,
+    groups: &[crate::store::NodeGroup],
     record: &Record,
 ) -> Result<()> {
-    for group in &plan.groups {
+    for group in groups {
         store.hold(&group.key, &record.id)?;
         ensure_group(store, kernel, group)?;
     }
-    for obj in &plan.pod_objects {
+    for obj in &record.objects {
         log::debug!("ensure {obj}");
         kernel.ensure(obj)?;
     }

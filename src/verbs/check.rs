@@ -1,5 +1,7 @@
 //! CHECK: compare what the record says this attachment owns with the kernel,
-//! and name every object that is missing or has drifted.
+//! and name every object that is missing or has drifted, and every imposter
+//! in the tables it uses (a route where none is recorded, someone else's
+//! rule pointing at them).
 
 use super::{new_kernel, open_store};
 use crate::cni::{Env, result};
@@ -23,6 +25,7 @@ pub fn run(config: &Config, env: &Env) -> Result<()> {
         )
     })?;
     let mut problems = Vec::new();
+    let config = &*crate::gateway::resolve(config, env)?;
     if let Some(prev) = &config.prev_result {
         let pod = Pod {
             namespace: env.pod_namespace.clone(),
@@ -30,11 +33,12 @@ pub fn run(config: &Config, env: &Env) -> Result<()> {
             addresses: result::pod_addresses(prev, &env.ifname)?,
         };
         let want = plan::plan(config, &pod, super::firewall_backend(config)?);
-        for obj in want
-            .pod_objects
-            .iter()
-            .filter(|o| !record.objects.contains(o))
-        {
+        // Recorded objects carry what ADD read (previous values): compare
+        // them as planned. A keep route ADD found in place is not recorded.
+        for obj in want.pod_objects.iter().filter(|o| {
+            !record.objects.iter().any(|r| r.planned() == **o)
+                && !matches!(o, Object::PodRoute { keep: true, .. })
+        }) {
             problems.push(format!(
                 "not recorded (config or addresses changed since ADD): {obj}"
             ));
@@ -45,10 +49,29 @@ pub fn run(config: &Config, env: &Env) -> Result<()> {
     }
     let mut kernel = new_kernel(env.netns.clone())?;
     observe_all(kernel.as_mut(), &record.objects, &mut problems)?;
+    let mut held = Vec::new();
     for key in &record.holds {
-        match store_group(&store, key)? {
-            Some(objects) => observe_all(kernel.as_mut(), &objects, &mut problems)?,
+        match store.group(key)? {
+            Some(group) => {
+                observe_all(kernel.as_mut(), &group.objects, &mut problems)?;
+                held.push(group);
+            }
             None => problems.push(format!("node group {key} has no record")),
+        }
+    }
+    // The tables this attachment's traffic uses are gwsteer's alone: a rule
+    // someone else points at them, or a route where none is recorded, is
+    // drift too (reconcile removes them).
+    let tables = crate::reconcile::owned_tables(&held);
+    if !tables.is_empty() {
+        let mut recorded = Vec::new();
+        for key in store.group_keys()? {
+            if let Some(g) = store_group(&store, &key)? {
+                recorded.extend(g);
+            }
+        }
+        for imposter in crate::reconcile::foreign_in_tables(kernel.as_mut(), &tables, &recorded)? {
+            problems.push(imposter.to_string());
         }
     }
     report(problems)

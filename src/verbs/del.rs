@@ -7,12 +7,15 @@ use super::{LOCK_WAIT, new_kernel, open_store, teardown};
 use crate::cni::{Command, Env, result};
 use crate::config::{self, Config, DEFAULT_STATE_DIR};
 use crate::error::{Result, code};
+use crate::objects::Kernel;
 use crate::plan::{self, Pod};
 use crate::store::{AttachmentId, Record, SCHEMA, Store, now};
 
 pub fn run(config: &Config, env: &Env) -> Result<()> {
+    // Declared before the store, so dropped after its lock: see `by_record`.
+    let mut kernel = None;
     let store = open_store(config)?;
-    match by_record(&store, env, &config.network) {
+    match by_record(&store, env, &config.network, &mut kernel) {
         Err(e) if e.code == code::STATE => {
             // The record was unreadable (and is set aside): remove what the
             // config and prevResult say this attachment made, so no rule is
@@ -60,7 +63,17 @@ fn by_plan(store: &Store, config: &Config, env: &Env) -> Result<()> {
     teardown(store, kernel.as_mut(), &record)
 }
 
-fn by_record(store: &Store, env: &Env, network: &str) -> Result<()> {
+/// The kernel backend is left in `kernel`, for the caller to drop after the
+/// store's lock: closing an nf_tables socket after a commit that deleted set
+/// elements waits for the kernel's deferred clean-up (an RCU grace period,
+/// ~30 ms on the benchmark VM), and concurrent DELs must not queue for the
+/// lock behind each other's waits.
+fn by_record(
+    store: &Store,
+    env: &Env,
+    network: &str,
+    kernel: &mut Option<Box<dyn Kernel>>,
+) -> Result<()> {
     let id: AttachmentId = env.attachment();
     crate::logging::set_context(format!("DEL {id} net={network}"));
     let Some(record) = store.get(&id)? else {
@@ -73,7 +86,7 @@ fn by_record(store: &Store, env: &Env, network: &str) -> Result<()> {
             .netns
             .clone()
             .or_else(|| record.netns.as_ref().map(Into::into));
-        let mut kernel = new_kernel(netns)?;
+        let kernel = kernel.insert(new_kernel(netns)?);
         teardown(store, kernel.as_mut(), &record)?;
     }
     store.delete(&id)?;
@@ -108,8 +121,9 @@ pub fn lenient(stdin: &[u8]) -> Option<Result<Value>> {
         .map(std::path::Path::new);
     crate::logging::init(log_file, log::LevelFilter::Info);
     log::warn!("configuration does not validate; removing by record only");
+    let mut kernel = None;
     let outcome = Store::open(state_dir.as_ref(), network, LOCK_WAIT)
-        .and_then(|store| by_record(&store, &env, network))
+        .and_then(|store| by_record(&store, &env, network, &mut kernel))
         .map(|()| Value::Null);
     Some(outcome)
 }

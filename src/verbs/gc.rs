@@ -52,7 +52,7 @@ pub fn run(config: &Config) -> Result<()> {
                 store.drop_holder(&key, &holder)?;
             }
         }
-        if store.unheld(&key)? {
+        if store.unheld(&key)? && !crate::gateway::is_infrastructure(&key) {
             let k = match &mut kernel {
                 Some(k) => k,
                 None => kernel.insert(new_kernel(None)?),

@@ -46,8 +46,10 @@ pub fn firewall_backend(config: &Config) -> Result<Option<crate::firewall::Backe
 /// and this one has not (config changed), record it, then ensure every
 /// object. Ensuring is idempotent and cheap when the object exists, so this
 /// also repairs drift; its cost does not depend on how many pods hold the
-/// group. Sysctls are read before they are first written, and the value
-/// found is kept in the group so that the last holder can restore it.
+/// group. A node sysctl is shared by every network of the node: a network's
+/// group holds it in the node scope ([`crate::store::NODE_SCOPE`]), whose
+/// group reads the value before first writing it and keeps it, so that the
+/// last holder of any network restores it.
 pub fn ensure_group(store: &Store, kernel: &mut dyn Kernel, planned: &NodeGroup) -> Result<()> {
     let stored = match store.group(&planned.key) {
         Ok(g) => g,
@@ -60,13 +62,20 @@ pub fn ensure_group(store: &Store, kernel: &mut dyn Kernel, planned: &NodeGroup)
     }
     if stored.as_ref().map(|g| &g.objects) != Some(&group.objects) {
         if let Some(old) = &stored {
-            for obj in old.objects.iter().filter(|o| !group.objects.contains(o)) {
+            // An object whose place the new group takes (a link with a new
+            // MTU) is changed in place by `ensure`, not removed first.
+            for obj in old
+                .objects
+                .iter()
+                .filter(|o| !group.objects.iter().any(|n| n == *o || n.same_place(o)))
+            {
                 log::info!("group {}: config changed, removing {obj}", group.key);
-                remove_object(kernel, obj, &old.restore)?;
+                remove_member(store, kernel, old, obj)?;
             }
         }
         for obj in &group.objects {
             if let Object::Sysctl { key, value, .. } = obj
+                && !via_node_scope(store, obj)
                 && !group.restore.contains_key(key)
             {
                 let before = kernel.read_sysctl(key)?;
@@ -78,10 +87,73 @@ pub fn ensure_group(store: &Store, kernel: &mut dyn Kernel, planned: &NodeGroup)
         store.put_group(&group)?;
     }
     for obj in &group.objects {
-        log::debug!("ensure {obj}");
-        kernel.ensure(obj)?;
+        match obj {
+            Object::Sysctl { key, .. } if via_node_scope(store, obj) => {
+                let node = store.open_node_scope()?;
+                let node_key = node_sysctl_key(key);
+                node.hold_by(&node_key, &node_holder(store, &group.key))?;
+                let shared = NodeGroup {
+                    schema: group.schema,
+                    key: node_key,
+                    objects: vec![obj.clone()],
+                    restore: Default::default(),
+                };
+                ensure_group(&node, kernel, &shared)?;
+            }
+            _ => {
+                log::debug!("ensure {obj}");
+                kernel.ensure(obj)?;
+            }
+        }
     }
     Ok(())
+}
+
+/// The node-scope group of node sysctl `key`.
+fn node_sysctl_key(key: &str) -> String {
+    format!("sysctl.{key}")
+}
+
+/// How a network's group `group_key` holds a node-scope group.
+fn node_holder(store: &Store, group_key: &str) -> String {
+    format!("{}@{group_key}", store.network())
+}
+
+/// A node sysctl in a network's group is made through the node scope.
+fn via_node_scope(store: &Store, obj: &Object) -> bool {
+    matches!(
+        obj,
+        Object::Sysctl {
+            side: Side::Node,
+            ..
+        }
+    ) && !store.is_node_scope()
+}
+
+/// Remove one object of `group`: a shared sysctl is released in the node
+/// scope (and restored there by its last holder); anything else is removed.
+fn remove_member(
+    store: &Store,
+    kernel: &mut dyn Kernel,
+    group: &NodeGroup,
+    obj: &Object,
+) -> Result<()> {
+    match obj {
+        // (A group that kept its own restore value restores it itself.)
+        Object::Sysctl { key, .. }
+            if via_node_scope(store, obj) && !group.restore.contains_key(key) =>
+        {
+            let node = store.open_node_scope()?;
+            let node_key = node_sysctl_key(key);
+            if node.release_by(&node_key, &node_holder(store, &group.key))? {
+                remove_group(&node, kernel, &node_key)
+            } else {
+                log::info!("sysctl {key}: still needed by another network, left as is");
+                Ok(())
+            }
+        }
+        _ => remove_object(kernel, obj, &group.restore),
+    }
 }
 
 /// Remove one node-level object; a sysctl is put back to the value it had
@@ -118,7 +190,7 @@ pub fn remove_group(store: &Store, kernel: &mut dyn Kernel, key: &str) -> Result
         let mut errors = Vec::new();
         for obj in group.objects.iter().rev() {
             log::debug!("remove {obj} (last holder of {key} gone)");
-            if let Err(e) = remove_object(kernel, obj, &group.restore) {
+            if let Err(e) = remove_member(store, kernel, &group, obj) {
                 errors.push(e);
             }
         }
@@ -149,6 +221,11 @@ pub fn teardown(store: &Store, kernel: &mut dyn Kernel, record: &Record) -> Resu
     }
     for key in &record.holds {
         match store.release(key, &record.id) {
+            Ok(true) if crate::gateway::is_infrastructure(key) => {
+                log::info!(
+                    "group {key}: last holder gone; infrastructure stays until `gwsteer cleanup`"
+                );
+            }
             Ok(true) => {
                 if let Err(e) = remove_group(store, kernel, key) {
                     errors.push(e);

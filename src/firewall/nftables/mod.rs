@@ -374,7 +374,10 @@ impl Nftables {
             Presence::Missing if present == 0 => Presence::Missing,
             Presence::Present if missing.is_empty() => Presence::Present,
             Presence::Missing => {
-                missing.insert(0, format!("chain {} is missing", ruleset::EXEMPTION_CHAIN));
+                missing.insert(
+                    0,
+                    format!("chain {} is missing", ruleset::exemption_chain(e)),
+                );
                 Presence::Drifted(missing.join("; "))
             }
             Presence::Present => Presence::Drifted(missing.join("; ")),

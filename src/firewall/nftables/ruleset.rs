@@ -8,8 +8,8 @@
 //! everything of policy `p` is named `p` or `p_<suffix>`: policy names are
 //! `[a-z0-9-]`, so the `_` keeps `p_in` (connmark ingress chain of `p`) apart
 //! from a policy called `p-in`, and `p_to_v4` apart from the members of a
-//! policy called `p-to`. The exemption chain is `masq_exempt` for the same
-//! reason.
+//! policy called `p-to`. Exemption chains are `masq_exempt_<cidrs>` for the
+//! same reason.
 //!
 //! Fingerprint. Every rule of a plan carries the comment
 //! `gwsteer <network>/<policy> #<digest>` (exemption: `gwsteer <network>
@@ -40,8 +40,23 @@ use crate::objects::{Family, Presence};
 pub const TABLE_PREFIX: &str = "gwsteer-";
 /// The nft family of gwsteer's tables.
 pub const FAMILY: &str = "inet";
-/// The nat chain that exempts a network's CIDRs from every later masquerade.
+/// Prefix of the nat chains that exempt CIDRs from every later masquerade:
+/// one chain per exemption object (see [`exemption_chain`]), so that the
+/// exemptions of a dual-stack pod's two subnets live side by side.
 pub const EXEMPTION_CHAIN: &str = "masq_exempt";
+
+/// `masq_exempt_10.20.0.0_24` (several CIDRs joined by `+`, IPv6 colons as
+/// dots): readable, unique per CIDR set, and never a policy's name (those
+/// have no `_`).
+pub fn exemption_chain(e: &FwExemption) -> String {
+    let mut cidrs: Vec<String> = e
+        .cidrs
+        .iter()
+        .map(|c| c.trunc().to_string().replace('/', "_").replace(':', "."))
+        .collect();
+    cidrs.sort();
+    format!("{EXEMPTION_CHAIN}_{}", cidrs.join("+"))
+}
 
 /// `NF_IP_PRI_MANGLE`: marks set here are seen by the routing decision.
 const PRIO_MANGLE: i64 = -150;
@@ -59,7 +74,7 @@ const MAX_COMMENT: usize = 127;
 /// [`Stmt`], set or chain to nft JSON changes, so that installed rules are
 /// recognised as outdated and re-made (the `rendering_is_pinned` test
 /// fails until this is done).
-pub const RULESET_VERSION: u32 = 1;
+pub const RULESET_VERSION: u32 = 2;
 
 pub fn table_name(network: &str) -> String {
     format!("{TABLE_PREFIX}{network}")
@@ -438,20 +453,21 @@ pub fn exemption_plan(e: &FwExemption) -> Result<Plan> {
             ]
         })
         .collect();
+    let chain = exemption_chain(e);
     Ok(Plan::new(
         table_name(&e.network),
-        format!("masquerade exemption {}", e.network),
+        format!("masquerade exemption {} ({chain})", e.network),
         format!("gwsteer {} masquerade exemption", e.network),
         Vec::new(),
         vec![ChainDef {
-            name: EXEMPTION_CHAIN.to_string(),
+            name: chain.clone(),
             kind: "nat",
             hook: "postrouting",
             prio: PRIO_SRCNAT - 10,
             rules,
         }],
         Vec::new(),
-        vec![EXEMPTION_CHAIN.to_string()],
+        vec![chain],
     ))
 }
 
@@ -1140,7 +1156,7 @@ mod tests {
     /// so bump RULESET_VERSION, then update PINNED.
     #[test]
     fn rendering_is_pinned() {
-        const PINNED: u64 = 0xcc00_b72f_a705_237c;
+        const PINNED: u64 = 0xea7f_5333_813b_16b1;
         let samples = [
             policy_plan(&mark_policy(
                 &["203.0.113.0/24", "fd00::/8"],

@@ -616,11 +616,17 @@ fn exemption_puts_returns_at_the_top_of_foreign_chains() {
         // The nat chain before srcnat: an identity mapping per family.
         let listing = nft_table("inet", TABLE).unwrap();
         assert_eq!(
-            chain_def(&listing, "masq_exempt"),
+            chain_def(
+                &listing,
+                "masq_exempt_10.20.0.0_24+10.21.0.0_24+fd00.20.._64"
+            ),
             (json!("nat"), json!("postrouting"), json!(90))
         );
         assert_eq!(
-            chain_rules(&listing, "masq_exempt"),
+            chain_rules(
+                &listing,
+                "masq_exempt_10.20.0.0_24+10.21.0.0_24+fd00.20.._64"
+            ),
             vec![
                 json!([
                     matches("==", payload("ip", "saddr"), json!({"set": [

@@ -1,0 +1,36 @@
+//! The network configuration parser, as every CNI call feeds it stdin:
+//! any bytes must give a validated `Config` or an error naming a field, and
+//! a config that validates must plan (what ADD would make) without a panic.
+#![no_main]
+
+use gwsteer::cni::result::PodAddress;
+use gwsteer::config::Config;
+use gwsteer::plan::{self, Pod};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    match Config::from_bytes(data) {
+        Ok(config) => {
+            let pod = Pod {
+                namespace: Some("default".into()),
+                name: Some("web-0".into()),
+                addresses: ["10.244.1.5/24", "fd00:244:0:1::5/64"]
+                    .iter()
+                    .map(|a| PodAddress {
+                        address: a.parse().expect("a fixed address"),
+                        gateway: None,
+                        interface: Some("eth0".into()),
+                    })
+                    .collect(),
+            };
+            let planned = plan::plan(&config, &pod, None);
+            for obj in &planned.pod_objects {
+                let _ = obj.to_string();
+            }
+        }
+        Err(e) => {
+            assert!(e.code > 0, "an error without a code: {e}");
+            assert!(!e.msg.is_empty(), "an error without a message");
+        }
+    }
+});

@@ -1,0 +1,318 @@
+//! `gatewayNetwork` (CONTRACT 3.2): the shared L2 segment between client
+//! pods and a router pod. Parsed and validated here, with field paths; what
+//! only the node can say (the underlay device, its MTU, which `remotes` are
+//! this node's own) is resolved at ADD and CHECK by [`crate::gateway::resolve`]
+//! into [`NodeFacts`].
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use super::reader::At;
+use super::{Role, valid_ifname};
+use crate::error::{Error, Result};
+use crate::objects::Family;
+
+pub const DEFAULT_BRIDGE: &str = "gwbr0";
+pub const DEFAULT_VXLAN: &str = "gwvx0";
+pub const DEFAULT_VXLAN_PORT: u16 = 4789;
+/// VXLAN encapsulation: outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8.
+pub const OVERHEAD_V4: u32 = 50;
+/// The same over an IPv6 underlay (IPv6 header 40).
+pub const OVERHEAD_V6: u32 = 70;
+/// The smallest MTU gwsteer accepts (IPv4's minimum datagram every host
+/// must take, RFC 791); an IPv6 pod needs 1280, checked at ADD.
+pub const MIN_MTU: u32 = 576;
+/// The largest VNI: 24 bits.
+pub const MAX_VNI: u32 = 16_777_215;
+
+/// How a VTEP reaches the other nodes for broadcast, unknown-unicast and
+/// multicast (BUM) frames.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bum {
+    /// A multicast group joined on the underlay.
+    Group(IpAddr),
+    /// Head-end replication: one all-zero FDB entry per remote VTEP.
+    Remotes(Vec<IpAddr>),
+}
+
+impl Bum {
+    pub fn family(&self) -> Family {
+        match self {
+            Bum::Group(g) => Family::of(g),
+            Bum::Remotes(r) => r.first().map_or(Family::V4, Family::of),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vxlan {
+    pub name: String,
+    pub vni: u32,
+    pub bum: Bum,
+    pub port: u16,
+    /// `None`: the device of the node's default route.
+    pub underlay: Option<String>,
+}
+
+impl Vxlan {
+    /// Bytes of encapsulation on this VXLAN's underlay.
+    pub fn overhead(&self) -> u32 {
+        match self.bum.family() {
+            Family::V4 => OVERHEAD_V4,
+            Family::V6 => OVERHEAD_V6,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayNetwork {
+    pub bridge: String,
+    pub vxlan: Option<Vxlan>,
+    /// Explicit MTU; `None`: auto (underlay MTU − overhead with a VXLAN,
+    /// MTUs left alone without one).
+    pub mtu: Option<u32>,
+    pub role: Role,
+    pub router: Option<IpAddr>,
+    pub routes: Vec<IpNet>,
+    pub keep: Vec<IpNet>,
+    pub masquerade: bool,
+    /// What the node says, filled in at ADD and CHECK; `None` while only
+    /// the configuration is known (unit tests, DEL by plan).
+    pub node: Option<NodeFacts>,
+}
+
+/// Node facts a gateway network's plan needs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeFacts {
+    /// The pod's interface on this network (`CNI_IFNAME`).
+    pub ifname: String,
+    /// The host end of the pod's veth (from prevResult), if the primary said.
+    pub host_veth: Option<String>,
+    /// The VXLAN's underlay device (resolved from the default route if not given).
+    pub underlay: Option<String>,
+    /// The MTU for the VXLAN, bridge, host veth and pod interface; `None`:
+    /// leave MTUs alone.
+    pub mtu: Option<u32>,
+    /// `remotes` less this node's own addresses.
+    pub remotes: Vec<IpAddr>,
+}
+
+const KEYS: &[&str] = &[
+    "bridge",
+    "vxlan",
+    "mtu",
+    "role",
+    "router",
+    "routes",
+    "keep",
+    "masquerade",
+    "masqueradeExemption",
+];
+
+fn ifname(v: &At) -> Result<String> {
+    let s = v.str()?;
+    if !valid_ifname(s) {
+        return Err(v.err(format!("\"{s}\" is not an interface name")));
+    }
+    Ok(s.to_string())
+}
+
+pub fn parse_role(v: &At) -> Result<Role> {
+    Ok(match v.str()? {
+        "client" => Role::Client,
+        "router" => Role::Router,
+        "none" => Role::None,
+        other => {
+            return Err(v.err(format!("\"{other}\" is not one of client, router, none")));
+        }
+    })
+}
+
+fn parse_vxlan(v: &At, bridge: &str) -> Result<Vxlan> {
+    let o = v.object()?;
+    o.only(&["vni", "group", "remotes", "port", "underlay", "name"])?;
+    let vni = o.req("vni")?.u32_in(1, MAX_VNI)?;
+    let name = match o.get("name") {
+        Some(n) => ifname(&n)?,
+        None => DEFAULT_VXLAN.to_string(),
+    };
+    if name == bridge {
+        return Err(o
+            .req("name")?
+            .err(format!("\"{name}\" is the bridge's name too")));
+    }
+    let bum = match (o.get("group"), o.get("remotes")) {
+        (Some(_), Some(_)) | (None, None) => {
+            return Err(o.err(
+                "give exactly one of group (multicast) or remotes (unicast head-end replication)",
+            ));
+        }
+        (Some(g), None) => {
+            let group = g.ip()?;
+            if !group.is_multicast() {
+                return Err(g.err(format!("{group} is not a multicast address")));
+            }
+            Bum::Group(group)
+        }
+        (None, Some(r)) => {
+            let remotes = r.list_of(|x| {
+                let ip = x.ip()?;
+                if ip.is_multicast() || ip.is_unspecified() || ip.is_loopback() {
+                    return Err(x.err(format!("{ip} is not a node's unicast address")));
+                }
+                Ok(ip)
+            })?;
+            let Some(first) = remotes.first() else {
+                return Err(r.err("at least one remote is required"));
+            };
+            if let Some(i) = remotes
+                .iter()
+                .position(|x| Family::of(x) != Family::of(first))
+            {
+                return Err(Error::config(format!(
+                    "{}[{i}]: {} is not of the same address family as {first}; one VXLAN has one underlay family",
+                    r.path, remotes[i]
+                )));
+            }
+            if first.is_ipv6() {
+                // The VTEP would need its own IPv6 address as `local`,
+                // which gwsteer does not resolve yet.
+                return Err(Error::new(
+                    crate::error::code::UNSUPPORTED_FIELD,
+                    format!(
+                        "{}: IPv6 remotes are not supported by this gwsteer version yet (use an IPv6 multicast group, or IPv4 remotes)",
+                        r.path
+                    ),
+                ));
+            }
+            Bum::Remotes(remotes)
+        }
+    };
+    let port = match o.get("port") {
+        Some(p) => p.u32_in(1, 65535)? as u16,
+        None => DEFAULT_VXLAN_PORT,
+    };
+    let underlay = o.get("underlay").map(|u| ifname(&u)).transpose()?;
+    Ok(Vxlan {
+        name,
+        vni,
+        bum,
+        port,
+        underlay,
+    })
+}
+
+/// Parse `gatewayNetwork`. The exemption is handed back separately: it is
+/// the config's `masqueradeExemption` when the top level does not set one.
+pub fn parse<'a>(v: &At<'a>) -> Result<(GatewayNetwork, Option<At<'a>>)> {
+    let o = v.object()?;
+    o.only(KEYS)?;
+    let bridge = match o.get("bridge") {
+        Some(b) => ifname(&b)?,
+        None => DEFAULT_BRIDGE.to_string(),
+    };
+    let vxlan = o
+        .get("vxlan")
+        .map(|x| parse_vxlan(&x, &bridge))
+        .transpose()?;
+    let mtu = o.get("mtu").map(|m| m.u32_in(MIN_MTU, 65535)).transpose()?;
+    let role = o
+        .get("role")
+        .map(|r| parse_role(&r))
+        .transpose()?
+        .unwrap_or(Role::Client);
+    let router = o.get("router").map(|r| r.ip()).transpose()?;
+    let routes = match o.get("routes") {
+        None => vec!["0.0.0.0/0".parse().expect("a CIDR")],
+        Some(r) => {
+            let list = r.list_of(|x| x.cidr())?;
+            if list.is_empty() {
+                return Err(
+                    r.err("at least one route is required (leave routes out for 0.0.0.0/0)")
+                );
+            }
+            list
+        }
+    };
+    if let Some(router) = router {
+        if router.is_multicast() || router.is_unspecified() || router.is_loopback() {
+            return Err(o
+                .req("router")?
+                .err(format!("{router} cannot be a router's address")));
+        }
+        for (i, dst) in routes.iter().enumerate() {
+            if Family::of_net(dst) != Family::of(&router) {
+                return Err(Error::config(format!(
+                    "{}.routes[{i}]: {dst} is not of the router's address family ({router})",
+                    o.path
+                )));
+            }
+        }
+    }
+    let keep = match o.get("keep") {
+        None => Vec::new(),
+        Some(k) => {
+            let list = k.list_of(|x| x.cidr())?;
+            for (i, cidr) in list.iter().enumerate() {
+                if routes.contains(cidr) {
+                    return Err(Error::config(format!(
+                        "{}[{i}]: {cidr} is in routes too; a CIDR is either sent to the router or kept",
+                        k.path
+                    )));
+                }
+            }
+            list
+        }
+    };
+    let masquerade = o
+        .get("masquerade")
+        .map(|m| m.bool())
+        .transpose()?
+        .unwrap_or(true);
+    let gw = GatewayNetwork {
+        bridge,
+        vxlan,
+        mtu,
+        role,
+        router,
+        routes,
+        keep,
+        masquerade,
+        node: None,
+    };
+    Ok((gw, o.get("masqueradeExemption")))
+}
+
+impl GatewayNetwork {
+    /// Checks that need the pod's role (config default or cni-args).
+    pub fn check_role(&self, role: Role, path: &str) -> Result<()> {
+        if role == Role::Client && self.router.is_none() {
+            return Err(Error::config(format!(
+                "{path}.router: required for client pods (role \"client\" is the default; give the router pod's address on the gateway network, or role \"router\" or \"none\")"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The MTU for this node: an explicit one must fit the underlay, auto is
+    /// the underlay's less the encapsulation. `underlay_mtu` is `None`
+    /// without a VXLAN.
+    pub fn mtu_for(&self, underlay_mtu: Option<u32>) -> Result<Option<u32>> {
+        let (Some(vx), Some(under)) = (&self.vxlan, underlay_mtu) else {
+            return Ok(self.mtu);
+        };
+        let max = under.saturating_sub(vx.overhead());
+        match self.mtu {
+            Some(mtu) if mtu > max => Err(Error::config(format!(
+                "gatewayNetwork.mtu: {mtu} is impossible over underlay {} (MTU {under}): a VXLAN over it carries at most {max}",
+                vx.underlay.as_deref().unwrap_or("(default route device)")
+            ))),
+            Some(mtu) => Ok(Some(mtu)),
+            None if max < MIN_MTU => Err(Error::config(format!(
+                "gatewayNetwork.mtu: the underlay's MTU {under} leaves {max} for the VXLAN, below {MIN_MTU}"
+            ))),
+            None => Ok(Some(max)),
+        }
+    }
+}

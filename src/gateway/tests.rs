@@ -1,0 +1,401 @@
+use serde_json::{Value, json};
+
+use super::*;
+use crate::cni::result::PodAddress;
+use crate::config::gateway::Vxlan;
+
+fn conf(gw: Value) -> Value {
+    json!({"cniVersion": "1.0.0", "name": "gw", "type": "gwsteer", "gatewayNetwork": gw})
+}
+
+fn parse(v: Value) -> Result<Config> {
+    Config::from_value(&v)
+}
+
+fn err(v: Value) -> Error {
+    parse(v).expect_err("config must be refused")
+}
+
+#[test]
+fn defaults_follow_the_contract() {
+    let c = parse(conf(json!({"router": "192.168.50.254"}))).unwrap();
+    let gw = c.gateway.unwrap();
+    assert_eq!(gw.bridge, "gwbr0");
+    assert_eq!(gw.vxlan, None);
+    assert_eq!(gw.mtu, None);
+    assert_eq!(gw.role, Role::Client);
+    assert_eq!(
+        gw.routes,
+        vec!["0.0.0.0/0".parse::<ipnet::IpNet>().unwrap()]
+    );
+    assert!(gw.keep.is_empty());
+    assert!(gw.masquerade);
+    // The masquerade exemption is on by default, for the pod's subnet.
+    assert_eq!(
+        c.masquerade_exemption,
+        Some(crate::config::Exemption::default())
+    );
+}
+
+#[test]
+fn vxlan_settings_parse() {
+    let c = parse(conf(json!({
+        "router": "192.168.50.254",
+        "vxlan": {"vni": 42, "remotes": ["10.200.0.1", "10.200.0.2"], "underlay": "under0"}
+    })))
+    .unwrap();
+    assert_eq!(
+        c.gateway.unwrap().vxlan,
+        Some(Vxlan {
+            name: "gwvx0".into(),
+            vni: 42,
+            bum: Bum::Remotes(vec![
+                "10.200.0.1".parse().unwrap(),
+                "10.200.0.2".parse().unwrap()
+            ]),
+            port: 4789,
+            underlay: Some("under0".into()),
+        })
+    );
+}
+
+#[test]
+fn errors_name_the_field() {
+    let cases = [
+        (
+            json!({"router": "192.168.50.254", "vxlan": {"vni": 0, "group": "239.1.1.1"}}),
+            "gatewayNetwork.vxlan.vni: 0 is out of range 1…16777215",
+        ),
+        (
+            json!({"router": "192.168.50.254", "vxlan": {"vni": 16777216, "group": "239.1.1.1"}}),
+            "gatewayNetwork.vxlan.vni: 16777216 is out of range",
+        ),
+        (
+            json!({"router": "192.168.50.254", "vxlan": {"vni": 1}}),
+            "gatewayNetwork.vxlan: give exactly one of group",
+        ),
+        (
+            json!({"router": "192.168.50.254", "vxlan": {"vni": 1, "group": "239.1.1.1", "remotes": ["10.0.0.1"]}}),
+            "gatewayNetwork.vxlan: give exactly one of group",
+        ),
+        (
+            json!({"router": "192.168.50.254", "vxlan": {"vni": 1, "group": "10.1.1.1"}}),
+            "gatewayNetwork.vxlan.group: 10.1.1.1 is not a multicast address",
+        ),
+        (
+            json!({"router": "192.168.50.254", "vxlan": {"vni": 1, "remotes": []}}),
+            "gatewayNetwork.vxlan.remotes: at least one remote",
+        ),
+        (
+            json!({"router": "192.168.50.254", "vxlan": {"vni": 1, "remotes": ["10.0.0.1", "fd00::1"]}}),
+            "gatewayNetwork.vxlan.remotes[1]: fd00::1 is not of the same address family",
+        ),
+        (
+            json!({"router": "192.168.50.254", "vxlan": {"vni": 1, "group": "239.1.1.1", "name": "gwbr0"}}),
+            "gatewayNetwork.vxlan.name: \"gwbr0\" is the bridge's name too",
+        ),
+        (
+            json!({"router": "192.168.50.254", "mtu": 100}),
+            "gatewayNetwork.mtu: 100 is out of range 576…65535",
+        ),
+        (json!({}), "gatewayNetwork.router: required for client pods"),
+        (
+            json!({"router": "300.1.1.1"}),
+            "gatewayNetwork.router: \"300.1.1.1\" is not an IP address",
+        ),
+        (
+            json!({"router": "192.168.50.254", "routes": ["::/0"]}),
+            "gatewayNetwork.routes[0]: ::/0 is not of the router's address family",
+        ),
+        (
+            json!({"router": "192.168.50.254", "keep": ["0.0.0.0/0"]}),
+            "gatewayNetwork.keep[0]: 0.0.0.0/0 is in routes too",
+        ),
+        (
+            json!({"router": "192.168.50.254", "role": "gateway"}),
+            "gatewayNetwork.role: \"gateway\" is not one of client, router, none",
+        ),
+        (
+            json!({"router": "192.168.50.254", "bridge": "a/b"}),
+            "gatewayNetwork.bridge: \"a/b\" is not an interface name",
+        ),
+    ];
+    for (gw, want) in cases {
+        let e = err(conf(gw.clone()));
+        assert!(e.msg.starts_with(want), "{gw}: {}", e.msg);
+        assert_eq!(e.code, code::INVALID_CONFIG, "{gw}");
+    }
+    let e = err(conf(
+        json!({"router": "192.168.50.254", "vxlan": {"vni": 1, "remotes": ["fd00::1"]}}),
+    ));
+    assert_eq!(e.code, code::UNSUPPORTED_FIELD, "{}", e.msg);
+    let e = err(conf(
+        json!({"router": "192.168.50.254", "vxlan": {"vni": 1, "group": "239.1.1.1", "gruop": 1}}),
+    ));
+    assert_eq!(e.code, code::UNSUPPORTED_FIELD, "{}", e.msg);
+}
+
+#[test]
+fn routers_need_no_router_address_and_cni_args_pick_the_role() {
+    assert!(parse(conf(json!({"role": "router"}))).is_ok());
+    assert!(parse(conf(json!({"role": "none"}))).is_ok());
+    let mut v = conf(json!({}));
+    v["args"] = json!({"cni": {"gwsteer": {"role": "router"}}});
+    assert!(parse(v).is_ok());
+    let mut v = conf(json!({"role": "router"}));
+    v["args"] = json!({"cni": {"gwsteer": {"role": "client"}}});
+    assert!(err(v).msg.contains("router: required for client pods"));
+}
+
+#[test]
+fn the_exemption_can_be_set_or_switched_off() {
+    let mut v = conf(json!({"router": "192.168.50.254", "masqueradeExemption": false}));
+    assert_eq!(parse(v.clone()).unwrap().masquerade_exemption, None);
+    v["gatewayNetwork"]["masqueradeExemption"] =
+        json!({"cidrs": ["192.168.50.0/24"], "chains": ["KIND-MASQ-AGENT"]});
+    let ex = parse(v.clone()).unwrap().masquerade_exemption.unwrap();
+    assert_eq!(ex.chains, vec!["KIND-MASQ-AGENT".to_string()]);
+    v["masqueradeExemption"] = json!(true);
+    assert!(err(v).msg.contains("set masqueradeExemption in one place"));
+    let mut v = conf(json!({"router": "192.168.50.254"}));
+    v["firewallBackend"] = json!("none");
+    assert_eq!(parse(v).unwrap().masquerade_exemption, None);
+}
+
+fn gw_of(v: Value) -> GatewayNetwork {
+    parse(conf(v)).unwrap().gateway.unwrap()
+}
+
+#[test]
+fn auto_mtu_is_the_underlays_less_the_encapsulation() {
+    let v4 = gw_of(json!({"router": "192.168.50.254", "vxlan": {"vni": 7, "group": "239.1.1.1"}}));
+    assert_eq!(v4.mtu_for(Some(1500)).unwrap(), Some(1450));
+    assert_eq!(v4.mtu_for(Some(9000)).unwrap(), Some(8950));
+    let v6 = gw_of(json!({"router": "192.168.50.254", "vxlan": {"vni": 7, "group": "ff05::42"}}));
+    assert_eq!(v6.mtu_for(Some(1500)).unwrap(), Some(1430));
+    // An explicit MTU wins when it fits, is a config error when it cannot.
+    let explicit = gw_of(
+        json!({"router": "192.168.50.254", "mtu": 1400, "vxlan": {"vni": 7, "group": "239.1.1.1"}}),
+    );
+    assert_eq!(explicit.mtu_for(Some(1500)).unwrap(), Some(1400));
+    let e = explicit.mtu_for(Some(1420)).unwrap_err();
+    assert_eq!(e.code, code::INVALID_CONFIG);
+    assert!(
+        e.msg.starts_with("gatewayNetwork.mtu: 1400 is impossible"),
+        "{}",
+        e.msg
+    );
+    // Without a VXLAN: the explicit MTU, or leave MTUs alone.
+    assert_eq!(
+        gw_of(json!({"router": "192.168.50.254"}))
+            .mtu_for(None)
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        gw_of(json!({"router": "192.168.50.254", "mtu": 1400}))
+            .mtu_for(None)
+            .unwrap(),
+        Some(1400)
+    );
+}
+
+fn pod(addr: &str) -> Pod {
+    Pod {
+        namespace: Some("default".into()),
+        name: Some("p".into()),
+        addresses: vec![PodAddress {
+            address: addr.parse().unwrap(),
+            gateway: None,
+            interface: Some("net1".into()),
+        }],
+    }
+}
+
+fn planned(mut v: Value, facts: NodeFacts) -> Plan {
+    v["firewallBackend"] = json!("nftables");
+    let mut c = Config::from_value(&v).unwrap();
+    c.gateway.as_mut().unwrap().node = Some(facts);
+    crate::plan::plan(
+        &c,
+        &pod("192.168.50.7/24"),
+        Some(crate::firewall::Backend::Nftables),
+    )
+}
+
+fn texts(objs: &[Object]) -> Vec<String> {
+    objs.iter().map(|o| o.to_string()).collect()
+}
+
+fn facts() -> NodeFacts {
+    NodeFacts {
+        ifname: "net1".into(),
+        host_veth: Some("veth1234".into()),
+        underlay: Some("eth0".into()),
+        mtu: Some(1450),
+        remotes: vec!["10.200.0.2".parse().unwrap(), "10.200.0.3".parse().unwrap()],
+    }
+}
+
+#[test]
+fn a_client_pod_on_a_unicast_vxlan() {
+    let p = planned(
+        conf(json!({"router": "192.168.50.254", "keep": ["10.96.0.0/12"],
+            "vxlan": {"vni": 42, "remotes": ["10.200.0.1", "10.200.0.2", "10.200.0.3"]}})),
+        facts(),
+    );
+    assert_eq!(
+        texts(&p.pod_objects),
+        vec![
+            "link veth1234 mtu 1450",
+            "pod link net1 mtu 1450",
+            "pod inet route 10.96.0.0/12 table 254 (keep)",
+            "pod inet route default table 254 via 192.168.50.254 dev net1",
+        ]
+    );
+    let keys: Vec<&str> = p.groups.iter().map(|g| g.key.as_str()).collect();
+    assert_eq!(keys, vec!["exemption.192.168.50.0_24", "infra.gateway"]);
+    assert!(is_infrastructure("infra.gateway") && !is_infrastructure(&p.groups[0].key));
+    assert_eq!(
+        texts(&p.groups[1].objects),
+        vec![
+            "link gwbr0 type bridge mtu 1450",
+            "link gwvx0 type vxlan id 42 dev eth0 dstport 4789 mtu 1450 master gwbr0",
+            "fdb 00:00:00:00:00:00 dev gwvx0 dst 10.200.0.2",
+            "fdb 00:00:00:00:00:00 dev gwvx0 dst 10.200.0.3",
+        ]
+    );
+}
+
+#[test]
+fn a_router_pod_on_a_multicast_vxlan() {
+    let mut v = conf(json!({"vxlan": {"vni": 42, "group": "239.1.1.1", "port": 8472}}));
+    v["args"] = json!({"cni": {"gwsteer": {"role": "router"}}});
+    let p = planned(
+        v,
+        NodeFacts {
+            remotes: vec![],
+            ..facts()
+        },
+    );
+    assert_eq!(
+        texts(&p.pod_objects),
+        vec![
+            "link veth1234 mtu 1450",
+            "pod link net1 mtu 1450",
+            "pod sysctl net.ipv4.ip_forward = 1",
+            "pod nftables masquerade out of every interface but net1",
+        ]
+    );
+    assert_eq!(
+        texts(&p.groups[1].objects),
+        vec![
+            "link gwbr0 type bridge mtu 1450",
+            "link gwvx0 type vxlan id 42 group 239.1.1.1 dev eth0 dstport 8472 mtu 1450 master gwbr0",
+        ]
+    );
+}
+
+#[test]
+fn role_none_and_no_vxlan_leave_the_pod_alone() {
+    let p = planned(
+        conf(json!({"role": "none"})),
+        NodeFacts {
+            ifname: "net1".into(),
+            ..NodeFacts::default()
+        },
+    );
+    assert!(p.pod_objects.is_empty(), "{:?}", texts(&p.pod_objects));
+    assert_eq!(texts(&p.groups[1].objects), vec!["link gwbr0 type bridge"]);
+}
+
+#[test]
+fn capture_reuses_an_earlier_records_values() {
+    struct Reader;
+    impl Kernel for Reader {
+        fn ensure(&mut self, _: &Object) -> Result<()> {
+            unreachable!()
+        }
+        fn remove(&mut self, _: &Object) -> Result<()> {
+            unreachable!()
+        }
+        fn observe(&mut self, _: &Object) -> Result<crate::objects::Presence> {
+            unreachable!()
+        }
+        fn owned_rules(&mut self, _: &[u32]) -> Result<Vec<crate::objects::RuleSpec>> {
+            unreachable!()
+        }
+        fn table_routes(&mut self, _: u32) -> Result<Vec<(RouteSpec, u8)>> {
+            unreachable!()
+        }
+        fn capture(&mut self, obj: &Object) -> Result<Option<Object>> {
+            Ok(Some(match obj {
+                Object::Mtu {
+                    side, ifname, mtu, ..
+                } => Object::Mtu {
+                    side: *side,
+                    ifname: ifname.clone(),
+                    mtu: *mtu,
+                    previous: Some(1450),
+                },
+                other => other.clone(),
+            }))
+        }
+    }
+    let planned = vec![Object::Mtu {
+        side: Side::Pod,
+        ifname: "net1".into(),
+        mtu: 1450,
+        previous: None,
+    }];
+    // First ADD: read from the kernel.
+    let first = capture(&mut Reader, &planned, None).unwrap();
+    assert_eq!(first[0].to_string(), "pod link net1 mtu 1450 (was 1450)");
+    // A re-ADD keeps what the first ADD found (1500), not gwsteer's own 1450.
+    let old = Record {
+        schema: SCHEMA,
+        network: "gw".into(),
+        id: crate::store::AttachmentId {
+            container_id: "c".into(),
+            ifname: "net1".into(),
+        },
+        netns: None,
+        pod_namespace: None,
+        pod_name: None,
+        objects: vec![Object::Mtu {
+            side: Side::Pod,
+            ifname: "net1".into(),
+            mtu: 1450,
+            previous: Some(1500),
+        }],
+        holds: vec![],
+        created: 0,
+    };
+    let again = capture(&mut Reader, &planned, Some(&old)).unwrap();
+    assert_eq!(again, old.objects);
+}
+
+#[test]
+fn new_objects_round_trip_through_json() {
+    let p = planned(
+        conf(json!({"router": "192.168.50.254", "keep": ["10.96.0.0/12"],
+            "vxlan": {"vni": 42, "group": "239.1.1.1"}})),
+        facts(),
+    );
+    for obj in p.pod_objects.iter().chain(&p.groups[1].objects) {
+        let text = serde_json::to_string(obj).unwrap();
+        let back: Object = serde_json::from_str(&text).unwrap();
+        assert_eq!(&back, obj, "{text}");
+    }
+}
+
+#[test]
+fn the_host_veth_is_the_primarys_interface_outside_the_pod() {
+    let prev = json!({"interfaces": [
+        {"name": "gwbr0", "mac": "aa:aa:aa:aa:aa:01"},
+        {"name": "veth42", "mac": "aa:aa:aa:aa:aa:02"},
+        {"name": "net1", "mac": "aa:aa:aa:aa:aa:03", "sandbox": "/run/netns/p"}
+    ]});
+    assert_eq!(host_veth(Some(&prev), "gwbr0"), Some("veth42".into()));
+    assert_eq!(host_veth(None, "gwbr0"), None);
+}

@@ -1,0 +1,109 @@
+//! The gateway network's link-level vocabulary: node infrastructure links
+//! (bridge, VXLAN), and what a pod's attachment changes and must put back
+//! (a saved route). Plain data, serialised into the state store; made real
+//! by `crate::netlink` (links, FDB, MTUs, routes) and [`crate::podns`]
+//! (sysctls and nftables inside the pod).
+
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::objects::RouteSpec;
+
+/// `IFLA_IFALIAS` of every link gwsteer creates: cleanup and DEL delete only
+/// links that carry it, never a bridge the primary plugin or an operator made.
+pub const ALIAS: &str = "gwsteer";
+
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Hash, Debug)]
+#[serde(rename_all = "camelCase", tag = "type")]
+pub enum LinkKind {
+    Bridge,
+    Vxlan {
+        vni: u32,
+        /// Multicast group for BUM traffic; `None`: unicast (FDB entries).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group: Option<IpAddr>,
+        /// Source address of the encapsulation (unicast mode).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        local: Option<IpAddr>,
+        port: u16,
+        /// The underlay device.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dev: Option<String>,
+    },
+}
+
+/// A node link gwsteer makes if absent and keeps up, at `mtu`, enslaved to `master`.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Hash, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkSpec {
+    pub name: String,
+    pub kind: LinkKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master: Option<String>,
+}
+
+impl fmt::Display for LinkSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "link {}", self.name)?;
+        match &self.kind {
+            LinkKind::Bridge => f.write_str(" type bridge")?,
+            LinkKind::Vxlan {
+                vni,
+                group,
+                local,
+                port,
+                dev,
+            } => {
+                write!(f, " type vxlan id {vni}")?;
+                if let Some(group) = group {
+                    write!(f, " group {group}")?;
+                }
+                if let Some(local) = local {
+                    write!(f, " local {local}")?;
+                }
+                if let Some(dev) = dev {
+                    write!(f, " dev {dev}")?;
+                }
+                write!(f, " dstport {port}")?;
+            }
+        }
+        if let Some(mtu) = self.mtu {
+            write!(f, " mtu {mtu}")?;
+        }
+        if let Some(master) = &self.master {
+            write!(f, " master {master}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A route as the pod had it before gwsteer replaced it, with what `ip
+/// route` shows beyond a [`RouteSpec`], so that DEL puts back exactly it.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Hash, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct SavedRoute {
+    pub route: RouteSpec,
+    pub protocol: u8,
+    pub scope: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefsrc: Option<IpAddr>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub onlink: bool,
+}
+
+impl fmt::Display for SavedRoute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} proto {}", self.route, self.protocol)?;
+        if let Some(src) = self.prefsrc {
+            write!(f, " src {src}")?;
+        }
+        if self.onlink {
+            f.write_str(" onlink")?;
+        }
+        Ok(())
+    }
+}
