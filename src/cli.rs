@@ -1,4 +1,4 @@
-//! The operator CLI (no `CNI_COMMAND`): version, show, reconcile, cleanup.
+//! The operator CLI (no `CNI_COMMAND`): version, show, explain, reconcile, cleanup.
 //! Exit codes: 0 ok, 1 found problems, 2 usage error.
 
 use std::path::PathBuf;
@@ -22,6 +22,9 @@ commands:
                                 pointing at them; every DUR (default 60s; 500ms,
                                 30s, 5m, 1h), or once with --once
   cleanup [--dry-run]           remove everything gwsteer made on this node, state included
+  explain <ip> [--from IP] [--iif DEV] [--mark M] [--json]
+                                the path a packet takes: matching rule, table,
+                                route, nexthop, device (gwsteer explain --help)
 
 options:
   --state-dir DIR               state store root (default /run/cni/gwsteer)
@@ -81,6 +84,9 @@ pub fn run(args: &[String]) -> i32 {
     if matches!(cmd.as_str(), "-h" | "--help" | "help") {
         println!("{USAGE}");
         return 0;
+    }
+    if cmd == "explain" {
+        return crate::explain::run(&args[1..]);
     }
     let opts = match parse(&args[1..]) {
         Ok(o) => o,
@@ -175,46 +181,96 @@ fn show(opts: &Opts) -> Result<i32> {
     if opts.json {
         println!("{}", json!({"networks": networks, "problems": problems}));
     } else {
-        for n in &networks {
-            println!("network {}", n["network"].as_str().unwrap_or("?"));
-            for g in n["nodeGroups"].as_array().into_iter().flatten() {
-                println!(
-                    "  group {} ({} holders)",
-                    g["key"].as_str().unwrap_or("?"),
-                    g["holders"]
-                );
-                for o in g["objects"].as_array().into_iter().flatten() {
-                    println!(
-                        "    {:<10} {}",
-                        o["state"].as_str().unwrap_or("?"),
-                        o["object"].as_str().unwrap_or("?")
-                    );
-                }
-            }
-            for a in n["attachments"].as_array().into_iter().flatten() {
-                println!(
-                    "  attachment {}/{} pod {}",
-                    a["containerID"].as_str().unwrap_or("?"),
-                    a["ifname"].as_str().unwrap_or("?"),
-                    a["pod"].as_str().unwrap_or("?")
-                );
-                for o in a["objects"].as_array().into_iter().flatten() {
-                    println!(
-                        "    {:<10} {}",
-                        o["state"].as_str().unwrap_or("?"),
-                        o["object"].as_str().unwrap_or("?")
-                    );
-                }
-            }
-            for c in n["corrupt"].as_array().into_iter().flatten() {
-                println!("  corrupt record set aside: {}", c.as_str().unwrap_or("?"));
-            }
-        }
+        print!("{}", show_table(&networks));
         if networks.is_empty() {
             println!("no gwsteer state under {}", opts.state_dir.display());
         }
     }
     Ok(if problems == 0 { 0 } else { 1 })
+}
+
+/// `show`'s text: one aligned row per object, columns NETWORK, ATTACHMENT
+/// (container/ifname, or `group KEY` for node-wide objects a network's
+/// attachments share), POD (namespace/name), OBJECT and STATE; then any
+/// corrupt records set aside.
+fn show_table(networks: &[Value]) -> String {
+    let s = |v: &Value| v.as_str().unwrap_or("?").to_string();
+    let mut rows: Vec<[String; 5]> = Vec::new();
+    let mut notes = Vec::new();
+    for n in networks {
+        let net = s(&n["network"]);
+        for g in n["nodeGroups"].as_array().into_iter().flatten() {
+            let who = format!("group {} ({} holders)", s(&g["key"]), g["holders"]);
+            for o in g["objects"].as_array().into_iter().flatten() {
+                rows.push([
+                    net.clone(),
+                    who.clone(),
+                    "-".into(),
+                    s(&o["object"]),
+                    s(&o["state"]),
+                ]);
+            }
+        }
+        for a in n["attachments"].as_array().into_iter().flatten() {
+            let who = format!("{}/{}", s(&a["containerID"]), s(&a["ifname"]));
+            let objects = a["objects"].as_array().cloned().unwrap_or_default();
+            if objects.is_empty() {
+                rows.push([
+                    net.clone(),
+                    who.clone(),
+                    s(&a["pod"]),
+                    "(no objects)".into(),
+                    "-".into(),
+                ]);
+            }
+            for o in &objects {
+                rows.push([
+                    net.clone(),
+                    who.clone(),
+                    s(&a["pod"]),
+                    s(&o["object"]),
+                    s(&o["state"]),
+                ]);
+            }
+        }
+        if n["nodeGroups"].as_array().is_none_or(|g| g.is_empty())
+            && n["attachments"].as_array().is_none_or(|a| a.is_empty())
+        {
+            notes.push(format!("network {net}: no attachments"));
+        }
+        for c in n["corrupt"].as_array().into_iter().flatten() {
+            notes.push(format!("network {net}: corrupt record set aside: {}", s(c)));
+        }
+    }
+    let mut out = String::new();
+    if !rows.is_empty() {
+        let header = ["NETWORK", "ATTACHMENT", "POD", "OBJECT", "STATE"].map(String::from);
+        let mut width = [0usize; 4];
+        for row in std::iter::once(&header).chain(rows.iter()) {
+            for (w, cell) in width.iter_mut().zip(row.iter()) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        for row in std::iter::once(&header).chain(rows.iter()) {
+            out.push_str(&format!(
+                "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {}\n",
+                row[0],
+                row[1],
+                row[2],
+                row[3],
+                row[4],
+                w0 = width[0],
+                w1 = width[1],
+                w2 = width[2],
+                w3 = width[3]
+            ));
+        }
+    }
+    for n in notes {
+        out.push_str(&n);
+        out.push('\n');
+    }
+    out
 }
 
 /// Without `--once`, rounds run every `--interval` (60 s, as

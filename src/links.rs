@@ -1,5 +1,5 @@
-//! The gateway network's link-level vocabulary: node infrastructure links
-//! (bridge, VXLAN), and what a pod's attachment changes and must put back
+//! The link-level vocabulary: node infrastructure links (the gateway
+//! network's bridge and VXLAN, the `vrf` section's VRF device and veth legs), and what a pod's attachment changes and must put back
 //! (a saved route). Plain data, serialised into the state store; made real
 //! by `crate::netlink` (links, FDB, MTUs, routes) and [`crate::podns`]
 //! (sysctls and nftables inside the pod).
@@ -31,6 +31,14 @@ pub enum LinkKind {
         /// The underlay device.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         dev: Option<String>,
+    },
+    /// A VRF device (`CONFIG_NET_VRF`) bound to routing table `table`.
+    Vrf {
+        table: u32,
+    },
+    /// One end of a veth pair; both ends are made together, the other is `peer`.
+    Veth {
+        peer: String,
     },
 }
 
@@ -70,6 +78,8 @@ impl fmt::Display for LinkSpec {
                 }
                 write!(f, " dstport {port}")?;
             }
+            LinkKind::Vrf { table } => write!(f, " type vrf table {table}")?,
+            LinkKind::Veth { peer } => write!(f, " type veth peer {peer}")?,
         }
         if let Some(mtu) = self.mtu {
             write!(f, " mtu {mtu}")?;

@@ -144,6 +144,27 @@ impl NetlinkKernel {
         })
     }
 
+    /// One raw request in the node namespace, for `gwsteer explain`: a dump
+    /// with `dump`, else a get by key. `Err((errno, error))`: the kernel's
+    /// refusal (`errno` set) or a setup failure.
+    pub(crate) fn node_query(
+        &mut self,
+        payload: RouteNetlinkMessage,
+        dump: bool,
+    ) -> std::result::Result<Vec<RouteNetlinkMessage>, Box<(Option<i32>, Error)>> {
+        let req = if dump { Req::Dump } else { Req::Get };
+        self.request(Side::Node, payload, req).map_err(|e| {
+            let errno = e.errno();
+            Box::new((errno, e.into_error("asking the kernel")))
+        })
+    }
+
+    /// The name of node device `index` (a placeholder if it is gone).
+    pub(crate) fn node_dev_name(&mut self, index: u32) -> Result<String> {
+        self.dev_name(Side::Node, index)
+            .map_err(|e| e.into_error("naming a device"))
+    }
+
     fn parts(&mut self, side: Side) -> Result<(&Runtime, &mut Conn)> {
         let conn = match side {
             Side::Node => &mut self.node,

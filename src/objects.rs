@@ -193,6 +193,9 @@ pub enum Object {
     /// Gateway network infrastructure in the node: a bridge or a VXLAN,
     /// made if absent (marked as gwsteer's), kept up at its MTU.
     Link { link: crate::links::LinkSpec },
+    /// An address on a node link gwsteer made (a VRF leg):
+    /// `ip addr add ADDR dev DEV` (IPv6 `nodad`).
+    Address { dev: String, addr: IpNet },
     /// An all-zero FDB entry on a VXLAN: BUM traffic is also sent to `dst`
     /// (`bridge fdb append 00:00:00:00:00:00 dev DEV dst DST`).
     Fdb { dev: String, dst: IpAddr },
@@ -251,7 +254,10 @@ impl Object {
             | Object::Route { side, .. }
             | Object::Sysctl { side, .. } => *side,
             Object::Mtu { side, .. } => *side,
-            Object::Firewall { .. } | Object::Link { .. } | Object::Fdb { .. } => Side::Node,
+            Object::Firewall { .. }
+            | Object::Link { .. }
+            | Object::Address { .. }
+            | Object::Fdb { .. } => Side::Node,
             Object::PodRoute { .. } | Object::PodSysctl { .. } | Object::PodMasquerade { .. } => {
                 Side::Pod
             }
@@ -418,6 +424,7 @@ impl fmt::Display for Object {
             Object::Sysctl { key, value, .. } => write!(f, "{side}sysctl {key} = {value}"),
             Object::Firewall { backend, firewall } => write!(f, "{backend} {firewall}"),
             Object::Link { link } => write!(f, "{link}"),
+            Object::Address { dev, addr } => write!(f, "address {addr} dev {dev}"),
             Object::Fdb { dev, dst } => write!(f, "fdb 00:00:00:00:00:00 dev {dev} dst {dst}"),
             Object::Mtu {
                 ifname,

@@ -267,6 +267,7 @@ pub fn plan(config: &Config, pod: &Pod, fw: Option<Backend>) -> Plan {
     }
     exemption_plan(config, pod, fw, &mut out);
     crate::gateway::plan_into(config, pod, &mut out);
+    crate::vrf::plan_into(config, pod, &mut out);
     out
 }
 

@@ -100,10 +100,24 @@ impl fmt::Display for Imposter {
     }
 }
 
-/// Tables of the routes of `groups`: the tables gwsteer owns.
+/// Tables of the routes of `groups`: the tables gwsteer owns. A VRF's
+/// table is not one of them: the kernel puts the local and connected
+/// routes of the VRF's devices there, and uplinks bring their own.
 pub fn owned_tables<'a>(groups: impl IntoIterator<Item = &'a NodeGroup>) -> BTreeSet<u32> {
+    let groups: Vec<&NodeGroup> = groups.into_iter().collect();
+    let vrf_tables: BTreeSet<u32> = groups
+        .iter()
+        .flat_map(|g| &g.objects)
+        .filter_map(|o| match o {
+            Object::Link { link } => match link.kind {
+                crate::links::LinkKind::Vrf { table } => Some(table),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
     groups
-        .into_iter()
+        .iter()
         .flat_map(|g| &g.objects)
         .filter_map(|o| match o {
             Object::Route {
@@ -112,6 +126,7 @@ pub fn owned_tables<'a>(groups: impl IntoIterator<Item = &'a NodeGroup>) -> BTre
             } => Some(spec.table),
             _ => None,
         })
+        .filter(|t| !vrf_tables.contains(t))
         .collect()
 }
 

@@ -134,13 +134,37 @@ fn show_marks_each_object_present_missing_or_drifted() {
     );
     let text = node.cli(&["show"]);
     assert_eq!(text.exit_code, 1);
+    // Aligned columns: NETWORK ATTACHMENT POD OBJECT STATE, the state last.
+    let lines: Vec<&str> = text.stdout_raw.lines().collect();
     assert!(
-        text.stdout_raw
-            .lines()
-            .any(|l| l.trim_start().starts_with("MISSING")
-                && l.ends_with("inet rule 1000: from 10.244.1.5 lookup 100")),
+        lines[0].split_whitespace().collect::<Vec<_>>()
+            == ["NETWORK", "ATTACHMENT", "POD", "OBJECT", "STATE"],
         "{text}"
     );
+    let state_col = lines[0].find("STATE").unwrap();
+    let object_col = lines[0].find("OBJECT").unwrap();
+    let pod_col = lines[0].find("POD").unwrap();
+    let att_col = lines[0].find("ATTACHMENT").unwrap();
+    let row = lines
+        .iter()
+        .find(|l| l.contains("inet rule 1000: from 10.244.1.5 lookup 100"))
+        .unwrap_or_else(|| panic!("no row for the rule:\n{text}"));
+    assert!(row.starts_with("show-net "), "{row}");
+    assert!(row[att_col..].starts_with("c1/eth0 "), "{row}");
+    assert!(!row[pod_col..].starts_with(' '), "{row}");
+    assert!(
+        row[object_col..].starts_with("inet rule 1000: from 10.244.1.5 lookup 100 "),
+        "{row}"
+    );
+    assert_eq!(&row[state_col..], "MISSING", "{row}");
+    for l in &lines[1..] {
+        if l.starts_with("show-net ") {
+            assert!(
+                l.len() > state_col,
+                "every row reaches the STATE column: {l}"
+            );
+        }
+    }
 
     assert!(node.cli(&["reconcile", "--once"]).exit_code == 1);
     let (code, _) = show_json(&node);

@@ -24,6 +24,8 @@ cargo test --lib --bins --tests 2>&1 | tee target/test-output.txt
 echo "== VRF tier (tests/vrf_guest.rs in a qemu guest with Debian's kernel)"
 bash tests/vrf/run.sh 2>&1 | tee target/vrf-test-output.txt
 grep '^test result:' target/vrf-test-output.txt >>target/test-output.txt
+echo "== fuzzing the config and prevResult parsers (libFuzzer, 20 s per target)"
+bash fuzz/run.sh 20
 # One closing line for the whole suite. On the host the VRF tests only print
 # "skipped: not in the VRF guest": counted as skipped, not as passed.
 awk '/^test result:/ { p += $4; f += $6 } /skipped: not in the VRF guest/ { s++ }

@@ -10,11 +10,15 @@
 //! make a VRF device fails the test: the guest must have VRF.
 
 mod common;
+mod reliability;
 
 use std::io::Write;
 use std::time::Duration;
 
 use common::*;
+use reliability::{Node, prev_result, store_snapshot};
+use serde_json::Value;
+use serde_json::json;
 
 const GUEST_ENV: &str = "GWSTEER_VRF_GUEST";
 
@@ -244,4 +248,361 @@ fn vrf_leg_and_leak_route_carry_traffic() {
         !ping(&pod, "10.30.0.2", None, false),
         "pod still reaches the router after the leak route was deleted"
     );
+}
+
+/// The `vrf` section of the guest tests: VRF `vrf-oam` on table 10, legs
+/// gl-host (default VRF) and gl-vrf (enslaved), both families.
+fn vrf_section(leak: Value) -> Value {
+    let mut v = json!({
+        "name": "vrf-oam",
+        "table": 10,
+        "legs": {
+            "host": {"name": "gl-host", "addresses": ["192.169.1.1/30", "fd00:169::1/64"]},
+            "vrf": {"name": "gl-vrf", "addresses": ["192.169.1.2/30", "fd00:169::2/64"]}
+        }
+    });
+    if let Value::Object(extra) = leak {
+        for (k, x) in extra {
+            v[k] = x;
+        }
+    }
+    v
+}
+
+/// (dst, gateway, dev, type) of table `table`'s routes, both families, sorted.
+fn table_routes(ns: &str, table: u32) -> Vec<(String, String, String, String)> {
+    let mut out: Vec<_> = [Family::V4, Family::V6]
+        .into_iter()
+        .flat_map(|f| routes(ns, f, table))
+        .filter(|r| r.get("protocol").is_none_or(|p| p != "kernel"))
+        .filter(|r| {
+            r.get("type")
+                .is_none_or(|t| t != "local" && t != "multicast")
+        })
+        .map(|r| {
+            let s = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+            // IPv6 shows an unreachable route on `lo`; IPv4 on no device.
+            let dev = if s("type") == "unreachable" {
+                String::new()
+            } else {
+                s("dev")
+            };
+            (s("dst"), s("gateway"), dev, s("type"))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn leak(dst: &str, via: &str) -> (String, String, String, String) {
+    (dst.into(), via.into(), "gl-vrf".into(), String::new())
+}
+
+fn unreachables() -> Vec<(String, String, String, String)> {
+    vec![
+        (
+            "default".into(),
+            String::new(),
+            String::new(),
+            "unreachable".into(),
+        ),
+        (
+            "default".into(),
+            String::new(),
+            String::new(),
+            "unreachable".into(),
+        ),
+    ]
+}
+
+fn link(ns: &str, dev: &str) -> Option<Value> {
+    try_ip(ns, ["-j", "-d", "link", "show", "dev", dev])
+        .ok()
+        .and_then(|out| serde_json::from_str::<Value>(&out).ok())
+        .and_then(|v| v.get(0).cloned())
+}
+
+/// leak "pod": ADD makes the VRF, its closed table, the legs with their
+/// addresses and each pod's /32 + /128 leak; DEL removes only that pod's
+/// leaks; CHECK passes (the VRF table's kernel routes are no imposters);
+/// `gwsteer cleanup` removes the VRF, the legs and every route.
+#[test]
+fn vrf_infrastructure_pod_leaks_del_and_cleanup() {
+    if !in_vrf_guest("vrf_infrastructure_pod_leaks_del_and_cleanup") {
+        return;
+    }
+    let node = Node::new("vrfinfra");
+    let mut config = node.config("vrf-net", json!([]));
+    config["vrf"] = vrf_section(json!({}));
+    let p1 = prev_result("10.244.1", "fd00:244:0:1", 5, &node.pod_netns);
+    let p2 = prev_result("10.244.1", "fd00:244:0:1", 6, &node.pod_netns);
+    node.add("c1", &config, &p1).expect_ok("ADD c1");
+    node.add("c2", &config, &p2).expect_ok("ADD c2");
+
+    let vrf = link(&node.ns, "vrf-oam").expect("vrf-oam made");
+    assert_eq!(vrf["linkinfo"]["info_kind"], "vrf", "{vrf}");
+    assert_eq!(vrf["linkinfo"]["info_data"]["table"], 10, "{vrf}");
+    let leg = link(&node.ns, "gl-vrf").expect("gl-vrf made");
+    assert_eq!(leg["master"], "vrf-oam", "{leg}");
+    let host = link(&node.ns, "gl-host").expect("gl-host made");
+    assert!(host.get("master").is_none(), "{host}");
+    for (dev, want) in [
+        ("gl-host", ["192.169.1.1", "fd00:169::1"]),
+        ("gl-vrf", ["192.169.1.2", "fd00:169::2"]),
+    ] {
+        let addrs = ip_json(&node.ns, &["addr", "show", "dev", dev]);
+        let got: Vec<&str> = addrs[0]["addr_info"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|a| a["local"].as_str())
+            .filter(|a| !a.starts_with("fe80"))
+            .collect();
+        assert_eq!(got, want, "{dev}: {addrs}");
+    }
+    assert_eq!(
+        exec_in(
+            &node.ns,
+            "sysctl",
+            ["-n", "net.ipv4.conf.gl-vrf.accept_local"]
+        )
+        .trim(),
+        "1"
+    );
+    let mut want = unreachables();
+    want.extend([
+        leak("10.244.1.5", "192.169.1.1"),
+        leak("10.244.1.6", "192.169.1.1"),
+        leak("fd00:244:0:1::5", "fd00:169::1"),
+        leak("fd00:244:0:1::6", "fd00:169::1"),
+    ]);
+    want.sort();
+    assert_eq!(table_routes(&node.ns, 10), want);
+    node.check("c2", &config, &p2).expect_ok("CHECK c2");
+
+    node.del("c1", &config, &p1).expect_ok("DEL c1");
+    let mut want = unreachables();
+    want.extend([
+        leak("10.244.1.6", "192.169.1.1"),
+        leak("fd00:244:0:1::6", "fd00:169::1"),
+    ]);
+    want.sort();
+    assert_eq!(table_routes(&node.ns, 10), want, "DEL c1 keeps c2's leaks");
+    node.del("c2", &config, &p2).expect_ok("DEL c2");
+    // Infrastructure stays until cleanup.
+    assert_eq!(table_routes(&node.ns, 10), unreachables());
+    assert!(link(&node.ns, "vrf-oam").is_some() && link(&node.ns, "gl-host").is_some());
+
+    let out = node.cli(&["cleanup"]);
+    assert!(out.success(), "cleanup:\n{out}");
+    for dev in ["vrf-oam", "gl-host", "gl-vrf"] {
+        assert!(link(&node.ns, dev).is_none(), "{dev} left after cleanup");
+    }
+    assert!(table_routes(&node.ns, 10).is_empty());
+}
+
+/// leak "cidr": the podCidrs routes are there while any pod is attached and
+/// go with the last one; no per-pod leaks.
+#[test]
+fn vrf_cidr_leak_goes_with_the_last_attachment() {
+    if !in_vrf_guest("vrf_cidr_leak_goes_with_the_last_attachment") {
+        return;
+    }
+    let node = Node::new("vrfcidr");
+    let mut config = node.config("vrf-net", json!([]));
+    config["vrf"] = vrf_section(json!({
+        "leak": "cidr", "podCidrs": ["10.244.0.0/16", "fd00:244::/48"]
+    }));
+    let p1 = prev_result("10.244.1", "fd00:244:0:1", 5, &node.pod_netns);
+    let p2 = prev_result("10.244.1", "fd00:244:0:1", 6, &node.pod_netns);
+    node.add("c1", &config, &p1).expect_ok("ADD c1");
+    node.add("c2", &config, &p2).expect_ok("ADD c2");
+    let mut want = unreachables();
+    want.extend([
+        leak("10.244.0.0/16", "192.169.1.1"),
+        leak("fd00:244::/48", "fd00:169::1"),
+    ]);
+    want.sort();
+    assert_eq!(table_routes(&node.ns, 10), want);
+    node.del("c1", &config, &p1).expect_ok("DEL c1");
+    assert_eq!(table_routes(&node.ns, 10), want, "c2 still holds the leak");
+    node.del("c2", &config, &p2).expect_ok("DEL c2");
+    assert_eq!(table_routes(&node.ns, 10), unreachables());
+    assert!(node.cli(&["cleanup"]).success());
+    assert!(link(&node.ns, "vrf-oam").is_none());
+}
+
+/// What gwsteer does not make yet is refused with 2 and leaves nothing:
+/// `uplinks` and `masquerade`.
+#[test]
+fn vrf_uplinks_and_masquerade_are_refused_as_not_supported_yet() {
+    if !in_vrf_guest("vrf_uplinks_and_masquerade_are_refused_as_not_supported_yet") {
+        return;
+    }
+    let node = Node::new("vrfrefuse");
+    let prev = prev_result("10.244.1", "fd00:244:0:1", 5, &node.pod_netns);
+    let links_before = ip_json(&node.ns, &["link", "show"]);
+    for (extra, field) in [
+        (json!({"uplinks": ["eth1"]}), "vrf.uplinks"),
+        (json!({"masquerade": true}), "vrf.masquerade"),
+    ] {
+        let mut config = node.config("vrf-net", json!([]));
+        config["vrf"] = vrf_section(extra);
+        let store_before = store_snapshot(&node.state);
+        let add = node.add("c1", &config, &prev);
+        assert_eq!(add.expect_error("ADD"), 2, "{add}");
+        let msg = add.error_msg().unwrap_or_default();
+        assert!(
+            msg.starts_with(field) && msg.contains("not supported"),
+            "{add}"
+        );
+        assert_eq!(ip_json(&node.ns, &["link", "show"]), links_before);
+        assert_eq!(store_snapshot(&node.state), store_before);
+        let status = node.call("STATUS", "", &config, None, &[]);
+        assert_eq!(status.expect_error("STATUS"), 2, "{status}");
+        node.del("c1", &config, &prev).expect_ok("DEL");
+    }
+}
+
+/// End to end, both families: an OaM client behind an OaM router reaches a
+/// pod through an uplink enslaved in the VRF. The node's main table has no
+/// route to the client, so without gwsteer the pod's replies go nowhere;
+/// with gwsteer (VRF legs, the pod's leak in table 10, a `source` policy
+/// whose gateway is the VRF leg's address) they go back through the VRF to
+/// the router. After DEL they fail again.
+///
+/// The uplink is enslaved by the "operator" (the test) into a VRF it made
+/// beforehand, because gwsteer does not enslave uplinks yet; gwsteer adopts
+/// that VRF (same table) and leaves it at cleanup.
+///
+/// ```text
+///  client 10.40.0.5 ── rtr 10.40.0.1 | 10.30.0.2 ── up0 10.30.0.1 [vrf-oam, table 10]
+///  pod eth0 10.20.0.5 ── veth-pod 10.20.0.1 [node, default VRF]
+///  gl-host 192.169.1.1 ═ gl-vrf 192.169.1.2 (enslaved)          (IPv6 alike)
+/// ```
+#[test]
+fn oam_client_reaches_a_pod_through_the_vrf() {
+    if !in_vrf_guest("oam_client_reaches_a_pod_through_the_vrf") {
+        return;
+    }
+    const T: Duration = Duration::from_secs(8);
+    let lab = Lab::new("vrfe2e");
+    let node = lab.router("node");
+    let pod = lab.netns("pod");
+    let rtr = lab.router("rtr");
+    let client = lab.netns("client");
+
+    lab.veth(&node, "veth-pod", &pod, "eth0");
+    for (ns, dev, a) in [
+        (&node, "veth-pod", "10.20.0.1/24"),
+        (&node, "veth-pod", "fd00:20::1/64"),
+        (&pod, "eth0", "10.20.0.5/24"),
+        (&pod, "eth0", "fd00:20::5/64"),
+    ] {
+        lab.addr(ns, dev, a);
+    }
+    lab.route(&pod, &["add", "default", "via", "10.20.0.1"]);
+    lab.route(&pod, &["add", "default", "via", "fd00:20::1"]);
+
+    // The operator's VRF with the uplink enslaved (addresses after enslaving).
+    lab.ip(
+        &node,
+        ["link", "add", "vrf-oam", "type", "vrf", "table", "10"],
+    );
+    lab.ip(&node, ["link", "set", "dev", "vrf-oam", "up"]);
+    lab.veth(&node, "up0", &rtr, "eth0");
+    lab.ip(&node, ["link", "set", "dev", "up0", "master", "vrf-oam"]);
+    lab.ip(&node, ["link", "set", "dev", "up0", "up"]);
+    lab.addr(&node, "up0", "10.30.0.1/24");
+    lab.addr(&node, "up0", "fd00:30::1/64");
+    lab.addr(&rtr, "eth0", "10.30.0.2/24");
+    lab.addr(&rtr, "eth0", "fd00:30::2/64");
+    lab.veth(&rtr, "eth1", &client, "eth0");
+    lab.addr(&rtr, "eth1", "10.40.0.1/24");
+    lab.addr(&rtr, "eth1", "fd00:40::1/64");
+    lab.addr(&client, "eth0", "10.40.0.5/24");
+    lab.addr(&client, "eth0", "fd00:40::5/64");
+    lab.route(&client, &["add", "default", "via", "10.40.0.1"]);
+    lab.route(&client, &["add", "default", "via", "fd00:40::1"]);
+    lab.route(&rtr, &["add", "10.20.0.0/24", "via", "10.30.0.1"]);
+    lab.route(&rtr, &["add", "fd00:20::/64", "via", "fd00:30::1"]);
+
+    let state = lab.tmpdir().join("state");
+    let mut config = json!({
+        "cniVersion": "1.1.0",
+        "name": "oam-net",
+        "type": "gwsteer",
+        "stateDir": state,
+        "logFile": lab.tmpdir().join("gwsteer.log"),
+        "logLevel": "debug",
+        "steering": [{
+            "name": "oam",
+            "table": 100,
+            "gateways": [
+                {"via": "192.169.1.2", "dev": "gl-host"},
+                {"via": "fd00:169::2", "dev": "gl-host"}
+            ]
+        }],
+        "vrf": vrf_section(json!({
+            "gateways": [{"via": "10.30.0.2"}, {"via": "fd00:30::2"}]
+        }))
+    });
+    config["prevResult"] = json!({
+        "cniVersion": "1.1.0",
+        "interfaces": [
+            {"name": "veth-pod", "mac": "02:00:00:00:01:01"},
+            {"name": "eth0", "mac": "02:00:00:00:02:02", "sandbox": netns_path(&pod)}
+        ],
+        "ips": [
+            {"address": "10.20.0.5/24", "gateway": "10.20.0.1", "interface": 1},
+            {"address": "fd00:20::5/64", "gateway": "fd00:20::1", "interface": 1}
+        ]
+    });
+    let call = |command: &str| {
+        let c = CniCall::new(command, "pod1", "eth0", config.clone())
+            .netns(&netns_path(&pod))
+            .cni_args(&k8s_cni_args("oam", "pod1", "pod1"));
+        invoke(&node, &gwsteer_bin(), &c)
+    };
+    let reaches = |dst: &str| ping(&client, dst, None, false);
+
+    assert!(
+        !reaches("10.20.0.5"),
+        "client reached the pod before gwsteer"
+    );
+    assert!(
+        !reaches("fd00:20::5"),
+        "client reached the pod (v6) before gwsteer"
+    );
+
+    call("ADD").expect_ok("ADD");
+    wait_for("client -> pod over the VRF (IPv4)", T, || {
+        reaches("10.20.0.5")
+    });
+    wait_for("client -> pod over the VRF (IPv6)", T, || {
+        reaches("fd00:20::5")
+    });
+    assert!(ping(&pod, "10.40.0.5", None, false), "pod -> client (IPv4)");
+    assert!(
+        ping(&pod, "fd00:40::5", None, false),
+        "pod -> client (IPv6)"
+    );
+    call("CHECK").expect_ok("CHECK");
+
+    call("DEL").expect_ok("DEL");
+    assert!(
+        !reaches("10.20.0.5"),
+        "client still reaches the pod after DEL"
+    );
+    assert!(
+        !reaches("fd00:20::5"),
+        "client still reaches the pod (v6) after DEL"
+    );
+
+    let state = state.display().to_string();
+    let out = gwsteer_cli(&node, &["cleanup", "--state-dir", &state]);
+    assert!(out.success(), "cleanup:\n{out}");
+    assert!(link(&node, "gl-host").is_none(), "legs left after cleanup");
+    // The operator's VRF and its uplink stay.
+    assert_eq!(link(&node, "up0").unwrap()["master"], "vrf-oam");
 }

@@ -4,6 +4,7 @@
 
 pub mod gateway;
 pub mod reader;
+pub mod vrf;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -120,6 +121,8 @@ pub struct Config {
     pub masquerade_exemption: Option<Exemption>,
     /// `gatewayNetwork` (CONTRACT 3.2).
     pub gateway: Option<gateway::GatewayNetwork>,
+    /// `vrf` (CONTRACT 3.3).
+    pub vrf: Option<vrf::Vrf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -253,12 +256,14 @@ impl Config {
             None => Vec::new(),
             Some(v) => parse_policies(&v)?,
         };
-        if let Some(v) = root.get("vrf") {
-            return Err(Error::new(
-                code::UNSUPPORTED_FIELD,
-                format!("{}: not supported by this gwsteer version yet", v.path),
-            ));
-        }
+        let vrf = match root.get("vrf") {
+            None => None,
+            Some(v) => {
+                let tables: Vec<(String, u32)> =
+                    steering.iter().map(|p| (p.name.clone(), p.table)).collect();
+                Some(vrf::parse(&v, &tables)?)
+            }
+        };
         let pod_args = match root.get("args") {
             None => PodArgs::default(),
             Some(v) => parse_pod_args(&v, &steering)?,
@@ -300,6 +305,11 @@ impl Config {
                     "masqueradeExemption: needs a firewall, but firewallBackend is \"none\"",
                 ));
             }
+            if vrf.as_ref().is_some_and(|v| v.masquerade) {
+                return Err(Error::config(
+                    "vrf.masquerade: needs a firewall, but firewallBackend is \"none\"",
+                ));
+            }
         }
         let prev_result = root.get("prevResult").map(|v| v.value.clone());
         if let Some(v) = root.get("prevResult") {
@@ -330,6 +340,7 @@ impl Config {
             lock_timeout: std::time::Duration::from_millis(u64::from(lock_timeout_ms)),
             masquerade_exemption,
             gateway,
+            vrf,
         })
     }
 
@@ -604,7 +615,7 @@ fn parse_exemption(v: &At) -> Result<Option<Exemption>> {
     Ok(Some(Exemption { cidrs, chains }))
 }
 
-fn parse_gateway(v: &At) -> Result<Gateway> {
+pub(crate) fn parse_gateway(v: &At) -> Result<Gateway> {
     let o = v.object()?;
     o.only(&["via", "dev", "weight"])?;
     let via = o.req("via")?.ip()?;

@@ -330,15 +330,6 @@ fn valid_attachments_are_read_for_gc() {
 }
 
 #[test]
-fn not_yet_supported_sections_say_so() {
-    let mut v = base();
-    v["vrf"] = json!({"name": "vrf-oam", "table": 10});
-    let e = err_of(v);
-    assert_eq!(e.code, code::UNSUPPORTED_FIELD);
-    assert!(e.msg.starts_with("vrf: "), "{}", e.msg);
-}
-
-#[test]
 fn lock_timeout_defaults_to_ten_seconds_and_is_bounded() {
     let c = Config::from_value(&base()).unwrap();
     assert_eq!(c.lock_timeout, std::time::Duration::from_secs(10));
@@ -351,5 +342,264 @@ fn lock_timeout_defaults_to_ten_seconds_and_is_bounded() {
         let e = err_of(v.clone());
         assert_eq!(e.code, code::INVALID_CONFIG);
         assert!(e.msg.starts_with("lockTimeoutMs: "), "{}", e.msg);
+    }
+}
+
+fn with_vrf(vrf: Value) -> Value {
+    let mut v = base();
+    v["vrf"] = vrf;
+    v
+}
+
+fn vrf_base() -> Value {
+    json!({
+        "name": "vrf-oam",
+        "table": 10,
+        "uplinks": ["eth1"],
+        "legs": {
+            "host": {"name": "oam-def", "addresses": ["192.169.1.1/30", "fd00:169::1/64"]},
+            "vrf": {"name": "oam-vrf", "addresses": ["192.169.1.2/30", "fd00:169::2/64"]}
+        },
+        "gateways": [{"via": "10.111.221.21"}]
+    })
+}
+
+#[test]
+fn vrf_parses_with_defaults() {
+    let c = Config::from_value(&with_vrf(vrf_base())).unwrap();
+    let v = c.vrf.unwrap();
+    assert_eq!(v.name, "vrf-oam");
+    assert_eq!(v.table, 10);
+    assert_eq!(v.uplinks, vec!["eth1".to_string()]);
+    assert_eq!(v.host_leg.name, "oam-def");
+    assert_eq!(
+        v.vrf_leg.addresses,
+        vec![
+            "192.169.1.2/30".parse::<IpNet>().unwrap(),
+            "fd00:169::2/64".parse().unwrap()
+        ]
+    );
+    assert_eq!(v.gateways[0].weight, 1);
+    // Only the families that have a gateway get a default destination.
+    assert_eq!(v.destinations, vec!["0.0.0.0/0".parse::<IpNet>().unwrap()]);
+    assert_eq!(v.leak, vrf::Leak::Pod);
+    assert!(!v.masquerade);
+    assert!(v.unreachable_default);
+    assert_eq!(v.entry(Family::V4), Some("192.169.1.2".parse().unwrap()));
+    assert_eq!(v.entry(Family::V6), Some("fd00:169::2".parse().unwrap()));
+}
+
+#[test]
+fn vrf_options_parse() {
+    let mut vrf = vrf_base();
+    vrf["leak"] = json!("cidr");
+    vrf["podCidrs"] = json!(["10.244.0.0/16", "fd00:244::/56"]);
+    vrf["masquerade"] = json!(true);
+    vrf["unreachableDefault"] = json!(false);
+    vrf["gateways"] =
+        json!([{"via": "10.111.221.21", "dev": "eth1", "weight": 3}, {"via": "fd00:221::21"}]);
+    vrf["destinations"] = json!(["10.111.0.0/16", "fd00:111::/48"]);
+    vrf.as_object_mut().unwrap().remove("uplinks");
+    let v = Config::from_value(&with_vrf(vrf)).unwrap().vrf.unwrap();
+    assert_eq!(
+        v.leak,
+        vrf::Leak::Cidr(vec![
+            "10.244.0.0/16".parse().unwrap(),
+            "fd00:244::/56".parse().unwrap()
+        ])
+    );
+    assert!(v.masquerade);
+    assert!(!v.unreachable_default);
+    assert!(v.uplinks.is_empty());
+    assert_eq!(v.gateways[0].dev.as_deref(), Some("eth1"));
+    assert_eq!(v.gateways[0].weight, 3);
+    assert_eq!(v.destinations.len(), 2);
+
+    let mut vrf = vrf_base();
+    vrf["leak"] = json!("none");
+    vrf.as_object_mut().unwrap().remove("gateways");
+    let v = Config::from_value(&with_vrf(vrf)).unwrap().vrf.unwrap();
+    assert_eq!(v.leak, vrf::Leak::None);
+    assert!(v.gateways.is_empty() && v.destinations.is_empty());
+}
+
+/// Each broken `vrf`, and the start of its message.
+#[test]
+fn malformed_vrf_names_the_field() {
+    type Edit = fn(&mut Value);
+    let cases: Vec<(Edit, &str)> = vec![
+        (|v| v["vrf"] = json!("vrf-oam"), "vrf: expected an object"),
+        (|v| v["vrf"]["colour"] = json!(1), "vrf.colour: unknown key"),
+        (
+            |v| {
+                v["vrf"].as_object_mut().unwrap().remove("name");
+            },
+            "vrf.name: required",
+        ),
+        (
+            |v| v["vrf"]["name"] = json!("a-much-too-long-name"),
+            "vrf.name: \"a-much-too-long-name\" is not an interface name",
+        ),
+        (
+            |v| {
+                v["vrf"].as_object_mut().unwrap().remove("table");
+            },
+            "vrf.table: required",
+        ),
+        (
+            |v| v["vrf"]["table"] = json!(0),
+            "vrf.table: 0 is out of range 1…4294967295",
+        ),
+        (
+            |v| v["vrf"]["table"] = json!(254),
+            "vrf.table: 254 is a reserved table (253 default, 254 main, 255 local)",
+        ),
+        (
+            |v| v["vrf"]["table"] = json!(100),
+            "vrf.table: table 100 is already used by steering policy \"oam\"",
+        ),
+        (
+            |v| {
+                v["vrf"].as_object_mut().unwrap().remove("legs");
+            },
+            "vrf.legs: required",
+        ),
+        (
+            |v| {
+                v["vrf"]["legs"].as_object_mut().unwrap().remove("vrf");
+            },
+            "vrf.legs.vrf: required",
+        ),
+        (
+            |v| v["vrf"]["legs"]["host"]["mtu"] = json!(1500),
+            "vrf.legs.host.mtu: unknown key",
+        ),
+        (
+            |v| v["vrf"]["legs"]["host"]["addresses"] = json!([]),
+            "vrf.legs.host.addresses: at least one address is required",
+        ),
+        (
+            |v| v["vrf"]["legs"]["host"]["addresses"][0] = json!("192.169.1.1"),
+            "vrf.legs.host.addresses[0]: \"192.169.1.1\" is not an interface address (address/prefix length, e.g. \"192.169.1.1/30\")",
+        ),
+        (
+            |v| v["vrf"]["legs"]["host"]["addresses"][0] = json!("192.169.1.0/30"),
+            "vrf.legs.host.addresses[0]: 192.169.1.0 is the network address of 192.169.1.0/30, not a host's",
+        ),
+        (
+            |v| v["vrf"]["legs"]["vrf"]["addresses"][0] = json!("192.169.1.3/30"),
+            "vrf.legs.vrf.addresses[0]: 192.169.1.3 is the broadcast address of 192.169.1.0/30, not a host's",
+        ),
+        (
+            |v| v["vrf"]["legs"]["host"]["addresses"][1] = json!("192.169.1.5/30"),
+            "vrf.legs.host.addresses[1]: 192.169.1.5/30 is a second inet address; give one per address family",
+        ),
+        (
+            |v| v["vrf"]["legs"]["vrf"]["name"] = json!("oam-def"),
+            "vrf.legs.vrf.name: \"oam-def\" is the host leg's name too",
+        ),
+        (
+            |v| v["vrf"]["legs"]["host"]["name"] = json!("vrf-oam"),
+            "vrf.legs.host.name: \"vrf-oam\" is the VRF device's name too",
+        ),
+        (
+            |v| v["vrf"]["legs"]["vrf"]["addresses"][0] = json!("192.169.2.2/30"),
+            "vrf.legs.vrf.addresses[0]: 192.169.2.2/30 is not in the host leg's subnet 192.169.1.0/30 (the legs are the two ends of one link)",
+        ),
+        (
+            |v| v["vrf"]["legs"]["vrf"]["addresses"][0] = json!("192.169.1.1/30"),
+            "vrf.legs.vrf.addresses[0]: 192.169.1.1 is the host leg's address too",
+        ),
+        (
+            |v| v["vrf"]["legs"]["vrf"]["addresses"] = json!(["192.169.1.2/30"]),
+            "vrf.legs.vrf.addresses: no inet6 address, but the host leg has fd00:169::1/64; give both legs an address of each family",
+        ),
+        (
+            |v| v["vrf"]["legs"]["host"]["addresses"] = json!(["192.169.1.1/30"]),
+            "vrf.legs.vrf.addresses[1]: fd00:169::2/64 has no inet6 address on the host leg; give both legs an address of each family",
+        ),
+        (
+            |v| v["vrf"]["uplinks"] = json!(["eth1", "eth1"]),
+            "vrf.uplinks[1]: \"eth1\" is listed twice",
+        ),
+        (
+            |v| v["vrf"]["uplinks"] = json!(["oam-vrf"]),
+            "vrf.uplinks[0]: \"oam-vrf\" is the VRF device or one of its legs, not an uplink",
+        ),
+        (
+            |v| v["vrf"]["gateways"][0]["via"] = json!("10.0.0.300"),
+            "vrf.gateways[0].via: \"10.0.0.300\" is not an IP address",
+        ),
+        (
+            |v| v["vrf"]["destinations"] = json!(["fd00::/8"]),
+            "vrf.destinations[0]: fd00::/8 has no gateway of its address family in vrf.gateways",
+        ),
+        (
+            |v| v["vrf"]["leak"] = json!("all"),
+            "vrf.leak: \"all\" is not one of pod, cidr, none",
+        ),
+        (
+            |v| v["vrf"]["leak"] = json!("cidr"),
+            "vrf.podCidrs: required for leak \"cidr\"",
+        ),
+        (
+            |v| {
+                v["vrf"]["leak"] = json!("cidr");
+                v["vrf"]["podCidrs"] = json!([]);
+            },
+            "vrf.podCidrs: at least one CIDR is required for leak \"cidr\"",
+        ),
+        (
+            |v| {
+                v["vrf"]["leak"] = json!("cidr");
+                v["vrf"]["podCidrs"] = json!(["10.244.0.1/16"]);
+            },
+            "vrf.podCidrs[0]: \"10.244.0.1/16\" has host bits set; did you mean \"10.244.0.0/16\"?",
+        ),
+        (
+            |v| {
+                v["vrf"]["leak"] = json!("cidr");
+                v["vrf"]["legs"]["host"]["addresses"] = json!(["192.169.1.1/30"]);
+                v["vrf"]["legs"]["vrf"]["addresses"] = json!(["192.169.1.2/30"]);
+                v["vrf"]["podCidrs"] = json!(["fd00:244::/56"]);
+            },
+            "vrf.podCidrs[0]: fd00:244::/56 has no inet6 address on the legs to be leaked through",
+        ),
+        (
+            |v| v["vrf"]["podCidrs"] = json!(["10.244.0.0/16"]),
+            "vrf.podCidrs: only used with leak \"cidr\" (leak is \"pod\")",
+        ),
+        (
+            |v| v["vrf"]["masquerade"] = json!("yes"),
+            "vrf.masquerade: expected true or false",
+        ),
+        (
+            |v| v["vrf"]["unreachableDefault"] = json!(0),
+            "vrf.unreachableDefault: expected true or false",
+        ),
+        (
+            |v| {
+                v["vrf"]["masquerade"] = json!(true);
+                v["firewallBackend"] = json!("none");
+            },
+            "vrf.masquerade: needs a firewall, but firewallBackend is \"none\"",
+        ),
+    ];
+    for (edit, want) in cases {
+        let mut v = with_vrf(vrf_base());
+        edit(&mut v);
+        let e = err_of(v);
+        // An unknown key is an unsupported field (2), the rest invalid (7).
+        let want_code = if want.ends_with("unknown key") {
+            code::UNSUPPORTED_FIELD
+        } else {
+            code::INVALID_CONFIG
+        };
+        assert_eq!(e.code, want_code, "{want}: {}", e.msg);
+        assert!(
+            e.msg.starts_with(want),
+            "{} does not start with {want}",
+            e.msg
+        );
     }
 }

@@ -11,6 +11,7 @@ impl System {
     pub(super) fn ensure_gateway(&mut self, obj: &Object) -> Result<()> {
         match obj {
             Object::Link { link } => self.net.ensure_link(link),
+            Object::Address { dev, addr } => self.net.ensure_address(dev, addr),
             Object::Fdb { dev, dst } => self.net.ensure_fdb(dev, *dst),
             Object::Mtu {
                 side, ifname, mtu, ..
@@ -38,6 +39,7 @@ impl System {
     pub(super) fn remove_gateway(&mut self, obj: &Object) -> Result<()> {
         match obj {
             Object::Link { link } => self.net.remove_link(link),
+            Object::Address { dev, addr } => self.net.remove_address(dev, addr),
             Object::Fdb { dev, dst } => self.net.remove_fdb(dev, *dst),
             Object::Mtu {
                 side,
@@ -84,6 +86,7 @@ impl System {
     pub(super) fn observe_gateway(&mut self, obj: &Object) -> Result<Presence> {
         match obj {
             Object::Link { link } => self.net.observe_link(link),
+            Object::Address { dev, addr } => self.net.observe_address(dev, addr),
             Object::Fdb { dev, dst } => self.net.observe_fdb(dev, *dst),
             Object::Mtu {
                 side, ifname, mtu, ..

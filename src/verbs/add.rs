@@ -14,6 +14,7 @@ use crate::store::{Record, SCHEMA, Store, now};
 
 pub fn run(config: &Config, env: &Env) -> Result<Value> {
     let started = Instant::now();
+    crate::vrf::admit(config)?;
     let config = &*crate::gateway::resolve(config, env)?;
     let id = env.attachment();
     crate::logging::set_context(format!(
@@ -53,7 +54,10 @@ pub fn run(config: &Config, env: &Env) -> Result<Value> {
     };
     if old.is_none() && plan.pod_objects.is_empty() && plan.groups.is_empty() {
         store.put(&record)?;
-        log::info!("not steered (no policy selects this pod); recorded");
+        log::info!(
+            "not steered (no policy selects this pod); recorded in {} µs",
+            started.elapsed().as_micros()
+        );
         return Ok(result::convert(prev, config.cni_version));
     }
     let mut kernel = new_kernel(env.netns.clone())?;

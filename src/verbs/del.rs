@@ -75,12 +75,22 @@ fn by_record(
     kernel: &mut Option<Box<dyn Kernel>>,
 ) -> Result<()> {
     let id: AttachmentId = env.attachment();
-    crate::logging::set_context(format!("DEL {id} net={network}"));
+    crate::logging::set_context(format!(
+        "DEL {id} net={network} pod={}/{}",
+        env.pod_namespace.as_deref().unwrap_or("-"),
+        env.pod_name.as_deref().unwrap_or("-")
+    ));
     let Some(record) = store.get(&id)? else {
         log::info!("nothing recorded for this attachment; nothing to remove");
         return Ok(());
     };
     let started = std::time::Instant::now();
+    // The runtime may send DEL without K8S_* args: the record knows the pod.
+    crate::logging::set_context(format!(
+        "DEL {id} net={network} pod={}/{}",
+        record.pod_namespace.as_deref().unwrap_or("-"),
+        record.pod_name.as_deref().unwrap_or("-")
+    ));
     if !record.objects.is_empty() || !record.holds.is_empty() {
         let netns = env
             .netns

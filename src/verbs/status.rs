@@ -37,6 +37,7 @@ pub fn run(config: &Config) -> Result<()> {
         })?;
         log::debug!("firewall backend: {backend:?}");
     }
+    crate::vrf::status(config)?;
     log::debug!("ready");
     Ok(())
 }

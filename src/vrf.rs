@@ -1,0 +1,408 @@
+//! The `vrf` section (CONTRACT 3.3) at run time.
+//!
+//! - [`infrastructure`] (pure): the node group `infra.vrf.<name>`, which
+//!   stays until `gwsteer cleanup` (CONTRACT 4): the VRF device bound to its
+//!   table, the unreachable defaults that close the table, the veth legs
+//!   (host leg in the default VRF, VRF leg enslaved) with their addresses,
+//!   `accept_local` on the VRF leg (below), and the `gateways` routes in the
+//!   VRF table.
+//! - [`plan_into`] (pure): the leaks, routes in the VRF table back to the
+//!   default VRF via the host leg: `pod` — a /32 or /128 per address of a
+//!   steered pod, the pod's own objects, gone with its DEL; `cidr` — the
+//!   `podCidrs`, a node group `vrf.<name>.leak` that goes with the last
+//!   attachment.
+//! - [`admit`] / [`status`]: a kernel without VRF gets 103 (ADD) or 50
+//!   (STATUS) naming `CONFIG_NET_VRF`; the parts not made yet are refused
+//!   with 2 (`uplinks`, `masquerade`).
+//!
+//! The local-table quirk. The kernel's VRF guide moves the `local` table's
+//! rule from priority 0 to after the l3mdev rule (1000). gwsteer does not:
+//! steering rules sit at 1000 and up, and with `local` after them a pod's
+//! traffic to the node's own addresses would be steered away. With `local`
+//! at 0, a packet that enters the VRF leg from the host leg has a source
+//! that the local table calls the node's own, and IPv4 drops it as a
+//! martian (not even ARP between the legs works). gwsteer sets
+//! `net.ipv4.conf.<vrf leg>.accept_local = 1` instead: only that device
+//! accepts a local source, and the rules are left alone.
+
+use std::collections::BTreeMap;
+
+use ipnet::IpNet;
+
+use crate::config::Config;
+use crate::config::vrf::{Leak, Vrf};
+use crate::error::{Error, Result, code};
+use crate::links::{LinkKind, LinkSpec};
+use crate::objects::{Family, NextHop, Object, RouteKind, RouteSpec};
+use crate::plan::{Plan, Pod};
+use crate::store::{NodeGroup, SCHEMA};
+
+/// The metric of the unreachable defaults: the largest the kernel's VRF
+/// guide uses, so that any default route an operator adds wins.
+pub const UNREACHABLE_METRIC: u32 = 4_278_198_272;
+
+/// Key of the VRF's infrastructure group.
+pub fn infra_group_key(vrf: &Vrf) -> String {
+    format!("{}vrf.{}", crate::gateway::INFRA_PREFIX, vrf.name)
+}
+
+/// Key of the `leak: cidr` routes' group.
+pub fn leak_group_key(vrf: &Vrf) -> String {
+    format!("vrf.{}.leak", vrf.name)
+}
+
+fn link(name: &str, kind: LinkKind, master: Option<&str>) -> Object {
+    Object::Link {
+        link: LinkSpec {
+            name: name.to_string(),
+            kind,
+            mtu: None,
+            master: master.map(str::to_string),
+        },
+    }
+}
+
+/// A route in the VRF table back to the default VRF: via the host leg's
+/// address of its family, out of the VRF leg. `None` when the legs have no
+/// address of that family.
+fn leak_route(vrf: &Vrf, dst: IpNet) -> Option<Object> {
+    let via = vrf.host_leg.address_of(Family::of_net(&dst))?.addr();
+    Some(Object::node_route(RouteSpec {
+        dst,
+        table: vrf.table,
+        kind: RouteKind::Unicast,
+        nexthops: vec![NextHop {
+            via,
+            dev: Some(vrf.vrf_leg.name.clone()),
+            weight: 1,
+        }],
+        dev: None,
+        metric: None,
+    }))
+}
+
+/// The infrastructure objects, in the order they are made (removed in reverse).
+pub fn infrastructure(vrf: &Vrf) -> Vec<Object> {
+    let mut objects = vec![link(&vrf.name, LinkKind::Vrf { table: vrf.table }, None)];
+    if vrf.unreachable_default {
+        for dst in ["0.0.0.0/0", "::/0"] {
+            objects.push(Object::node_route(RouteSpec {
+                dst: dst.parse().expect("a default CIDR"),
+                table: vrf.table,
+                kind: RouteKind::Unreachable,
+                nexthops: Vec::new(),
+                dev: None,
+                metric: Some(UNREACHABLE_METRIC),
+            }));
+        }
+    }
+    let (host, leg) = (&vrf.host_leg, &vrf.vrf_leg);
+    objects.push(link(
+        &host.name,
+        LinkKind::Veth {
+            peer: leg.name.clone(),
+        },
+        None,
+    ));
+    objects.push(link(
+        &leg.name,
+        LinkKind::Veth {
+            peer: host.name.clone(),
+        },
+        Some(&vrf.name),
+    ));
+    if leg.address_of(Family::V4).is_some() {
+        objects.push(Object::sysctl(
+            &format!("net.ipv4.conf.{}.accept_local", leg.name),
+            "1",
+        ));
+    }
+    for l in [host, leg] {
+        objects.extend(l.addresses.iter().map(|a| Object::Address {
+            dev: l.name.clone(),
+            addr: *a,
+        }));
+    }
+    for dst in &vrf.destinations {
+        let family = Family::of_net(dst);
+        let nexthops: Vec<NextHop> = vrf
+            .gateways
+            .iter()
+            .filter(|g| Family::of(&g.via) == family)
+            .map(|g| NextHop {
+                via: g.via,
+                dev: g.dev.clone(),
+                weight: g.weight,
+            })
+            .collect();
+        objects.push(Object::node_route(RouteSpec {
+            dst: *dst,
+            table: vrf.table,
+            kind: RouteKind::Unicast,
+            nexthops,
+            dev: None,
+            metric: None,
+        }));
+    }
+    objects
+}
+
+/// Whether the VRF leaks this pod's addresses (`leak: pod`): pods that a
+/// steering policy selects; with no steering policies at all, every pod of
+/// the network (its traffic reaches the VRF some other way).
+fn steered(config: &Config, pod: &Pod) -> bool {
+    config.steering.is_empty() || !crate::plan::selected(config, pod).is_empty()
+}
+
+/// Adds the VRF's groups and this pod's leak routes to `out`.
+pub fn plan_into(config: &Config, pod: &Pod, out: &mut Plan) {
+    let Some(vrf) = &config.vrf else {
+        return;
+    };
+    out.groups.push(NodeGroup {
+        schema: SCHEMA,
+        key: infra_group_key(vrf),
+        objects: infrastructure(vrf),
+        restore: BTreeMap::new(),
+    });
+    match &vrf.leak {
+        Leak::None => {}
+        Leak::Pod => {
+            if steered(config, pod) {
+                out.pod_objects.extend(pod.addresses.iter().filter_map(|a| {
+                    let host = IpNet::new(a.address.addr(), a.address.max_prefix_len())
+                        .expect("a host prefix");
+                    leak_route(vrf, host)
+                }));
+            }
+        }
+        Leak::Cidr(cidrs) => out.groups.push(NodeGroup {
+            schema: SCHEMA,
+            key: leak_group_key(vrf),
+            objects: cidrs.iter().filter_map(|c| leak_route(vrf, *c)).collect(),
+            restore: BTreeMap::new(),
+        }),
+    }
+}
+
+/// The parts of a `vrf` section gwsteer does not make yet: code 2.
+fn not_yet(vrf: &Vrf) -> Result<()> {
+    if !vrf.uplinks.is_empty() {
+        return Err(Error::new(
+            code::UNSUPPORTED_FIELD,
+            "vrf.uplinks: enslaving uplinks is not supported by this gwsteer version yet \
+             (enslave them yourself, `ip link set dev UPLINK master VRF`, and leave uplinks out)",
+        ));
+    }
+    if vrf.masquerade {
+        return Err(Error::new(
+            code::UNSUPPORTED_FIELD,
+            "vrf.masquerade: not supported by this gwsteer version yet",
+        ));
+    }
+    Ok(())
+}
+
+/// ADD: a `vrf` section needs kernel VRF (103) and only parts gwsteer makes (2).
+pub fn admit(config: &Config) -> Result<()> {
+    let Some(vrf) = &config.vrf else {
+        return Ok(());
+    };
+    crate::kernel::require_vrf()?;
+    not_yet(vrf)
+}
+
+/// STATUS: 50 on a kernel without VRF, 2 for the parts gwsteer does not make yet.
+pub fn status(config: &Config) -> Result<()> {
+    let Some(vrf) = &config.vrf else {
+        return Ok(());
+    };
+    crate::kernel::require_vrf().map_err(|e| {
+        Error::new(code::NOT_AVAILABLE, format!("vrf: {}", e.msg)).with_details(e.details)
+    })?;
+    not_yet(vrf)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::cni::result::PodAddress;
+
+    fn config(steering: Value, vrf: Value) -> Config {
+        Config::from_value(&json!({
+            "cniVersion": "1.0.0", "name": "net", "type": "gwsteer",
+            "steering": steering, "vrf": vrf
+        }))
+        .unwrap()
+    }
+
+    fn vrf(extra: Value) -> Value {
+        let mut v = json!({
+            "name": "vrf-oam", "table": 10,
+            "legs": {
+                "host": {"name": "gl-host", "addresses": ["192.169.1.1/30", "fd00:169::1/64"]},
+                "vrf": {"name": "gl-vrf", "addresses": ["192.169.1.2/30", "fd00:169::2/64"]}
+            },
+            "gateways": [{"via": "10.30.0.2"}, {"via": "10.30.0.3", "weight": 2}]
+        });
+        if let Value::Object(m) = extra {
+            for (k, x) in m {
+                v[k] = x;
+            }
+        }
+        v
+    }
+
+    fn pod(ns: &str, addrs: &[&str]) -> Pod {
+        Pod {
+            namespace: Some(ns.into()),
+            name: Some("p".into()),
+            addresses: addrs
+                .iter()
+                .map(|a| PodAddress {
+                    address: a.parse().unwrap(),
+                    gateway: None,
+                    interface: Some("eth0".into()),
+                })
+                .collect(),
+        }
+    }
+
+    fn texts(objects: &[Object]) -> Vec<String> {
+        objects.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn infrastructure_in_order() {
+        let c = config(json!([]), vrf(json!({})));
+        let plan = crate::plan::plan(&c, &pod("a", &["10.244.1.5/24"]), None);
+        let infra = &plan.groups[0];
+        assert_eq!(infra.key, "infra.vrf.vrf-oam");
+        assert!(crate::gateway::is_infrastructure(&infra.key));
+        let t = texts(&infra.objects);
+        assert_eq!(t[0], "link vrf-oam type vrf table 10");
+        assert_eq!(
+            t[1],
+            "inet route unreachable default table 10 metric 4278198272"
+        );
+        assert_eq!(
+            t[2],
+            "inet6 route unreachable default table 10 metric 4278198272"
+        );
+        assert_eq!(t[3], "link gl-host type veth peer gl-vrf");
+        assert_eq!(t[4], "link gl-vrf type veth peer gl-host master vrf-oam");
+        assert_eq!(t[5], "sysctl net.ipv4.conf.gl-vrf.accept_local = 1");
+        assert_eq!(
+            t[6..10],
+            [
+                "address 192.169.1.1/30 dev gl-host",
+                "address fd00:169::1/64 dev gl-host",
+                "address 192.169.1.2/30 dev gl-vrf",
+                "address fd00:169::2/64 dev gl-vrf"
+            ]
+        );
+        // One multipath route for the IPv4 default (only IPv4 gateways).
+        assert_eq!(t.len(), 11, "{t:?}");
+        let Object::Route { spec, .. } = &infra.objects[10] else {
+            panic!("{t:?}")
+        };
+        assert_eq!(spec.table, 10);
+        assert_eq!(spec.dst, "0.0.0.0/0".parse::<IpNet>().unwrap());
+        assert_eq!(spec.nexthops.len(), 2);
+        assert_eq!(spec.nexthops[1].weight, 2);
+    }
+
+    #[test]
+    fn unreachable_default_can_be_left_out() {
+        let c = config(json!([]), vrf(json!({"unreachableDefault": false})));
+        let infra = infrastructure(c.vrf.as_ref().unwrap());
+        assert!(!texts(&infra).iter().any(|t| t.contains("unreachable")));
+    }
+
+    #[test]
+    fn pod_leaks_are_host_routes_via_the_host_leg() {
+        let c = config(json!([]), vrf(json!({})));
+        let plan = crate::plan::plan(&c, &pod("a", &["10.244.1.5/24", "fd00:244::5/64"]), None);
+        let leaks: Vec<&RouteSpec> = plan
+            .pod_objects
+            .iter()
+            .filter_map(|o| match o {
+                Object::Route { spec, .. } => Some(spec),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(leaks.len(), 2);
+        assert_eq!(leaks[0].dst, "10.244.1.5/32".parse::<IpNet>().unwrap());
+        assert_eq!(leaks[0].table, 10);
+        assert_eq!(
+            leaks[0].nexthops[0].via,
+            "192.169.1.1".parse::<std::net::IpAddr>().unwrap()
+        );
+        assert_eq!(leaks[0].nexthops[0].dev.as_deref(), Some("gl-vrf"));
+        assert_eq!(leaks[1].dst, "fd00:244::5/128".parse::<IpNet>().unwrap());
+        assert_eq!(
+            leaks[1].nexthops[0].via,
+            "fd00:169::1".parse::<std::net::IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn only_steered_pods_leak_when_there_are_policies() {
+        let steering = json!([{
+            "name": "oam", "table": 100, "namespaces": ["oam"],
+            "gateways": [{"via": "192.169.1.2", "dev": "gl-host"}]
+        }]);
+        let c = config(steering, vrf(json!({})));
+        let leaks = |ns: &str| {
+            crate::plan::plan(&c, &pod(ns, &["10.244.1.5/24"]), None)
+                .pod_objects
+                .iter()
+                .filter(|o| matches!(o, Object::Route { spec, .. } if spec.table == 10))
+                .count()
+        };
+        assert_eq!(leaks("oam"), 1);
+        assert_eq!(leaks("other"), 0);
+    }
+
+    #[test]
+    fn cidr_leak_is_a_node_group_and_leak_none_has_nothing() {
+        let c = config(
+            json!([]),
+            vrf(json!({"leak": "cidr", "podCidrs": ["10.244.0.0/16"]})),
+        );
+        let plan = crate::plan::plan(&c, &pod("a", &["10.244.1.5/24"]), None);
+        assert!(plan.pod_objects.is_empty());
+        assert_eq!(plan.groups[1].key, "vrf.vrf-oam.leak");
+        assert!(!crate::gateway::is_infrastructure(&plan.groups[1].key));
+        assert_eq!(plan.groups[1].objects.len(), 1);
+        let c = config(json!([]), vrf(json!({"leak": "none"})));
+        let plan = crate::plan::plan(&c, &pod("a", &["10.244.1.5/24"]), None);
+        assert!(plan.pod_objects.is_empty());
+        assert_eq!(plan.groups.len(), 1);
+    }
+
+    #[test]
+    fn the_vrf_table_is_not_owned() {
+        let c = config(
+            json!([{"name": "oam", "table": 100, "gateways": [{"via": "192.169.1.2"}]}]),
+            vrf(json!({"leak": "cidr", "podCidrs": ["10.244.0.0/16"]})),
+        );
+        let plan = crate::plan::plan(&c, &pod("a", &["10.244.1.5/24"]), None);
+        let owned = crate::reconcile::owned_tables(&plan.groups);
+        assert!(owned.contains(&100) && !owned.contains(&10), "{owned:?}");
+    }
+
+    #[test]
+    fn uplinks_and_masquerade_are_not_supported_yet() {
+        for extra in [json!({"uplinks": ["eth1"]}), json!({"masquerade": true})] {
+            let c = config(json!([]), vrf(extra));
+            let e = not_yet(c.vrf.as_ref().unwrap()).unwrap_err();
+            assert_eq!(e.code, code::UNSUPPORTED_FIELD);
+            assert!(e.msg.starts_with("vrf."), "{e}");
+        }
+        let c = config(json!([]), vrf(json!({})));
+        not_yet(c.vrf.as_ref().unwrap()).unwrap();
+    }
+}

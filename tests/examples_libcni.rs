@@ -1,0 +1,487 @@
+//! Every example in conflist-examples/ run by Debian's libcni (the library
+//! containerd, CRI-O and podman use; up to cniVersion 1.0.0) in network
+//! namespaces: ADD, CHECK (from 0.4.0 on; libcni refuses it at 0.3.1), DEL,
+//! and nothing of gwsteer's left after DEL.
+//!
+//! Each example gets a small node built with the interfaces, addresses and
+//! gateways it names (eth1 facing its router, eth0 with the default route),
+//! so the files run as they are. The one test-only rewrite ([`for_test`]):
+//! gwsteer's `stateDir` and `logFile` and host-local's `dataDir` point into
+//! the test's temp dir, never at the node's /run, /var/log or /var/lib.
+//! The Multus NetworkAttachmentDefinition's embedded config is extracted from
+//! its `config: |` block and run the same way, the router pod with the
+//! `args.cni.gwsteer.role` Multus makes of its cni-args and host-local's `IP`
+//! argument standing in for Multus' `ips`.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use serde_json::{Value, json};
+
+fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("conflist-examples")
+}
+
+fn load(file: &str) -> Value {
+    let path = examples_dir().join(file);
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: not JSON: {e}", path.display()))
+}
+
+/// The JSON of a NetworkAttachmentDefinition's `spec.config: |` block: the
+/// lines indented deeper than `config:` that follow it.
+fn nad_config(yaml: &str) -> Value {
+    let mut lines = yaml.lines();
+    let key = lines
+        .by_ref()
+        .find(|l| l.trim_start().starts_with("config: |"))
+        .expect("a `config: |` block");
+    let key_indent = key.len() - key.trim_start().len();
+    let mut block = String::new();
+    for l in lines {
+        let indent = l.len() - l.trim_start().len();
+        if !l.trim().is_empty() && indent <= key_indent {
+            break;
+        }
+        block.push_str(l);
+        block.push('\n');
+    }
+    serde_json::from_str(&block)
+        .unwrap_or_else(|e| panic!("config block is not JSON ({e}):\n{block}"))
+}
+
+/// The test-only rewrite: state, log and IPAM files into the lab's temp dir.
+fn for_test(lab: &Lab, mut conf: Value) -> Value {
+    for p in conf["plugins"].as_array_mut().expect("plugins") {
+        if p["type"] == "gwsteer" {
+            p["stateDir"] = json!(lab.subdir("state"));
+            p["logFile"] = json!(lab.tmpdir().join("gwsteer.log"));
+        }
+        if p["ipam"]["type"] == "host-local" {
+            p["ipam"]["dataDir"] = json!(lab.subdir("ipam"));
+        }
+    }
+    conf
+}
+
+/// A pod attached to `node` by the example conflist at `file`.
+struct Run<'a> {
+    lab: &'a Lab,
+    node: String,
+    conflist: PathBuf,
+    cache: PathBuf,
+    version: String,
+}
+
+impl<'a> Run<'a> {
+    fn new(lab: &'a Lab, node: &str, conf: &Value, file_name: &str) -> Run<'a> {
+        let conf = for_test(lab, conf.clone());
+        let conflist = lab.tmpdir().join(file_name);
+        write_json(&conflist, &conf);
+        Run {
+            lab,
+            node: node.to_string(),
+            conflist,
+            cache: lab.subdir("cni-cache"),
+            version: conf["cniVersion"].as_str().unwrap().to_string(),
+        }
+    }
+
+    fn op(&self, op: &str, pod: &str, cid: &str, ifname: &str, args: &str) -> CniOutcome {
+        libcni(
+            &self.node,
+            op,
+            &self.conflist,
+            &netns_path(pod),
+            cid,
+            ifname,
+            Some(args),
+            &self.cache,
+        )
+    }
+
+    /// ADD then CHECK; the ADD result.
+    fn add_check(&self, pod: &str, cid: &str, ifname: &str, args: &str) -> Value {
+        let result = self
+            .op("add", pod, cid, ifname, args)
+            .expect_ok(&format!("libcni ADD {cid} ({})", self.conflist.display()));
+        assert_eq!(result["cniVersion"], self.version.as_str(), "{result}");
+        let checked = self.op("check", pod, cid, ifname, args);
+        if self.version == "0.3.1" {
+            assert!(
+                !checked.success(),
+                "libcni refuses CHECK at 0.3.1: {checked}"
+            );
+        } else {
+            checked.expect_ok(&format!("libcni CHECK {cid}"));
+        }
+        result
+    }
+
+    fn del(&self, pod: &str, cid: &str, ifname: &str, args: &str) {
+        self.op("del", pod, cid, ifname, args)
+            .expect_ok(&format!("libcni DEL {cid}"));
+    }
+
+    /// No attachment record and no gwsteer rule (protocol 211) left.
+    fn assert_clean(&self) {
+        let records = self.lab.subdir("state");
+        let left: Vec<String> = walk(&records)
+            .into_iter()
+            .filter(|p| p.contains("/attachments/") && p.ends_with(".json"))
+            .collect();
+        assert!(left.is_empty(), "records left after DEL: {left:?}");
+        for family in [Family::V4, Family::V6] {
+            let ours: Vec<Value> = rules(&self.node, family)
+                .into_iter()
+                .filter(|r| r["protocol"] == "211")
+                .collect();
+            assert!(ours.is_empty(), "gwsteer rules left after DEL: {ours:?}");
+        }
+    }
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p.display().to_string());
+            }
+        }
+    }
+    out
+}
+
+fn rules(ns: &str, family: Family) -> Vec<Value> {
+    match ip_json(ns, &["-N", family.flag(), "rule"]) {
+        Value::Array(a) => a,
+        other => panic!("ip rule: {other}"),
+    }
+}
+
+fn our_rules(ns: &str) -> Vec<Value> {
+    [Family::V4, Family::V6]
+        .into_iter()
+        .flat_map(|f| rules(ns, f))
+        .filter(|r| r["protocol"] == "211")
+        .collect()
+}
+
+/// A node with `eth1` (addresses `eth1`) towards a router namespace that
+/// holds `router` (addresses), and `eth0` to an upstream with the default
+/// route.
+fn node_with_eth1(lab: &Lab, eth1: &[&str], router: &[&str]) -> String {
+    let node = lab.router("node");
+    let up = lab.netns("up");
+    let rtr = lab.netns("rtr");
+    lab.veth(&node, "eth0", &up, "eth0");
+    lab.addr(&node, "eth0", "10.0.0.11/24");
+    lab.addr(&up, "eth0", "10.0.0.1/24");
+    lab.route(&node, &["add", "default", "via", "10.0.0.1"]);
+    lab.veth(&node, "eth1", &rtr, "eth0");
+    for a in eth1 {
+        lab.addr(&node, "eth1", a);
+    }
+    for a in router {
+        lab.addr(&rtr, "eth0", a);
+    }
+    node
+}
+
+fn pod_ips(result: &Value) -> Vec<String> {
+    result["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            i["address"]
+                .as_str()
+                .unwrap()
+                .split('/')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+/// Source steering of namespace `oam` (10- and 40-): the pod's addresses get
+/// rules to table 100 while attached, a pod of another namespace none.
+fn source_oam(tag: &str, file: &str, eth1: &[&str], router: &[&str]) {
+    let lab = Lab::new(tag);
+    let node = node_with_eth1(&lab, eth1, router);
+    let run = Run::new(&lab, &node, &load(file), file);
+    let pod = lab.netns("pod");
+    let other = lab.netns("other");
+    let args = k8s_cni_args("oam", "web-0", "c1");
+    let other_args = k8s_cni_args("default", "web-1", "c2");
+    let result = run.add_check(&pod, "c1", "eth0", &args);
+    run.add_check(&other, "c2", "eth0", &other_args);
+    let ours = our_rules(&node);
+    for ip in pod_ips(&result) {
+        assert!(
+            ours.iter()
+                .any(|r| r["src"] == ip.as_str() && r["table"] == "100"),
+            "{file}: no rule from {ip} to table 100: {ours:?}"
+        );
+    }
+    assert_eq!(
+        ours.iter().filter(|r| r["table"] == "100").count(),
+        pod_ips(&result).len(),
+        "{file}: only the oam pod is steered: {ours:?}"
+    );
+    run.del(&pod, "c1", "eth0", &args);
+    run.del(&other, "c2", "eth0", &other_args);
+    run.assert_clean();
+}
+
+#[test]
+fn example_10_bridge_source_oam() {
+    source_oam(
+        "ex10",
+        "10-bridge-source-oam.conflist",
+        &["192.168.2.2/24", "fd00:2::2/64"],
+        &["192.168.2.1/24", "fd00:2::1/64"],
+    );
+}
+
+#[test]
+fn example_40_kindnet_ptp_second_nic() {
+    source_oam(
+        "ex40",
+        "40-kindnet-ptp-second-nic.conflist",
+        &["172.19.0.2/16"],
+        &["172.19.0.1/16"],
+    );
+}
+
+#[test]
+fn example_20_ptp_source_multipath() {
+    let lab = Lab::new("ex20");
+    let node = node_with_eth1(
+        &lab,
+        &["172.28.4.129/25"],
+        &["172.28.4.130/25", "172.28.4.131/25"],
+    );
+    let file = "20-ptp-source-multipath.conflist";
+    let run = Run::new(&lab, &node, &load(file), file);
+    let pod = lab.netns("pod");
+    let args = k8s_cni_args("default", "lb-0", "c1");
+    let result = run.add_check(&pod, "c1", "eth0", &args);
+    let table = ip_json(&node, &["route", "show", "table", "1000020"]);
+    assert_eq!(
+        table[0]["nexthops"].as_array().map(|h| h.len()),
+        Some(2),
+        "one multipath route over both peers: {table}"
+    );
+    // explain shows the multipath route and its weights (100 each), for a
+    // reply arriving from the pod on ptp's host-side veth.
+    let host_veth = result["interfaces"][0]["name"].as_str().unwrap();
+    let pod_ip = &pod_ips(&result)[0];
+    let out = gwsteer_cli(
+        &node,
+        &[
+            "explain",
+            "198.51.100.7",
+            "--from",
+            pod_ip,
+            "--iif",
+            host_veth,
+            "--json",
+        ],
+    );
+    let v: Value =
+        serde_json::from_str(out.stdout_raw.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["table"], 1000020, "{v}");
+    assert_eq!(v["rule"]["priority"], 20, "{v}");
+    assert_eq!(v["rule"]["gwsteer"], true, "{v}");
+    assert_eq!(
+        v["route"]["nexthops"],
+        json!([
+            {"via": "172.28.4.130", "dev": "eth1", "weight": 100},
+            {"via": "172.28.4.131", "dev": "eth1", "weight": 100},
+        ]),
+        "{v}"
+    );
+    run.del(&pod, "c1", "eth0", &args);
+    run.assert_clean();
+}
+
+/// A node-level rule `fwmark <mark> lookup <table>` of gwsteer's.
+fn assert_fwmark_rule(node: &str, mark: &str, table: &str) {
+    let ours = our_rules(node);
+    assert!(
+        ours.iter()
+            .any(|r| r["fwmark"] == mark && r["table"] == table),
+        "no gwsteer rule fwmark {mark} lookup {table}: {ours:?}"
+    );
+}
+
+#[test]
+fn example_50_flannel_bridge_egress_mark() {
+    let lab = Lab::new("ex50");
+    let node = node_with_eth1(&lab, &["192.168.3.2/24"], &["192.168.3.1/24"]);
+    let file = "50-flannel-bridge-egress-mark.conflist";
+    let run = Run::new(&lab, &node, &load(file), file);
+    let pod = lab.netns("pod");
+    let args = k8s_cni_args("default", "app-0", "c1");
+    run.add_check(&pod, "c1", "eth0", &args);
+    assert_fwmark_rule(&node, "0x1e", "120");
+    run.del(&pod, "c1", "eth0", &args);
+    run.assert_clean();
+}
+
+#[test]
+fn example_60_bridge_connmark_oam_return() {
+    let lab = Lab::new("ex60");
+    let node = node_with_eth1(
+        &lab,
+        &["192.168.2.2/24", "fd00:2::2/64"],
+        &["192.168.2.1/24", "fd00:2::1/64"],
+    );
+    // connmark needs loose reverse-path filtering on the ingress interface.
+    lab.sysctl(&node, "net.ipv4.conf.eth1.rp_filter", "2");
+    let file = "60-bridge-connmark-oam-return.conflist";
+    let run = Run::new(&lab, &node, &load(file), file);
+    let pod = lab.netns("pod");
+    let args = k8s_cni_args("default", "oam-0", "c1");
+    let result = run.add_check(&pod, "c1", "eth0", &args);
+    assert_fwmark_rule(&node, "0x14", "110");
+    // explain with the connection's mark: gwsteer's fwmark rule, table 110,
+    // router on eth1; without it, the main table.
+    let pod_ip = &pod_ips(&result)[0];
+    let explain = |mark: Option<&str>| -> Value {
+        let mut a = vec![
+            "explain", "10.2.0.2", "--from", pod_ip, "--iif", "cni0", "--json",
+        ];
+        if let Some(m) = mark {
+            a.extend(["--mark", m]);
+        }
+        let out = gwsteer_cli(&node, &a);
+        serde_json::from_str(out.stdout_raw.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+    };
+    let v = explain(Some("0x14"));
+    assert_eq!(v["rule"]["gwsteer"], true, "{v}");
+    assert_eq!(v["rule"]["selectors"]["fwmark"], "0x14", "{v}");
+    assert_eq!(v["table"], 110, "{v}");
+    assert_eq!(v["chosen"]["via"], "192.168.2.1", "{v}");
+    assert_eq!(v["chosen"]["dev"], "eth1", "{v}");
+    let v = explain(None);
+    assert_eq!(v["tableName"], "main", "{v}");
+    assert_eq!(v["chosen"]["dev"], "eth0", "{v}");
+    run.del(&pod, "c1", "eth0", &args);
+    run.assert_clean();
+}
+
+/// A pod with its primary network (eth0, default route) already there, as
+/// a Multus secondary attachment finds it.
+fn pod_with_eth0(lab: &Lab, name: &str, addr: &str) -> String {
+    let pod = lab.netns(name);
+    let far = lab.netns(&format!("{name}-up"));
+    lab.veth(&pod, "eth0", &far, "eth0");
+    lab.addr(&pod, "eth0", &format!("{addr}/24"));
+    let gw = format!("{}.1", addr.rsplit_once('.').unwrap().0);
+    lab.addr(&far, "eth0", &format!("{gw}/24"));
+    lab.route(&pod, &["add", "default", "via", &gw]);
+    pod
+}
+
+/// The gateway network (30- and the Multus NAD): a client and a router pod
+/// on `gwbr0` with its VXLAN; the client's default goes via the router.
+fn gateway_network(tag: &str, conf: Value, file_name: &str) {
+    let lab = Lab::new(tag);
+    // The node's underlay address is one of the example's remotes.
+    let node = node_with_eth1(&lab, &["192.168.2.2/24"], &["192.168.2.1/24"]);
+    let mut router_conf = conf.clone();
+    for p in router_conf["plugins"].as_array_mut().unwrap() {
+        // What Multus makes of the pod's cni-args.
+        p["args"] = json!({"cni": {"gwsteer": {"role": "router"}}});
+    }
+    let run = Run::new(&lab, &node, &conf, file_name);
+    let router_run = Run::new(&lab, &node, &router_conf, &format!("router-{file_name}"));
+    let client = pod_with_eth0(&lab, "client", "10.98.0.2");
+    let router = pod_with_eth0(&lab, "router", "10.99.0.2");
+    let client_args = k8s_cni_args("default", "client", "c1");
+    let router_args = format!(
+        "{};IP=192.168.50.254",
+        k8s_cni_args("default", "router", "r1")
+    );
+    let r = router_run.add_check(&router, "r1", "net1", &router_args);
+    assert_eq!(pod_ips(&r), vec!["192.168.50.254"], "{r}");
+    run.add_check(&client, "c1", "net1", &client_args);
+    assert!(
+        try_ip(&node, ["link", "show", "gwvx0"]).is_ok(),
+        "{file_name}: the VXLAN gwvx0"
+    );
+    let routes = ip_json(&client, &["route", "show", "default"]);
+    assert!(
+        routes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["gateway"] == "192.168.50.254" && r["dev"] == "net1"),
+        "{file_name}: the client's default via the router: {routes}"
+    );
+    run.del(&client, "c1", "net1", &client_args);
+    router_run.del(&router, "r1", "net1", &router_args);
+    run.assert_clean();
+    let back = ip_json(&client, &["route", "show", "default"]);
+    assert_eq!(back[0]["gateway"], "10.98.0.1", "{back}");
+}
+
+#[test]
+fn example_30_bridge_gateway_network() {
+    let file = "30-bridge-gateway-network.conflist";
+    gateway_network("ex30", load(file), file);
+}
+
+#[test]
+fn example_70_multus_nad_gateway_network() {
+    let file = "70-multus-gateway-network-nad.yaml";
+    let yaml = fs::read_to_string(examples_dir().join(file)).unwrap();
+    assert!(yaml.contains("kind: NetworkAttachmentDefinition"));
+    let conf = nad_config(&yaml);
+    // The embedded config's gwsteer entry validates as a runtime builds it.
+    let mut ours = conf["plugins"][1].clone();
+    ours["cniVersion"] = conf["cniVersion"].clone();
+    ours["name"] = conf["name"].clone();
+    gwsteer::config::Config::from_value(&ours).unwrap_or_else(|e| panic!("{file}: {e}"));
+    gateway_network("ex70", conf, "70-nad.conflist");
+}
+
+/// Every example has its test above (a new example needs one), and every
+/// conflist's version is one libcni 1.1.2 runs.
+#[test]
+fn every_example_is_run_by_libcni() {
+    let covered = [
+        "10-bridge-source-oam.conflist",
+        "20-ptp-source-multipath.conflist",
+        "30-bridge-gateway-network.conflist",
+        "40-kindnet-ptp-second-nic.conflist",
+        "50-flannel-bridge-egress-mark.conflist",
+        "60-bridge-connmark-oam-return.conflist",
+        "70-multus-gateway-network-nad.yaml",
+    ];
+    let mut found: Vec<String> = fs::read_dir(examples_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".conflist") || n.ends_with(".yaml"))
+        .collect();
+    found.sort();
+    assert_eq!(found, covered, "every example needs a test here");
+    for f in covered.iter().filter(|f| f.ends_with(".conflist")) {
+        let v = load(f);
+        assert!(
+            ["0.3.0", "0.3.1", "0.4.0", "1.0.0"].contains(&v["cniVersion"].as_str().unwrap()),
+            "{f}: cniVersion beyond libcni 1.1.2"
+        );
+    }
+}

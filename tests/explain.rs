@@ -1,0 +1,184 @@
+//! `gwsteer explain` in the asymmetric topology (`tests/asym`): a pod's reply
+//! to client B, arriving on cni0, leaves by table main and router A before
+//! steering, and by gwsteer's rule 1000, table 100 and router B after ADD.
+//! The `--json` report's structure and the words of the text form are checked.
+
+mod asym;
+mod common;
+
+use asym::*;
+use common::*;
+use serde_json::{Value, json};
+
+const NET: &str = "explain-net";
+
+fn explain_json(node: &str, args: &[&str]) -> (i32, Value) {
+    let mut full = vec!["explain"];
+    full.extend_from_slice(args);
+    full.push("--json");
+    let out = gwsteer_cli(node, &full);
+    let v = serde_json::from_str(out.stdout_raw.trim())
+        .unwrap_or_else(|e| panic!("explain --json is not JSON ({e}):\n{out}"));
+    (out.exit_code, v)
+}
+
+fn explain_text(node: &str, args: &[&str]) -> String {
+    let mut full = vec!["explain"];
+    full.extend_from_slice(args);
+    let out = gwsteer_cli(node, &full);
+    assert_eq!(out.exit_code, 0, "{out}");
+    out.stdout_raw
+}
+
+/// The report's shape: every documented key is there with its JSON type.
+fn assert_shape(v: &Value) {
+    for key in [
+        "query",
+        "rule",
+        "table",
+        "tableName",
+        "route",
+        "chosen",
+        "rulesMatched",
+    ] {
+        assert!(v.get(key).is_some(), "no {key} in {v}");
+    }
+    for key in ["dst", "from", "iif", "mark"] {
+        assert!(v["query"].get(key).is_some(), "no query.{key} in {v}");
+    }
+    for key in [
+        "priority",
+        "selectors",
+        "action",
+        "table",
+        "protocol",
+        "gwsteer",
+        "text",
+    ] {
+        assert!(v["rule"].get(key).is_some(), "no rule.{key} in {v}");
+    }
+    for key in ["dst", "type", "table", "protocol", "gwsteer", "nexthops"] {
+        assert!(v["route"].get(key).is_some(), "no route.{key} in {v}");
+    }
+    assert!(v["route"]["nexthops"].is_array(), "{v}");
+    for key in ["via", "dev", "src"] {
+        assert!(v["chosen"].get(key).is_some(), "no chosen.{key} in {v}");
+    }
+}
+
+#[test]
+fn explain_names_main_and_router_a_before_and_gwsteer_table_100_and_router_b_after() {
+    let lab = Lab::new("explain");
+    let t = Topo::build(&lab);
+    let plain = conflist(&lab, NET, "1.0.0", None);
+    let steer = conflist(
+        &lab,
+        NET,
+        "1.0.0",
+        Some(json!({"steering": [source_policy("oam", 100)]})),
+    );
+
+    // Before steering: the reply to client B takes the node's default route.
+    let pod = add_pod(&lab, &t.node, &plain, "pod", "ctr1", "default");
+    for (pod_ip, client, rtr_a) in [
+        (pod.v4.to_string(), CLIENT_B_V4, RTR_A_V4),
+        (pod.v6.to_string(), CLIENT_B_V6, RTR_A_V6),
+    ] {
+        let (code, v) = explain_json(&t.node, &[client, "--from", &pod_ip, "--iif", "cni0"]);
+        assert_eq!(code, 0, "{v}");
+        assert_shape(&v);
+        assert_eq!(v["query"]["dst"], client);
+        assert_eq!(v["query"]["from"], pod_ip.as_str());
+        assert_eq!(v["query"]["iif"], "cni0");
+        assert_eq!(v["table"], 254, "{v}");
+        assert_eq!(v["tableName"], "main", "{v}");
+        assert_eq!(v["rule"]["table"], 254, "{v}");
+        assert_eq!(v["rule"]["gwsteer"], false, "{v}");
+        assert_eq!(v["route"]["dst"], "default", "{v}");
+        assert_eq!(v["route"]["gwsteer"], false, "{v}");
+        assert_eq!(
+            v["route"]["nexthops"],
+            json!([{"via": rtr_a, "dev": "eth-a"}]),
+            "{v}"
+        );
+        assert_eq!(v["chosen"]["via"], rtr_a, "{v}");
+        assert_eq!(v["chosen"]["dev"], "eth-a", "{v}");
+    }
+    let text = explain_text(
+        &t.node,
+        &[CLIENT_B_V4, "--from", &pod.v4.to_string(), "--iif", "cni0"],
+    );
+    assert!(text.contains("table    main"), "{text}");
+    assert!(text.contains("not gwsteer's"), "{text}");
+    assert!(
+        text.contains(&format!("chosen   via {RTR_A_V4} dev eth-a")),
+        "{text}"
+    );
+    del_pod(&t.node, &plain, &pod);
+
+    // After ADD: gwsteer's rule 1000 sends it to table 100 and router B.
+    let pod = add_pod(&lab, &t.node, &steer, "pod", "ctr1", "default");
+    for (pod_ip, client, rtr_b) in [
+        (pod.v4.to_string(), CLIENT_B_V4, RTR_B_V4),
+        (pod.v6.to_string(), CLIENT_B_V6, RTR_B_V6),
+    ] {
+        let (code, v) = explain_json(&t.node, &[client, "--from", &pod_ip, "--iif", "cni0"]);
+        assert_eq!(code, 0, "{v}");
+        assert_shape(&v);
+        assert_eq!(v["table"], 100, "{v}");
+        assert_eq!(v["rule"]["priority"], 1000, "{v}");
+        assert_eq!(v["rule"]["gwsteer"], true, "{v}");
+        assert_eq!(v["rule"]["protocol"], 211, "{v}");
+        assert_eq!(v["rule"]["table"], 100, "{v}");
+        assert_eq!(v["rule"]["action"], "totable", "{v}");
+        let host = if client.contains(':') { 128 } else { 32 };
+        assert_eq!(
+            v["rule"]["selectors"],
+            json!({"from": format!("{pod_ip}/{host}")}),
+            "{v}"
+        );
+        assert_eq!(v["route"]["protocol"], 211, "{v}");
+        assert_eq!(v["route"]["gwsteer"], true, "{v}");
+        assert_eq!(
+            v["route"]["nexthops"],
+            json!([{"via": rtr_b, "dev": "eth-b"}]),
+            "{v}"
+        );
+        assert_eq!(v["chosen"]["via"], rtr_b, "{v}");
+        assert_eq!(v["chosen"]["dev"], "eth-b", "{v}");
+
+        // To the cluster CIDR the exclusion rule (priority 999) sends it to
+        // main: explain names that rule, still gwsteer's.
+        let peer = if client.contains(':') {
+            "fd00:244:0:2::5"
+        } else {
+            "10.244.2.5"
+        };
+        let (_, v) = explain_json(&t.node, &[peer, "--from", &pod_ip, "--iif", "cni0"]);
+        assert_eq!(v["rule"]["priority"], 999, "{v}");
+        assert_eq!(v["rule"]["gwsteer"], true, "{v}");
+        assert_eq!(v["tableName"], "main", "{v}");
+    }
+    let text = explain_text(
+        &t.node,
+        &[CLIENT_B_V4, "--from", &pod.v4.to_string(), "--iif", "cni0"],
+    );
+    assert!(
+        text.contains(&format!("rule     1000: from {} lookup 100", pod.v4)),
+        "{text}"
+    );
+    assert!(text.contains("gwsteer's (protocol 211)"), "{text}");
+    assert!(text.contains("table    100"), "{text}");
+    assert!(
+        text.contains(&format!("chosen   via {RTR_B_V4} dev eth-b")),
+        "{text}"
+    );
+
+    // Usage errors exit 2; no route at all exits 1 and says why.
+    assert_eq!(gwsteer_cli(&t.node, &["explain"]).exit_code, 2);
+    assert_eq!(
+        gwsteer_cli(&t.node, &["explain", "10.0.0.1", "--mark", "zz"]).exit_code,
+        2
+    );
+    del_pod(&t.node, &steer, &pod);
+}

@@ -1,0 +1,125 @@
+//! What gwsteer writes to its `logFile`: one info line per ADD and per DEL,
+//! naming the container id, the interface, the pod, what was done and how
+//! long it took; at `logLevel` debug, one line per kernel change (each rule
+//! and route made on ADD and removed on DEL); at info, none of those.
+
+mod asym;
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use asym::*;
+use common::*;
+use serde_json::json;
+
+const NET: &str = "lognet";
+
+fn lines_of<'a>(log: &'a str, level: &str) -> Vec<&'a str> {
+    log.lines()
+        .filter(|l| l.split_whitespace().nth(2) == Some(level))
+        .collect()
+}
+
+fn run(tag: &str, level: &str) -> (String, Pod) {
+    let lab = Lab::new(tag);
+    let t = Topo::build(&lab);
+    let log = lab.tmpdir().join("gwsteer.log");
+    let conf = conflist(
+        &lab,
+        NET,
+        "1.0.0",
+        Some(json!({
+            "steering": [source_policy("oam", 100)],
+            "logFile": log,
+            "logLevel": level,
+        })),
+    );
+    let pod = add_pod(&lab, &t.node, &conf, "pod", "ctr1", "shop");
+    del_pod(&t.node, &conf, &pod);
+    (read(&log), pod)
+}
+
+fn read(p: &Path) -> String {
+    fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// "… in N µs" at the end of a line.
+fn has_duration(line: &str) -> bool {
+    let Some(rest) = line.strip_suffix(" µs") else {
+        return false;
+    };
+    let n = rest.rsplit(' ').next().unwrap_or("");
+    !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) && rest.ends_with(&format!(" in {n}"))
+}
+
+/// The text after `"<verb> ctr1/eth0 … : <word> "` of the debug lines.
+fn changes<'a>(debug: &[&'a str], verb: &str, word: &str) -> Vec<&'a str> {
+    let mut out: Vec<&str> = debug
+        .iter()
+        .filter(|l| l.contains(&format!(" {verb} ctr1/eth0 ")))
+        .filter_map(|l| l.split_once(&format!(": {word} ")).map(|(_, what)| what))
+        .map(|what| what.split(" (last holder").next().unwrap())
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn debug_log_has_one_info_line_per_verb_and_every_kernel_change() {
+    let (log, pod) = run("logdbg", "debug");
+    let info = lines_of(&log, "INFO");
+    assert_eq!(info.len(), 2, "one info line per ADD and DEL:\n{log}");
+    let (add, del) = (info[0], info[1]);
+    for (line, verb, did) in [
+        (
+            add,
+            "ADD",
+            "steered 2 address(es): 4 rule(s), groups [steering.oam]",
+        ),
+        (del, "DEL", "removed 4 object(s), released [steering.oam]"),
+    ] {
+        assert!(
+            line.contains(&format!(" {verb} ctr1/eth0 net={NET} pod=shop/pod: ")),
+            "{line}"
+        );
+        assert!(line.contains(did), "{line}");
+        assert!(has_duration(line), "a duration: {line}");
+    }
+
+    // Every kernel change at debug: the two table routes and the four rules
+    // made on ADD are the ones removed on DEL.
+    let debug = lines_of(&log, "DEBUG");
+    let made = changes(&debug, "ADD", "ensure");
+    let removed = changes(&debug, "DEL", "remove");
+    let mut want = vec![
+        format!("inet route default table 100 via {RTR_B_V4} dev eth-b"),
+        format!("inet6 route default table 100 via {RTR_B_V6} dev eth-b"),
+        format!("inet rule 999: from {} to {CLUSTER_V4} lookup main", pod.v4),
+        format!("inet rule 1000: from {} lookup 100", pod.v4),
+        format!(
+            "inet6 rule 999: from {} to {CLUSTER_V6} lookup main",
+            pod.v6
+        ),
+        format!("inet6 rule 1000: from {} lookup 100", pod.v6),
+    ];
+    want.sort();
+    assert_eq!(made, want, "{log}");
+    assert_eq!(removed, want, "{log}");
+}
+
+#[test]
+fn info_log_has_the_verbs_and_no_kernel_detail() {
+    let (log, _) = run("loginfo", "info");
+    assert!(lines_of(&log, "DEBUG").is_empty(), "{log}");
+    let info = lines_of(&log, "INFO");
+    assert_eq!(info.len(), 2, "{log}");
+    assert!(
+        info[0].contains(" ADD ctr1/eth0 ") && has_duration(info[0]),
+        "{log}"
+    );
+    assert!(
+        info[1].contains(" DEL ctr1/eth0 ") && has_duration(info[1]),
+        "{log}"
+    );
+}

@@ -1,0 +1,110 @@
+//! The `vrf` section on a node whose kernel has no VRF (`CONFIG_NET_VRF`
+//! unset, as on the project's machines): ADD fails with 103 naming the
+//! kernel option and leaves nothing behind (no link, rule, route, record);
+//! STATUS fails with 50 saying the same; DEL succeeds; a broken `vrf`
+//! section is still a config error with its field path. On a kernel that
+//! does have VRF (the guest tier), the same calls are refused with 2 ("not
+//! supported yet"): gwsteer does not make VRF infrastructure yet.
+
+mod common;
+mod reliability;
+
+use common::*;
+use reliability::*;
+use serde_json::{Value, json};
+
+fn vrf_section() -> Value {
+    json!({
+        "name": "vrf-oam",
+        "table": 10,
+        "uplinks": ["eth1"],
+        "legs": {
+            "host": {"name": "oam-def", "addresses": ["192.169.1.1/30"]},
+            "vrf": {"name": "oam-vrf", "addresses": ["192.169.1.2/30"]}
+        },
+        "gateways": [{"via": "192.0.2.254"}]
+    })
+}
+
+/// Whether this kernel makes VRF devices: tried in a scratch namespace.
+fn kernel_makes_vrf(lab: &Lab) -> bool {
+    let ns = lab.netns("probe");
+    try_ip(
+        &ns,
+        ["link", "add", "vrfprobe", "type", "vrf", "table", "4242"],
+    )
+    .is_ok()
+}
+
+fn links(ns: &str) -> Vec<String> {
+    let v: Value = serde_json::from_str(&ip(ns, ["-j", "link", "show"])).expect("ip -j link");
+    let mut names: Vec<String> = v
+        .as_array()
+        .expect("link list")
+        .iter()
+        .filter_map(|l| l["ifname"].as_str().map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn vrf_needs_kernel_support_and_is_refused_cleanly() {
+    let node = Node::new("vrfhost");
+    let has_vrf = kernel_makes_vrf(&node.lab);
+    let mut config = node.config("vrf-net", json!([]));
+    config["vrf"] = vrf_section();
+    let prev = prev_result("10.244.1", "fd00:244:0:1", 5, &node.pod_netns);
+    let links_before = links(&node.ns);
+    let rules_before = node.all_rules();
+    let store_before = store_snapshot(&node.state);
+
+    let add = node.add("c1", &config, &prev);
+    let code = add.expect_error("ADD with vrf");
+    let msg = add.error_msg().unwrap_or_default().to_string();
+    if has_vrf {
+        assert_eq!(code, 2, "{add}");
+        assert!(msg.contains("not supported"), "{add}");
+    } else {
+        assert_eq!(code, 103, "{add}");
+        assert!(msg.contains("CONFIG_NET_VRF"), "{add}");
+    }
+    assert_eq!(links(&node.ns), links_before, "ADD left a link behind");
+    assert_eq!(node.all_rules(), rules_before, "ADD left a rule behind");
+    assert_eq!(
+        store_snapshot(&node.state),
+        store_before,
+        "ADD left a record behind"
+    );
+
+    let status = node.call("STATUS", "", &config, None, &[]);
+    let code = status.expect_error("STATUS with vrf");
+    let msg = status.error_msg().unwrap_or_default();
+    if has_vrf {
+        assert_eq!(code, 2, "{status}");
+    } else {
+        assert_eq!(code, 50, "{status}");
+        assert!(msg.contains("CONFIG_NET_VRF"), "{status}");
+    }
+    // Without the vrf section the same node is fine.
+    let mut plain = config.clone();
+    plain.as_object_mut().unwrap().remove("vrf");
+    node.call("STATUS", "", &plain, None, &[])
+        .expect_ok("STATUS without vrf");
+
+    // DEL never fails for what was never made.
+    node.del("c1", &config, &prev).expect_ok("DEL with vrf");
+    assert_eq!(links(&node.ns), links_before);
+
+    // Config errors come first, with the field path, on any kernel.
+    let mut broken = config.clone();
+    broken["vrf"]["table"] = json!(255);
+    let add = node.add("c2", &broken, &prev);
+    assert_eq!(add.expect_error("ADD with vrf.table 255"), 7, "{add}");
+    assert!(
+        add.error_msg()
+            .unwrap_or_default()
+            .starts_with("vrf.table: 255 is a reserved table"),
+        "{add}"
+    );
+}
