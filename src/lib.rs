@@ -29,3 +29,4 @@ pub mod sysctl;
 pub mod system;
 pub mod verbs;
 pub mod vrf;
+pub mod vrf_nat;

@@ -117,3 +117,13 @@ impl fmt::Display for SavedRoute {
         Ok(())
     }
 }
+
+/// What an uplink had before gwsteer enslaved it to a VRF: its addresses
+/// (IPv6 ones are lost on enslaving and on release) and the routes of the
+/// main table through it that the kernel did not make itself.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SavedUplink {
+    pub addresses: Vec<ipnet::IpNet>,
+    pub routes: Vec<SavedRoute>,
+}

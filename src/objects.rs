@@ -196,6 +196,22 @@ pub enum Object {
     /// An address on a node link gwsteer made (a VRF leg):
     /// `ip addr add ADDR dev DEV` (IPv6 `nodad`).
     Address { dev: String, addr: IpNet },
+    /// An uplink enslaved to VRF `vrf` (table `table`), with its addresses
+    /// and routes; what it had before is kept in its group's `restore`
+    /// (key [`Object::uplink_restore_key`]) and given back on removal.
+    Uplink {
+        dev: String,
+        vrf: String,
+        table: u32,
+    },
+    /// `vrf.masquerade`: pod traffic leaving VRF `vrf` by `uplinks` is
+    /// masqueraded (nftables table `inet gwsteer-vrf-<vrf>`, see
+    /// [`crate::vrf_nat`]).
+    VrfMasquerade {
+        vrf: String,
+        leg: String,
+        uplinks: Vec<String>,
+    },
     /// An all-zero FDB entry on a VXLAN: BUM traffic is also sent to `dst`
     /// (`bridge fdb append 00:00:00:00:00:00 dev DEV dst DST`).
     Fdb { dev: String, dst: IpAddr },
@@ -257,6 +273,8 @@ impl Object {
             Object::Firewall { .. }
             | Object::Link { .. }
             | Object::Address { .. }
+            | Object::Uplink { .. }
+            | Object::VrfMasquerade { .. }
             | Object::Fdb { .. } => Side::Node,
             Object::PodRoute { .. } | Object::PodSysctl { .. } | Object::PodMasquerade { .. } => {
                 Side::Pod
@@ -316,6 +334,11 @@ impl Object {
             ) => sa == sb && a == b,
             _ => false,
         }
+    }
+
+    /// Where a group keeps what an uplink had before it was enslaved.
+    pub fn uplink_restore_key(dev: &str) -> String {
+        format!("uplink.{dev}")
     }
 
     pub fn sysctl(key: &str, value: &str) -> Object {
@@ -425,6 +448,14 @@ impl fmt::Display for Object {
             Object::Firewall { backend, firewall } => write!(f, "{backend} {firewall}"),
             Object::Link { link } => write!(f, "{link}"),
             Object::Address { dev, addr } => write!(f, "address {addr} dev {dev}"),
+            Object::VrfMasquerade { vrf, uplinks, .. } => write!(
+                f,
+                "nftables masquerade of pod traffic leaving vrf {vrf} by {}",
+                uplinks.join(",")
+            ),
+            Object::Uplink { dev, vrf, table } => {
+                write!(f, "uplink {dev} master {vrf} (routes to table {table})")
+            }
             Object::Fdb { dev, dst } => write!(f, "fdb 00:00:00:00:00:00 dev {dev} dst {dst}"),
             Object::Mtu {
                 ifname,
@@ -503,6 +534,26 @@ pub trait Kernel {
     fn capture(&mut self, obj: &Object) -> Result<Option<Object>> {
         Ok(Some(obj.clone()))
     }
+    /// An uplink's addresses and main-table routes before enslaving, as the
+    /// JSON a group keeps in `restore`; `None` if there is no such device.
+    fn capture_uplink(&mut self, dev: &str) -> Result<Option<String>> {
+        let _ = dev;
+        Ok(None)
+    }
+
+    /// Make an uplink as `obj` says, with what `saved` (from
+    /// [`Kernel::capture_uplink`]) says it had.
+    fn ensure_uplink(&mut self, obj: &Object, saved: Option<&str>) -> Result<()> {
+        let _ = saved;
+        self.ensure(obj)
+    }
+
+    /// Return an uplink to the default VRF with what it had before.
+    fn release_uplink(&mut self, obj: &Object, saved: Option<&str>) -> Result<()> {
+        let _ = saved;
+        self.remove(obj)
+    }
+
     /// The current value of a node sysctl (to restore it later).
     fn read_sysctl(&mut self, key: &str) -> Result<String> {
         Err(crate::error::Error::kernel(format!(

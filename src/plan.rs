@@ -262,12 +262,13 @@ fn exemption_plan(config: &Config, pod: &Pod, fw: Option<Backend>, out: &mut Pla
 /// consulted when the config needs a firewall).
 pub fn plan(config: &Config, pod: &Pod, fw: Option<Backend>) -> Plan {
     let mut out = Plan::default();
+    // The VRF's legs first: a steering policy may route via the VRF leg.
+    crate::vrf::plan_into(config, pod, &mut out);
     for policy in selected(config, pod) {
         policy_plan(config, policy, pod, fw, &mut out);
     }
     exemption_plan(config, pod, fw, &mut out);
     crate::gateway::plan_into(config, pod, &mut out);
-    crate::vrf::plan_into(config, pod, &mut out);
     out
 }
 

@@ -114,6 +114,16 @@ fn find_nft() -> Result<PathBuf> {
 
 /// Runs `nft <args>` inside the pod's namespace with `stdin`; stdout, or
 /// nft's complaint.
+/// `nft ARGS` in network namespace `netns` (for the node's own: its
+/// `/proc/self/ns/net`); the inner result is nft's stdout or stderr.
+pub(crate) fn nft_in(
+    netns: Option<&Path>,
+    args: &[&str],
+    stdin: &str,
+) -> Result<std::result::Result<String, String>> {
+    nft(netns, args, stdin)
+}
+
 fn nft(
     netns: Option<&Path>,
     args: &[&str],

@@ -131,4 +131,47 @@ impl Kernel for System {
     fn read_sysctl(&mut self, key: &str) -> Result<String> {
         sysctl::read(key)
     }
+
+    fn capture_uplink(&mut self, dev: &str) -> Result<Option<String>> {
+        self.net
+            .capture_uplink(dev)?
+            .map(|saved| {
+                serde_json::to_string(&saved).map_err(|e| {
+                    crate::error::Error::kernel(format!("uplink {dev}: saving its state: {e}"))
+                })
+            })
+            .transpose()
+    }
+
+    fn ensure_uplink(&mut self, obj: &Object, saved: Option<&str>) -> Result<()> {
+        let Object::Uplink { dev, vrf, table } = obj else {
+            return self.ensure(obj);
+        };
+        let done = self
+            .net
+            .ensure_uplink(dev, vrf, *table, &saved_uplink(dev, saved)?);
+        crate::fault::state_changed(&format_args!("ensure {obj}"));
+        done
+    }
+
+    fn release_uplink(&mut self, obj: &Object, saved: Option<&str>) -> Result<()> {
+        let Object::Uplink { dev, .. } = obj else {
+            return self.remove(obj);
+        };
+        let done = self.net.release_uplink(dev, &saved_uplink(dev, saved)?);
+        crate::fault::state_changed(&format_args!("remove {obj}"));
+        done
+    }
+}
+
+fn saved_uplink(dev: &str, saved: Option<&str>) -> Result<crate::links::SavedUplink> {
+    match saved {
+        None => Ok(Default::default()),
+        Some(json) => serde_json::from_str(json).map_err(|e| {
+            crate::error::Error::new(
+                crate::error::code::STATE,
+                format!("uplink {dev}: its saved state is unreadable: {e}"),
+            )
+        }),
+    }
 }

@@ -4,16 +4,24 @@
 //!   stays until `gwsteer cleanup` (CONTRACT 4): the VRF device bound to its
 //!   table, the unreachable defaults that close the table, the veth legs
 //!   (host leg in the default VRF, VRF leg enslaved) with their addresses,
-//!   `accept_local` on the VRF leg (below), and the `gateways` routes in the
-//!   VRF table.
+//!   `accept_local` on the VRF leg (below), the uplinks enslaved (below),
+//!   and the `gateways` routes in the VRF table.
 //! - [`plan_into`] (pure): the leaks, routes in the VRF table back to the
 //!   default VRF via the host leg: `pod` — a /32 or /128 per address of a
 //!   steered pod, the pod's own objects, gone with its DEL; `cidr` — the
 //!   `podCidrs`, a node group `vrf.<name>.leak` that goes with the last
 //!   attachment.
+//! - `masquerade`: a node group `vrf.<name>.masquerade` with the nftables
+//!   table of [`crate::vrf_nat`] (conntrack zones), gone with the last pod.
 //! - [`admit`] / [`status`]: a kernel without VRF gets 103 (ADD) or 50
-//!   (STATUS) naming `CONFIG_NET_VRF`; the parts not made yet are refused
-//!   with 2 (`uplinks`, `masquerade`).
+//!   (STATUS) naming `CONFIG_NET_VRF`.
+//!
+//! Uplinks: enslaving cycles the link, which drops its IPv6 addresses and
+//! the routes through it. Before the first enslaving, the group keeps what
+//! the uplink had (addresses, main-table routes not the kernel's) in its
+//! `restore`; gwsteer then gives the addresses back and puts the routes in
+//! the VRF table, and on cleanup releases the uplink and puts both back in
+//! the default VRF.
 //!
 //! The local-table quirk. The kernel's VRF guide moves the `local` table's
 //! rule from priority 0 to after the l3mdev rule (1000). gwsteer does not:
@@ -96,6 +104,12 @@ pub fn infrastructure(vrf: &Vrf) -> Vec<Object> {
             }));
         }
     }
+    // Uplinks before the gateway routes, which go via their networks.
+    objects.extend(vrf.uplinks.iter().map(|dev| Object::Uplink {
+        dev: dev.clone(),
+        vrf: vrf.name.clone(),
+        table: vrf.table,
+    }));
     let (host, leg) = (&vrf.host_leg, &vrf.vrf_leg);
     objects.push(link(
         &host.name,
@@ -183,44 +197,36 @@ pub fn plan_into(config: &Config, pod: &Pod, out: &mut Plan) {
             restore: BTreeMap::new(),
         }),
     }
-}
-
-/// The parts of a `vrf` section gwsteer does not make yet: code 2.
-fn not_yet(vrf: &Vrf) -> Result<()> {
-    if !vrf.uplinks.is_empty() {
-        return Err(Error::new(
-            code::UNSUPPORTED_FIELD,
-            "vrf.uplinks: enslaving uplinks is not supported by this gwsteer version yet \
-             (enslave them yourself, `ip link set dev UPLINK master VRF`, and leave uplinks out)",
-        ));
-    }
     if vrf.masquerade {
-        return Err(Error::new(
-            code::UNSUPPORTED_FIELD,
-            "vrf.masquerade: not supported by this gwsteer version yet",
-        ));
+        out.groups.push(NodeGroup {
+            schema: SCHEMA,
+            key: format!("vrf.{}.masquerade", vrf.name),
+            objects: vec![Object::VrfMasquerade {
+                vrf: vrf.name.clone(),
+                leg: vrf.vrf_leg.name.clone(),
+                uplinks: vrf.uplinks.clone(),
+            }],
+            restore: BTreeMap::new(),
+        });
     }
-    Ok(())
 }
 
-/// ADD: a `vrf` section needs kernel VRF (103) and only parts gwsteer makes (2).
+/// ADD: a `vrf` section needs kernel VRF (103 naming `CONFIG_NET_VRF`).
 pub fn admit(config: &Config) -> Result<()> {
-    let Some(vrf) = &config.vrf else {
+    if config.vrf.is_none() {
         return Ok(());
-    };
-    crate::kernel::require_vrf()?;
-    not_yet(vrf)
+    }
+    crate::kernel::require_vrf()
 }
 
-/// STATUS: 50 on a kernel without VRF, 2 for the parts gwsteer does not make yet.
+/// STATUS: 50 on a kernel without VRF.
 pub fn status(config: &Config) -> Result<()> {
-    let Some(vrf) = &config.vrf else {
+    if config.vrf.is_none() {
         return Ok(());
-    };
+    }
     crate::kernel::require_vrf().map_err(|e| {
         Error::new(code::NOT_AVAILABLE, format!("vrf: {}", e.msg)).with_details(e.details)
-    })?;
-    not_yet(vrf)
+    })
 }
 
 #[cfg(test)]
@@ -395,14 +401,41 @@ mod tests {
     }
 
     #[test]
-    fn uplinks_and_masquerade_are_not_supported_yet() {
-        for extra in [json!({"uplinks": ["eth1"]}), json!({"masquerade": true})] {
-            let c = config(json!([]), vrf(extra));
-            let e = not_yet(c.vrf.as_ref().unwrap()).unwrap_err();
-            assert_eq!(e.code, code::UNSUPPORTED_FIELD);
-            assert!(e.msg.starts_with("vrf."), "{e}");
-        }
-        let c = config(json!([]), vrf(json!({})));
-        not_yet(c.vrf.as_ref().unwrap()).unwrap();
+    fn masquerade_is_a_node_group_that_goes_with_the_last_pod() {
+        let c = config(
+            json!([]),
+            vrf(json!({"masquerade": true, "uplinks": ["eth1"]})),
+        );
+        let plan = crate::plan::plan(&c, &pod("a", &["10.244.1.5/24"]), None);
+        let g = plan.groups.last().unwrap();
+        assert_eq!(g.key, "vrf.vrf-oam.masquerade");
+        assert!(!crate::gateway::is_infrastructure(&g.key));
+        assert_eq!(
+            g.objects,
+            vec![Object::VrfMasquerade {
+                vrf: "vrf-oam".into(),
+                leg: "gl-vrf".into(),
+                uplinks: vec!["eth1".into()]
+            }]
+        );
+        let script = crate::vrf_nat::script("vrf-oam", "gl-vrf", &["eth1".into()]);
+        assert!(
+            script.contains("iifname { \"gl-vrf\", \"eth1\" } ct zone set 1"),
+            "{script}"
+        );
+        assert!(
+            script.contains("oifname { \"eth1\" } masquerade"),
+            "{script}"
+        );
+    }
+
+    #[test]
+    fn uplinks_are_enslaved_before_the_legs_and_gateway_routes() {
+        let c = config(json!([]), vrf(json!({"uplinks": ["eth1", "eth2"]})));
+        let t = texts(&infrastructure(c.vrf.as_ref().unwrap()));
+        assert_eq!(t[3], "uplink eth1 master vrf-oam (routes to table 10)");
+        assert_eq!(t[4], "uplink eth2 master vrf-oam (routes to table 10)");
+        assert_eq!(t[5], "link gl-host type veth peer gl-vrf");
+        assert!(t.last().unwrap().starts_with("inet route default table 10"));
     }
 }

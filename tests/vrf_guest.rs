@@ -16,7 +16,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use common::*;
-use reliability::{Node, prev_result, store_snapshot};
+use reliability::{Node, prev_result};
 use serde_json::Value;
 use serde_json::json;
 
@@ -432,56 +432,21 @@ fn vrf_cidr_leak_goes_with_the_last_attachment() {
     assert!(link(&node.ns, "vrf-oam").is_none());
 }
 
-/// What gwsteer does not make yet is refused with 2 and leaves nothing:
-/// `uplinks` and `masquerade`.
-#[test]
-fn vrf_uplinks_and_masquerade_are_refused_as_not_supported_yet() {
-    if !in_vrf_guest("vrf_uplinks_and_masquerade_are_refused_as_not_supported_yet") {
-        return;
-    }
-    let node = Node::new("vrfrefuse");
-    let prev = prev_result("10.244.1", "fd00:244:0:1", 5, &node.pod_netns);
-    let links_before = ip_json(&node.ns, &["link", "show"]);
-    for (extra, field) in [
-        (json!({"uplinks": ["eth1"]}), "vrf.uplinks"),
-        (json!({"masquerade": true}), "vrf.masquerade"),
-    ] {
-        let mut config = node.config("vrf-net", json!([]));
-        config["vrf"] = vrf_section(extra);
-        let store_before = store_snapshot(&node.state);
-        let add = node.add("c1", &config, &prev);
-        assert_eq!(add.expect_error("ADD"), 2, "{add}");
-        let msg = add.error_msg().unwrap_or_default();
-        assert!(
-            msg.starts_with(field) && msg.contains("not supported"),
-            "{add}"
-        );
-        assert_eq!(ip_json(&node.ns, &["link", "show"]), links_before);
-        assert_eq!(store_snapshot(&node.state), store_before);
-        let status = node.call("STATUS", "", &config, None, &[]);
-        assert_eq!(status.expect_error("STATUS"), 2, "{status}");
-        node.del("c1", &config, &prev).expect_ok("DEL");
-    }
-}
-
 /// End to end, both families: an OaM client behind an OaM router reaches a
-/// pod through an uplink enslaved in the VRF. The node's main table has no
-/// route to the client, so without gwsteer the pod's replies go nowhere;
-/// with gwsteer (VRF legs, the pod's leak in table 10, a `source` policy
+/// pod through an uplink that gwsteer enslaves to the VRF. The node's main
+/// table has no route to the client, so without gwsteer the pod's replies
+/// go nowhere; with gwsteer (VRF, legs, the uplink moved in with its
+/// addresses and routes, the pod's leak in table 10, a `source` policy
 /// whose gateway is the VRF leg's address) they go back through the VRF to
-/// the router. After DEL they fail again.
-///
-/// The uplink is enslaved by the "operator" (the test) into a VRF it made
-/// beforehand, because gwsteer does not enslave uplinks yet; gwsteer adopts
-/// that VRF (same table) and leaves it at cleanup.
+/// the router. After DEL they fail again; `gwsteer cleanup` returns the
+/// uplink to the default VRF with its addresses and routes.
 ///
 /// ```text
-///  client 10.40.0.5 ── rtr 10.40.0.1 | 10.30.0.2 ── up0 10.30.0.1 [vrf-oam, table 10]
+///  client 10.40.0.5 ── rtr 10.40.0.1 | 10.30.0.2 ── up0 10.30.0.1 [enslaved to vrf-oam, table 10]
 ///  pod eth0 10.20.0.5 ── veth-pod 10.20.0.1 [node, default VRF]
 ///  gl-host 192.169.1.1 ═ gl-vrf 192.169.1.2 (enslaved)          (IPv6 alike)
 /// ```
 #[test]
-#[ignore = "vrf steering end to end is unfinished: the steering route via the VRF leg is made before the leg exists"]
 fn oam_client_reaches_a_pod_through_the_vrf() {
     if !in_vrf_guest("oam_client_reaches_a_pod_through_the_vrf") {
         return;
@@ -505,15 +470,8 @@ fn oam_client_reaches_a_pod_through_the_vrf() {
     lab.route(&pod, &["add", "default", "via", "10.20.0.1"]);
     lab.route(&pod, &["add", "default", "via", "fd00:20::1"]);
 
-    // The operator's VRF with the uplink enslaved (addresses after enslaving).
-    lab.ip(
-        &node,
-        ["link", "add", "vrf-oam", "type", "vrf", "table", "10"],
-    );
-    lab.ip(&node, ["link", "set", "dev", "vrf-oam", "up"]);
+    // The uplink, in the default VRF with a static route through it.
     lab.veth(&node, "up0", &rtr, "eth0");
-    lab.ip(&node, ["link", "set", "dev", "up0", "master", "vrf-oam"]);
-    lab.ip(&node, ["link", "set", "dev", "up0", "up"]);
     lab.addr(&node, "up0", "10.30.0.1/24");
     lab.addr(&node, "up0", "fd00:30::1/64");
     lab.addr(&rtr, "eth0", "10.30.0.2/24");
@@ -527,6 +485,34 @@ fn oam_client_reaches_a_pod_through_the_vrf() {
     lab.route(&client, &["add", "default", "via", "fd00:40::1"]);
     lab.route(&rtr, &["add", "10.20.0.0/24", "via", "10.30.0.1"]);
     lab.route(&rtr, &["add", "fd00:20::/64", "via", "fd00:30::1"]);
+    lab.route(&node, &["add", "10.50.0.0/24", "via", "10.30.0.2"]);
+    lab.route(&node, &["add", "fd00:50::/64", "via", "fd00:30::2"]);
+    let up0_addrs = || {
+        let a = ip_json(&node, &["addr", "show", "dev", "up0"]);
+        let mut v: Vec<String> = a[0]["addr_info"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|i| i["local"].as_str())
+            .filter(|x| !x.starts_with("fe80"))
+            .map(String::from)
+            .collect();
+        v.sort();
+        v
+    };
+    let statics = |table: &str| {
+        let mut v: Vec<String> = [Family::V4, Family::V6]
+            .into_iter()
+            .flat_map(|f| routes(&node, f, table))
+            .filter(|r| r["dst"] == "10.50.0.0/24" || r["dst"] == "fd00:50::/64")
+            .map(|r| format!("{} via {}", r["dst"], r["gateway"]))
+            .collect();
+        v.sort();
+        v
+    };
+    let addrs_before = up0_addrs();
+    let statics_before = statics("main");
+    assert_eq!(statics_before.len(), 2);
 
     let state = lab.tmpdir().join("state");
     let mut config = json!({
@@ -545,7 +531,9 @@ fn oam_client_reaches_a_pod_through_the_vrf() {
             ]
         }],
         "vrf": vrf_section(json!({
-            "gateways": [{"via": "10.30.0.2"}, {"via": "fd00:30::2"}]
+            "uplinks": ["up0"],
+            "gateways": [{"via": "10.30.0.2"}, {"via": "fd00:30::2"}],
+            "destinations": ["10.40.0.0/24", "fd00:40::/64"]
         }))
     });
     config["prevResult"] = json!({
@@ -577,6 +565,18 @@ fn oam_client_reaches_a_pod_through_the_vrf() {
     );
 
     call("ADD").expect_ok("ADD");
+    assert_eq!(link(&node, "up0").unwrap()["master"], "vrf-oam");
+    assert_eq!(
+        up0_addrs(),
+        addrs_before,
+        "up0 keeps its addresses in the VRF"
+    );
+    assert_eq!(
+        statics("10"),
+        statics_before,
+        "up0's routes move to table 10"
+    );
+    assert!(statics("main").is_empty());
     wait_for("client -> pod over the VRF (IPv4)", T, || {
         reaches("10.20.0.5")
     });
@@ -604,6 +604,258 @@ fn oam_client_reaches_a_pod_through_the_vrf() {
     let out = gwsteer_cli(&node, &["cleanup", "--state-dir", &state]);
     assert!(out.success(), "cleanup:\n{out}");
     assert!(link(&node, "gl-host").is_none(), "legs left after cleanup");
-    // The operator's VRF and its uplink stay.
+    assert!(link(&node, "vrf-oam").is_none(), "VRF left after cleanup");
+    let up0 = link(&node, "up0").expect("up0 stays");
+    assert!(up0.get("master").is_none(), "{up0}");
+    assert_eq!(up0_addrs(), addrs_before, "up0 gets its addresses back");
+    assert_eq!(
+        statics("main"),
+        statics_before,
+        "up0's routes go back to main"
+    );
+}
+
+/// The same path with the pod made by the reference `bridge` + `host-local`
+/// plugins and gwsteer chained after them (libcni-style conflist run), both
+/// families: before gwsteer no answer, with it the client reaches the pod,
+/// after the conflist's DEL it fails again; cleanup gives the uplink back.
+#[test]
+fn oam_client_reaches_a_bridge_pod_through_the_vrf() {
+    if !in_vrf_guest("oam_client_reaches_a_bridge_pod_through_the_vrf") {
+        return;
+    }
+    const T: Duration = Duration::from_secs(10);
+    let lab = Lab::new("vrfbr");
+    let node = lab.router("node");
+    let pod = lab.netns("pod");
+    let rtr = lab.router("rtr");
+    let client = lab.netns("client");
+
+    lab.veth(&node, "up0", &rtr, "eth0");
+    lab.addr(&node, "up0", "10.30.0.1/24");
+    lab.addr(&node, "up0", "fd00:30::1/64");
+    lab.addr(&rtr, "eth0", "10.30.0.2/24");
+    lab.addr(&rtr, "eth0", "fd00:30::2/64");
+    lab.veth(&rtr, "eth1", &client, "eth0");
+    lab.addr(&rtr, "eth1", "10.40.0.1/24");
+    lab.addr(&rtr, "eth1", "fd00:40::1/64");
+    lab.addr(&client, "eth0", "10.40.0.5/24");
+    lab.addr(&client, "eth0", "fd00:40::5/64");
+    lab.route(&client, &["add", "default", "via", "10.40.0.1"]);
+    lab.route(&client, &["add", "default", "via", "fd00:40::1"]);
+    lab.route(&rtr, &["add", "10.20.0.0/24", "via", "10.30.0.1"]);
+    lab.route(&rtr, &["add", "fd00:20::/64", "via", "fd00:30::1"]);
+
+    let state = lab.tmpdir().join("state");
+    let gwsteer = gwsteer_plugin(
+        &state,
+        json!({
+            "logFile": lab.tmpdir().join("gwsteer.log"),
+            "logLevel": "debug",
+            "steering": [{
+                "name": "oam",
+                "table": 100,
+                "gateways": [
+                    {"via": "192.169.1.2", "dev": "gl-host"},
+                    {"via": "fd00:169::2", "dev": "gl-host"}
+                ],
+                "exclude": ["10.20.0.0/24", "fd00:20::/64"]
+            }],
+            "vrf": vrf_section(json!({
+                "uplinks": ["up0"],
+                "gateways": [{"via": "10.30.0.2"}, {"via": "fd00:30::2"}],
+                "destinations": ["10.40.0.0/24", "fd00:40::/64"]
+            }))
+        }),
+    );
+    let conflist = bridge_conflist(
+        "oam-br",
+        "1.1.0",
+        "cni0",
+        &["10.20.0.0/24", "fd00:20::/64"],
+        &lab.tmpdir().join("ipam"),
+        gwsteer,
+    );
+    let args = k8s_cni_args("oam", "pod1", "pod1");
+    let result = conflist_add(
+        &node,
+        &conflist,
+        "pod1",
+        &netns_path(&pod),
+        "eth0",
+        Some(&args),
+    )
+    .unwrap_or_else(|o| panic!("conflist ADD:\n{o}"));
+    let ips: Vec<String> = result["ips"]
+        .as_array()
+        .expect("ips in the result")
+        .iter()
+        .filter_map(|i| i["address"].as_str())
+        .map(|a| a.split('/').next().unwrap_or(a).to_string())
+        .collect();
+    assert_eq!(ips.len(), 2, "{result}");
+    wait_no_tentative(&pod, T);
+    wait_no_tentative(&node, T);
+    for ip in &ips {
+        wait_for(
+            &format!("client -> bridge pod {ip} over the VRF"),
+            T,
+            || ping(&client, ip, None, false),
+        );
+    }
     assert_eq!(link(&node, "up0").unwrap()["master"], "vrf-oam");
+
+    conflist_del(
+        &node,
+        &conflist,
+        "pod1",
+        Some(&netns_path(&pod)),
+        "eth0",
+        Some(&args),
+        Some(&result),
+    )
+    .unwrap_or_else(|o| panic!("conflist DEL:\n{o}"));
+    // The pod's leak and source rule are gone: the replies have no way back.
+    // (The bridge's DEL removed the pod's interface; re-make an address so
+    // that only gwsteer's absence can explain the silence.)
+    lab.veth(&node, "vethre", &pod, "eth0");
+    lab.ip(&node, ["link", "set", "dev", "vethre", "master", "cni0"]);
+    lab.addr(&pod, "eth0", &format!("{}/24", ips[0]));
+    lab.route(&pod, &["add", "default", "via", "10.20.0.1"]);
+    assert!(
+        !ping(&client, &ips[0], None, false),
+        "client still reaches the pod address after DEL"
+    );
+
+    let state = state.display().to_string();
+    let out = gwsteer_cli(&node, &["cleanup", "--state-dir", &state]);
+    assert!(out.success(), "cleanup:\n{out}");
+    assert!(link(&node, "vrf-oam").is_none());
+    let up0 = link(&node, "up0").expect("up0 stays");
+    assert!(up0.get("master").is_none(), "{up0}");
+}
+
+/// `masquerade: true`, both families: the router has no route back to the
+/// pods, so the pod reaches the client only if its traffic leaves the
+/// uplink masqueraded to the uplink's address. Without the masquerade
+/// group (after the last DEL) it fails; the conntrack zones keep the
+/// pod's connection apart from its second pass through the VRF leg.
+#[test]
+fn vrf_masquerade_hides_pods_behind_the_uplink_address() {
+    if !in_vrf_guest("vrf_masquerade_hides_pods_behind_the_uplink_address") {
+        return;
+    }
+    const T: Duration = Duration::from_secs(8);
+    let lab = Lab::new("vrfmasq");
+    let node = lab.router("node");
+    let pod = lab.netns("pod");
+    let rtr = lab.router("rtr");
+    let client = lab.netns("client");
+    lab.veth(&node, "veth-pod", &pod, "eth0");
+    for (ns, dev, a) in [
+        (&node, "veth-pod", "10.20.0.1/24"),
+        (&node, "veth-pod", "fd00:20::1/64"),
+        (&pod, "eth0", "10.20.0.5/24"),
+        (&pod, "eth0", "fd00:20::5/64"),
+        (&node, "up0", "10.30.0.1/24"),
+        (&node, "up0", "fd00:30::1/64"),
+    ] {
+        if dev == "up0" && try_ip(ns, ["link", "show", "dev", "up0"]).is_err() {
+            lab.veth(&node, "up0", &rtr, "eth0");
+        }
+        lab.addr(ns, dev, a);
+    }
+    lab.route(&pod, &["add", "default", "via", "10.20.0.1"]);
+    lab.route(&pod, &["add", "default", "via", "fd00:20::1"]);
+    lab.addr(&rtr, "eth0", "10.30.0.2/24");
+    lab.addr(&rtr, "eth0", "fd00:30::2/64");
+    lab.veth(&rtr, "eth1", &client, "eth0");
+    lab.addr(&rtr, "eth1", "10.40.0.1/24");
+    lab.addr(&rtr, "eth1", "fd00:40::1/64");
+    lab.addr(&client, "eth0", "10.40.0.5/24");
+    lab.addr(&client, "eth0", "fd00:40::5/64");
+    lab.route(&client, &["add", "default", "via", "10.40.0.1"]);
+    lab.route(&client, &["add", "default", "via", "fd00:40::1"]);
+    // No route on the router back to 10.20.0.0/24 or fd00:20::/64.
+
+    let state = lab.tmpdir().join("state");
+    let mut config = json!({
+        "cniVersion": "1.1.0",
+        "name": "oam-net",
+        "type": "gwsteer",
+        "stateDir": state,
+        "logFile": lab.tmpdir().join("gwsteer.log"),
+        "logLevel": "debug",
+        "firewallBackend": "nftables",
+        "steering": [{
+            "name": "oam",
+            "table": 100,
+            "gateways": [
+                {"via": "192.169.1.2", "dev": "gl-host"},
+                {"via": "fd00:169::2", "dev": "gl-host"}
+            ]
+        }],
+        "vrf": vrf_section(json!({
+            "uplinks": ["up0"],
+            "masquerade": true,
+            "gateways": [{"via": "10.30.0.2"}, {"via": "fd00:30::2"}],
+            "destinations": ["10.40.0.0/24", "fd00:40::/64"]
+        }))
+    });
+    config["prevResult"] = json!({
+        "cniVersion": "1.1.0",
+        "interfaces": [
+            {"name": "veth-pod", "mac": "02:00:00:00:01:01"},
+            {"name": "eth0", "mac": "02:00:00:00:02:02", "sandbox": netns_path(&pod)}
+        ],
+        "ips": [
+            {"address": "10.20.0.5/24", "gateway": "10.20.0.1", "interface": 1},
+            {"address": "fd00:20::5/64", "gateway": "fd00:20::1", "interface": 1}
+        ]
+    });
+    let call_with = |config: &Value, command: &str| {
+        let c = CniCall::new(command, "pod1", "eth0", config.clone())
+            .netns(&netns_path(&pod))
+            .cni_args(&k8s_cni_args("oam", "pod1", "pod1"));
+        invoke(&node, &gwsteer_bin(), &c)
+    };
+    // The same VRF without masquerade first: the router cannot answer.
+    let mut plain = config.clone();
+    plain["vrf"]["masquerade"] = json!(false);
+    call_with(&plain, "ADD").expect_ok("ADD without masquerade");
+    assert!(
+        !ping(&pod, "10.40.0.5", None, false),
+        "pod reached the client without masquerade"
+    );
+    call_with(&config, "ADD").expect_ok("ADD");
+    wait_for("pod -> client, masqueraded (IPv4)", T, || {
+        ping(&pod, "10.40.0.5", None, false)
+    });
+    wait_for("pod -> client, masqueraded (IPv6)", T, || {
+        ping(&pod, "fd00:40::5", None, false)
+    });
+    call_with(&config, "CHECK").expect_ok("CHECK");
+    let ruleset = exec_in(
+        &node,
+        "nft",
+        ["list", "table", "inet", "gwsteer-vrf-vrf-oam"],
+    );
+    assert!(ruleset.contains("masquerade"), "{ruleset}");
+
+    call_with(&config, "DEL").expect_ok("DEL");
+    assert!(
+        try_exec_in(
+            &node,
+            "nft",
+            ["list", "table", "inet", "gwsteer-vrf-vrf-oam"]
+        )
+        .is_err(),
+        "the masquerade table outlived the last pod"
+    );
+    let out = gwsteer_cli(
+        &node,
+        &["cleanup", "--state-dir", &state.display().to_string()],
+    );
+    assert!(out.success(), "cleanup:\n{out}");
+    assert!(link(&node, "vrf-oam").is_none());
 }

@@ -399,7 +399,6 @@ fn vrf_options_parse() {
     vrf["gateways"] =
         json!([{"via": "10.111.221.21", "dev": "eth1", "weight": 3}, {"via": "fd00:221::21"}]);
     vrf["destinations"] = json!(["10.111.0.0/16", "fd00:111::/48"]);
-    vrf.as_object_mut().unwrap().remove("uplinks");
     let v = Config::from_value(&with_vrf(vrf)).unwrap().vrf.unwrap();
     assert_eq!(
         v.leak,
@@ -410,7 +409,6 @@ fn vrf_options_parse() {
     );
     assert!(v.masquerade);
     assert!(!v.unreachable_default);
-    assert!(v.uplinks.is_empty());
     assert_eq!(v.gateways[0].dev.as_deref(), Some("eth1"));
     assert_eq!(v.gateways[0].weight, 3);
     assert_eq!(v.destinations.len(), 2);
@@ -583,6 +581,13 @@ fn malformed_vrf_names_the_field() {
                 v["firewallBackend"] = json!("none");
             },
             "vrf.masquerade: needs a firewall, but firewallBackend is \"none\"",
+        ),
+        (
+            |v| {
+                v["vrf"]["masquerade"] = json!(true);
+                v["vrf"].as_object_mut().unwrap().remove("uplinks");
+            },
+            "vrf.masquerade: needs uplinks",
         ),
     ];
     for (edit, want) in cases {

@@ -298,6 +298,12 @@ pub fn parse(v: &At, steering_tables: &[(String, u32)]) -> Result<Vrf> {
                 .err(format!("\"{other}\" is not one of pod, cidr, none")));
         }
     };
+    if let Some(m) = o.get("masquerade")
+        && m.bool()?
+        && uplinks.is_empty()
+    {
+        return Err(m.err("needs uplinks: it masquerades traffic leaving the VRF by them"));
+    }
     let flag =
         |key: &str, default: bool| -> Result<bool> { o.get(key).map_or(Ok(default), |b| b.bool()) };
     Ok(Vrf {

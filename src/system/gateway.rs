@@ -12,6 +12,14 @@ impl System {
         match obj {
             Object::Link { link } => self.net.ensure_link(link),
             Object::Address { dev, addr } => self.net.ensure_address(dev, addr),
+            Object::VrfMasquerade { vrf, leg, uplinks } => {
+                crate::vrf_nat::ensure(vrf, leg, uplinks)
+            }
+            // Without its saved state (see `Kernel::ensure_uplink`): enslaved only.
+            Object::Uplink { dev, vrf, table } => {
+                self.net
+                    .ensure_uplink(dev, vrf, *table, &Default::default())
+            }
             Object::Fdb { dev, dst } => self.net.ensure_fdb(dev, *dst),
             Object::Mtu {
                 side, ifname, mtu, ..
@@ -40,6 +48,8 @@ impl System {
         match obj {
             Object::Link { link } => self.net.remove_link(link),
             Object::Address { dev, addr } => self.net.remove_address(dev, addr),
+            Object::VrfMasquerade { vrf, .. } => crate::vrf_nat::remove(vrf),
+            Object::Uplink { dev, .. } => self.net.release_uplink(dev, &Default::default()),
             Object::Fdb { dev, dst } => self.net.remove_fdb(dev, *dst),
             Object::Mtu {
                 side,
@@ -87,6 +97,8 @@ impl System {
         match obj {
             Object::Link { link } => self.net.observe_link(link),
             Object::Address { dev, addr } => self.net.observe_address(dev, addr),
+            Object::VrfMasquerade { vrf, .. } => crate::vrf_nat::observe(vrf),
+            Object::Uplink { dev, vrf, .. } => self.net.observe_uplink(dev, vrf),
             Object::Fdb { dev, dst } => self.net.observe_fdb(dev, *dst),
             Object::Mtu {
                 side, ifname, mtu, ..

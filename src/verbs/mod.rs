@@ -83,6 +83,14 @@ pub fn ensure_group(store: &Store, kernel: &mut dyn Kernel, planned: &NodeGroup)
                     group.restore.insert(key.clone(), before);
                 }
             }
+            if let Object::Uplink { dev, .. } = obj {
+                let key = Object::uplink_restore_key(dev);
+                if !group.restore.contains_key(&key)
+                    && let Some(saved) = kernel.capture_uplink(dev)?
+                {
+                    group.restore.insert(key, saved);
+                }
+            }
         }
         store.put_group(&group)?;
     }
@@ -99,6 +107,11 @@ pub fn ensure_group(store: &Store, kernel: &mut dyn Kernel, planned: &NodeGroup)
                     restore: Default::default(),
                 };
                 ensure_group(&node, kernel, &shared)?;
+            }
+            Object::Uplink { dev, .. } => {
+                log::debug!("ensure {obj}");
+                let saved = group.restore.get(&Object::uplink_restore_key(dev));
+                kernel.ensure_uplink(obj, saved.map(String::as_str))?;
             }
             _ => {
                 log::debug!("ensure {obj}");
@@ -175,6 +188,12 @@ fn remove_object(
             }
             None => Ok(()),
         },
+        Object::Uplink { dev, .. } => kernel.release_uplink(
+            obj,
+            restore
+                .get(&Object::uplink_restore_key(dev))
+                .map(String::as_str),
+        ),
         _ => kernel.remove(obj),
     }
 }
