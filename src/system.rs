@@ -31,6 +31,14 @@ impl System {
         })
     }
 
+    /// Use a backend [`firewall::resolve`] already opened (one set of
+    /// sockets per process, not two).
+    pub fn adopt(&mut self, opened: Option<firewall::Opened>) {
+        if let Some(o) = opened {
+            self.firewalls.entry(o.backend).or_insert(o.firewall);
+        }
+    }
+
     fn firewall(&mut self, backend: Backend) -> Result<&mut dyn Firewall> {
         let fw = match self.firewalls.entry(backend) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),

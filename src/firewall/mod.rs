@@ -198,20 +198,34 @@ pub fn open(backend: Backend) -> Result<Box<dyn Firewall>> {
     })
 }
 
+/// A backend opened by [`resolve`]: its sockets are already open (and
+/// proven to answer), so the caller hands it on instead of opening another.
+pub struct Opened {
+    pub backend: Backend,
+    pub firewall: Box<dyn Firewall>,
+}
+
 /// Which backend a config gets: `None` for `none`; `auto` is nftables when
 /// the kernel answers nf_tables requests, else iptables. Errors say why the
 /// chosen backend is unusable (code 50).
-pub fn resolve(choice: FirewallBackend) -> Result<Option<Backend>> {
+pub fn resolve(choice: FirewallBackend) -> Result<Option<Opened>> {
+    let opened = |backend: Backend, firewall: Box<dyn Firewall>| Some(Opened { backend, firewall });
     match choice {
         FirewallBackend::None => Ok(None),
-        FirewallBackend::Nftables => nftables::Nftables::new().map(|_| Some(Backend::Nftables)),
-        FirewallBackend::Iptables => iptables::Iptables::new().map(|_| Some(Backend::Iptables)),
+        FirewallBackend::Nftables => Ok(opened(
+            Backend::Nftables,
+            Box::new(nftables::Nftables::new()?),
+        )),
+        FirewallBackend::Iptables => Ok(opened(
+            Backend::Iptables,
+            Box::new(iptables::Iptables::new()?),
+        )),
         FirewallBackend::Auto => match nftables::Nftables::new() {
-            Ok(_) => Ok(Some(Backend::Nftables)),
+            Ok(nft) => Ok(opened(Backend::Nftables, Box::new(nft))),
             Err(nft) => match iptables::Iptables::new() {
-                Ok(_) => {
+                Ok(ipt) => {
                     log::info!("nftables not usable ({nft}); using iptables");
-                    Ok(Some(Backend::Iptables))
+                    Ok(opened(Backend::Iptables, Box::new(ipt)))
                 }
                 Err(ipt) => Err(Error::new(
                     code::NOT_AVAILABLE,

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use super::{ensure_group, new_kernel, open_store, teardown};
+use super::{ensure_group, new_kernel_with, open_store, teardown};
 use crate::cni::{Env, result};
 use crate::config::Config;
 use crate::error::{Error, Result, code};
@@ -33,7 +33,8 @@ pub fn run(config: &Config, env: &Env) -> Result<Value> {
         name: env.pod_name.clone(),
         addresses: result::pod_addresses(prev, &env.ifname)?,
     };
-    let plan = plan::plan(config, &pod, super::firewall_backend(config)?);
+    let firewall = super::firewall_backend(config)?;
+    let plan = plan::plan(config, &pod, firewall.as_ref().map(|f| f.backend));
     let mut record = Record {
         schema: SCHEMA,
         network: config.network.clone(),
@@ -60,7 +61,7 @@ pub fn run(config: &Config, env: &Env) -> Result<Value> {
         );
         return Ok(result::convert(prev, config.cni_version));
     }
-    let mut kernel = new_kernel(env.netns.clone())?;
+    let mut kernel = new_kernel_with(env.netns.clone(), firewall)?;
     record.objects = crate::gateway::capture(kernel.as_mut(), &plan.pod_objects, old.as_ref())?;
     if let Some(old) = &old {
         replace_old(&store, kernel.as_mut(), old, &record)?;

@@ -3,7 +3,7 @@
 //! in the tables it uses (a route where none is recorded, someone else's
 //! rule pointing at them).
 
-use super::{new_kernel, open_store};
+use super::{new_kernel_with, open_store};
 use crate::cni::{Env, result};
 use crate::config::Config;
 use crate::error::{Error, Result, code};
@@ -26,13 +26,15 @@ pub fn run(config: &Config, env: &Env) -> Result<()> {
     })?;
     let mut problems = Vec::new();
     let config = &*crate::gateway::resolve(config, env)?;
+    let mut firewall = None;
     if let Some(prev) = &config.prev_result {
         let pod = Pod {
             namespace: env.pod_namespace.clone(),
             name: env.pod_name.clone(),
             addresses: result::pod_addresses(prev, &env.ifname)?,
         };
-        let want = plan::plan(config, &pod, super::firewall_backend(config)?);
+        firewall = super::firewall_backend(config)?;
+        let want = plan::plan(config, &pod, firewall.as_ref().map(|f| f.backend));
         // Recorded objects carry what ADD read (previous values): compare
         // them as planned. A keep route ADD found in place is not recorded.
         for obj in want.pod_objects.iter().filter(|o| {
@@ -47,7 +49,7 @@ pub fn run(config: &Config, env: &Env) -> Result<()> {
     if record.objects.is_empty() && record.holds.is_empty() {
         return report(problems);
     }
-    let mut kernel = new_kernel(env.netns.clone())?;
+    let mut kernel = new_kernel_with(env.netns.clone(), firewall)?;
     observe_all(kernel.as_mut(), &record.objects, &mut problems)?;
     let mut held = Vec::new();
     for key in &record.holds {

@@ -40,7 +40,8 @@ fn by_plan(store: &Store, config: &Config, env: &Env) -> Result<()> {
         name: env.pod_name.clone(),
         addresses: result::pod_addresses(prev, &env.ifname)?,
     };
-    let plan = plan::plan(config, &pod, super::firewall_backend(config)?);
+    let firewall = super::firewall_backend(config)?;
+    let plan = plan::plan(config, &pod, firewall.as_ref().map(|f| f.backend));
     if plan.pod_objects.is_empty() && plan.groups.is_empty() {
         return Ok(());
     }
@@ -59,7 +60,7 @@ fn by_plan(store: &Store, config: &Config, env: &Env) -> Result<()> {
         "record unreadable: removing {} object(s) by config and prevResult",
         record.objects.len()
     );
-    let mut kernel = new_kernel(env.netns.clone())?;
+    let mut kernel = super::new_kernel_with(env.netns.clone(), firewall)?;
     teardown(store, kernel.as_mut(), &record)
 }
 

@@ -33,8 +33,9 @@ pub fn open_store(config: &Config) -> Result<Store> {
     Ok(store)
 }
 
-/// The firewall backend this config's objects are made with, when it needs one.
-pub fn firewall_backend(config: &Config) -> Result<Option<crate::firewall::Backend>> {
+/// The firewall backend this config's objects are made with, when it needs
+/// one, opened: hand it to [`new_kernel_with`].
+pub fn firewall_backend(config: &Config) -> Result<Option<crate::firewall::Opened>> {
     if config.needs_firewall() {
         crate::firewall::resolve(config.firewall_backend)
     } else {
@@ -277,5 +278,15 @@ pub fn combine(errors: Vec<Error>) -> Option<Error> {
 }
 
 pub fn new_kernel(netns: Option<std::path::PathBuf>) -> Result<Box<dyn Kernel>> {
-    Ok(Box::new(crate::system::System::new(netns)?))
+    new_kernel_with(netns, None)
+}
+
+/// A kernel backend that reuses a firewall [`firewall_backend`] opened.
+pub fn new_kernel_with(
+    netns: Option<std::path::PathBuf>,
+    firewall: Option<crate::firewall::Opened>,
+) -> Result<Box<dyn Kernel>> {
+    let mut system = crate::system::System::new(netns)?;
+    system.adopt(firewall);
+    Ok(Box::new(system))
 }

@@ -35,7 +35,7 @@ pub fn run(config: &Config) -> Result<()> {
                 config.firewall_backend, e.msg
             ))
         })?;
-        log::debug!("firewall backend: {backend:?}");
+        log::debug!("firewall backend: {:?}", backend.map(|b| b.backend));
     }
     crate::vrf::status(config)?;
     log::debug!("ready");
