@@ -4,7 +4,7 @@
 # and removes) and writes the report to benches/RESULTS.md. Run as root:
 #
 #   sudo benches/run.sh                    # release build, the whole benchmark
-#   sudo benches/run.sh --static-variant   # also an A/B row: gwsteer built static + LTO
+#   sudo benches/run.sh --dynamic-variant  # also an A/B row: gwsteer linked dynamically
 #   sudo benches/run.sh -- --iterations 100 --concurrent 50   # options for the bench
 #
 # The machine's own network is never touched; see benches/cni.rs.
@@ -17,11 +17,11 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 export PATH="$HOME/.cargo/bin:$PATH"
 
-static=0
+dynamic=0
 bench_args=()
 while [ $# -gt 0 ]; do
     case "$1" in
-        --static-variant) static=1 ;;
+        --dynamic-variant) dynamic=1 ;;
         --) shift; bench_args+=("$@"); break ;;
         *) bench_args+=("$1") ;;
     esac
@@ -39,19 +39,15 @@ done
 echo "== cargo build --release" >&2
 cargo build --release --bins
 
-if [ "$static" = 1 ]; then
-    # A static binary cannot be the default build: crt-static in RUSTFLAGS
-    # without --target breaks proc-macro crates, and --target moves the
-    # binary out of target/release. Built apart, measured as "alt build".
-    echo "== static + LTO variant (target/bench-static)" >&2
-    CARGO_TARGET_DIR=target/bench-static \
-        RUSTFLAGS="-C target-feature=+crt-static" \
-        CARGO_PROFILE_RELEASE_LTO=fat \
-        CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
-        CARGO_PROFILE_RELEASE_PANIC=abort \
-        cargo build --release --bin gwsteer --target x86_64-unknown-linux-gnu
-    export GWSTEER_BENCH_ALT_BIN="$PWD/target/bench-static/x86_64-unknown-linux-gnu/release/gwsteer"
-    export GWSTEER_BENCH_ALT_LABEL="static glibc + fat LTO + codegen-units 1 + panic abort"
+if [ "$dynamic" = 1 ]; then
+    # The shipped binary is static (.cargo/static-bin-rustc). For comparison,
+    # the same tree and profile linked dynamically, built apart and measured
+    # as "alt build".
+    echo "== dynamically linked variant (target/bench-dynamic)" >&2
+    CARGO_TARGET_DIR=target/bench-dynamic GWSTEER_DYNAMIC=1 \
+        cargo build --release --bin gwsteer
+    export GWSTEER_BENCH_ALT_BIN="$PWD/target/bench-dynamic/release/gwsteer"
+    export GWSTEER_BENCH_ALT_LABEL="the same release profile, linked dynamically (GWSTEER_DYNAMIC=1)"
 fi
 
 echo "== cargo bench --bench cni" >&2

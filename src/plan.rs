@@ -37,7 +37,15 @@ pub struct Plan {
 
 /// Key of the node group holding a policy's table routes.
 pub fn policy_group_key(policy: &Policy) -> String {
-    format!("steering.{}", policy.name)
+    format!("{POLICY_GROUP_PREFIX}{}", policy.name)
+}
+
+const POLICY_GROUP_PREFIX: &str = "steering.";
+
+/// Whether a node group is a steering policy's: its routes are the policy's
+/// owned table, one per destination, and nothing per pod.
+pub fn is_policy_group(key: &str) -> bool {
+    key.starts_with(POLICY_GROUP_PREFIX)
 }
 
 /// Policies that apply to this pod, in config order.

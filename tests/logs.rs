@@ -55,9 +55,14 @@ fn has_duration(line: &str) -> bool {
 
 /// The text after `"<verb> ctr1/eth0 … : <word> "` of the debug lines.
 fn changes<'a>(debug: &[&'a str], verb: &str, word: &str) -> Vec<&'a str> {
+    changes_of(debug, verb, "ctr1", word)
+}
+
+/// The text after `"<verb> <cid>/eth0 … : <word> "` of the debug lines.
+fn changes_of<'a>(debug: &[&'a str], verb: &str, cid: &str, word: &str) -> Vec<&'a str> {
     let mut out: Vec<&str> = debug
         .iter()
-        .filter(|l| l.contains(&format!(" {verb} ctr1/eth0 ")))
+        .filter(|l| l.contains(&format!(" {verb} {cid}/eth0 ")))
         .filter_map(|l| l.split_once(&format!(": {word} ")).map(|(_, what)| what))
         .map(|what| what.split(" (last holder").next().unwrap())
         .collect();
@@ -122,4 +127,75 @@ fn info_log_has_the_verbs_and_no_kernel_detail() {
         info[1].contains(" DEL ctr1/eth0 ") && has_duration(info[1]),
         "{log}"
     );
+}
+
+/// A policy's table routes are made by the first pod's ADD. Later ADDs read
+/// the owned table back (cost independent of the pods on the node) and
+/// replace a route only when it is missing or drifted: no kernel change for
+/// what is right, a repair for what is not.
+#[test]
+fn later_adds_leave_right_table_routes_alone_and_repair_drifted_ones() {
+    let lab = Lab::new("logtbl");
+    let t = Topo::build(&lab);
+    let log = lab.tmpdir().join("gwsteer.log");
+    let conf = conflist(
+        &lab,
+        NET,
+        "1.0.0",
+        Some(json!({
+            "steering": [source_policy("oam", 100)],
+            "logFile": log,
+            "logLevel": "debug",
+        })),
+    );
+    let route4 = format!("inet route default table 100 via {RTR_B_V4} dev eth-b");
+    let route6 = format!("inet6 route default table 100 via {RTR_B_V6} dev eth-b");
+    let routes_of = |debug: &[&str], cid: &str, word: &str| -> Vec<String> {
+        changes_of(debug, "ADD", cid, word)
+            .into_iter()
+            .filter(|c| c.contains(" route "))
+            .map(String::from)
+            .collect()
+    };
+
+    let p1 = add_pod(&lab, &t.node, &conf, "pod1", "ctr1", "shop");
+    let p2 = add_pod(&lab, &t.node, &conf, "pod2", "ctr2", "shop");
+    let text = read(&log);
+    let debug = lines_of(&text, "DEBUG");
+    assert_eq!(
+        routes_of(&debug, "ctr1", "ensure"),
+        vec![route4.clone(), route6.clone()],
+        "{text}"
+    );
+    assert!(routes_of(&debug, "ctr2", "ensure").is_empty(), "{text}");
+    assert_eq!(
+        routes_of(&debug, "ctr2", "present"),
+        vec![route4.clone(), route6.clone()],
+        "{text}"
+    );
+
+    // Drift: the IPv4 table route is now someone else's (proto static), as a
+    // hand edit leaves it.
+    ip(
+        &t.node,
+        [
+            "route", "replace", "default", "via", RTR_B_V4, "dev", "eth-b", "table", "100",
+            "metric", "0", "proto", "static",
+        ],
+    );
+    let p3 = add_pod(&lab, &t.node, &conf, "pod3", "ctr3", "shop");
+    let text = read(&log);
+    let debug = lines_of(&text, "DEBUG");
+    assert_eq!(routes_of(&debug, "ctr3", "ensure"), vec![route4], "{text}");
+    assert_eq!(routes_of(&debug, "ctr3", "present"), vec![route6], "{text}");
+    for family in [Family::V4, Family::V6] {
+        assert_eq!(table(&t.node, family, 100), expected_table_100(family));
+    }
+    for pod in [&p1, &p2, &p3] {
+        del_pod(&t.node, &conf, pod);
+    }
+    for family in [Family::V4, Family::V6] {
+        assert!(table(&t.node, family, 100).is_empty());
+        assert!(our_rules(&t.node, family).is_empty());
+    }
 }
