@@ -9,7 +9,11 @@
 //! address to a set. The number of firewall rules never grows with pods.
 
 pub mod iptables;
+mod nfnl;
 pub mod nftables;
+#[cfg(test)]
+mod testutil;
+mod xtables;
 
 use std::fmt;
 

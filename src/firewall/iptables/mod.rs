@@ -95,7 +95,6 @@
 
 mod diff;
 mod ipset;
-mod nfnl;
 mod rules;
 mod xtables;
 
@@ -108,15 +107,16 @@ use std::fmt;
 
 use ipnet::IpNet;
 
+use super::nfnl::NlError;
 use super::{Firewall, FwExemption, FwMember, FwObject, FwPolicy};
 use crate::error::{Error, Result, code};
 use crate::objects::{Family, Presence};
 use ipset::{HASH_NET, Ipset, SetInfo};
-use nfnl::NlError;
 use rules::{ExemptionSpec, MANGLE, NAT, POSTROUTING, PolicyNames, SET_PREFIX, SetSpec};
 use xtables::{Table, Tools};
 
-pub use xtables::Variant;
+pub use crate::firewall::xtables::Variant;
+use crate::firewall::xtables::legacy_tables;
 
 /// The environment variable that selects the iptables variant.
 pub const VARIANT_ENV: &str = "GWSTEER_IPTABLES";
@@ -198,7 +198,7 @@ fn variant_from_env(value: Option<&str>) -> Result<Option<Variant>> {
 
 /// Is legacy iptables loaded in this namespace, or loadable?
 fn legacy_available() -> bool {
-    if xtables::legacy_tables(Family::V4).is_some() {
+    if legacy_tables(Family::V4).is_some() {
         return true;
     }
     let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
@@ -265,13 +265,13 @@ impl Iptables {
         let ipset = &mut self.ipset;
         *self
             .nft_answers
-            .get_or_insert_with(|| nfnl::nftables_answers(ipset.nfnl()))
+            .get_or_insert_with(|| ipset.nftables_answers())
     }
 
     /// `tools` can be used in this namespace for `family`.
     fn usable(&mut self, tools: &Tools, family: Family) -> bool {
         match tools.variant {
-            Variant::Legacy => xtables::legacy_tables(family).is_some(),
+            Variant::Legacy => legacy_tables(family).is_some(),
             Variant::Nft => self.nft_usable(),
         }
     }
@@ -304,12 +304,37 @@ impl Iptables {
         })
     }
 
+    /// Reads `table` and applies the lines `change` wants for it, if any:
+    /// one `*-save`, at most one `*-restore`.
+    fn rewrite(
+        &self,
+        tools: &Tools,
+        family: Family,
+        table: &str,
+        change: impl FnOnce(&Table) -> Vec<String>,
+    ) -> Result<()> {
+        let lines = change(&self.save(tools, family, table)?);
+        if lines.is_empty() {
+            return Ok(());
+        }
+        self.restore(tools, family, table, &lines)
+    }
+
     // ---- sets ----
 
     fn set_info(&mut self, name: &str) -> Result<Option<SetInfo>> {
         self.ipset
             .info(name)
             .map_err(|e| set_error(name, "reading", &e))
+    }
+
+    /// The members of a set; none if there is no such set.
+    fn set_members(&mut self, name: &str) -> Result<Vec<IpNet>> {
+        Ok(self
+            .ipset
+            .members(name)
+            .map_err(|e| set_error(name, "listing", &e))?
+            .unwrap_or_default())
     }
 
     /// The set exists with gwsteer's type and family, and holds exactly
@@ -330,11 +355,7 @@ impl Iptables {
             }
         }
         if let Some(want) = &spec.contents {
-            let have = self
-                .ipset
-                .members(&spec.name)
-                .map_err(|e| set_error(&spec.name, "listing", &e))?
-                .unwrap_or_default();
+            let have = self.set_members(&spec.name)?;
             for net in want.iter().filter(|n| !have.contains(n)) {
                 self.ipset
                     .add(&spec.name, net)
@@ -372,11 +393,7 @@ impl Iptables {
             return Ok(());
         }
         if let Some(want) = &spec.contents {
-            let have = self
-                .ipset
-                .members(&spec.name)
-                .map_err(|e| set_error(&spec.name, "listing", &e))?
-                .unwrap_or_default();
+            let have = self.set_members(&spec.name)?;
             let lacks: Vec<String> = want
                 .iter()
                 .filter(|n| !have.contains(n))
@@ -435,11 +452,9 @@ impl Iptables {
             for set in &want.sets {
                 self.ensure_set(set)?;
             }
-            let table = self.save(&tools, family, MANGLE)?;
-            let lines = diff::policy_changes(&table, &want, &names);
-            if !lines.is_empty() {
-                self.restore(&tools, family, MANGLE, &lines)?;
-            }
+            self.rewrite(&tools, family, MANGLE, |table| {
+                diff::policy_changes(table, &want, &names)
+            })?;
             for stale in [names.to_set(family), names.ex_set(family)] {
                 if !want.sets.iter().any(|s| s.name == stale) {
                     self.destroy_set(&stale)?;
@@ -459,13 +474,8 @@ impl Iptables {
         let mut errors = Vec::new();
         for family in families() {
             for tools in self.all_tools(family) {
-                let result = self.save(&tools, family, MANGLE).and_then(|table| {
-                    let lines = diff::policy_removal(&table, &names);
-                    if lines.is_empty() {
-                        Ok(())
-                    } else {
-                        self.restore(&tools, family, MANGLE, &lines)
-                    }
+                let result = self.rewrite(&tools, family, MANGLE, |table| {
+                    diff::policy_removal(table, &names)
                 });
                 if let Err(e) = result {
                     errors.push(e);
@@ -496,11 +506,7 @@ impl Iptables {
                 Err(e) => errors.push(e),
             }
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(joined(errors))
-        }
+        all_ok(errors)
     }
 
     fn observe_policy(&mut self, p: &FwPolicy) -> Result<Presence> {
@@ -532,7 +538,7 @@ impl Iptables {
         let set = Self::member_set(m);
         let addr = host(&m.addr);
         self.ipset.add(&set, &addr).map_err(|e| match e {
-            NlError::Kernel(ipset::ENOENT) => fw_error(
+            e if e.is_enoent() => fw_error(
                 format!("adding {} to ipset {set}", addr.addr()),
                 format!(
                     "no such set: policy {}/{} is not in place",
@@ -547,7 +553,8 @@ impl Iptables {
         let set = Self::member_set(m);
         let addr = host(&m.addr);
         match self.ipset.del(&set, &addr) {
-            Ok(()) | Err(NlError::Kernel(ipset::ENOENT)) => Ok(()),
+            Ok(()) => Ok(()),
+            Err(e) if e.is_enoent() => Ok(()),
             Err(e) => Err(set_error(
                 &set,
                 &format!("deleting {} from", addr.addr()),
@@ -560,17 +567,29 @@ impl Iptables {
         let set = Self::member_set(m);
         match self.ipset.test(&set, &host(&m.addr)) {
             Ok(true) => Ok(Presence::Present),
-            Ok(false) | Err(NlError::Kernel(ipset::ENOENT)) => Ok(Presence::Missing),
+            Ok(false) => Ok(Presence::Missing),
+            Err(e) if e.is_enoent() => Ok(Presence::Missing),
             Err(e) => Err(set_error(&set, "testing a member of", &e)),
         }
     }
 
     // ---- exemptions ----
 
-    fn foreign_chains(spec: &ExemptionSpec) -> impl Iterator<Item = &String> {
-        spec.chains
+    /// The chains of `table` an exemption puts rules at the top of, with
+    /// those rules: POSTROUTING its identity mappings, each foreign chain
+    /// that exists its `RETURN`s.
+    fn exemption_chains<'a>(
+        spec: &'a ExemptionSpec,
+        table: &'a Table,
+        family: Family,
+    ) -> impl Iterator<Item = (&'a str, Vec<Vec<String>>)> + 'a {
+        let foreign = spec
+            .chains
             .iter()
             .filter(|c| !BUILTIN_CHAINS.contains(&c.as_str()))
+            .filter(|c| table.has_chain(c))
+            .map(move |c| (c.as_str(), spec.return_rules(family)));
+        std::iter::once((POSTROUTING, spec.netmap_rules(family))).chain(foreign)
     }
 
     /// The fast path: each family's witness set is referenced by at least
@@ -596,21 +615,10 @@ impl Iptables {
         for family in spec.families(&families()) {
             self.ensure_set(&spec.witness(family))?;
             for tools in self.all_tools(family) {
-                let result = self.save(&tools, family, NAT).and_then(|table| {
-                    let mut lines =
-                        diff::first_rules_changes(&table, POSTROUTING, &spec.netmap_rules(family));
-                    for chain in Self::foreign_chains(&spec).filter(|c| table.has_chain(c)) {
-                        lines.extend(diff::first_rules_changes(
-                            &table,
-                            chain,
-                            &spec.return_rules(family),
-                        ));
-                    }
-                    if lines.is_empty() {
-                        Ok(())
-                    } else {
-                        self.restore(&tools, family, NAT, &lines)
-                    }
+                let result = self.rewrite(&tools, family, NAT, |table| {
+                    Self::exemption_chains(&spec, table, family)
+                        .flat_map(|(chain, rules)| diff::first_rules_changes(table, chain, &rules))
+                        .collect()
                 });
                 match result {
                     Err(err) if tools.variant != self.primary.variant => log::warn!(
@@ -631,15 +639,10 @@ impl Iptables {
         for family in spec.families(&families()) {
             let witness = spec.witness(family).name;
             for tools in self.all_tools(family) {
-                let result = self.save(&tools, family, NAT).and_then(|table| {
-                    let lines = diff::removal(&table, |r| {
+                let result = self.rewrite(&tools, family, NAT, |table| {
+                    diff::removal(table, |r| {
                         r.comment() == Some(spec.comment.as_str()) && r.args.contains(&witness)
-                    });
-                    if lines.is_empty() {
-                        Ok(())
-                    } else {
-                        self.restore(&tools, family, NAT, &lines)
-                    }
+                    })
                 });
                 if let Err(err) = result {
                     errors.push(err);
@@ -651,11 +654,7 @@ impl Iptables {
                 errors.push(err);
             }
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(joined(errors))
-        }
+        all_ok(errors)
     }
 
     fn observe_exemption(&mut self, e: &FwExemption) -> Result<Presence> {
@@ -667,27 +666,23 @@ impl Iptables {
             for tools in self.all_tools(family) {
                 let table = self.save(&tools, family, NAT)?;
                 let label = format!("{} {NAT}", tools.label(family));
-                let (p, a) = diff::first_rules_problems(
-                    &table,
-                    POSTROUTING,
-                    &spec.netmap_rules(family),
-                    &label,
-                );
-                problems.extend(p);
-                any |= a;
-                for chain in Self::foreign_chains(&spec).filter(|c| table.has_chain(c)) {
-                    let (p, a) = diff::first_rules_problems(
-                        &table,
-                        chain,
-                        &spec.return_rules(family),
-                        &label,
-                    );
+                for (chain, rules) in Self::exemption_chains(&spec, &table, family) {
+                    let (p, a) = diff::first_rules_problems(&table, chain, &rules, &label);
                     problems.extend(p);
                     any |= a;
                 }
             }
         }
         Ok(presence(problems, any))
+    }
+}
+
+/// `Ok` when there are no errors, else all of them as one.
+fn all_ok(errors: Vec<Error>) -> Result<()> {
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(joined(errors))
     }
 }
 

@@ -7,10 +7,7 @@ use ipnet::IpNet;
 use crate::firewall::{FwExemption, FwPolicy, Marking};
 use crate::objects::Family;
 
-/// Every rule gwsteer makes carries `--comment gwsteer:…`.
-pub const COMMENT_PREFIX: &str = "gwsteer:";
-/// Every chain gwsteer makes is named `GWS-…` (xtables names ≤ 28 chars).
-pub const CHAIN_PREFIX: &str = "GWS-";
+pub use crate::firewall::xtables::{CHAIN_PREFIX, COMMENT_PREFIX};
 /// Every ipset gwsteer makes is named `gws-…` (ipset names ≤ 31 chars).
 pub const SET_PREFIX: &str = "gws-";
 

@@ -21,21 +21,9 @@ use super::rules::{CHAIN_PREFIX, COMMENT_PREFIX, PolicyNames, SET_PREFIX};
 use super::xtables::Table;
 use super::*;
 use crate::firewall::Marking;
+use crate::firewall::testutil::{in_netns, run, succeeded};
 
 // ---- namespaces and commands ----
-
-fn in_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let thread = std::thread::spawn(move || {
-        nix::sched::unshare(CloneFlags::CLONE_NEWNET)
-            .expect("unshare(CLONE_NEWNET): these tests run as root");
-        run("ip", &["link", "set", "lo", "up"]);
-        f()
-    });
-    match thread.join() {
-        Ok(v) => v,
-        Err(panic) => std::panic::resume_unwind(panic),
-    }
-}
 
 /// Runs `f` on a thread inside named namespace `ns`.
 fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -70,18 +58,7 @@ fn output(cmd: &str, args: &[&str], stdin: Option<&str>) -> std::process::Output
 }
 
 fn run_with(cmd: &str, args: &[&str], stdin: Option<&str>) -> String {
-    let out = output(cmd, args, stdin);
-    assert!(
-        out.status.success(),
-        "{cmd} {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn run(cmd: &str, args: &[&str]) -> String {
-    run_with(cmd, args, None)
+    succeeded(cmd, args, output(cmd, args, stdin))
 }
 
 fn run_in(ns: &str, cmd: &str, args: &[&str]) -> String {
@@ -126,16 +103,8 @@ impl Drop for Ns {
 
 // ---- reading rules back ----
 
-fn tool(variant: Variant, family: Family) -> String {
-    let cmd = match family {
-        Family::V4 => "iptables",
-        Family::V6 => "ip6tables",
-    };
-    let v = match variant {
-        Variant::Legacy => "legacy",
-        Variant::Nft => "nft",
-    };
-    format!("{cmd}-{v}")
+fn tool(variant: Variant, family: Family) -> &'static str {
+    variant.command(family)
 }
 
 fn saved(variant: Variant, family: Family, table: &str) -> Table {
@@ -154,7 +123,7 @@ fn lines(t: &Table) -> Vec<String> {
 fn ipt(variant: Variant, family: Family, args: &[&str]) {
     let mut all = vec!["-w"];
     all.extend_from_slice(args);
-    run(&tool(variant, family), &all);
+    run(tool(variant, family), &all);
 }
 
 fn backend(variant: Variant) -> Iptables {
@@ -827,7 +796,7 @@ fn add_probes(ns: &str, port: u16, dir: &str) {
         for dev in ["ra", "rb"] {
             run_in(
                 ns,
-                &bin,
+                bin,
                 &[
                     "-t",
                     "raw",

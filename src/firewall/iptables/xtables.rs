@@ -10,35 +10,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::firewall::xtables::{
+    Backslash, LOCK_WAIT_SECS, Variant, find_binary, legacy_tables, option_value, split_words,
+};
 use crate::objects::Family;
-
-/// How long a restore waits for the xtables lock (legacy; nft ignores it).
-const LOCK_WAIT_SECS: u32 = 10;
-
-/// The two implementations behind the `iptables` command line.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
-pub enum Variant {
-    /// `ip_tables` in the kernel, rules swapped as whole tables.
-    Legacy,
-    /// nf_tables in the kernel, driven through the xtables compatibility layer.
-    Nft,
-}
-
-impl Variant {
-    pub fn other(self) -> Variant {
-        match self {
-            Variant::Legacy => Variant::Nft,
-            Variant::Nft => Variant::Legacy,
-        }
-    }
-
-    fn suffix(self) -> &'static str {
-        match self {
-            Variant::Legacy => "legacy",
-            Variant::Nft => "nft",
-        }
-    }
-}
 
 /// The save and restore binaries of one variant, for both families.
 #[derive(Clone, Debug)]
@@ -50,23 +25,11 @@ pub struct Tools {
     restore6: PathBuf,
 }
 
-/// Where binaries are looked for: `$PATH`, then the usual sbin directories
-/// (container runtimes often call plugins with a short `PATH`).
-fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(
-            ["/usr/sbin", "/sbin", "/usr/bin", "/bin", "/usr/local/sbin"]
-                .iter()
-                .map(PathBuf::from),
-        )
-        .map(|dir| dir.join(name))
-        .find(|p| is_executable(p))
-}
+/// Where binaries are looked for after `$PATH`: the usual sbin directories.
+const FALLBACK_PATH: [&str; 5] = ["/usr/sbin", "/sbin", "/usr/bin", "/bin", "/usr/local/sbin"];
 
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+fn which(name: &str) -> Option<PathBuf> {
+    find_binary(name, &FALLBACK_PATH)
 }
 
 impl Tools {
@@ -74,17 +37,17 @@ impl Tools {
     /// (`iptables-legacy-save`, `ip6tables-nft-restore`, …), or which one is
     /// missing.
     pub fn explicit(variant: Variant) -> Result<Tools, String> {
-        // "iptables" + "save" → "iptables-legacy-save"
-        let find = |cmd: &str, op: &str| {
-            let name = format!("{cmd}-{}-{op}", variant.suffix());
+        // "iptables-legacy" + "save" → "iptables-legacy-save"
+        let find = |family: Family, op: &str| {
+            let name = format!("{}-{op}", variant.command(family));
             which(&name).ok_or(name)
         };
         Ok(Tools {
             variant,
-            save4: find("iptables", "save")?,
-            restore4: find("iptables", "restore")?,
-            save6: find("ip6tables", "save")?,
-            restore6: find("ip6tables", "restore")?,
+            save4: find(Family::V4, "save")?,
+            restore4: find(Family::V4, "restore")?,
+            save6: find(Family::V6, "save")?,
+            restore6: find(Family::V6, "restore")?,
         })
     }
 
@@ -115,12 +78,8 @@ impl Tools {
     }
 
     /// `iptables-nft`, `ip6tables-legacy`: how messages name the tool.
-    pub fn label(&self, family: Family) -> String {
-        let cmd = match family {
-            Family::V4 => "iptables",
-            Family::V6 => "ip6tables",
-        };
-        format!("{cmd}-{}", self.variant.suffix())
+    pub fn label(&self, family: Family) -> &'static str {
+        self.variant.command(family)
     }
 
     fn save_bin(&self, family: Family) -> &Path {
@@ -193,20 +152,6 @@ impl Tools {
     }
 }
 
-/// The legacy tables that exist in this namespace
-/// (`ip_tables_names`); `None` when legacy iptables is not loaded. Read
-/// through `/proc/thread-self`: `/proc/net` is the namespace of the
-/// process's main thread, not necessarily the caller's.
-pub fn legacy_tables(family: Family) -> Option<Vec<String>> {
-    let path = match family {
-        Family::V4 => "/proc/thread-self/net/ip_tables_names",
-        Family::V6 => "/proc/thread-self/net/ip6_tables_names",
-    };
-    std::fs::read_to_string(path)
-        .ok()
-        .map(|s| s.lines().map(str::to_string).collect())
-}
-
 /// One rule as `*-save` prints it: `-A <chain> <args…>`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
@@ -217,18 +162,12 @@ pub struct Rule {
 impl Rule {
     /// The value of `--comment`, if the rule has one.
     pub fn comment(&self) -> Option<&str> {
-        self.args
-            .windows(2)
-            .find(|w| w[0] == "--comment")
-            .map(|w| w[1].as_str())
+        option_value(&self.args, "--comment")
     }
 
     /// The `-j` target.
     pub fn target(&self) -> Option<&str> {
-        self.args
-            .windows(2)
-            .find(|w| w[0] == "-j")
-            .map(|w| w[1].as_str())
+        option_value(&self.args, "-j")
     }
 }
 
@@ -285,42 +224,9 @@ impl Table {
 }
 
 /// Splits a save line into words: blanks separate, double quotes group,
-/// a backslash escapes the next character (as iptables-save writes and
-/// iptables-restore reads them).
+/// a backslash escapes the next character, inside quotes or not.
 pub fn split_args(line: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut word = String::new();
-    let mut in_word = false;
-    let mut quoted = false;
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => {
-                if let Some(next) = chars.next() {
-                    word.push(next);
-                }
-                in_word = true;
-            }
-            '"' => {
-                quoted = !quoted;
-                in_word = true;
-            }
-            c if c.is_whitespace() && !quoted => {
-                if in_word {
-                    words.push(std::mem::take(&mut word));
-                    in_word = false;
-                }
-            }
-            c => {
-                word.push(c);
-                in_word = true;
-            }
-        }
-    }
-    if in_word {
-        words.push(word);
-    }
-    words
+    split_words(line, Backslash::Escapes)
 }
 
 /// One word for a restore script, quoted when it needs to be.

@@ -9,46 +9,15 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nix::sched::{CloneFlags, setns, unshare};
+use nix::sched::{CloneFlags, setns};
 use serde_json::Value;
 
-/// Runs `f` on a thread in a fresh network namespace with `lo` up.
-pub fn in_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let thread = std::thread::spawn(move || {
-        unshare(CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET): these tests run as root");
-        run("ip", &["link", "set", "lo", "up"]);
-        f()
-    });
-    match thread.join() {
-        Ok(v) => v,
-        Err(panic) => std::panic::resume_unwind(panic),
-    }
-}
-
-/// Runs a command; panics with its stderr unless it succeeds; its stdout.
-pub fn run(cmd: &str, args: &[&str]) -> String {
-    let out = try_run(cmd, args);
-    assert!(
-        out.status.success(),
-        "{cmd} {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-pub fn try_run(cmd: &str, args: &[&str]) -> Output {
-    Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd}: {e}"))
-}
+pub use crate::firewall::testutil::{in_netns, run, try_run};
 
 /// `nft -j list table inet <table>`: its items (sets, chains, rules), or
 /// `None` when there is no such table.

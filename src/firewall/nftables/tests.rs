@@ -691,7 +691,8 @@ fn exemption_puts_returns_at_the_top_of_foreign_chains() {
 
 #[test]
 fn iptables_readers_see_what_iptables_writes() {
-    use super::xtables::{ChainState, Variant};
+    use super::xtables::ChainState;
+    use crate::firewall::xtables::Variant;
     in_netns(|| {
         let mut fw = Nftables::new().unwrap();
         let cases = [

@@ -27,14 +27,14 @@ use ipnet::IpNet;
 
 use super::find_binary;
 use super::legacy;
-use super::nfnl::{Attrs, DumpedRule, NFPROTO_IPV4, NFPROTO_IPV6, NfSocket};
+use super::nfnl::{DumpedRule, NFPROTO_IPV4, NFPROTO_IPV6, NfSocket};
 use crate::error::{Error, Result, code};
+use crate::firewall::nfnl::{Attrs, c_string};
+use crate::firewall::xtables::{
+    Backslash, CHAIN_PREFIX, COMMENT_PREFIX, LOCK_WAIT_SECS, Variant, legacy_tables, option_value,
+    split_words,
+};
 use crate::objects::Family;
-
-/// How long iptables may wait for the xtables lock, in seconds.
-const LOCK_WAIT: &str = "10";
-/// Comments of gwsteer's iptables rules start so.
-pub const COMMENT_PREFIX: &str = "gwsteer:";
 /// `NFT_RETURN`: iptables-nft's `-j RETURN`.
 const NFT_RETURN: i32 = -5;
 
@@ -48,16 +48,6 @@ pub enum ChainState {
     /// The chain exists but a rule of this network's is in a form the
     /// reader does not know: ask iptables (`-C`).
     Unreadable,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Variant {
-    Legacy,
-    Nft,
-}
-
-impl Variant {
-    pub const ALL: [Variant; 2] = [Variant::Legacy, Variant::Nft];
 }
 
 /// One iptables command: variant and address family.
@@ -77,12 +67,7 @@ impl Tool {
     }
 
     pub fn binary(self) -> &'static str {
-        match (self.variant, self.family) {
-            (Variant::Legacy, Family::V4) => "iptables-legacy",
-            (Variant::Legacy, Family::V6) => "ip6tables-legacy",
-            (Variant::Nft, Family::V4) => "iptables-nft",
-            (Variant::Nft, Family::V6) => "ip6tables-nft",
-        }
+        self.variant.command(self.family)
     }
 
     fn nfproto(self) -> u8 {
@@ -147,18 +132,9 @@ impl Xtables {
     /// Does this variant have a nat table in this namespace?
     pub fn has_nat(&mut self, nl: &mut NfSocket, tool: Tool) -> Result<bool> {
         match tool.variant {
-            Variant::Legacy => {
-                // thread-self: /proc/net follows the process's first
-                // thread, which need not be in the caller's namespace.
-                let names = match tool.family {
-                    Family::V4 => "/proc/thread-self/net/ip_tables_names",
-                    Family::V6 => "/proc/thread-self/net/ip6_tables_names",
-                };
-                // No file: no legacy iptables in this kernel (or not loaded).
-                Ok(std::fs::read_to_string(names)
-                    .map(|text| text.lines().any(|l| l.trim() == "nat"))
-                    .unwrap_or(false))
-            }
+            // No list: no legacy iptables in this kernel (or not loaded).
+            Variant::Legacy => Ok(legacy_tables(tool.family)
+                .is_some_and(|names| names.iter().any(|l| l.trim() == "nat"))),
             Variant::Nft => nl.table_exists(tool.nfproto(), "nat").map_err(|e| {
                 Error::new(
                     code::FIREWALL,
@@ -319,19 +295,14 @@ impl Xtables {
         let text = String::from_utf8_lossy(&out.stdout);
         Ok(text
             .lines()
-            .map(split_words)
+            .map(|line| split_words(line, Backslash::Literal))
             .filter(|words| words.first().map(String::as_str) == Some("-A"))
             .filter(|words| {
-                let comment = words
-                    .windows(2)
-                    .find(|w| w[0] == "--comment")
-                    .map(|w| w[1].as_str());
-                let target = words
-                    .windows(2)
-                    .find(|w| w[0] == "-j")
-                    .map(|w| w[1].as_str());
+                let comment = option_value(words, "--comment");
+                let target = option_value(words, "-j");
                 comment.is_some_and(|c| c.starts_with(COMMENT_PREFIX))
-                    && !target.is_some_and(|t| t.starts_with("GWS-") || t.starts_with("GWSTEER-"))
+                    && !target
+                        .is_some_and(|t| t.starts_with(CHAIN_PREFIX) || t.starts_with("GWSTEER-"))
             })
             .collect())
     }
@@ -364,7 +335,7 @@ impl Xtables {
         };
         self.runs += 1;
         Command::new(&binary)
-            .args(["-w", LOCK_WAIT, "-t", "nat"])
+            .args(["-w", LOCK_WAIT_SECS, "-t", "nat"])
             .args(args)
             .output()
             .map(Some)
@@ -484,85 +455,4 @@ fn nft_rule_comment(rule: &DumpedRule) -> Option<String> {
 
 fn data_value(nested: &[u8]) -> Option<&[u8]> {
     Attrs(nested).get(NFTA_DATA_VALUE)
-}
-
-fn c_string(raw: &[u8]) -> String {
-    let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
-    String::from_utf8_lossy(&raw[..end]).into_owned()
-}
-
-/// Splits a line of `iptables -S` output into words: blanks separate,
-/// double quotes group (with `\"` and `\\` escapes inside).
-pub fn split_words(line: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut word = String::new();
-    let mut in_word = false;
-    let mut quoted = false;
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => {
-                quoted = !quoted;
-                in_word = true;
-            }
-            '\\' if quoted => {
-                if let Some(next) = chars.next() {
-                    word.push(next);
-                }
-            }
-            c if c.is_whitespace() && !quoted => {
-                if in_word {
-                    words.push(std::mem::take(&mut word));
-                    in_word = false;
-                }
-            }
-            c => {
-                word.push(c);
-                in_word = true;
-            }
-        }
-    }
-    if in_word {
-        words.push(word);
-    }
-    words
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn words_of_iptables_save_lines() {
-        assert_eq!(
-            split_words(
-                r#"-A KIND-MASQ-AGENT -s 10.20.0.0/24 -m comment --comment "gwsteer:n1" -j RETURN"#
-            ),
-            [
-                "-A",
-                "KIND-MASQ-AGENT",
-                "-s",
-                "10.20.0.0/24",
-                "-m",
-                "comment",
-                "--comment",
-                "gwsteer:n1",
-                "-j",
-                "RETURN"
-            ]
-        );
-        assert_eq!(
-            split_words(r#"-A X -m comment --comment "a \"b\" c" -j Y"#),
-            [
-                "-A",
-                "X",
-                "-m",
-                "comment",
-                "--comment",
-                "a \"b\" c",
-                "-j",
-                "Y"
-            ]
-        );
-    }
 }
