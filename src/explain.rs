@@ -14,15 +14,13 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteNextHop, RouteVia,
-};
+use netlink_packet_route::route::{RouteAttribute, RouteFlags, RouteMessage, RouteNextHop};
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleFlags, RuleMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
-use crate::netlink::NetlinkKernel;
+use crate::netlink::{NetlinkKernel, route_ip, via_ip};
 use crate::objects::{Family, RTPROT_GWSTEER, Side};
 
 const USAGE: &str = "usage: gwsteer explain <ip> [--from <ip>] [--iif <dev>] [--mark <m>] [--json]
@@ -143,22 +141,6 @@ fn host_len(ip: &IpAddr) -> u8 {
     match ip {
         IpAddr::V4(_) => 32,
         IpAddr::V6(_) => 128,
-    }
-}
-
-fn route_ip(addr: &RouteAddress) -> Option<IpAddr> {
-    match addr {
-        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
-        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
-        _ => None,
-    }
-}
-
-fn via_ip(via: &RouteVia) -> Option<IpAddr> {
-    match via {
-        RouteVia::Inet(v4) => Some(IpAddr::V4(*v4)),
-        RouteVia::Inet6(v6) => Some(IpAddr::V6(*v6)),
-        _ => None,
     }
 }
 

@@ -189,7 +189,9 @@ impl NetlinkKernel {
         exchange(rt, &mut conn.handle, payload, req)
     }
 
-    fn lookup_index(&mut self, side: Side, name: &str) -> Result<Option<u32>, NlError> {
+    /// One `RTM_GETLINK` by name (without statistics); `None` if there is
+    /// no such device.
+    fn link_by_name(&mut self, side: Side, name: &str) -> Result<Option<LinkMessage>, NlError> {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.to_string()));
         msg.attributes
@@ -199,10 +201,14 @@ impl NetlinkKernel {
             Err(e) if e.errno() == Some(Errno::ENODEV as i32) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let index = answer.iter().find_map(|m| match m {
-            RouteNetlinkMessage::NewLink(link) => Some(link.header.index),
+        Ok(answer.into_iter().find_map(|m| match m {
+            RouteNetlinkMessage::NewLink(link) => Some(link),
             _ => None,
-        });
+        }))
+    }
+
+    fn lookup_index(&mut self, side: Side, name: &str) -> Result<Option<u32>, NlError> {
+        let index = self.link_by_name(side, name)?.map(|link| link.header.index);
         if let (Some(index), Ok((_, conn))) = (index, self.parts(side)) {
             conn.names.insert(index, name.to_string());
         }
@@ -1229,7 +1235,7 @@ fn gateway_attribute(family: Family, via: IpAddr) -> Result<RouteAttribute, NlEr
     }
 }
 
-fn route_ip(addr: &RouteAddress) -> Option<IpAddr> {
+pub(crate) fn route_ip(addr: &RouteAddress) -> Option<IpAddr> {
     match addr {
         RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
         RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
@@ -1237,7 +1243,7 @@ fn route_ip(addr: &RouteAddress) -> Option<IpAddr> {
     }
 }
 
-fn via_ip(via: &RouteVia) -> Option<IpAddr> {
+pub(crate) fn via_ip(via: &RouteVia) -> Option<IpAddr> {
     match via {
         RouteVia::Inet(v4) => Some(IpAddr::V4(*v4)),
         RouteVia::Inet6(v6) => Some(IpAddr::V6(*v6)),

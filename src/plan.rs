@@ -281,7 +281,7 @@ pub fn plan(config: &Config, pod: &Pod, fw: Option<Backend>) -> Plan {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
@@ -294,7 +294,9 @@ mod tests {
         Config::from_value(&v).unwrap()
     }
 
-    fn pod(ns: &str, addrs: &[&str]) -> Pod {
+    /// A pod in namespace `ns` with `addrs` on `eth0` (also used by other
+    /// modules' tests).
+    pub(crate) fn pod(ns: &str, addrs: &[&str]) -> Pod {
         Pod {
             namespace: Some(ns.into()),
             name: Some("p".into()),

@@ -234,7 +234,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::cni::result::PodAddress;
+    use crate::plan::tests::pod;
 
     fn config(steering: Value, vrf: Value) -> Config {
         Config::from_value(&json!({
@@ -259,21 +259,6 @@ mod tests {
             }
         }
         v
-    }
-
-    fn pod(ns: &str, addrs: &[&str]) -> Pod {
-        Pod {
-            namespace: Some(ns.into()),
-            name: Some("p".into()),
-            addresses: addrs
-                .iter()
-                .map(|a| PodAddress {
-                    address: a.parse().unwrap(),
-                    gateway: None,
-                    interface: Some("eth0".into()),
-                })
-                .collect(),
-        }
     }
 
     fn texts(objects: &[Object]) -> Vec<String> {

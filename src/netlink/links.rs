@@ -144,24 +144,13 @@ fn kind_name(kind: &LinkKind) -> &'static str {
 impl NetlinkKernel {
     /// One `RTM_GETLINK` by name; `None` if there is no such device.
     pub(crate) fn get_link(&mut self, side: Side, name: &str) -> Result<Option<LinkState>> {
-        let mut msg = LinkMessage::default();
-        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
-        msg.attributes
-            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
-        let answer = match self.request(side, RouteNetlinkMessage::GetLink(msg), Req::Get) {
-            Ok(answer) => answer,
-            Err(e) if e.errno() == Some(Errno::ENODEV as i32) => return Ok(None),
-            Err(e) => {
-                return Err(e.into_error(format_args!(
-                    "looking up device {name}{}",
-                    side_suffix(side)
-                )));
-            }
-        };
-        Ok(answer.iter().find_map(|m| match m {
-            RouteNetlinkMessage::NewLink(link) => Some(link_state(link)),
-            _ => None,
-        }))
+        match self.link_by_name(side, name) {
+            Ok(link) => Ok(link.as_ref().map(link_state)),
+            Err(e) => Err(e.into_error(format_args!(
+                "looking up device {name}{}",
+                side_suffix(side)
+            ))),
+        }
     }
 
     fn set_link(
