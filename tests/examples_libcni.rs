@@ -5,31 +5,26 @@
 //!
 //! Each example gets a small node built with the interfaces, addresses and
 //! gateways it names (eth1 facing its router, eth0 with the default route),
-//! so the files run as they are. The one test-only rewrite ([`for_test`]):
-//! gwsteer's `stateDir` and `logFile` and host-local's `dataDir` point into
-//! the test's temp dir, never at the node's /run, /var/log or /var/lib.
+//! so the files run as they are. The one test-only rewrite
+//! (`common::examples::for_test`): gwsteer's `stateDir` and `logFile` and
+//! host-local's `dataDir` point into the test's temp dir, never at the
+//! node's /run, /var/log or /var/lib.
 //! The Multus NetworkAttachmentDefinition's embedded config is extracted from
 //! its `config: |` block and run the same way, the router pod with the
 //! `args.cni.gwsteer.role` Multus makes of its cni-args and host-local's `IP`
 //! argument standing in for Multus' `ips`.
+//!
+//! The VRF example (80-) needs a kernel with VRF, which this machine's
+//! lacks: `tests/vrf_guest.rs` runs it through libcni in the qemu guest
+//! (traffic, CHECK, DEL, cleanup); here it must be refused cleanly (103).
 
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
 
+use common::examples::{Run, examples_dir, load, node_with_eth1, our_rules, pod_ips, walk};
 use common::*;
 use serde_json::{Value, json};
-
-fn examples_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("conflist-examples")
-}
-
-fn load(file: &str) -> Value {
-    let path = examples_dir().join(file);
-    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: not JSON: {e}", path.display()))
-}
 
 /// The JSON of a NetworkAttachmentDefinition's `spec.config: |` block: the
 /// lines indented deeper than `config:` that follow it.
@@ -51,165 +46,6 @@ fn nad_config(yaml: &str) -> Value {
     }
     serde_json::from_str(&block)
         .unwrap_or_else(|e| panic!("config block is not JSON ({e}):\n{block}"))
-}
-
-/// The test-only rewrite: state, log and IPAM files into the lab's temp dir.
-fn for_test(lab: &Lab, mut conf: Value) -> Value {
-    for p in conf["plugins"].as_array_mut().expect("plugins") {
-        if p["type"] == "gwsteer" {
-            p["stateDir"] = json!(lab.subdir("state"));
-            p["logFile"] = json!(lab.tmpdir().join("gwsteer.log"));
-        }
-        if p["ipam"]["type"] == "host-local" {
-            p["ipam"]["dataDir"] = json!(lab.subdir("ipam"));
-        }
-    }
-    conf
-}
-
-/// A pod attached to `node` by the example conflist at `file`.
-struct Run<'a> {
-    lab: &'a Lab,
-    node: String,
-    conflist: PathBuf,
-    cache: PathBuf,
-    version: String,
-}
-
-impl<'a> Run<'a> {
-    fn new(lab: &'a Lab, node: &str, conf: &Value, file_name: &str) -> Run<'a> {
-        let conf = for_test(lab, conf.clone());
-        let conflist = lab.tmpdir().join(file_name);
-        write_json(&conflist, &conf);
-        Run {
-            lab,
-            node: node.to_string(),
-            conflist,
-            cache: lab.subdir("cni-cache"),
-            version: conf["cniVersion"].as_str().unwrap().to_string(),
-        }
-    }
-
-    fn op(&self, op: &str, pod: &str, cid: &str, ifname: &str, args: &str) -> CniOutcome {
-        libcni(
-            &self.node,
-            op,
-            &self.conflist,
-            &netns_path(pod),
-            cid,
-            ifname,
-            Some(args),
-            &self.cache,
-        )
-    }
-
-    /// ADD then CHECK; the ADD result.
-    fn add_check(&self, pod: &str, cid: &str, ifname: &str, args: &str) -> Value {
-        let result = self
-            .op("add", pod, cid, ifname, args)
-            .expect_ok(&format!("libcni ADD {cid} ({})", self.conflist.display()));
-        assert_eq!(result["cniVersion"], self.version.as_str(), "{result}");
-        let checked = self.op("check", pod, cid, ifname, args);
-        if self.version == "0.3.1" {
-            assert!(
-                !checked.success(),
-                "libcni refuses CHECK at 0.3.1: {checked}"
-            );
-        } else {
-            checked.expect_ok(&format!("libcni CHECK {cid}"));
-        }
-        result
-    }
-
-    fn del(&self, pod: &str, cid: &str, ifname: &str, args: &str) {
-        self.op("del", pod, cid, ifname, args)
-            .expect_ok(&format!("libcni DEL {cid}"));
-    }
-
-    /// No attachment record and no gwsteer rule (protocol 211) left.
-    fn assert_clean(&self) {
-        let records = self.lab.subdir("state");
-        let left: Vec<String> = walk(&records)
-            .into_iter()
-            .filter(|p| p.contains("/attachments/") && p.ends_with(".json"))
-            .collect();
-        assert!(left.is_empty(), "records left after DEL: {left:?}");
-        for family in [Family::V4, Family::V6] {
-            let ours: Vec<Value> = rules(&self.node, family)
-                .into_iter()
-                .filter(|r| r["protocol"] == "211")
-                .collect();
-            assert!(ours.is_empty(), "gwsteer rules left after DEL: {ours:?}");
-        }
-    }
-}
-
-fn walk(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Ok(entries) = fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p.display().to_string());
-            }
-        }
-    }
-    out
-}
-
-fn rules(ns: &str, family: Family) -> Vec<Value> {
-    match ip_json(ns, &["-N", family.flag(), "rule"]) {
-        Value::Array(a) => a,
-        other => panic!("ip rule: {other}"),
-    }
-}
-
-fn our_rules(ns: &str) -> Vec<Value> {
-    [Family::V4, Family::V6]
-        .into_iter()
-        .flat_map(|f| rules(ns, f))
-        .filter(|r| r["protocol"] == "211")
-        .collect()
-}
-
-/// A node with `eth1` (addresses `eth1`) towards a router namespace that
-/// holds `router` (addresses), and `eth0` to an upstream with the default
-/// route.
-fn node_with_eth1(lab: &Lab, eth1: &[&str], router: &[&str]) -> String {
-    let node = lab.router("node");
-    let up = lab.netns("up");
-    let rtr = lab.netns("rtr");
-    lab.veth(&node, "eth0", &up, "eth0");
-    lab.addr(&node, "eth0", "10.0.0.11/24");
-    lab.addr(&up, "eth0", "10.0.0.1/24");
-    lab.route(&node, &["add", "default", "via", "10.0.0.1"]);
-    lab.veth(&node, "eth1", &rtr, "eth0");
-    for a in eth1 {
-        lab.addr(&node, "eth1", a);
-    }
-    for a in router {
-        lab.addr(&rtr, "eth0", a);
-    }
-    node
-}
-
-fn pod_ips(result: &Value) -> Vec<String> {
-    result["ips"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| {
-            i["address"]
-                .as_str()
-                .unwrap()
-                .split('/')
-                .next()
-                .unwrap()
-                .to_string()
-        })
-        .collect()
 }
 
 /// Source steering of namespace `oam` (10- and 40-): the pod's addresses get
@@ -456,8 +292,118 @@ fn example_70_multus_nad_gateway_network() {
     gateway_network("ex70", conf, "70-nad.conflist");
 }
 
+/// The VRF egress example and the test of `tests/vrf_guest.rs` that runs it
+/// through libcni in the qemu guest (`bash tests/vrf/run.sh`).
+const VRF_EXAMPLE: &str = "80-bridge-vrf-egress.conflist";
+const VRF_EXAMPLE_GUEST_TEST: &str = "example_80_bridge_vrf_egress_through_libcni";
+
+/// gwsteer's routes (protocol 211) in any table, both families.
+fn our_routes(ns: &str) -> Vec<Value> {
+    [Family::V4, Family::V6]
+        .into_iter()
+        .flat_map(|f| {
+            ip_json(ns, &["-N", f.flag(), "route", "show", "table", "all"])
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter(|r| r["protocol"] == "211")
+        .collect()
+}
+
+/// 80-, on this machine: libcni runs the example as it is. On a kernel
+/// without VRF (this machine's) the bridge attaches the pod and gwsteer
+/// refuses with 103 naming `CONFIG_NET_VRF`, having made nothing: no VRF,
+/// no legs, `eth1` untouched, no rule, route, nftables table or record;
+/// libcni's DEL then succeeds. On a kernel with VRF, ADD, CHECK and DEL
+/// succeed and `gwsteer cleanup` leaves nothing. What the example does
+/// (traffic through the VRF, masqueraded, and gone after DEL) is proven in
+/// the guest by `tests/vrf_guest.rs` ([`VRF_EXAMPLE_GUEST_TEST`]).
+#[test]
+fn example_80_bridge_vrf_egress() {
+    let lab = Lab::new("ex80");
+    let node = node_with_eth1(
+        &lab,
+        &["192.168.2.2/24", "fd00:2::2/64"],
+        &["192.168.2.1/24", "fd00:2::1/64"],
+    );
+    let conf = load(VRF_EXAMPLE);
+    let vrf = conf["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["type"] == "gwsteer")
+        .expect("a gwsteer entry")["vrf"]
+        .clone();
+    let made: Vec<String> = [
+        &vrf["name"],
+        &vrf["legs"]["host"]["name"],
+        &vrf["legs"]["vrf"]["name"],
+    ]
+    .iter()
+    .map(|n| n.as_str().expect("a VRF or leg name").to_string())
+    .collect();
+    assert_eq!(vrf["uplinks"], json!(["eth1"]), "{vrf}");
+    let run = Run::new(&lab, &node, &conf, VRF_EXAMPLE);
+    let pod = lab.netns("pod");
+    let args = k8s_cni_args("oam", "egress-0", "c1");
+    let eth1_before = addrs(&node, "eth1");
+    let assert_nothing_of_ours = |when: &str| {
+        let links = link_names(&node);
+        for name in &made {
+            assert!(!links.contains(name), "{when}: {name} exists: {links:?}");
+        }
+        let eth1 = ip_json(&node, &["link", "show", "dev", "eth1"]);
+        assert!(eth1[0].get("master").is_none(), "{when}: {eth1}");
+        assert_eq!(
+            addrs(&node, "eth1"),
+            eth1_before,
+            "{when}: eth1's addresses"
+        );
+        assert_eq!(our_rules(&node), Vec::<Value>::new(), "{when}: rules");
+        assert_eq!(our_routes(&node), Vec::<Value>::new(), "{when}: routes");
+        let tables = exec_in(&node, "nft", ["list", "tables"]);
+        assert!(!tables.contains("gwsteer"), "{when}: {tables}");
+        let records: Vec<String> = walk(&run.state_dir())
+            .into_iter()
+            .filter(|p| p.ends_with(".json") || p.contains("/holds/"))
+            .collect();
+        assert!(records.is_empty(), "{when}: state left: {records:?}");
+    };
+
+    if lab.kernel_makes_vrf() {
+        eprintln!("example_80_bridge_vrf_egress: this kernel has VRF: ADD must succeed");
+        run.add_check(&pod, "c1", "eth0", &args);
+        let eth1 = ip_json(&node, &["link", "show", "dev", "eth1"]);
+        assert_eq!(eth1[0]["master"], vrf["name"], "{eth1}");
+        run.del(&pod, "c1", "eth0", &args);
+        let state = run.state_dir().display().to_string();
+        let out = gwsteer_cli(&node, &["cleanup", "--state-dir", &state]);
+        assert!(out.success(), "cleanup:\n{out}");
+    } else {
+        let add = run.op("add", &pod, "c1", "eth0", &args);
+        assert_eq!(
+            add.expect_error("libcni ADD of the VRF example"),
+            103,
+            "{add}"
+        );
+        assert!(
+            add.error_msg()
+                .unwrap_or_default()
+                .contains("CONFIG_NET_VRF"),
+            "{add}"
+        );
+        assert_nothing_of_ours("after the refused ADD");
+        run.del(&pod, "c1", "eth0", &args);
+    }
+    run.assert_clean();
+    assert_nothing_of_ours("after DEL");
+}
+
 /// Every example has its test above (a new example needs one), and every
-/// conflist's version is one libcni 1.1.2 runs.
+/// conflist's version is one libcni 1.1.2 runs. The VRF example's test here
+/// only proves the refusal on this kernel: its guest test must exist, be
+/// gated like the other guest tests and run this very file.
 #[test]
 fn every_example_is_run_by_libcni() {
     let covered = [
@@ -468,7 +414,28 @@ fn every_example_is_run_by_libcni() {
         "50-flannel-bridge-egress-mark.conflist",
         "60-bridge-connmark-oam-return.conflist",
         "70-multus-gateway-network-nad.yaml",
+        VRF_EXAMPLE,
     ];
+    let guest = fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vrf_guest.rs"),
+    )
+    .expect("tests/vrf_guest.rs");
+    let header = format!("#[test]\nfn {VRF_EXAMPLE_GUEST_TEST}() {{\n");
+    let start = guest.find(&header).unwrap_or_else(|| {
+        panic!("tests/vrf_guest.rs has no test `{VRF_EXAMPLE_GUEST_TEST}` for {VRF_EXAMPLE}")
+    });
+    let body = &guest[start..];
+    let body = &body[..body.find("\n}\n").expect("the guest test's end")];
+    for needle in [
+        format!("if !in_vrf_guest(\"{VRF_EXAMPLE_GUEST_TEST}\") {{"),
+        format!("\"{VRF_EXAMPLE}\""),
+        "Run::new(".to_string(),
+    ] {
+        assert!(
+            body.contains(&needle),
+            "{VRF_EXAMPLE_GUEST_TEST} in tests/vrf_guest.rs must contain `{needle}`"
+        );
+    }
     let mut found: Vec<String> = fs::read_dir(examples_dir())
         .unwrap()
         .flatten()

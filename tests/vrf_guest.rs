@@ -15,6 +15,7 @@ mod reliability;
 use std::io::Write;
 use std::time::Duration;
 
+use common::examples::{Run, example_node, load, pod_ips};
 use common::*;
 use reliability::{Node, prev_result};
 use serde_json::Value;
@@ -858,4 +859,266 @@ fn vrf_masquerade_hides_pods_behind_the_uplink_address() {
     );
     assert!(out.success(), "cleanup:\n{out}");
     assert!(link(&node, "vrf-oam").is_none());
+}
+
+/// The node's rules, routes and nftables ruleset, for a failure message.
+fn node_dump(ns: &str) -> String {
+    [
+        vec!["ip", "-d", "link", "show"],
+        vec!["ip", "-4", "rule"],
+        vec!["ip", "-6", "rule"],
+        vec!["ip", "-4", "route", "show", "table", "all"],
+        vec!["ip", "-6", "route", "show", "table", "all"],
+        vec!["nft", "list", "ruleset"],
+    ]
+    .into_iter()
+    .map(|argv| {
+        let out = try_exec_in(ns, argv[0], &argv[1..]).unwrap_or_else(|e| e.to_string());
+        format!("$ {}\n{out}", argv.join(" "))
+    })
+    .collect::<Vec<_>>()
+    .join("\n")
+}
+
+/// Rules and routes of a [`snapshot`], each list sorted (a route that
+/// cleanup puts back may be listed in another place), and without the kernel's l3mdev rule,
+/// which the kernel adds with the netns' first VRF device and never removes.
+fn settled(mut snap: Value) -> Value {
+    for kind in ["rules", "routes"] {
+        for family in ["4", "6"] {
+            if let Some(list) = snap[kind][family].as_array_mut() {
+                list.retain(|r| r.get("l3mdev").is_none());
+                list.sort_by_key(|r| r.to_string());
+            }
+        }
+    }
+    snap
+}
+
+/// conflist-examples/80-bridge-vrf-egress.conflist, as it is, through
+/// Debian's libcni (the host only sees it refused: no VRF there;
+/// tests/examples_libcni.rs checks that this test exists). The node is the
+/// examples' (eth0 with the default route, eth1 towards the OaM router at
+/// 192.168.2.1); behind the router an OaM server, and the router has no route
+/// to the pods, so only masqueraded traffic can be answered.
+///
+/// ```text
+///  pod (ns oam) ──┐            node                                     rtr            srv
+///  other (default)┴ cni0 ─ main table ─ eth0 10.0.0.11 ─ up 10.0.0.1
+///                   └ rule 1000 from <pod> lookup 100 ─ oam-host ═ oam-vrf [vrf-oam, table 10]
+///                                          eth1 192.168.2.2 [vrf-oam] ─ 192.168.2.1 | 172.30.0.1 ─ 172.30.0.5
+/// ```
+///
+/// Without gwsteer (the bridge alone) the pod gets no answer from the
+/// server. With the example: eth1 is in the VRF, the node itself no longer
+/// routes to the OaM network, the oam pod reaches the server (IPv4 and IPv6,
+/// ping and TCP) as the uplink's address, the other pod does not; libcni's
+/// CHECK passes. After DEL the pod's address gets no answer again, and after
+/// the last DEL and `gwsteer cleanup` the node's rules, routes and nftables
+/// ruleset are what the bridge alone left.
+#[test]
+fn example_80_bridge_vrf_egress_through_libcni() {
+    if !in_vrf_guest("example_80_bridge_vrf_egress_through_libcni") {
+        return;
+    }
+    const T: Duration = Duration::from_secs(10);
+    const FILE: &str = "80-bridge-vrf-egress.conflist";
+    let lab = Lab::new("vrfex80");
+    let (node, rtr) = example_node(
+        &lab,
+        &["192.168.2.2/24", "fd00:2::2/64"],
+        &["192.168.2.1/24", "fd00:2::1/64"],
+    );
+    lab.sysctls(
+        &rtr,
+        &[
+            ("net.ipv4.ip_forward", "1"),
+            ("net.ipv6.conf.all.forwarding", "1"),
+        ],
+    );
+    let srv = lab.netns("srv");
+    lab.veth(&rtr, "eth1", &srv, "eth0");
+    lab.addr(&rtr, "eth1", "172.30.0.1/24");
+    lab.addr(&rtr, "eth1", "fd00:172:30::1/64");
+    lab.addr(&srv, "eth0", "172.30.0.5/24");
+    lab.addr(&srv, "eth0", "fd00:172:30::5/64");
+    lab.route(&srv, &["add", "default", "via", "172.30.0.1"]);
+    lab.route(&srv, &["add", "default", "via", "fd00:172:30::1"]);
+    let v4 = TcpServer::start(&srv, "172.30.0.5:0".parse().unwrap());
+    let v6 = TcpServer::start(&srv, "[fd00:172:30::5]:0".parse().unwrap());
+    let servers = [("172.30.0.5", v4.addr()), ("fd00:172:30::5", v6.addr())];
+    let reaches = |ns: &str| {
+        servers
+            .iter()
+            .map(|(ip, _)| ping(ns, ip, None, false))
+            .collect::<Vec<bool>>()
+    };
+
+    let pod = lab.netns("pod");
+    let other = lab.netns("other");
+    let oam_args = k8s_cni_args("oam", "egress-0", "c1");
+    let other_args = k8s_cni_args("default", "web-0", "c2");
+    let eth1_before = addrs(&node, "eth1");
+
+    // The bridge alone: the pod's traffic to the server leaves by the
+    // default route on eth0 and gets no answer.
+    let conf = load(FILE);
+    let mut bare = conf.clone();
+    bare["plugins"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|p| p["type"] != "gwsteer");
+    assert_eq!(bare["plugins"].as_array().unwrap().len(), 1, "{bare}");
+    let bare = Run::new(&lab, &node, &bare, "80-bridge-only.conflist");
+    bare.add_check(&pod, "c0", "eth0", &oam_args);
+    wait_no_tentative(&pod, T);
+    assert_eq!(
+        reaches(&pod),
+        [false, false],
+        "the pod reached the OaM server with the bridge alone"
+    );
+    bare.del(&pod, "c0", "eth0", &oam_args);
+    let before = settled(snapshot(&node));
+
+    // The example.
+    let run = Run::new(&lab, &node, &conf, FILE);
+    let result = run.add_check(&pod, "c1", "eth0", &oam_args);
+    let other_result = run.add_check(&other, "c2", "eth0", &other_args);
+    let ips = pod_ips(&result);
+    assert_eq!(ips.len(), 2, "{result}");
+    wait_no_tentative(&pod, T);
+    wait_no_tentative(&other, T);
+    wait_no_tentative(&node, T);
+
+    assert_eq!(link(&node, "eth1").unwrap()["master"], "vrf-oam");
+    assert_eq!(
+        addrs(&node, "eth1"),
+        eth1_before,
+        "eth1 keeps its addresses"
+    );
+    let leg = link(&node, "oam-vrf").expect("the VRF leg");
+    assert_eq!(leg["master"], "vrf-oam", "{leg}");
+    // The node's own traffic no longer sees the OaM network.
+    let got = ip_json(&node, &["route", "get", "172.30.0.5"]);
+    assert_eq!(got[0]["dev"], "eth0", "{got}");
+    let mut want = vec![
+        (
+            "default".to_string(),
+            "192.168.2.1".to_string(),
+            "eth1".to_string(),
+            String::new(),
+        ),
+        (
+            "default".to_string(),
+            "fd00:2::1".to_string(),
+            "eth1".to_string(),
+            String::new(),
+        ),
+    ];
+    want.extend(unreachables());
+    // The leaks: the oam pod's addresses, back through the host leg.
+    for ip in &ips {
+        let host_leg = if ip.contains(':') {
+            "fd00:a9fe:100::1"
+        } else {
+            "169.254.100.1"
+        };
+        want.push((
+            ip.clone(),
+            host_leg.to_string(),
+            "oam-vrf".to_string(),
+            String::new(),
+        ));
+    }
+    want.sort();
+    assert_eq!(table_routes(&node, 10), want, "the VRF table");
+
+    // The oam pod reaches the server through the VRF, as the uplink's address.
+    for (ip, _) in &servers {
+        assert!(
+            eventually(T, || ping(&pod, ip, None, false)),
+            "oam pod -> {ip} through the VRF: no answer in {T:?}; the node:\n{}",
+            node_dump(&node)
+        );
+    }
+    for ((ip, addr), uplink) in servers.iter().zip(["192.168.2.2", "fd00:2::2"]) {
+        let pong = tcp_pong(&pod, *addr, T).unwrap_or_else(|e| panic!("oam pod -> {ip}: {e}"));
+        assert_eq!(
+            pong.peer.to_string(),
+            uplink,
+            "masqueraded to the uplink's address"
+        );
+    }
+    let explain = gwsteer_cli(
+        &node,
+        &[
+            "explain",
+            "172.30.0.5",
+            "--from",
+            &ips[0],
+            "--iif",
+            "cni0",
+            "--json",
+        ],
+    );
+    let v: Value = serde_json::from_str(explain.stdout_raw.trim())
+        .unwrap_or_else(|e| panic!("{e}: {explain}"));
+    assert_eq!(v["table"], 100, "{v}");
+    assert_eq!(v["chosen"]["dev"], "oam-host", "{v}");
+    // The other namespace's pod is not steered.
+    assert_eq!(
+        reaches(&other),
+        [false, false],
+        "a pod outside namespace oam reached the OaM server: {other_result}"
+    );
+    for (ip, addr) in &servers {
+        assert!(
+            tcp_pong(&other, *addr, Duration::from_secs(2)).is_err(),
+            "a pod outside namespace oam reached {ip} over TCP"
+        );
+    }
+    run.op("check", &pod, "c1", "eth0", &oam_args)
+        .expect_ok("libcni CHECK c1 after the traffic");
+
+    // After DEL the pod's address has no way out any more: re-made on cni0
+    // (the bridge's DEL removed the interface), it gets no answer.
+    run.del(&pod, "c1", "eth0", &oam_args);
+    lab.veth(&node, "vethre", &pod, "eth0");
+    lab.ip(&node, ["link", "set", "dev", "vethre", "master", "cni0"]);
+    lab.addr(&pod, "eth0", &format!("{}/24", ips[0]));
+    lab.addr(&pod, "eth0", &format!("{}/64", ips[1]));
+    lab.route(&pod, &["add", "default", "via", "10.244.1.1"]);
+    lab.route(&pod, &["add", "default", "via", "fd00:244:0:1::1"]);
+    wait_no_tentative(&pod, T);
+    assert!(
+        eventually(T, || ping(&pod, "10.244.1.1", None, false)),
+        "the re-made pod address reaches its bridge"
+    );
+    assert_eq!(
+        reaches(&pod),
+        [false, false],
+        "the pod's address still reaches the OaM server after DEL"
+    );
+    lab.ip(&node, ["link", "del", "dev", "vethre"]);
+
+    run.del(&other, "c2", "eth0", &other_args);
+    run.assert_clean();
+    let state = run.state_dir().display().to_string();
+    let out = gwsteer_cli(&node, &["cleanup", "--state-dir", &state]);
+    assert!(out.success(), "cleanup:\n{out}");
+    for dev in ["vrf-oam", "oam-host", "oam-vrf"] {
+        assert!(link(&node, dev).is_none(), "{dev} left after cleanup");
+    }
+    let eth1 = link(&node, "eth1").expect("eth1 stays");
+    assert!(eth1.get("master").is_none(), "{eth1}");
+    assert_eq!(
+        addrs(&node, "eth1"),
+        eth1_before,
+        "eth1 gets its addresses back"
+    );
+    assert_same_state(
+        "after the example's DEL and cleanup, against the bridge alone",
+        &before,
+        &settled(snapshot(&node)),
+    );
 }

@@ -25,39 +25,17 @@ fn vrf_section() -> Value {
     })
 }
 
-/// Whether this kernel makes VRF devices: tried in a scratch namespace.
-fn kernel_makes_vrf(lab: &Lab) -> bool {
-    let ns = lab.netns("probe");
-    try_ip(
-        &ns,
-        ["link", "add", "vrfprobe", "type", "vrf", "table", "4242"],
-    )
-    .is_ok()
-}
-
-fn links(ns: &str) -> Vec<String> {
-    let v: Value = serde_json::from_str(&ip(ns, ["-j", "link", "show"])).expect("ip -j link");
-    let mut names: Vec<String> = v
-        .as_array()
-        .expect("link list")
-        .iter()
-        .filter_map(|l| l["ifname"].as_str().map(str::to_string))
-        .collect();
-    names.sort();
-    names
-}
-
 #[test]
 fn vrf_needs_kernel_support_and_is_refused_cleanly() {
     let node = Node::new("vrfhost");
-    if kernel_makes_vrf(&node.lab) {
+    if node.lab.kernel_makes_vrf() {
         eprintln!("vrf_needs_kernel_support_and_is_refused_cleanly: skipped: this kernel has VRF");
         return;
     }
     let mut config = node.config("vrf-net", json!([]));
     config["vrf"] = vrf_section();
     let prev = prev_result("10.244.1", "fd00:244:0:1", 5, &node.pod_netns);
-    let links_before = links(&node.ns);
+    let links_before = link_names(&node.ns);
     let rules_before = node.all_rules();
     let store_before = store_snapshot(&node.state);
 
@@ -66,7 +44,7 @@ fn vrf_needs_kernel_support_and_is_refused_cleanly() {
     let msg = add.error_msg().unwrap_or_default().to_string();
     assert_eq!(code, 103, "{add}");
     assert!(msg.contains("CONFIG_NET_VRF"), "{add}");
-    assert_eq!(links(&node.ns), links_before, "ADD left a link behind");
+    assert_eq!(link_names(&node.ns), links_before, "ADD left a link behind");
     assert_eq!(node.all_rules(), rules_before, "ADD left a rule behind");
     assert_eq!(
         store_snapshot(&node.state),
@@ -87,7 +65,7 @@ fn vrf_needs_kernel_support_and_is_refused_cleanly() {
 
     // DEL never fails for what was never made.
     node.del("c1", &config, &prev).expect_ok("DEL with vrf");
-    assert_eq!(links(&node.ns), links_before);
+    assert_eq!(link_names(&node.ns), links_before);
 
     // Config errors come first, with the field path, on any kernel.
     let mut broken = config.clone();

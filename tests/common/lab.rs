@@ -190,6 +190,17 @@ impl Lab {
         fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
         dir
     }
+
+    /// Whether this kernel makes VRF devices (`CONFIG_NET_VRF`): tried in a
+    /// scratch namespace of this lab.
+    pub fn kernel_makes_vrf(&self) -> bool {
+        let ns = self.netns("vrfprobe");
+        super::cmd::try_ip(
+            &ns,
+            ["link", "add", "vrfprobe", "type", "vrf", "table", "4242"],
+        )
+        .is_ok()
+    }
 }
 
 impl Drop for Lab {

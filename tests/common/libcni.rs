@@ -30,13 +30,32 @@ fn mtime(path: &Path) -> Option<SystemTime> {
     fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
-/// Path of the driver binary, built once per test process with
-/// `tests/libcni-driver/build.sh target/libcni-driver` unless it is newer than
-/// its sources. A file lock keeps parallel test processes (nextest) from
-/// building at the same time.
+/// Names a driver binary built beforehand; then nothing is built. The VRF
+/// guest (`tests/vrf/run.sh`) sets it: the guest sees this machine's files
+/// read-only and has no CARGO_TARGET_DIR, so it can neither build nor find
+/// the driver by itself.
+pub const DRIVER_ENV: &str = "GWSTEER_LIBCNI_DRIVER";
+
+/// Path of the driver binary: [`DRIVER_ENV`] if set, else built once per test
+/// process with `tests/libcni-driver/build.sh target/libcni-driver` unless it
+/// is newer than its sources. A file lock keeps parallel test processes
+/// (nextest) from building at the same time.
 pub fn libcni_driver() -> PathBuf {
     static DRIVER: OnceLock<PathBuf> = OnceLock::new();
-    DRIVER.get_or_init(build_driver).clone()
+    DRIVER
+        .get_or_init(|| match std::env::var_os(DRIVER_ENV) {
+            Some(path) => {
+                let bin = PathBuf::from(path);
+                assert!(
+                    bin.is_file(),
+                    "{DRIVER_ENV}={} is not a file (build it with tests/libcni-driver/build.sh)",
+                    bin.display()
+                );
+                bin
+            }
+            None => build_driver(),
+        })
+        .clone()
 }
 
 fn build_driver() -> PathBuf {

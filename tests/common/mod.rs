@@ -10,11 +10,13 @@
 //! - [`cni`]: invoking a plugin as a runtime would, a libcni-like conflist runner,
 //!   and a bridge + host-local conflist builder.
 //! - [`libcni`]: the Go driver over Debian's libcni (`tests/libcni-driver`).
+//! - [`examples`]: the conflists of `conflist-examples/` run through libcni.
 #![allow(dead_code)]
 #![allow(unused_imports)]
 
 pub mod cmd;
 pub mod cni;
+pub mod examples;
 pub mod lab;
 pub mod libcni;
 pub mod observe;

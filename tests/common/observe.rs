@@ -112,6 +112,16 @@ pub fn routes(ns: &str, family: Family, table: impl Display) -> Vec<Value> {
     }
 }
 
+/// The names of the links `ns` has, sorted.
+pub fn link_names(ns: &str) -> Vec<String> {
+    let mut names: Vec<String> = as_vec(ip_json(ns, &["link", "show"]))
+        .iter()
+        .filter_map(|l| l["ifname"].as_str().map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
+
 /// Global-scope addresses on `dev` in `ns` (`ip -j addr show dev <dev> scope global`).
 pub fn addrs(ns: &str, dev: &str) -> Vec<IpNet> {
     let links = as_vec(ip_json(

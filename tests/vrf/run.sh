@@ -9,7 +9,8 @@
 # The guest shares this machine's filesystem, so the paths cargo baked into the
 # binary (CARGO_BIN_EXE_gwsteer) are valid there; this script checks that they
 # are not on a guest-private mount (/run, /dev, /proc, /sys), and the test
-# `guest_runs_the_gwsteer_binary` runs the binary in the guest.
+# `guest_runs_the_gwsteer_binary` runs the binary in the guest. The same holds
+# for the libcni driver it builds (GWSTEER_LIBCNI_DRIVER).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -29,9 +30,19 @@ test_bin=$(jq -r 'select(.reason == "compiler-artifact" and .target.name == "vrf
                     and .profile.test == true) | .executable // empty' <<<"$json" | tail -n 1)
 gwsteer_bin=$(jq -r 'select(.reason == "compiler-artifact" and .target.name == "gwsteer"
                        and (.target.kind | index("bin"))) | .executable // empty' <<<"$json" | tail -n 1)
-for f in "$test_bin" "$gwsteer_bin"; do
+# The libcni driver (tests/common/libcni.rs) for the tests that run a conflist
+# through Debian's libcni: built here, since the guest sees this filesystem
+# read-only and without CARGO_TARGET_DIR; GWSTEER_* reaches the guest.
+target_dir=$(cargo metadata --no-deps --format-version 1 | jq -r .target_directory)
+if ! driver_out=$(bash tests/libcni-driver/build.sh "$target_dir/libcni-driver" 2>&1); then
+    echo "vrf/run.sh: building the libcni driver failed (golang-go and golang-github-appc-cni-dev; bash install/deps.sh):" >&2
+    echo "$driver_out" >&2
+    exit 1
+fi
+export GWSTEER_LIBCNI_DRIVER=$target_dir/libcni-driver/libcni-driver
+for f in "$test_bin" "$gwsteer_bin" "$GWSTEER_LIBCNI_DRIVER"; do
     if [[ -z $f || ! -x $f ]]; then
-        echo "vrf/run.sh: cargo did not report the test binary and the gwsteer binary (got '$test_bin', '$gwsteer_bin')" >&2
+        echo "vrf/run.sh: missing the test binary, the gwsteer binary or the libcni driver (got '$test_bin', '$gwsteer_bin', '$GWSTEER_LIBCNI_DRIVER')" >&2
         exit 1
     fi
     case $(realpath "$f") in
@@ -43,6 +54,7 @@ for f in "$test_bin" "$gwsteer_bin"; do
 done
 echo "   test binary $test_bin"
 echo "   gwsteer     $gwsteer_bin"
+echo "   libcni      $GWSTEER_LIBCNI_DRIVER"
 
 echo "== VRF tier: run it in the guest"
 # run-in-guest.sh sets GWSTEER_VRF_GUEST=1 in the guest; said again here so the
