@@ -311,6 +311,9 @@ impl Config {
                 ));
             }
         }
+        if let Some(vrf) = vrf.as_ref().filter(|v| v.masquerade) {
+            vrf_mark_conflicts(&steering, vrf)?;
+        }
         let prev_result = root.get("prevResult").map(|v| v.value.clone());
         if let Some(v) = root.get("prevResult") {
             v.object()?;
@@ -403,6 +406,37 @@ fn parse_mark(v: &At) -> Result<u32> {
         }
         _ => Err(v.err("expected a mark such as \"0x14\"")),
     }
+}
+
+/// With `vrf.masquerade`, bit 31 of the conntrack mark tells the VRF's
+/// connections (started on its leg) from all others, and the VRF's nat
+/// chain masquerades exactly those. A `connmark` policy must not set that
+/// bit on other connections, nor clear it on the VRF's own.
+fn vrf_mark_conflicts(steering: &[Policy], vrf: &vrf::Vrf) -> Result<()> {
+    let bit = crate::vrf_nat::CT_MARK_BIT;
+    for (i, p) in steering.iter().enumerate() {
+        let Match::Connmark { mark, mask } = p.matcher else {
+            continue;
+        };
+        if mark & bit != 0 {
+            return Err(Error::config(format!(
+                "steering[{i}].mark: {mark:#x} uses bit 31 ({bit:#x}) of the conntrack mark, which vrf.masquerade uses to find the VRF's connections; choose a mark below {bit:#x}"
+            )));
+        }
+        let touches_bit = mask.unwrap_or(u32::MAX) & bit != 0;
+        if let Some(j) = p
+            .ingress_interfaces
+            .iter()
+            .position(|dev| *dev == vrf.vrf_leg.name)
+            .filter(|_| touches_bit)
+        {
+            return Err(Error::config(format!(
+                "steering[{i}].ingressInterfaces[{j}]: {} is the VRF leg, whose connections vrf.masquerade marks with bit 31 ({bit:#x}) of the conntrack mark; this policy's mark would overwrite it: give a mask without that bit (e.g. \"mask\": \"0xffff\")",
+                vrf.vrf_leg.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn parse_policy(item: &At, index: usize) -> Result<Policy> {

@@ -364,6 +364,31 @@ fn vrf_base() -> Value {
     })
 }
 
+/// What `vrf.masquerade` leaves to connmark policies: any mark below bit 31
+/// on other interfaces, and on the VRF leg a mask without bit 31.
+#[test]
+fn vrf_masquerade_leaves_connmark_the_other_bits() {
+    for (mark, mask, ifaces) in [
+        ("0x14", None, json!(["eth0"])),
+        ("0x7fffffff", None, json!(["eth0", "eth1"])),
+        ("0x14", Some("0xffff"), json!(["oam-vrf"])),
+    ] {
+        let mut v = with_vrf(vrf_base());
+        v["vrf"]["masquerade"] = json!(true);
+        let mut p = json!({
+            "name": "oam", "table": 100, "match": "connmark", "mark": mark,
+            "ingressInterfaces": ifaces, "gateways": [{"via": "10.30.0.2"}]
+        });
+        if let Some(mask) = mask {
+            p["mask"] = json!(mask);
+        }
+        v["steering"] = json!([p]);
+        if let Err(e) = Config::from_value(&v) {
+            panic!("{mark}/{mask:?} on {ifaces}: {}", e.msg);
+        }
+    }
+}
+
 #[test]
 fn vrf_parses_with_defaults() {
     let c = Config::from_value(&with_vrf(vrf_base())).unwrap();
@@ -588,6 +613,26 @@ fn malformed_vrf_names_the_field() {
                 v["vrf"].as_object_mut().unwrap().remove("uplinks");
             },
             "vrf.masquerade: needs uplinks",
+        ),
+        (
+            |v| {
+                v["vrf"]["masquerade"] = json!(true);
+                v["steering"] = json!([{
+                    "name": "oam", "table": 100, "match": "connmark", "mark": "0x80000014",
+                    "ingressInterfaces": ["eth1"], "gateways": [{"via": "10.30.0.2"}]
+                }]);
+            },
+            "steering[0].mark: 0x80000014 uses bit 31 (0x80000000) of the conntrack mark",
+        ),
+        (
+            |v| {
+                v["vrf"]["masquerade"] = json!(true);
+                v["steering"] = json!([{
+                    "name": "oam", "table": 100, "match": "connmark", "mark": "0x14",
+                    "ingressInterfaces": ["eth0", "oam-vrf"], "gateways": [{"via": "10.30.0.2"}]
+                }]);
+            },
+            "steering[0].ingressInterfaces[1]: oam-vrf is the VRF leg",
         ),
     ];
     for (edit, want) in cases {
