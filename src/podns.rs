@@ -107,7 +107,7 @@ fn find_nft() -> Result<PathBuf> {
         .ok_or_else(|| {
             Error::new(
                 code::NOT_AVAILABLE,
-                "a router pod's masquerade needs nftables: the nft command is not installed",
+                "masquerade (router pods, vrf.masquerade) needs nftables: the nft command is not installed (looked in PATH, /usr/sbin, /sbin, /usr/bin, /bin)",
             )
         })
 }
