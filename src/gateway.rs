@@ -16,7 +16,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use serde_json::Value;
 
@@ -26,6 +26,7 @@ use crate::config::{Config, Role};
 use crate::error::{Error, Result, code};
 use crate::links::{LinkKind, LinkSpec};
 use crate::netlink::NetlinkKernel;
+use crate::netlink::V6Address;
 use crate::objects::{Family, Kernel, NextHop, Object, RouteKind, RouteSpec, Side, TABLE_MAIN};
 use crate::plan::{Plan, Pod};
 use crate::store::{NodeGroup, Record, SCHEMA};
@@ -105,6 +106,14 @@ pub fn resolve<'c>(config: &'c Config, env: &Env) -> Result<Cow<'c, Config>> {
             ))
         })?;
         underlay_mtu = Some(mtu);
+        if family == Family::V6 {
+            facts.local = Some(IpAddr::V6(vxlan_source_v6(
+                &mut net,
+                vx,
+                &underlay,
+                facts.remotes.first().copied(),
+            )?));
+        }
         facts.underlay = Some(underlay);
     }
     facts.mtu = gw.mtu_for(underlay_mtu).map_err(|e| {
@@ -122,6 +131,88 @@ pub fn resolve<'c>(config: &'c Config, env: &Env) -> Result<Cow<'c, Config>> {
         gw.node = Some(facts);
     }
     Ok(Cow::Owned(resolved))
+}
+
+/// The source address of a VXLAN over an IPv6 underlay: a global,
+/// usable (not tentative, deprecated or failed) IPv6 address of the
+/// underlay. The one the VXLAN has already if it still qualifies (a new
+/// one would re-make the VXLAN), else the one the kernel would choose
+/// towards the first remote, else the first stable one.
+fn vxlan_source_v6(
+    net: &mut NetlinkKernel,
+    vx: &crate::config::gateway::Vxlan,
+    underlay: &str,
+    first_remote: Option<IpAddr>,
+) -> Result<Ipv6Addr> {
+    let addresses = net.ipv6_addresses(underlay)?.ok_or_else(|| {
+        Error::config(format!(
+            "gatewayNetwork.vxlan.underlay: the node has no device named {underlay}"
+        ))
+    })?;
+    let mut prefer = Vec::new();
+    if let Some(IpAddr::V6(now)) = net
+        .get_link(Side::Node, &vx.name)?
+        .and_then(|st| st.vxlan)
+        .and_then(|v| v.local)
+    {
+        prefer.push(now);
+    }
+    if let Some(remote) = first_remote
+        && let Some(IpAddr::V6(src)) = net
+            .route_get(Side::Node, remote)?
+            .and_then(|answer| answer.prefsrc)
+    {
+        prefer.push(src);
+    }
+    pick_source_v6(&addresses, &prefer).map_err(|why| {
+        let given = if vx.underlay.is_some() {
+            String::new()
+        } else {
+            " (the device of the node's IPv6 default route)".to_string()
+        };
+        let tentative = addresses.iter().any(|a| a.global && a.tentative);
+        Error::new(
+            if tentative {
+                code::TRY_AGAIN_LATER
+            } else {
+                code::INVALID_CONFIG
+            },
+            format!(
+                "gatewayNetwork.vxlan.underlay: {underlay}{given} has no usable global IPv6 address to send the VXLAN from ({why}){}",
+                if tentative {
+                    "; its address is still tentative (duplicate address detection): try again in a moment"
+                } else {
+                    "; give the underlay a global IPv6 address, or use IPv4 remotes or group"
+                }
+            ),
+        )
+    })
+}
+
+/// Pure: the address [`vxlan_source_v6`] picks, or what the device has.
+pub fn pick_source_v6(
+    addresses: &[V6Address],
+    prefer: &[Ipv6Addr],
+) -> std::result::Result<Ipv6Addr, String> {
+    let usable: Vec<&V6Address> = addresses
+        .iter()
+        .filter(|a| a.global && !a.tentative && !a.dadfailed && !a.deprecated)
+        .collect();
+    if let Some(p) = prefer.iter().find(|p| usable.iter().any(|a| a.addr == **p)) {
+        return Ok(*p);
+    }
+    if let Some(a) = usable
+        .iter()
+        .find(|a| !a.temporary)
+        .or_else(|| usable.first())
+    {
+        return Ok(a.addr);
+    }
+    if addresses.is_empty() {
+        return Err("it has no IPv6 address at all".to_string());
+    }
+    let seen: Vec<String> = addresses.iter().map(V6Address::to_string).collect();
+    Err(format!("it has {}", seen.join(", ")))
 }
 
 /// The infrastructure objects, in the order they are made.
@@ -145,7 +236,7 @@ pub fn infrastructure(gw: &GatewayNetwork, facts: &NodeFacts) -> Vec<Object> {
                 kind: LinkKind::Vxlan {
                     vni: vx.vni,
                     group,
-                    local: None,
+                    local: facts.local,
                     port: vx.port,
                     dev: facts.underlay.clone(),
                 },
@@ -200,9 +291,14 @@ pub fn plan_into(config: &Config, pod: &Pod, out: &mut Plan) {
     }
     match config.pod_args.role.unwrap_or(gw.role) {
         Role::Client => {
-            let Some(router) = gw.router else { return };
-            let family = Family::of(&router);
-            for dst in gw.keep.iter().filter(|d| Family::of_net(d) == family) {
+            let router_of = |family: Family| gw.routers.iter().find(|r| Family::of(r) == family);
+            // `keep` CIDRs of a family without a router: the pod's routes
+            // of that family are left alone anyway.
+            for dst in gw
+                .keep
+                .iter()
+                .filter(|d| router_of(Family::of_net(d)).is_some())
+            {
                 out.pod_objects.push(Object::PodRoute {
                     route: pod_route(*dst, Vec::new(), None),
                     previous: None,
@@ -210,8 +306,12 @@ pub fn plan_into(config: &Config, pod: &Pod, out: &mut Plan) {
                 });
             }
             for dst in &gw.routes {
+                // The config guarantees a router of each route's family.
+                let Some(router) = router_of(Family::of_net(dst)) else {
+                    continue;
+                };
                 let hop = NextHop {
-                    via: router,
+                    via: *router,
                     dev: Some(ifname.clone()),
                     weight: 1,
                 };

@@ -46,7 +46,7 @@ mod links;
 use crate::objects::{
     Family, Kernel, NextHop, Object, Presence, RTPROT_GWSTEER, RouteKind, RouteSpec, RuleSpec, Side,
 };
-pub use links::{LinkState, RouteAnswer, VxlanState};
+pub use links::{LinkState, RouteAnswer, V6Address, VxlanState};
 
 /// A kernel that has not answered in this long is not going to.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

@@ -73,7 +73,9 @@ pub struct GatewayNetwork {
     /// MTUs left alone without one).
     pub mtu: Option<u32>,
     pub role: Role,
-    pub router: Option<IpAddr>,
+    /// The router pod's addresses on the gateway network, at most one per
+    /// address family (`router`: one address, or a list of one or two).
+    pub routers: Vec<IpAddr>,
     pub routes: Vec<IpNet>,
     pub keep: Vec<IpNet>,
     pub masquerade: bool,
@@ -96,6 +98,10 @@ pub struct NodeFacts {
     pub mtu: Option<u32>,
     /// `remotes` less this node's own addresses.
     pub remotes: Vec<IpAddr>,
+    /// The VXLAN's source address: a global IPv6 address of the underlay
+    /// over an IPv6 underlay (it also makes the VXLAN an IPv6 one); `None`
+    /// over IPv4, where the kernel picks the source by route.
+    pub local: Option<IpAddr>,
 }
 
 const KEYS: &[&str] = &[
@@ -175,17 +181,6 @@ fn parse_vxlan(v: &At, bridge: &str) -> Result<Vxlan> {
                     r.path, remotes[i]
                 )));
             }
-            if first.is_ipv6() {
-                // The VTEP would need its own IPv6 address as `local`,
-                // which gwsteer does not resolve yet.
-                return Err(Error::new(
-                    crate::error::code::UNSUPPORTED_FIELD,
-                    format!(
-                        "{}: IPv6 remotes are not supported by this gwsteer version yet (use an IPv6 multicast group, or IPv4 remotes)",
-                        r.path
-                    ),
-                ));
-            }
             Bum::Remotes(remotes)
         }
     };
@@ -201,6 +196,61 @@ fn parse_vxlan(v: &At, bridge: &str) -> Result<Vxlan> {
         port,
         underlay,
     })
+}
+
+/// "IPv4" or "IPv6", for messages.
+pub fn ip_version(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "IPv4",
+        Family::V6 => "IPv6",
+    }
+}
+
+fn default_route(family: Family) -> IpNet {
+    match family {
+        Family::V4 => "0.0.0.0/0",
+        Family::V6 => "::/0",
+    }
+    .parse()
+    .expect("a CIDR")
+}
+
+/// `router`: one address, or a list of one per address family (a
+/// dual-stack router pod).
+fn parse_routers(v: &At) -> Result<Vec<IpAddr>> {
+    let one = |x: &At| -> Result<IpAddr> {
+        let ip = x.ip()?;
+        if ip.is_multicast() || ip.is_unspecified() || ip.is_loopback() {
+            return Err(x.err(format!("{ip} cannot be a router's address")));
+        }
+        Ok(ip)
+    };
+    if v.value.is_string() {
+        return Ok(vec![one(v)?]);
+    }
+    if !v.value.is_array() {
+        return Err(v.err(format!(
+            "expected an IP address or a list of one per address family, found {}",
+            super::reader::show(v.value)
+        )));
+    }
+    let list = v.list_of(one)?;
+    if list.is_empty() {
+        return Err(v.err("at least one address is required"));
+    }
+    if let Some(i) = (1..list.len()).find(|&i| {
+        list[..i]
+            .iter()
+            .any(|p| Family::of(p) == Family::of(&list[i]))
+    }) {
+        return Err(Error::config(format!(
+            "{}[{i}]: {} is a second {} router address; give at most one per address family",
+            v.path,
+            list[i],
+            ip_version(Family::of(&list[i]))
+        )));
+    }
+    Ok(list)
 }
 
 /// Parse `gatewayNetwork`. The exemption is handed back separately: it is
@@ -222,30 +272,36 @@ pub fn parse<'a>(v: &At<'a>) -> Result<(GatewayNetwork, Option<At<'a>>)> {
         .map(|r| parse_role(&r))
         .transpose()?
         .unwrap_or(Role::Client);
-    let router = o.get("router").map(|r| r.ip()).transpose()?;
+    let routers = match o.get("router") {
+        None => Vec::new(),
+        Some(r) => parse_routers(&r)?,
+    };
     let routes = match o.get("routes") {
-        None => vec!["0.0.0.0/0".parse().expect("a CIDR")],
+        // The default route of each router's family.
+        None if !routers.is_empty() => routers
+            .iter()
+            .map(|r| default_route(Family::of(r)))
+            .collect(),
+        None => vec![default_route(Family::V4)],
         Some(r) => {
             let list = r.list_of(|x| x.cidr())?;
             if list.is_empty() {
-                return Err(
-                    r.err("at least one route is required (leave routes out for 0.0.0.0/0)")
-                );
+                return Err(r.err(
+                    "at least one route is required (leave routes out for the default route of each router's family)",
+                ));
             }
             list
         }
     };
-    if let Some(router) = router {
-        if router.is_multicast() || router.is_unspecified() || router.is_loopback() {
-            return Err(o
-                .req("router")?
-                .err(format!("{router} cannot be a router's address")));
-        }
+    if !routers.is_empty() {
         for (i, dst) in routes.iter().enumerate() {
-            if Family::of_net(dst) != Family::of(&router) {
+            if !routers.iter().any(|r| Family::of(r) == Family::of_net(dst)) {
+                let given: Vec<String> = routers.iter().map(IpAddr::to_string).collect();
                 return Err(Error::config(format!(
-                    "{}.routes[{i}]: {dst} is not of the router's address family ({router})",
-                    o.path
+                    "{}.routes[{i}]: {dst} is not of the router's address family ({}); give the router's {} address too",
+                    o.path,
+                    given.join(", "),
+                    ip_version(Family::of_net(dst))
                 )));
             }
         }
@@ -275,7 +331,7 @@ pub fn parse<'a>(v: &At<'a>) -> Result<(GatewayNetwork, Option<At<'a>>)> {
         vxlan,
         mtu,
         role,
-        router,
+        routers,
         routes,
         keep,
         masquerade,
@@ -287,7 +343,7 @@ pub fn parse<'a>(v: &At<'a>) -> Result<(GatewayNetwork, Option<At<'a>>)> {
 impl GatewayNetwork {
     /// Checks that need the pod's role (config default or cni-args).
     pub fn check_role(&self, role: Role, path: &str) -> Result<()> {
-        if role == Role::Client && self.router.is_none() {
+        if role == Role::Client && self.routers.is_empty() {
             return Err(Error::config(format!(
                 "{path}.router: required for client pods (role \"client\" is the default; give the router pod's address on the gateway network, or role \"router\" or \"none\")"
             )));

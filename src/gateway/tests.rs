@@ -108,6 +108,50 @@ fn errors_name_the_field() {
             "gatewayNetwork.routes[0]: ::/0 is not of the router's address family",
         ),
         (
+            json!({"router": "fd00:50::fe", "vxlan": {"vni": 1, "remotes": ["fd00:200::1", "10.200.0.2"]}}),
+            "gatewayNetwork.vxlan.remotes[1]: 10.200.0.2 is not of the same address family as fd00:200::1",
+        ),
+        (
+            json!({"router": "fd00:50::fe", "vxlan": {"vni": 1, "remotes": ["fd00:200::1", "ff05::1"]}}),
+            "gatewayNetwork.vxlan.remotes[1]: ff05::1 is not a node's unicast address",
+        ),
+        (
+            json!({"router": "fd00:50::fe", "vxlan": {"vni": 1, "group": "fd00::1"}}),
+            "gatewayNetwork.vxlan.group: fd00::1 is not a multicast address",
+        ),
+        (
+            json!({"router": "fd00:50::fe", "routes": ["0.0.0.0/0"]}),
+            "gatewayNetwork.routes[0]: 0.0.0.0/0 is not of the router's address family (fd00:50::fe); give the router's IPv4 address too",
+        ),
+        (
+            json!({"router": ["192.168.50.254", "192.168.50.253"]}),
+            "gatewayNetwork.router[1]: 192.168.50.253 is a second IPv4 router address",
+        ),
+        (
+            json!({"router": ["192.168.50.254", "fd00:50::fe", "fd00:50::fd"]}),
+            "gatewayNetwork.router[2]: fd00:50::fd is a second IPv6 router address",
+        ),
+        (
+            json!({"router": ["192.168.50.254", "fd00:50::g"]}),
+            "gatewayNetwork.router[1]: \"fd00:50::g\" is not an IP address",
+        ),
+        (
+            json!({"router": []}),
+            "gatewayNetwork.router: at least one address is required",
+        ),
+        (
+            json!({"router": 7}),
+            "gatewayNetwork.router: expected an IP address or a list of one per address family, found 7",
+        ),
+        (
+            json!({"router": ["192.168.50.254", "ff02::1"]}),
+            "gatewayNetwork.router[1]: ff02::1 cannot be a router's address",
+        ),
+        (
+            json!({"router": ["192.168.50.254", "fd00:50::fe"], "keep": ["::/0"]}),
+            "gatewayNetwork.keep[0]: ::/0 is in routes too",
+        ),
+        (
             json!({"router": "192.168.50.254", "keep": ["0.0.0.0/0"]}),
             "gatewayNetwork.keep[0]: 0.0.0.0/0 is in routes too",
         ),
@@ -125,10 +169,6 @@ fn errors_name_the_field() {
         assert!(e.msg.starts_with(want), "{gw}: {}", e.msg);
         assert_eq!(e.code, code::INVALID_CONFIG, "{gw}");
     }
-    let e = err(conf(
-        json!({"router": "192.168.50.254", "vxlan": {"vni": 1, "remotes": ["fd00::1"]}}),
-    ));
-    assert_eq!(e.code, code::UNSUPPORTED_FIELD, "{}", e.msg);
     let e = err(conf(
         json!({"router": "192.168.50.254", "vxlan": {"vni": 1, "group": "239.1.1.1", "gruop": 1}}),
     ));
@@ -234,6 +274,7 @@ fn facts() -> NodeFacts {
         underlay: Some("eth0".into()),
         mtu: Some(1450),
         remotes: vec!["10.200.0.2".parse().unwrap(), "10.200.0.3".parse().unwrap()],
+        local: None,
     }
 }
 
@@ -398,4 +439,246 @@ fn the_host_veth_is_the_primarys_interface_outside_the_pod() {
     ]});
     assert_eq!(host_veth(Some(&prev), "gwbr0"), Some("veth42".into()));
     assert_eq!(host_veth(None, "gwbr0"), None);
+}
+
+#[test]
+fn ipv6_underlays_parse_remotes_and_groups() {
+    let c = parse(conf(json!({
+        "router": "192.168.50.254",
+        "vxlan": {"vni": 42, "remotes": ["fd00:200::1", "fd00:200::2"], "underlay": "under0"}
+    })))
+    .unwrap();
+    let vx = c.gateway.unwrap().vxlan.unwrap();
+    assert_eq!(
+        vx.bum,
+        Bum::Remotes(vec![
+            "fd00:200::1".parse().unwrap(),
+            "fd00:200::2".parse().unwrap()
+        ])
+    );
+    assert_eq!(vx.bum.family(), Family::V6);
+    assert_eq!(vx.overhead(), 70);
+    let vx = gw_of(json!({"router": "192.168.50.254", "vxlan": {"vni": 7, "group": "ff05::42"}}))
+        .vxlan
+        .unwrap();
+    assert_eq!(vx.bum, Bum::Group("ff05::42".parse().unwrap()));
+    assert_eq!(vx.overhead(), 70);
+    let v6 =
+        gw_of(json!({"router": "fd00:50::fe", "vxlan": {"vni": 7, "remotes": ["fd00:200::2"]}}));
+    assert_eq!(v6.mtu_for(Some(1500)).unwrap(), Some(1430));
+    let e = gw_of(json!({"router": "fd00:50::fe", "mtu": 1450,
+        "vxlan": {"vni": 7, "remotes": ["fd00:200::2"], "underlay": "under0"}}))
+    .mtu_for(Some(1500))
+    .unwrap_err();
+    assert!(
+        e.msg
+            .starts_with("gatewayNetwork.mtu: 1450 is impossible over underlay under0 (MTU 1500): a VXLAN over it carries at most 1430"),
+        "{}",
+        e.msg
+    );
+}
+
+#[test]
+fn routers_of_both_families_and_their_default_routes() {
+    let one = |r: Value| gw_of(json!({"router": r}));
+    let v4 = one(json!("192.168.50.254"));
+    assert_eq!(
+        v4.routers,
+        vec!["192.168.50.254".parse::<IpAddr>().unwrap()]
+    );
+    assert_eq!(
+        v4.routes,
+        vec!["0.0.0.0/0".parse::<ipnet::IpNet>().unwrap()]
+    );
+    let v6 = one(json!("fd00:50::fe"));
+    assert_eq!(v6.routes, vec!["::/0".parse::<ipnet::IpNet>().unwrap()]);
+    let both = one(json!(["fd00:50::fe", "192.168.50.254"]));
+    assert_eq!(
+        both.routers,
+        vec![
+            "fd00:50::fe".parse::<IpAddr>().unwrap(),
+            "192.168.50.254".parse().unwrap()
+        ]
+    );
+    assert_eq!(
+        both.routes,
+        vec![
+            "::/0".parse::<ipnet::IpNet>().unwrap(),
+            "0.0.0.0/0".parse().unwrap()
+        ]
+    );
+    // A list of one is the same as the address.
+    assert_eq!(one(json!(["192.168.50.254"])), v4);
+    // Explicit routes of either family with a dual-stack router.
+    let some = gw_of(json!({"router": ["192.168.50.254", "fd00:50::fe"],
+        "routes": ["10.0.0.0/8", "2001:db8::/32"], "keep": ["fd00:96::/108", "10.96.0.0/12"]}));
+    assert_eq!(some.routes.len(), 2);
+    assert_eq!(some.keep.len(), 2);
+}
+
+fn facts_v6() -> NodeFacts {
+    NodeFacts {
+        ifname: "net1".into(),
+        host_veth: Some("veth1234".into()),
+        underlay: Some("under0".into()),
+        mtu: Some(1430),
+        remotes: vec!["fd00:200::2".parse().unwrap()],
+        local: Some("fd00:200::1".parse().unwrap()),
+    }
+}
+
+fn planned_for(mut v: Value, facts: NodeFacts, pod: &Pod) -> Plan {
+    v["firewallBackend"] = json!("nftables");
+    let mut c = Config::from_value(&v).unwrap();
+    c.gateway.as_mut().unwrap().node = Some(facts);
+    crate::plan::plan(&c, pod, Some(crate::firewall::Backend::Nftables))
+}
+
+fn dual_stack_pod() -> Pod {
+    let mut p = pod("192.168.50.7/24");
+    p.addresses.push(PodAddress {
+        address: "fd00:50::7/64".parse().unwrap(),
+        gateway: None,
+        interface: Some("net1".into()),
+    });
+    p
+}
+
+#[test]
+fn a_dual_stack_client_on_an_ipv6_unicast_vxlan() {
+    let p = planned_for(
+        conf(json!({"router": ["192.168.50.254", "fd00:50::fe"],
+            "keep": ["10.96.0.0/12", "fd00:96::/108"],
+            "vxlan": {"vni": 42, "remotes": ["fd00:200::1", "fd00:200::2"]}})),
+        facts_v6(),
+        &dual_stack_pod(),
+    );
+    assert_eq!(
+        texts(&p.pod_objects),
+        vec![
+            "link veth1234 mtu 1430",
+            "pod link net1 mtu 1430",
+            "pod inet route 10.96.0.0/12 table 254 (keep)",
+            "pod inet6 route fd00:96::/108 table 254 (keep)",
+            "pod inet route default table 254 via 192.168.50.254 dev net1",
+            "pod inet6 route default table 254 via fd00:50::fe dev net1",
+        ]
+    );
+    let infra = p.groups.iter().find(|g| g.key == INFRA_GROUP).unwrap();
+    assert_eq!(
+        texts(&infra.objects),
+        vec![
+            "link gwbr0 type bridge mtu 1430",
+            "link gwvx0 type vxlan id 42 local fd00:200::1 dev under0 dstport 4789 mtu 1430 master gwbr0",
+            "fdb 00:00:00:00:00:00 dev gwvx0 dst fd00:200::2",
+        ]
+    );
+}
+
+#[test]
+fn an_ipv6_only_client_keeps_only_ipv6_and_a_router_forwards_both() {
+    // IPv6-only router: the IPv4 keep CIDR has nothing to do.
+    let mut p6 = pod("fd00:50::7/64");
+    p6.addresses[0].interface = Some("net1".into());
+    let p = planned_for(
+        conf(
+            json!({"router": "fd00:50::fe", "keep": ["10.96.0.0/12", "fd00:96::/108"],
+            "vxlan": {"vni": 42, "group": "ff05::42"}}),
+        ),
+        NodeFacts {
+            remotes: vec![],
+            ..facts_v6()
+        },
+        &p6,
+    );
+    assert_eq!(
+        texts(&p.pod_objects),
+        vec![
+            "link veth1234 mtu 1430",
+            "pod link net1 mtu 1430",
+            "pod inet6 route fd00:96::/108 table 254 (keep)",
+            "pod inet6 route default table 254 via fd00:50::fe dev net1",
+        ]
+    );
+    let infra = p.groups.iter().find(|g| g.key == INFRA_GROUP).unwrap();
+    assert_eq!(
+        texts(&infra.objects),
+        vec![
+            "link gwbr0 type bridge mtu 1430",
+            "link gwvx0 type vxlan id 42 group ff05::42 local fd00:200::1 dev under0 dstport 4789 mtu 1430 master gwbr0",
+        ]
+    );
+    // A dual-stack router pod: both forwarding sysctls, one inet masquerade table.
+    let mut v = conf(json!({"vxlan": {"vni": 42, "group": "ff05::42"}}));
+    v["args"] = json!({"cni": {"gwsteer": {"role": "router"}}});
+    let p = planned_for(v, facts_v6(), &dual_stack_pod());
+    assert_eq!(
+        texts(&p.pod_objects),
+        vec![
+            "link veth1234 mtu 1430",
+            "pod link net1 mtu 1430",
+            "pod sysctl net.ipv4.ip_forward = 1",
+            "pod sysctl net.ipv6.conf.all.forwarding = 1",
+            "pod nftables masquerade out of every interface but net1",
+        ]
+    );
+}
+
+fn v6(addr: &str, global: bool) -> V6Address {
+    V6Address {
+        addr: addr.parse().unwrap(),
+        prefix_len: 64,
+        global,
+        tentative: false,
+        dadfailed: false,
+        deprecated: false,
+        temporary: false,
+    }
+}
+
+#[test]
+fn the_ipv6_source_is_a_usable_global_address_of_the_underlay() {
+    let ll = v6("fe80::1", false);
+    let a = v6("fd00:200::1", true);
+    let b = v6("2001:db8::1", true);
+    let ip = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+    // Link-local never; the first global one.
+    assert_eq!(pick_source_v6(&[ll, a, b], &[]), Ok(ip("fd00:200::1")));
+    // The VXLAN's current one (or the kernel's choice) wins while usable.
+    assert_eq!(
+        pick_source_v6(&[ll, a, b], &[ip("2001:db8::1")]),
+        Ok(ip("2001:db8::1"))
+    );
+    assert_eq!(
+        pick_source_v6(&[ll, a], &[ip("2001:db8::1")]),
+        Ok(ip("fd00:200::1"))
+    );
+    // Tentative, deprecated, failed: unusable; temporary: only as a last resort.
+    let t = V6Address {
+        tentative: true,
+        ..a
+    };
+    let d = V6Address {
+        deprecated: true,
+        ..b
+    };
+    let f = V6Address {
+        dadfailed: true,
+        ..a
+    };
+    let tmp = V6Address {
+        temporary: true,
+        ..b
+    };
+    assert_eq!(pick_source_v6(&[tmp, a], &[]), Ok(ip("fd00:200::1")));
+    assert_eq!(pick_source_v6(&[t, tmp], &[]), Ok(ip("2001:db8::1")));
+    let why = pick_source_v6(&[ll, t, d, f], &[ip("fd00:200::1")]).unwrap_err();
+    assert_eq!(
+        why,
+        "it has fe80::1/64 (not global), fd00:200::1/64 tentative, 2001:db8::1/64 deprecated, fd00:200::1/64 dadfailed"
+    );
+    assert_eq!(
+        pick_source_v6(&[], &[]).unwrap_err(),
+        "it has no IPv6 address at all"
+    );
 }

@@ -791,6 +791,67 @@ fn address_of(msg: &AddressMessage) -> Option<IpNet> {
     IpNet::new(local.or(address)?, msg.header.prefix_len).ok()
 }
 
+/// An IPv6 address of a device as `ip -6 addr` shows it: its scope and
+/// the flags that make it unusable as a source (`tentative`, `dadfailed`,
+/// `deprecated`) or short-lived (`temporary`, privacy extensions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct V6Address {
+    pub addr: std::net::Ipv6Addr,
+    pub prefix_len: u8,
+    /// Scope global (not link, host or site).
+    pub global: bool,
+    pub tentative: bool,
+    pub dadfailed: bool,
+    pub deprecated: bool,
+    pub temporary: bool,
+}
+
+impl fmt::Display for V6Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)?;
+        if !self.global {
+            f.write_str(" (not global)")?;
+        }
+        for (set, name) in [
+            (self.tentative, "tentative"),
+            (self.dadfailed, "dadfailed"),
+            (self.deprecated, "deprecated"),
+            (self.temporary, "temporary"),
+        ] {
+            if set {
+                write!(f, " {name}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn v6_address(msg: &AddressMessage) -> Option<V6Address> {
+    use netlink_packet_route::address::{AddressHeaderFlags, AddressScope};
+    let addr = msg.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Address(IpAddr::V6(v6)) => Some(*v6),
+        _ => None,
+    })?;
+    // IFA_FLAGS (32 bits) when the kernel sends it, else the header's 8.
+    let flags = msg.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Flags(f) => Some(*f),
+        _ => None,
+    });
+    let has = |full: AddressFlags, short: AddressHeaderFlags| match flags {
+        Some(f) => f.contains(full),
+        None => msg.header.flags.contains(short),
+    };
+    Some(V6Address {
+        addr,
+        prefix_len: msg.header.prefix_len,
+        global: msg.header.scope == AddressScope::Universe,
+        tentative: has(AddressFlags::Tentative, AddressHeaderFlags::Tentative),
+        dadfailed: has(AddressFlags::Dadfailed, AddressHeaderFlags::Dadfailed),
+        deprecated: has(AddressFlags::Deprecated, AddressHeaderFlags::Deprecated),
+        temporary: has(AddressFlags::Secondary, AddressHeaderFlags::Secondary),
+    })
+}
+
 impl NetlinkKernel {
     fn address_message(index: u32, addr: &IpNet) -> AddressMessage {
         let mut msg = AddressMessage::default();
@@ -827,6 +888,32 @@ impl NetlinkKernel {
                 .iter()
                 .filter_map(|m| match m {
                     RouteNetlinkMessage::NewAddress(a) if a.header.index == index => address_of(a),
+                    _ => None,
+                })
+                .collect(),
+        ))
+    }
+
+    /// The IPv6 addresses of device `dev` in the node, with what decides
+    /// whether one can be a VXLAN's source; `None` if there is no such device.
+    pub(crate) fn ipv6_addresses(&mut self, dev: &str) -> Result<Option<Vec<V6Address>>> {
+        let Some(index) = self.link_index(Side::Node, dev)? else {
+            return Ok(None);
+        };
+        let mut req = AddressMessage::default();
+        req.header.family = AddressFamily::Inet6;
+        let answer = self
+            .request(Side::Node, RouteNetlinkMessage::GetAddress(req), Req::Dump)
+            .map_err(nl(format_args!("listing the IPv6 addresses of {dev}")))?;
+        Ok(Some(
+            answer
+                .iter()
+                .filter_map(|m| match m {
+                    RouteNetlinkMessage::NewAddress(a)
+                        if a.header.index == index && a.header.family == AddressFamily::Inet6 =>
+                    {
+                        v6_address(a)
+                    }
                     _ => None,
                 })
                 .collect(),
@@ -1126,6 +1213,99 @@ mod tests {
             assert_eq!(k.observe_address("nodev", &v4).unwrap(), Presence::Missing);
             k.remove_address("nodev", &v4).unwrap();
             assert!(k.ensure_address("nodev", &v4).is_err());
+        });
+    }
+
+    #[test]
+    fn an_ipv6_vxlan_with_its_source_and_ipv6_fdb_entries() {
+        in_netns(|| {
+            let ip = |args: &[&str]| {
+                let out = Command::new("ip").args(args).output().expect("running ip");
+                assert!(out.status.success(), "ip {args:?}: {out:?}");
+            };
+            // A veth whose peer stays down: no carrier, so an address added
+            // with duplicate address detection stays tentative.
+            ip(&[
+                "link", "add", "under0", "type", "veth", "peer", "name", "under1",
+            ]);
+            ip(&["link", "set", "under0", "up"]);
+            ip(&["addr", "add", "fd00:200::1/64", "dev", "under0", "nodad"]);
+            ip(&["addr", "add", "fd00:200::9/64", "dev", "under0"]);
+            let mut k = NetlinkKernel::new(None).unwrap();
+            let addrs = k.ipv6_addresses("under0").unwrap().unwrap();
+            let find = |a: &str| {
+                *addrs
+                    .iter()
+                    .find(|x| x.addr == a.parse::<std::net::Ipv6Addr>().unwrap())
+                    .unwrap_or_else(|| panic!("{a} not in {addrs:?}"))
+            };
+            let good = find("fd00:200::1");
+            assert!(good.global && !good.tentative && !good.deprecated, "{good}");
+            assert!(find("fd00:200::9").tentative, "{addrs:?}");
+            assert_eq!(k.ipv6_addresses("nodev").unwrap(), None);
+
+            let local: IpAddr = "fd00:200::1".parse().unwrap();
+            let vx = LinkSpec {
+                name: "gwvx0".into(),
+                kind: LinkKind::Vxlan {
+                    vni: 42,
+                    group: None,
+                    local: Some(local),
+                    port: 4789,
+                    dev: Some("under0".into()),
+                },
+                mtu: Some(1430),
+                master: None,
+            };
+            k.ensure_link(&vx).unwrap();
+            k.ensure_link(&vx).unwrap();
+            let l = link_json("gwvx0").unwrap();
+            assert_eq!(l["linkinfo"]["info_data"]["local6"], "fd00:200::1", "{l}");
+            assert_eq!(l["mtu"], 1430, "{l}");
+            assert_eq!(k.observe_link(&vx).unwrap(), Presence::Present);
+            let remote: IpAddr = "fd00:200::2".parse().unwrap();
+            assert_eq!(k.observe_fdb("gwvx0", remote).unwrap(), Presence::Missing);
+            k.ensure_fdb("gwvx0", remote).unwrap();
+            k.ensure_fdb("gwvx0", remote).unwrap();
+            assert_eq!(k.observe_fdb("gwvx0", remote).unwrap(), Presence::Present);
+            // Another source address is drift, and ensure makes it anew.
+            let other = LinkSpec {
+                kind: LinkKind::Vxlan {
+                    vni: 42,
+                    group: None,
+                    local: Some("fd00:200::3".parse().unwrap()),
+                    port: 4789,
+                    dev: Some("under0".into()),
+                },
+                ..vx.clone()
+            };
+            assert!(matches!(
+                k.observe_link(&other).unwrap(),
+                Presence::Drifted(why) if why.contains("local")
+            ));
+            k.remove_fdb("gwvx0", remote).unwrap();
+            k.remove_fdb("gwvx0", remote).unwrap();
+            assert_eq!(k.observe_fdb("gwvx0", remote).unwrap(), Presence::Missing);
+            // An IPv6 multicast group on the underlay.
+            let mc = LinkSpec {
+                name: "gwvx1".into(),
+                kind: LinkKind::Vxlan {
+                    vni: 43,
+                    group: Some("ff05::42".parse().unwrap()),
+                    local: Some(local),
+                    port: 4789,
+                    dev: Some("under0".into()),
+                },
+                mtu: Some(1430),
+                master: None,
+            };
+            k.ensure_link(&mc).unwrap();
+            let l = link_json("gwvx1").unwrap();
+            assert_eq!(l["linkinfo"]["info_data"]["group6"], "ff05::42", "{l}");
+            assert_eq!(k.observe_link(&mc).unwrap(), Presence::Present);
+            k.remove_link(&vx).unwrap();
+            k.remove_link(&mc).unwrap();
+            assert!(link_json("gwvx0").is_none() && link_json("gwvx1").is_none());
         });
     }
 
