@@ -487,11 +487,23 @@ fn is_reserved_table(table: u32) -> bool {
 fn ensure_objects(
     whose: &str,
     objects: &[Object],
+    restore: Option<&BTreeMap<String, String>>,
     kernel: &mut dyn Kernel,
     present: &HashSet<RuleSpec>,
     round: &mut Round,
 ) {
     for obj in objects {
+        // An uplink is made again with what its group saved of it (its
+        // addresses and routes: enslaving drops the IPv6 ones).
+        let make = |kernel: &mut dyn Kernel| match obj {
+            Object::Uplink { dev, .. } => {
+                let saved = restore
+                    .and_then(|r| r.get(&Object::uplink_restore_key(dev)))
+                    .map(String::as_str);
+                kernel.ensure_uplink(obj, saved)
+            }
+            _ => kernel.ensure(obj),
+        };
         let state = match obj {
             Object::Rule {
                 spec,
@@ -509,13 +521,13 @@ fn ensure_objects(
                 "re-created",
                 "re-create",
                 format!("missing {obj} ({whose})"),
-                || kernel.ensure(obj),
+                || make(kernel),
             ),
             Ok(Presence::Drifted(how)) => round.act(
                 "repaired",
                 "repair",
                 format!("drifted {obj} ({whose}): {how}"),
-                || kernel.ensure(obj),
+                || make(kernel),
             ),
             Err(e) if obj.side() == Side::Pod && e.code == code::UNKNOWN_CONTAINER => {
                 log::info!("{whose}: pod namespace gone, {obj} left for DEL or GC");
@@ -535,7 +547,14 @@ fn ensure_recorded(
     for (name, net) in nets {
         for g in &net.groups {
             let whose = format!("network {name}, node group {}", g.key);
-            ensure_objects(&whose, &g.objects, kernel, &present, round);
+            ensure_objects(
+                &whose,
+                &g.objects,
+                Some(&g.restore),
+                kernel,
+                &present,
+                round,
+            );
         }
         for r in &net.records {
             let whose = format!("network {name}, attachment {}", r.id);
@@ -544,14 +563,14 @@ fn ensure_recorded(
                 .iter()
                 .cloned()
                 .partition(|o| o.side() == Side::Pod);
-            ensure_objects(&whose, &node, kernel, &present, round);
+            ensure_objects(&whose, &node, None, kernel, &present, round);
             if pod.is_empty() {
                 continue;
             }
             let netns = r.netns.as_ref().map(PathBuf::from);
             match verbs::new_kernel(netns) {
                 Ok(mut pod_kernel) => {
-                    ensure_objects(&whose, &pod, pod_kernel.as_mut(), &present, round)
+                    ensure_objects(&whose, &pod, None, pod_kernel.as_mut(), &present, round)
                 }
                 Err(e) if e.code == code::UNKNOWN_CONTAINER => {
                     log::info!("{whose}: pod namespace gone; left for DEL or GC")

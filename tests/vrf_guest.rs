@@ -591,6 +591,45 @@ fn oam_client_reaches_a_pod_through_the_vrf() {
     );
     call("CHECK").expect_ok("CHECK");
 
+    // Drift: the uplink taken out of the VRF by hand. Leaving the VRF cycles
+    // the link, so it comes back without its IPv6 address. CHECK names it;
+    // reconcile enslaves it again and gives back what the group saved of it:
+    // its addresses and its routes, in the VRF's table.
+    lab.ip(&node, ["link", "set", "up0", "nomaster"]);
+    let out = call("CHECK");
+    assert!(
+        out.expect_error("CHECK with the uplink out of the VRF") == 101
+            && out.error_msg().is_some_and(|m| m.contains("up0")),
+        "{out}"
+    );
+    let out = gwsteer_cli(
+        &node,
+        &[
+            "reconcile",
+            "--once",
+            "--state-dir",
+            &state.display().to_string(),
+        ],
+    );
+    // Exit 1: it found something to fix.
+    assert!(
+        out.exit_code == 1 && out.stdout_raw.contains("repaired drifted uplink up0"),
+        "reconcile:\n{out}"
+    );
+    assert_eq!(link(&node, "up0").unwrap()["master"], "vrf-oam");
+    assert_eq!(up0_addrs(), addrs_before, "up0's addresses after reconcile");
+    assert_eq!(
+        statics("10"),
+        statics_before,
+        "up0's routes after reconcile"
+    );
+    wait_for(
+        "client -> pod over the VRF after reconcile (IPv6)",
+        T,
+        || reaches("fd00:20::5"),
+    );
+    call("CHECK").expect_ok("CHECK after reconcile");
+
     call("DEL").expect_ok("DEL");
     assert!(
         !reaches("10.20.0.5"),
