@@ -449,11 +449,8 @@ fn judge(row: &Row, input: &Input, out: &CniOutcome) -> Vec<String> {
 #[test]
 fn malformed_input_gets_a_cni_error_naming_the_field_and_leaves_nothing() {
     let lab = Lab::new("badinput");
-    let node = lab.netns("node");
-    let up = lab.netns("up");
-    lab.veth(&node, "eth1", &up, "eth0");
-    lab.addr(&node, "eth1", "192.0.2.1/24");
-    lab.addr(&node, "eth1", "fd00:192::1/64");
+    // Uplink eth1: 192.0.2.1/24, fd00:192::1/64.
+    let node = uplink_node(&lab);
     let pod = netns_path(&lab.netns("pod"));
     let state = lab.tmpdir().join("state");
 

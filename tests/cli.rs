@@ -13,16 +13,7 @@ use reliability::*;
 use serde_json::{Value, json};
 
 fn steering(table: u32, priority: u32) -> Value {
-    json!([{
-        "name": "oam",
-        "table": table,
-        "priority": priority,
-        "gateways": [
-            {"via": GW4_A, "dev": "eth1"}, {"via": GW4_B, "dev": "eth1"},
-            {"via": GW6_A, "dev": "eth1"}
-        ],
-        "exclude": ["10.244.0.0/16", "fd00:244::/48"]
-    }])
+    json!([multipath_policy("oam", table, Some(priority), CLUSTER)])
 }
 
 fn show_json(node: &Node) -> (i32, Value) {
@@ -180,14 +171,7 @@ fn cleanup_removes_everything_of_gwsteer_and_nothing_else() {
     let pa = prev_result("10.244.1", "fd00:244:0:1", 5, &node.pod_netns);
     let pb = prev_result("10.244.2", "fd00:244:0:2", 6, &node.pod_netns);
     // A connmark network too: firewall objects, a fwmark rule per family.
-    let c = node.config(
-        "net-c",
-        json!([{
-            "name": "lb", "table": 160, "priority": 1600, "match": "connmark",
-            "mark": "0x14", "ingressInterfaces": ["eth1"],
-            "gateways": [{"via": GW4_A}, {"via": GW6_A}]
-        }]),
-    );
+    let c = node.config("net-c", connmark_lb());
     let pc = prev_result("10.244.3", "fd00:244:0:3", 7, &node.pod_netns);
     assert!(node.add("ca", &a, &pa).success());
     assert!(node.add("cb", &b, &pb).success());
@@ -198,21 +182,7 @@ fn cleanup_removes_everything_of_gwsteer_and_nothing_else() {
     assert_ne!(nft_ruleset(&node.ns), json!({"nftables": []}));
     let tables = [100, 160, 200, 300, 400];
     // Someone else's: a table, a rule to it, a route in main.
-    for args in [
-        &[
-            "route",
-            "add",
-            "198.51.100.0/24",
-            "via",
-            GW4_A,
-            "table",
-            "300",
-        ][..],
-        &[
-            "rule", "add", "priority", "600", "from", "10.9.9.9", "table", "300",
-        ],
-        &["route", "add", "203.0.113.0/24", "via", GW4_B],
-    ] {
+    for args in FOREIGN {
         node.lab.ip(&node.ns, args);
     }
     let foreign_rules = node.all_rules();

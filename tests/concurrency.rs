@@ -268,18 +268,15 @@ fn hundred_parallel_adds_then_dels_with_check_and_gc() {
         ("cc-a", 100, 1000, "10.244.1", "fd00:244:0:1"),
         ("cc-b", 200, 2000, "10.245.1", "fd00:245:0:1"),
     ] {
+        let exclude = [format!("{}.0.0/16", &v4[..6]), format!("{}::/48", &v6[..8])];
         let mut config = node.config(
             name,
-            json!([{
-                "name": "oam",
-                "table": table,
-                "priority": priority,
-                "gateways": [
-                    {"via": GW4_A, "dev": "eth1"}, {"via": GW4_B, "dev": "eth1"},
-                    {"via": GW6_A, "dev": "eth1"}
-                ],
-                "exclude": [format!("{}.0.0/16", &v4[..6]), format!("{}::/48", &v6[..8])]
-            }]),
+            json!([multipath_policy(
+                "oam",
+                table,
+                Some(priority),
+                [&exclude[0], &exclude[1]]
+            )]),
         );
         config["lockTimeoutMs"] = json!(LOCK_TIMEOUT_MS);
         nets.push(Net {

@@ -146,15 +146,7 @@ fn shapes() -> Vec<Shape> {
         // fwmark rule per family, firewall chains, and src_valid_mark.
         Shape {
             tag: "crconn",
-            steering: json!([{
-                "name": "lb",
-                "table": 160,
-                "priority": 1600,
-                "match": "connmark",
-                "mark": "0x14",
-                "ingressInterfaces": ["eth1"],
-                "gateways": [{"via": GW4_A}, {"via": GW6_A}]
-            }]),
+            steering: connmark_lb(),
             tables: vec![160],
             rules_per_pod: 0,
             node_rules: 2,
@@ -356,16 +348,26 @@ impl Run<'_> {
         }
     }
 
+    /// The node's state without the pod and with it, and the valid
+    /// attachments of a GC that drops it: with the bystander (added here)
+    /// when `with_by`.
+    fn around_pod<'b>(
+        &self,
+        b: &'b Baselines,
+        with_by: bool,
+    ) -> (&'b Value, &'b Value, &'static [&'static str]) {
+        if with_by {
+            self.add(BY);
+            (&b.bystander, &b.both, &[BY])
+        } else {
+            (&b.empty, &b.one, &[])
+        }
+    }
+
     /// Kill ADD of the pod at every k, recovering with `how`; with the
     /// bystander present when `with_by`. Returns how many changes ADD makes.
     fn add_killed(&mut self, b: &Baselines, how: Recovery, with_by: bool) -> usize {
-        let (before, after) = if with_by {
-            self.add(BY);
-            (&b.bystander, &b.both)
-        } else {
-            (&b.empty, &b.one)
-        };
-        let valid: &[&str] = if with_by { &[BY] } else { &[] };
+        let (before, after, valid) = self.around_pod(b, with_by);
         for k in 1..=MAX_CHANGES {
             if self.killed("ADD", k).is_none() {
                 self.expect(&format!("ADD with {ABORT_AFTER}={k} finished"), after);
@@ -394,13 +396,7 @@ impl Run<'_> {
 
     /// Kill DEL of the pod at every k, recovering with `how` (DEL or GC).
     fn del_killed(&mut self, b: &Baselines, how: Recovery, with_by: bool) -> usize {
-        let (before, after) = if with_by {
-            self.add(BY);
-            (&b.bystander, &b.both)
-        } else {
-            (&b.empty, &b.one)
-        };
-        let valid: &[&str] = if with_by { &[BY] } else { &[] };
+        let (before, after, valid) = self.around_pod(b, with_by);
         for k in 1..=MAX_CHANGES {
             self.add(POD);
             self.expect("ADD", after);

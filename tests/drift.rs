@@ -137,15 +137,7 @@ impl Fixture {
     fn new(tag: &str) -> Fixture {
         let f = Fixture::with(
             tag,
-            json!([{
-                "name": "peers",
-                "table": TABLE,
-                "gateways": [
-                    {"via": GW4_A, "dev": "eth1"}, {"via": GW4_B, "dev": "eth1"},
-                    {"via": GW6_A, "dev": "eth1"}
-                ],
-                "exclude": ["10.244.0.0/16", "fd00:244::/48"]
-            }]),
+            json!([multipath_policy("peers", TABLE, None, CLUSTER)]),
             vec![TABLE, 300, 400],
         );
         assert_eq!(f.node.sysctl(MULTIPATH_SYSCTL), "1");
@@ -292,21 +284,7 @@ fn foreign_objects_outside_owned_tables_are_left_alone_orphans_are_not() {
     let f = Fixture::new("drforeign");
     // Not gwsteer's business: a route in another table, a rule to it, a
     // route in main.
-    f.apply(&[
-        Act::Ip(&[
-            "route",
-            "add",
-            "198.51.100.0/24",
-            "via",
-            GW4_A,
-            "table",
-            "300",
-        ]),
-        Act::Ip(&[
-            "rule", "add", "priority", "600", "from", "10.9.9.9", "table", "300",
-        ]),
-        Act::Ip(&["route", "add", "203.0.113.0/24", "via", GW4_B]),
-    ]);
+    f.apply(&FOREIGN.map(Act::Ip));
     let foreign = f.snapshot();
     assert!(
         f.check().success(),
@@ -440,19 +418,7 @@ fn chains_with_rules(ns: &str, family: &str, table: &str) -> Vec<String> {
 
 #[test]
 fn connmark_firewall_objects_drift_is_named_and_undone() {
-    let f = Fixture::with(
-        "drconn",
-        json!([{
-            "name": "lb",
-            "table": 160,
-            "priority": 1600,
-            "match": "connmark",
-            "mark": "0x14",
-            "ingressInterfaces": ["eth1"],
-            "gateways": [{"via": GW4_A}, {"via": GW6_A}]
-        }]),
-        vec![160],
-    );
+    let f = Fixture::with("drconn", connmark_lb(), vec![160]);
     assert_eq!(f.node.sysctl(SRC_VALID_MARK), "1");
     assert!(f.check().success());
     let ns = f.node.ns.clone();

@@ -71,12 +71,7 @@ fn explain_names_main_and_router_a_before_and_gwsteer_table_100_and_router_b_aft
     let lab = Lab::new("explain");
     let t = Topo::build(&lab);
     let plain = conflist(&lab, NET, "1.0.0", None);
-    let steer = conflist(
-        &lab,
-        NET,
-        "1.0.0",
-        Some(json!({"steering": [source_policy("oam", 100)]})),
-    );
+    let steer = oam_conflist(&lab, NET, "1.0.0");
 
     // Before steering: the reply to client B takes the node's default route.
     let pod = add_pod(&lab, &t.node, &plain, "pod", "ctr1", "default");

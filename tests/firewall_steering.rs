@@ -127,6 +127,67 @@ fn loose_rp_filter(lab: &Lab, node: &str) {
     lab.sysctl(node, "net.ipv4.conf.all.rp_filter", "2");
 }
 
+/// The asymmetric topology for path checks: loose reverse-path filtering
+/// on the node, flow counters in routers A and B.
+fn counted_topo(tag: &str) -> (Lab, Topo) {
+    let lab = Lab::new(tag);
+    let t = Topo::build(&lab);
+    loose_rp_filter(&lab, &t.node);
+    count_flows(&lab, &t.rtra);
+    count_flows(&lab, &t.rtrb);
+    (lab, t)
+}
+
+/// gwsteer's DEL alone (the runtime's DEL runs it first): nothing of
+/// gwsteer's is left, the pod stays, and the replies to `clients` (netns,
+/// client network letter), `who` in messages, are not answered: they go to
+/// router A. Then the servers stop and the whole conflist DEL leaves nothing.
+#[allow(clippy::too_many_arguments)]
+fn del_steering_then_pod(
+    lab: &Lab,
+    node: &str,
+    steer: &Value,
+    pod: &Pod,
+    servers: (TcpServer, TcpServer),
+    (routers, labels, before): (&[(&str, &str)], &[&str], &Flows),
+    clients: &[(&str, &str)],
+    who: &str,
+) {
+    gwsteer_call(node, steer, "DEL", pod, Some(&pod.result)).expect_ok("gwsteer DEL");
+    assert_clean("after gwsteer DEL", node, &state_dir(lab), NET);
+    let reqs: Vec<_> = clients
+        .iter()
+        .flat_map(|(ns, _)| [(*ns, pod.sock4(8080)), (*ns, pod.sock6(8080))])
+        .collect();
+    assert_unanswered(&format!("after gwsteer DEL: {who}"), &reqs);
+    let after = all_flows(routers);
+    let paths: Vec<_> = clients.iter().map(|(_, letter)| (*letter, "A")).collect();
+    assert_paths(
+        &format!("after gwsteer DEL: replies to {who}"),
+        before,
+        &after,
+        labels,
+        &paths,
+    );
+    drop(servers);
+    del_pod(node, steer, pod);
+    assert_clean("after DEL", node, &state_dir(lab), NET);
+}
+
+/// gwsteer's network config with `firewallBackend` `fw` and `steering`.
+fn fw_config(fw: Fw, network: &str, state: &std::path::Path, steering: Value) -> Value {
+    gwsteer_config(network, state, gwsteer_keys(fw, steering).unwrap())
+}
+
+/// Four member sets (two policies, two families), each of `n` elements.
+fn assert_member_sets(node: &str, fw: Fw, n: usize, what: &str) {
+    let sets = member_sets(node, fw, NET);
+    assert!(
+        sets.len() == 4 && sets.values().all(|m| *m == n),
+        "{what}: member sets {sets:?}"
+    );
+}
+
 // ---- 1. connmark ----
 
 /// One connmark policy {mark 0x14, ingress eth-b, table 100, via router B}.
@@ -136,11 +197,7 @@ fn loose_rp_filter(lab: &Lab, node: &str) {
 /// reach client A, whom router B could not reach); without gwsteer, the
 /// replies to client B go to router A and are lost.
 fn connmark_return_path(fw: Fw, tag: &str) {
-    let lab = Lab::new(tag);
-    let t = Topo::build(&lab);
-    loose_rp_filter(&lab, &t.node);
-    count_flows(&lab, &t.rtra);
-    count_flows(&lab, &t.rtrb);
+    let (lab, t) = counted_topo(tag);
     let routers = [("A", t.rtra.as_str()), ("B", t.rtrb.as_str())];
     let labels = ["A", "B"];
     assert_no_route(&t.rtra, &[CLIENT_B_V4, CLIENT_B_V6]);
@@ -165,11 +222,10 @@ fn connmark_return_path(fw: Fw, tag: &str) {
     assert_answered(
         "connmark: clients A and B",
         &[
-            (t.clia.as_str(), pod.sock4(8080), addr(CLIENT_A_V4)),
-            (t.clia.as_str(), pod.sock6(8080), addr(CLIENT_A_V6)),
-            (t.clib.as_str(), pod.sock4(8080), addr(CLIENT_B_V4)),
-            (t.clib.as_str(), pod.sock6(8080), addr(CLIENT_B_V6)),
-        ],
+            from_client(&t.clia, &pod, CLIENT_A_V4, CLIENT_A_V6),
+            from_client(&t.clib, &pod, CLIENT_B_V4, CLIENT_B_V6),
+        ]
+        .concat(),
     );
     let f1 = all_flows(&routers);
     assert_paths(
@@ -223,26 +279,16 @@ fn connmark_return_path(fw: Fw, tag: &str) {
     );
 
     // gwsteer's DEL alone: the pod stays, client B's replies go to router A.
-    gwsteer_call(&t.node, &steer, "DEL", &pod, Some(&pod.result)).expect_ok("gwsteer DEL");
-    assert_clean("after gwsteer DEL", &t.node, &state_dir(&lab), NET);
-    assert_unanswered(
-        "after gwsteer DEL: client B",
-        &[
-            (t.clib.as_str(), pod.sock4(8080)),
-            (t.clib.as_str(), pod.sock6(8080)),
-        ],
+    del_steering_then_pod(
+        &lab,
+        &t.node,
+        &steer,
+        &pod,
+        servers,
+        (&routers, &labels, &f3),
+        &[(&t.clib, "b")],
+        "client B",
     );
-    let f4 = all_flows(&routers);
-    assert_paths(
-        "after gwsteer DEL: replies to client B",
-        &f3,
-        &f4,
-        &labels,
-        &[("b", "A")],
-    );
-    drop(servers);
-    del_pod(&t.node, &steer, &pod);
-    assert_clean("after DEL", &t.node, &state_dir(&lab), NET);
 }
 
 both_backends!(connmark_return_path, "fwcm");
@@ -253,13 +299,9 @@ both_backends!(connmark_return_path, "fwcm");
 /// and {0x15, eth-c, table 101, router C}: clients A, B and C are all
 /// answered by the same pod, each reply through its own router.
 fn two_connmark_policies(fw: Fw, tag: &str) {
-    let lab = Lab::new(tag);
-    let t = Topo::build(&lab);
+    let (lab, t) = counted_topo(tag);
     let c = add_router_c(&lab, &t);
-    loose_rp_filter(&lab, &t.node);
-    for r in [&t.rtra, &t.rtrb, &c.rtrc] {
-        count_flows(&lab, r);
-    }
+    count_flows(&lab, &c.rtrc);
     let routers = [
         ("A", t.rtra.as_str()),
         ("B", t.rtrb.as_str()),
@@ -307,13 +349,11 @@ fn two_connmark_policies(fw: Fw, tag: &str) {
     assert_answered(
         "two connmark policies: clients A, B and C",
         &[
-            (t.clia.as_str(), pod.sock4(8080), addr(CLIENT_A_V4)),
-            (t.clia.as_str(), pod.sock6(8080), addr(CLIENT_A_V6)),
-            (t.clib.as_str(), pod.sock4(8080), addr(CLIENT_B_V4)),
-            (t.clib.as_str(), pod.sock6(8080), addr(CLIENT_B_V6)),
-            (c.clic.as_str(), pod.sock4(8080), addr(CLIENT_C_V4)),
-            (c.clic.as_str(), pod.sock6(8080), addr(CLIENT_C_V6)),
-        ],
+            from_client(&t.clia, &pod, CLIENT_A_V4, CLIENT_A_V6),
+            from_client(&t.clib, &pod, CLIENT_B_V4, CLIENT_B_V6),
+            from_client(&c.clic, &pod, CLIENT_C_V4, CLIENT_C_V6),
+        ]
+        .concat(),
     );
     let f1 = all_flows(&routers);
     assert_paths(
@@ -324,28 +364,16 @@ fn two_connmark_policies(fw: Fw, tag: &str) {
         &[("a", "A"), ("b", "B"), ("c", "C")],
     );
 
-    gwsteer_call(&t.node, &steer, "DEL", &pod, Some(&pod.result)).expect_ok("gwsteer DEL");
-    assert_clean("after gwsteer DEL", &t.node, &state_dir(&lab), NET);
-    assert_unanswered(
-        "after gwsteer DEL: clients B and C",
-        &[
-            (t.clib.as_str(), pod.sock4(8080)),
-            (t.clib.as_str(), pod.sock6(8080)),
-            (c.clic.as_str(), pod.sock4(8080)),
-            (c.clic.as_str(), pod.sock6(8080)),
-        ],
+    del_steering_then_pod(
+        &lab,
+        &t.node,
+        &steer,
+        &pod,
+        servers,
+        (&routers, &labels, &f1),
+        &[(&t.clib, "b"), (&c.clic, "c")],
+        "clients B and C",
     );
-    let f2 = all_flows(&routers);
-    assert_paths(
-        "after gwsteer DEL: replies to clients B and C",
-        &f1,
-        &f2,
-        &labels,
-        &[("b", "A"), ("c", "A")],
-    );
-    drop(servers);
-    del_pod(&t.node, &steer, &pod);
-    assert_clean("after DEL", &t.node, &state_dir(&lab), NET);
 }
 
 both_backends!(two_connmark_policies, "fwcm2");
@@ -363,11 +391,7 @@ const B_NET_VIA_A_V6: &str = "fd00:b::8002";
 /// route; with `exclude` of a part of egressTo, that part stays on the
 /// default path.
 fn egress_by_destination(fw: Fw, tag: &str) {
-    let lab = Lab::new(tag);
-    let t = Topo::build(&lab);
-    loose_rp_filter(&lab, &t.node);
-    count_flows(&lab, &t.rtra);
-    count_flows(&lab, &t.rtrb);
+    let (lab, t) = counted_topo(tag);
     let routers = [("A", t.rtra.as_str()), ("B", t.rtrb.as_str())];
     let labels = ["A", "B"];
     lab.addr(&t.clia, "eth0", &format!("{B_NET_VIA_A_V4}/32"));
@@ -517,15 +541,19 @@ fn masquerade_exemption(fw: Fw, masq: Masq, tag: &str) {
     let lab = Lab::new(tag);
     let node = lab.router("node");
     let peer = lab.netns("peer");
-    lab.veth(&node, "eth-p", &peer, "eth0");
-    for (ns, dev, cidr) in [
-        (&node, "eth-p", format!("{NODE_V4}/24")),
-        (&node, "eth-p", format!("{NODE_V6}/64")),
-        (&peer, "eth0", format!("{PEER_V4}/24")),
-        (&peer, "eth0", format!("{PEER_V6}/64")),
-    ] {
-        lab.addr(ns, dev, &cidr);
-    }
+    wire(
+        &lab,
+        (
+            &node,
+            "eth-p",
+            &[&format!("{NODE_V4}/24"), &format!("{NODE_V6}/64")],
+        ),
+        (
+            &peer,
+            "eth0",
+            &[&format!("{PEER_V4}/24"), &format!("{PEER_V6}/64")],
+        ),
+    );
     lab.route(&peer, &["add", CLUSTER_V4, "via", NODE_V4]);
     lab.route(&peer, &["add", CLUSTER_V6, "via", NODE_V6]);
     let _servers = [
@@ -739,11 +767,7 @@ fn rule_count(fw: Fw, tag: &str) {
     assert_clean("after DEL of 500 pods", &node, &state, NET);
 
     run_all(&node, (0..20).map(|i| Call::add(&config, i)).collect());
-    let sets = member_sets(&node, fw, NET);
-    assert!(
-        sets.len() == 4 && sets.values().all(|n| *n == 20),
-        "20 pods: member sets {sets:?}"
-    );
+    assert_member_sets(&node, fw, 20, "20 pods");
     assert_eq!(Census::take(&node), first, "rules with 20 pods");
     run_one(&node, Call::gc(&config, &[])).expect_ok("GC");
     assert_clean("after GC with no valid attachment", &node, &state, NET);
@@ -776,14 +800,11 @@ fn sysctls(fw: Fw, tag: &str) {
     };
     set("0", "0");
 
-    let mark = gwsteer_config(
+    let mark = fw_config(
+        fw,
         NET,
         &state,
-        gwsteer_keys(
-            fw,
-            json!([egress_policy("egr", 102, "0x20", &["10.2.0.0/24"], &[])]),
-        )
-        .unwrap(),
+        json!([egress_policy("egr", 102, "0x20", &["10.2.0.0/24"], &[])]),
     );
     run_all(&node, vec![Call::add(&mark, 0), Call::add(&mark, 1)]);
     assert_eq!(values(), ("1".into(), "0".into()), "mark: two pods");
@@ -794,18 +815,15 @@ fn sysctls(fw: Fw, tag: &str) {
     assert_clean("mark: after the last DEL", &node, &state, NET);
 
     // A connmark policy with two IPv4 gateways: one multipath route.
-    let multipath = gwsteer_config(
+    let multipath = fw_config(
+        fw,
         NET,
         &state,
-        gwsteer_keys(
-            fw,
-            json!([{
-                "name": "ret", "table": 100, "match": "connmark", "mark": "0x14",
-                "ingressInterfaces": ["eth-b"],
-                "gateways": [{"via": RTR_B_V4}, {"via": "192.168.2.3"}, {"via": RTR_B_V6}],
-            }]),
-        )
-        .unwrap(),
+        json!([{
+            "name": "ret", "table": 100, "match": "connmark", "mark": "0x14",
+            "ingressInterfaces": ["eth-b"],
+            "gateways": [{"via": RTR_B_V4}, {"via": "192.168.2.3"}, {"via": RTR_B_V6}],
+        }]),
     );
     run_one(&node, Call::add(&multipath, 0)).expect_ok("ADD");
     assert_eq!(values(), both("1"), "multipath connmark: attached");
@@ -830,16 +848,13 @@ fn sysctls(fw: Fw, tag: &str) {
 
     // Two networks (one state dir, as on a node) share the node's sysctl.
     let other = "fwsteer2";
-    let connmark = gwsteer_config(
+    let connmark = fw_config(
+        fw,
         other,
         &state,
-        gwsteer_keys(
-            fw,
-            json!([connmark_policy(
-                "ret", 101, "0x15", "eth-b", RTR_B_V4, RTR_B_V6
-            )]),
-        )
-        .unwrap(),
+        json!([connmark_policy(
+            "ret", 101, "0x15", "eth-b", RTR_B_V4, RTR_B_V6
+        )]),
     );
     run_one(&node, Call::add(&mark, 0)).expect_ok("ADD");
     run_one(&node, Call::add(&connmark, 0)).expect_ok("ADD");
@@ -929,11 +944,7 @@ fn del_and_gc_leave_nothing(fw: Fw, tag: &str) {
         objects,
         "one pod left: the node-level objects stay"
     );
-    let sets = member_sets(&node, fw, NET);
-    assert!(
-        sets.len() == 4 && sets.values().all(|n| *n == 1),
-        "one pod left: member sets {sets:?}"
-    );
+    assert_member_sets(&node, fw, 1, "one pod left");
     run_one(&node, Call::del(&config, 2)).expect_ok("DEL");
     assert_clean("after DEL of the last pod", &node, &state, NET);
     assert_same_state("after DEL of the last pod", &before, &snapshot(&node));
@@ -947,11 +958,7 @@ fn del_and_gc_leave_nothing(fw: Fw, tag: &str) {
         objects,
         "GC keeping one pod: the node-level objects stay"
     );
-    let sets = member_sets(&node, fw, NET);
-    assert!(
-        sets.len() == 4 && sets.values().all(|n| *n == 1),
-        "GC keeping one pod: member sets {sets:?}"
-    );
+    assert_member_sets(&node, fw, 1, "GC keeping one pod");
     run_one(&node, Call::gc(&config, &[])).expect_ok("GC");
     assert_clean("after GC with no valid attachment", &node, &state, NET);
     assert_same_state("after GC", &before, &snapshot(&node));

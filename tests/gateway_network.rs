@@ -10,12 +10,14 @@
 //! pods then `gwsteer cleanup` leaves nothing of gwsteer's.
 
 mod common;
+mod gwnet;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use common::*;
+use gwnet::*;
 use serde_json::{Value, json};
 
 const NET: &str = "gwnet";
@@ -58,60 +60,9 @@ fn conflist(
     })
 }
 
-/// The same conflist with the router role for this pod (Multus cni-args).
-fn as_router(conflist: &Value) -> Value {
-    let mut c = conflist.clone();
-    c["plugins"][1]["args"] = json!({"cni": {"gwsteer": {"role": "router"}}});
-    c
-}
-
-struct Attached {
-    node: String,
-    conflist: Value,
-    id: String,
-    netns: String,
-    result: Value,
-    args: String,
-}
-
-fn add(node: &str, conflist: &Value, id: &str, pod: &str, args: String) -> Attached {
-    let result = conflist_add(node, conflist, id, &netns_path(pod), "net1", Some(&args))
-        .unwrap_or_else(|o| panic!("ADD {id}: {o}"));
-    Attached {
-        node: node.to_string(),
-        conflist: conflist.clone(),
-        id: id.to_string(),
-        netns: netns_path(pod),
-        result,
-        args,
-    }
-}
-
-impl Attached {
-    fn check(&self) -> Result<(), CniOutcome> {
-        conflist_check(
-            &self.node,
-            &self.conflist,
-            &self.id,
-            &self.netns,
-            "net1",
-            Some(&self.args),
-            &self.result,
-        )
-    }
-
-    fn del(&self) {
-        conflist_del(
-            &self.node,
-            &self.conflist,
-            &self.id,
-            Some(&self.netns),
-            "net1",
-            Some(&self.args),
-            Some(&self.result),
-        )
-        .unwrap_or_else(|o| panic!("DEL {}: {o}", self.id));
-    }
+/// ADD of pod `pod` in the router role (Multus cni-args with `IP=`).
+fn add_router(node: &str, conflist: &Value, id: &str, pod: &str) -> Attached {
+    add(node, &as_router(conflist), id, pod, router_args(id))
 }
 
 fn client_args(id: &str) -> String {
@@ -125,28 +76,23 @@ fn router_args(id: &str) -> String {
 /// A pod whose own default route leads nowhere: its eth0 goes to a
 /// namespace that does not forward.
 fn dead_end_pod(lab: &Lab, name: &str) -> String {
-    let pod = lab.netns(name);
-    let dead = lab.netns(&format!("{name}-dead"));
-    lab.veth(&pod, "eth0", &dead, "eth0");
-    lab.addr(&pod, "eth0", &format!("{CLIENT_ETH0}/24"));
-    lab.addr(&dead, "eth0", &format!("{DEAD_END}/24"));
-    lab.route(&pod, &["add", "default", "via", DEAD_END]);
+    let (pod, _dead) = pod_with_peer(
+        lab,
+        (name, &[&format!("{CLIENT_ETH0}/24")]),
+        (&format!("{name}-dead"), &[&format!("{DEAD_END}/24")]),
+        &[DEAD_END],
+    );
     pod
 }
 
 /// The router pod's primary network: eth0 to an outside server's namespace.
 fn router_pod(lab: &Lab) -> (String, String) {
-    let router = lab.netns("router");
-    let outside = lab.netns("outside");
-    lab.veth(&router, "eth0", &outside, "eth0");
-    lab.addr(&router, "eth0", &format!("{ROUTER_ETH0}/24"));
-    lab.addr(&outside, "eth0", &format!("{OUTSIDE}/24"));
-    lab.route(&router, &["add", "default", "via", OUTSIDE]);
-    (router, outside)
-}
-
-fn sock(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().unwrap(), port)
+    pod_with_peer(
+        lab,
+        ("router", &[&format!("{ROUTER_ETH0}/24")]),
+        ("outside", &[&format!("{OUTSIDE}/24")]),
+        &[OUTSIDE],
+    )
 }
 
 fn main_routes(ns: &str) -> Vec<Value> {
@@ -155,76 +101,9 @@ fn main_routes(ns: &str) -> Vec<Value> {
     r
 }
 
-fn link(ns: &str, dev: &str) -> Value {
-    ip_json(ns, &["-d", "link", "show", "dev", dev])[0].clone()
-}
-
-fn mtu(ns: &str, dev: &str) -> u64 {
-    link(ns, dev)["mtu"].as_u64().unwrap()
-}
-
-/// Devices in `ns` that gwsteer marked as its own.
-fn marked_links(ns: &str) -> Vec<String> {
-    ip_json(ns, &["-d", "link", "show"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|l| l["ifalias"] == "gwsteer")
-        .map(|l| l["ifname"].as_str().unwrap_or("?").to_string())
-        .collect()
-}
-
-fn nft_tables(ns: &str) -> Vec<String> {
-    let out = exec_in(ns, "nft", ["-j", "list", "tables"]);
-    let v: Value = serde_json::from_str(&out).unwrap();
-    v["nftables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|o| o["table"]["name"].as_str().map(str::to_string))
-        .collect()
-}
-
 fn cleanup(node: &str, state: &std::path::Path) {
     let out = gwsteer_cli(node, &["cleanup", "--state-dir", state.to_str().unwrap()]);
     assert!(out.success(), "cleanup: {out}");
-}
-
-/// After DEL of every pod and `gwsteer cleanup`: no link, rule, route,
-/// firewall table or state of gwsteer's in `node`.
-fn assert_nothing_left(node: &str, state: &std::path::Path) {
-    assert_eq!(
-        marked_links(node),
-        Vec::<String>::new(),
-        "gwsteer links in {node}"
-    );
-    assert!(
-        try_ip(node, ["link", "show", "dev", "gwvx0"]).is_err(),
-        "gwvx0 left in {node}"
-    );
-    let gws: Vec<String> = nft_tables(node)
-        .into_iter()
-        .filter(|t| t.starts_with("gwsteer"))
-        .collect();
-    assert!(
-        gws.is_empty(),
-        "gwsteer nftables tables left in {node}: {gws:?}"
-    );
-    for fam in [Family::V4, Family::V6] {
-        let ours: Vec<Value> = rules(node, fam)
-            .into_iter()
-            .filter(|r| r["protocol"] == "211" || r["protocol"] == "gwsteer")
-            .collect();
-        assert!(ours.is_empty(), "{node}: gwsteer rules left: {ours:?}");
-    }
-    let left: Vec<_> = std::fs::read_dir(state)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    assert!(
-        left.is_empty(),
-        "state left in {}: {left:?}",
-        state.display()
-    );
 }
 
 /// `iptables` in `ns`, panicking on failure.
@@ -283,23 +162,10 @@ fn single_node_client_reaches_the_outside_through_the_router_pod() {
         true,
         no_exemption,
     );
-    let r = add(
-        &node,
-        &as_router(&plain),
-        "rtr0",
-        &router,
-        router_args("rtr0"),
-    );
+    let r = add_router(&node, &plain, "rtr0", &router);
     let c = add(&node, &plain, "cli0", &client, client_args("cli0"));
     let on_router = TcpServer::start(&router, sock(ROUTER, 8081));
-    let client_ip: IpAddr = c.result["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let client_ip = c.ip();
     let masked = tcp_pong(&client, on_router.addr(), Duration::from_secs(2))
         .expect("client to router without the exemption");
     assert_eq!(
@@ -313,22 +179,9 @@ fn single_node_client_reaches_the_outside_through_the_router_pod() {
 
     // With gwsteer's defaults (exemption on).
     let conf = conflist(&lab, "node", ("192.168.50.2", "192.168.50.254"), true, gw);
-    let r = add(
-        &node,
-        &as_router(&conf),
-        "rtr1",
-        &router,
-        router_args("rtr1"),
-    );
+    let r = add_router(&node, &conf, "rtr1", &router);
     let c = add(&node, &conf, "cli1", &client, client_args("cli1"));
-    let client_ip: IpAddr = c.result["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let client_ip = c.ip();
     let seen =
         tcp_pong(&client, on_router.addr(), Duration::from_secs(3)).expect("client to router");
     assert_eq!(
@@ -431,28 +284,7 @@ fn send_megabyte(ns: &str, addr: SocketAddr) -> Result<u64, String> {
 /// the client on one, the router on the other, joined by gwsteer's VXLAN.
 fn multi_node(tag: &str, vxlan: Value, unicast: bool) {
     let lab = Lab::new(tag);
-    let sw = lab.netns("sw");
-    lab.ip(
-        &sw,
-        [
-            "link",
-            "add",
-            "br0",
-            "type",
-            "bridge",
-            "mcast_snooping",
-            "0",
-        ],
-    );
-    lab.ip(&sw, ["link", "set", "br0", "up"]);
-    let nodes: Vec<String> = ["nodea", "nodeb"].iter().map(|n| lab.netns(n)).collect();
-    for (i, node) in nodes.iter().enumerate() {
-        let port = format!("p{i}");
-        lab.veth(node, "under0", &sw, &port);
-        lab.ip(&sw, ["link", "set", &port, "master", "br0"]);
-        lab.addr(node, "under0", &format!("10.200.0.{}/24", i + 1));
-        lab.route(node, &["add", "default", "via", "10.200.0.254"]);
-    }
+    let nodes = underlay(&lab, ["10.200.0.1/24", "10.200.0.2/24"], "10.200.0.254");
     let (nodea, nodeb) = (&nodes[0], &nodes[1]);
     let client = dead_end_pod(&lab, "client");
     let (router, outside) = router_pod(&lab);
@@ -473,13 +305,7 @@ fn multi_node(tag: &str, vxlan: Value, unicast: bool) {
         false,
         gw,
     );
-    let r = add(
-        nodeb,
-        &as_router(&conf_b),
-        "rtr",
-        &router,
-        router_args("rtr"),
-    );
+    let r = add_router(nodeb, &conf_b, "rtr", &router);
     let c = add(nodea, &conf_a, "cli", &client, client_args("cli"));
 
     // Infrastructure on each node: bridge and VXLAN at underlay − 50.
@@ -495,18 +321,7 @@ fn multi_node(tag: &str, vxlan: Value, unicast: bool) {
         );
         assert_eq!(mtu(node, "gwbr0"), 1450, "{node}");
         if unicast {
-            let fdb: Vec<String> = serde_json::from_str::<Value>(&exec_in(
-                node,
-                "bridge",
-                ["-j", "fdb", "show", "dev", "gwvx0"],
-            ))
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["mac"] == "00:00:00:00:00:00")
-            .filter_map(|e| e["dst"].as_str().map(str::to_string))
-            .collect();
+            let fdb = flood_list(node);
             let other = if node == nodea {
                 "10.200.0.2"
             } else {
@@ -707,29 +522,24 @@ fn concurrent_adds_make_the_infrastructure_once() {
     );
     // Kept right meanwhile: reconcile re-makes a VXLAN deleted by hand.
     lab.ip(&node, ["link", "del", "gwvx0"]);
-    let fixed = gwsteer_cli(
-        &node,
-        &[
-            "reconcile",
-            "--once",
-            "--state-dir",
-            state.to_str().unwrap(),
-        ],
-    );
+    let reconcile_once = || {
+        gwsteer_cli(
+            &node,
+            &[
+                "reconcile",
+                "--once",
+                "--state-dir",
+                state.to_str().unwrap(),
+            ],
+        )
+    };
+    let fixed = reconcile_once();
     assert!(
         !fixed.success(),
         "reconcile --once reports that it repaired something: {fixed}"
     );
     assert_eq!(link(&node, "gwvx0")["master"], "gwbr0", "{fixed}");
-    let clean = gwsteer_cli(
-        &node,
-        &[
-            "reconcile",
-            "--once",
-            "--state-dir",
-            state.to_str().unwrap(),
-        ],
-    );
+    let clean = reconcile_once();
     assert!(clean.success(), "{clean}");
     // Even with the state store lost, cleanup finds gwsteer's links by their mark.
     std::fs::remove_dir_all(state.join(NET)).unwrap();

@@ -11,11 +11,13 @@
 //! and `gwsteer cleanup` leaves nothing.
 
 mod common;
+mod gwnet;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use common::*;
+use gwnet::*;
 use serde_json::{Value, json};
 
 const NET: &str = "gwnet6";
@@ -80,64 +82,10 @@ fn ranges(stack: Stack, v4: (&str, &str), v6: (&str, &str)) -> Value {
     }
 }
 
-fn as_router(conflist: &Value) -> Value {
-    let mut c = conflist.clone();
-    c["plugins"][1]["args"] = json!({"cni": {"gwsteer": {"role": "router"}}});
-    c
-}
-
-struct Attached {
-    node: String,
-    conflist: Value,
-    id: String,
-    netns: String,
-    result: Value,
-    args: String,
-}
-
+/// ADD of pod netns `pod` as container `id`, pod `pod-<id>`.
 fn add(node: &str, conflist: &Value, id: &str, pod: &str) -> Attached {
     let args = k8s_cni_args("default", &format!("pod-{id}"), id);
-    let result = conflist_add(node, conflist, id, &netns_path(pod), "net1", Some(&args))
-        .unwrap_or_else(|o| panic!("ADD {id}: {o}"));
-    Attached {
-        node: node.to_string(),
-        conflist: conflist.clone(),
-        id: id.to_string(),
-        netns: netns_path(pod),
-        result,
-        args,
-    }
-}
-
-impl Attached {
-    fn check(&self) -> Result<(), CniOutcome> {
-        conflist_check(
-            &self.node,
-            &self.conflist,
-            &self.id,
-            &self.netns,
-            "net1",
-            Some(&self.args),
-            &self.result,
-        )
-    }
-
-    fn del(&self) {
-        conflist_del(
-            &self.node,
-            &self.conflist,
-            &self.id,
-            Some(&self.netns),
-            "net1",
-            Some(&self.args),
-            Some(&self.result),
-        )
-        .unwrap_or_else(|o| panic!("DEL {}: {o}", self.id));
-    }
-}
-
-fn sock(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().unwrap(), port)
+    gwnet::add(node, conflist, id, pod, args)
 }
 
 fn main_routes(ns: &str) -> Vec<Value> {
@@ -145,51 +93,6 @@ fn main_routes(ns: &str) -> Vec<Value> {
     r.extend(routes(ns, Family::V6, "main"));
     r.sort_by_key(|v| v.to_string());
     r
-}
-
-fn link(ns: &str, dev: &str) -> Value {
-    ip_json(ns, &["-d", "link", "show", "dev", dev])[0].clone()
-}
-
-fn mtu(ns: &str, dev: &str) -> u64 {
-    link(ns, dev)["mtu"].as_u64().unwrap()
-}
-
-fn marked_links(ns: &str) -> Vec<String> {
-    ip_json(ns, &["-d", "link", "show"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|l| l["ifalias"] == "gwsteer")
-        .map(|l| l["ifname"].as_str().unwrap_or("?").to_string())
-        .collect()
-}
-
-fn nft_tables(ns: &str) -> Vec<String> {
-    let out = exec_in(ns, "nft", ["-j", "list", "tables"]);
-    let v: Value = serde_json::from_str(&out).unwrap();
-    v["nftables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|o| o["table"]["name"].as_str().map(str::to_string))
-        .collect()
-}
-
-/// The all-zero FDB entries of `gwvx0` in `node`: the remotes it floods to.
-fn flood_list(node: &str) -> Vec<String> {
-    serde_json::from_str::<Value>(&exec_in(
-        node,
-        "bridge",
-        ["-j", "fdb", "show", "dev", "gwvx0"],
-    ))
-    .unwrap()
-    .as_array()
-    .unwrap()
-    .iter()
-    .filter(|e| e["mac"] == "00:00:00:00:00:00")
-    .filter_map(|e| e["dst"].as_str().map(str::to_string))
-    .collect()
 }
 
 fn state_dir(lab: &Lab, name: &str) -> std::path::PathBuf {
@@ -202,88 +105,48 @@ fn cli(node: &str, state: &std::path::Path, args: &[&str]) -> CniOutcome {
     gwsteer_cli(node, &full)
 }
 
-/// After DEL of every pod and `gwsteer cleanup`: no link, rule, firewall
-/// table or state of gwsteer's in `node`.
-fn assert_nothing_left(node: &str, state: &std::path::Path) {
-    assert_eq!(marked_links(node), Vec::<String>::new(), "{node}");
-    assert!(try_ip(node, ["link", "show", "dev", "gwvx0"]).is_err());
-    let gws: Vec<String> = nft_tables(node)
-        .into_iter()
-        .filter(|t| t.starts_with("gwsteer"))
-        .collect();
-    assert!(gws.is_empty(), "{node}: nftables tables left: {gws:?}");
-    for fam in [Family::V4, Family::V6] {
-        let ours: Vec<Value> = rules(node, fam)
-            .into_iter()
-            .filter(|r| r["protocol"] == "211" || r["protocol"] == "gwsteer")
-            .collect();
-        assert!(ours.is_empty(), "{node}: gwsteer rules left: {ours:?}");
-    }
-    let left: Vec<_> = std::fs::read_dir(state)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    assert!(
-        left.is_empty(),
-        "state left in {}: {left:?}",
-        state.display()
-    );
-}
-
 /// A client pod whose own default routes (both families) lead nowhere.
 fn dead_end_pod(lab: &Lab) -> String {
-    let pod = lab.netns("client");
-    let dead = lab.netns("dead");
-    lab.veth(&pod, "eth0", &dead, "eth0");
-    lab.addr(&pod, "eth0", "10.98.0.2/24");
-    lab.addr(&pod, "eth0", "fd00:98::2/64");
-    lab.addr(&dead, "eth0", &format!("{DEAD_END4}/24"));
-    lab.addr(&dead, "eth0", &format!("{DEAD_END6}/64"));
-    lab.route(&pod, &["add", "default", "via", DEAD_END4]);
-    lab.ip(&pod, ["-6", "route", "add", "default", "via", DEAD_END6]);
+    let (pod, _dead) = pod_with_peer(
+        lab,
+        ("client", &["10.98.0.2/24", "fd00:98::2/64"]),
+        (
+            "dead",
+            &[&format!("{DEAD_END4}/24"), &format!("{DEAD_END6}/64")],
+        ),
+        &[DEAD_END4, DEAD_END6],
+    );
     pod
 }
 
 /// The router pod's primary network: eth0 to an outside server's namespace.
 fn router_pod(lab: &Lab) -> (String, String) {
-    let router = lab.netns("router");
-    let outside = lab.netns("outside");
-    lab.veth(&router, "eth0", &outside, "eth0");
-    lab.addr(&router, "eth0", &format!("{ROUTER_ETH0_4}/24"));
-    lab.addr(&router, "eth0", &format!("{ROUTER_ETH0_6}/64"));
-    lab.addr(&outside, "eth0", &format!("{OUTSIDE4}/24"));
-    lab.addr(&outside, "eth0", &format!("{OUTSIDE6}/64"));
-    lab.route(&router, &["add", "default", "via", OUTSIDE4]);
-    lab.ip(&router, ["-6", "route", "add", "default", "via", OUTSIDE6]);
-    (router, outside)
+    pod_with_peer(
+        lab,
+        (
+            "router",
+            &[
+                &format!("{ROUTER_ETH0_4}/24"),
+                &format!("{ROUTER_ETH0_6}/64"),
+            ],
+        ),
+        (
+            "outside",
+            &[&format!("{OUTSIDE4}/24"), &format!("{OUTSIDE6}/64")],
+        ),
+        &[OUTSIDE4, OUTSIDE6],
+    )
 }
 
 /// Two nodes on an IPv6-only underlay segment (a third namespace is the
 /// switch, multicast snooping off), each with an IPv6 default route.
 fn ipv6_underlay(lab: &Lab) -> Vec<String> {
-    let sw = lab.netns("sw");
-    lab.ip(
-        &sw,
-        [
-            "link",
-            "add",
-            "br0",
-            "type",
-            "bridge",
-            "mcast_snooping",
-            "0",
-        ],
+    let nodes = underlay(
+        lab,
+        [&format!("{}/64", UNDER[0]), &format!("{}/64", UNDER[1])],
+        "fd00:200::fe",
     );
-    lab.ip(&sw, ["link", "set", "br0", "up"]);
-    let nodes: Vec<String> = ["nodea", "nodeb"].iter().map(|n| lab.netns(n)).collect();
-    for (i, node) in nodes.iter().enumerate() {
-        let port = format!("p{i}");
-        lab.veth(node, "under0", &sw, &port);
-        lab.ip(&sw, ["link", "set", &port, "master", "br0"]);
-        lab.addr(node, "under0", &format!("{}/64", UNDER[i]));
-        lab.ip(
-            node,
-            ["-6", "route", "add", "default", "via", "fd00:200::fe"],
-        );
+    for node in &nodes {
         assert!(
             addrs(node, "under0").iter().all(|a| a.addr().is_ipv6()),
             "an IPv6-only underlay"

@@ -6,7 +6,7 @@
 mod common;
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
@@ -280,23 +280,31 @@ fn assert_pod_detached(pod: &str, data_dir: &Path, network: &str) {
     assert_eq!(reservations(data_dir, network), Vec::<String>::new());
 }
 
+/// For `version`, tag `<version without dots>`: namespaces `node<tag>` and
+/// `pod<tag>`, host-local's data dir `ipam<tag>` and the `selftest` bridge
+/// conflist (10.244.1.0/24, fd00:244:1::/64) without gwsteer.
+fn bridge_setup(lab: &Lab, version: &str) -> (String, String, String, PathBuf, Value) {
+    let tag = version.replace('.', "");
+    let node = lab.netns(&format!("node{tag}"));
+    let pod = lab.netns(&format!("pod{tag}"));
+    let data_dir = lab.subdir(&format!("ipam{tag}"));
+    let conf = bridge_conflist(
+        "selftest",
+        version,
+        "cni0",
+        &["10.244.1.0/24", "fd00:244:1::/64"],
+        &data_dir,
+        Value::Null,
+    );
+    (tag, node, pod, data_dir, conf)
+}
+
 #[test]
 fn bridge_conflist_through_rust_runner() {
     let lab = Lab::new("selfrun");
     let k8s_args = k8s_cni_args("default", "web-0", "ctr1");
     for version in ["1.0.0", "1.1.0"] {
-        let tag = version.replace('.', "");
-        let node = lab.netns(&format!("node{tag}"));
-        let pod = lab.netns(&format!("pod{tag}"));
-        let data_dir = lab.subdir(&format!("ipam{tag}"));
-        let conf = bridge_conflist(
-            "selftest",
-            version,
-            "cni0",
-            &["10.244.1.0/24", "fd00:244:1::/64"],
-            &data_dir,
-            Value::Null,
-        );
+        let (_, node, pod, data_dir, conf) = bridge_setup(&lab, version);
         let pod_path = netns_path(&pod);
         let result = conflist_add(&node, &conf, "ctr1", &pod_path, "eth0", Some(&k8s_args))
             .unwrap_or_else(|o| panic!("ADD {version}: {o}"));
@@ -362,18 +370,7 @@ fn bridge_conflist_through_libcni_driver() {
     let k8s_args = k8s_cni_args("default", "web-0", "ctr1");
     let cache = lab.subdir("cni-cache");
     for version in ["0.3.1", "0.4.0", "1.0.0"] {
-        let tag = version.replace('.', "");
-        let node = lab.netns(&format!("node{tag}"));
-        let pod = lab.netns(&format!("pod{tag}"));
-        let data_dir = lab.subdir(&format!("ipam{tag}"));
-        let conf = bridge_conflist(
-            "selftest",
-            version,
-            "cni0",
-            &["10.244.1.0/24", "fd00:244:1::/64"],
-            &data_dir,
-            Value::Null,
-        );
+        let (tag, node, pod, data_dir, conf) = bridge_setup(&lab, version);
         let file = lab.tmpdir().join(format!("conflist-{tag}.json"));
         write_json(&file, &conf);
         let pod_path = netns_path(&pod);

@@ -55,12 +55,7 @@ fn rules_of(family: Family, v4: IpAddr, v6: IpAddr) -> Vec<Value> {
 fn libcni_cycle(tag: &str, version: &str) {
     let lab = Lab::new(tag);
     let t = Topo::build(&lab);
-    let conf = conflist(
-        &lab,
-        NET,
-        version,
-        Some(json!({"steering": [source_policy("oam", 100)]})),
-    );
+    let conf = oam_conflist(&lab, NET, version);
     let f = files(&lab, &conf);
     let pod_ns = lab.netns("pod");
     let args = k8s_cni_args("default", "web-0", "ctr1");
@@ -191,12 +186,7 @@ fn gwsteer(node: &str, command: &str, config: Value) -> CniOutcome {
 fn gc_and_status_by_direct_invocation() {
     let lab = Lab::new("lcnigc");
     let t = Topo::build(&lab);
-    let conf = conflist(
-        &lab,
-        NET,
-        "1.0.0",
-        Some(json!({"steering": [source_policy("oam", 100)]})),
-    );
+    let conf = oam_conflist(&lab, NET, "1.0.0");
     let f = files(&lab, &conf);
     let mut pods = Vec::new();
     for (name, cid) in [("pod1", "ctr1"), ("pod2", "ctr2")] {

@@ -97,11 +97,7 @@ struct Node {
 impl Node {
     fn new(tag: &str) -> Node {
         let lab = Lab::new(tag);
-        let ns = lab.netns("node");
-        let up = lab.netns("up");
-        lab.veth(&ns, "eth1", &up, "eth0");
-        lab.addr(&ns, "eth1", "192.0.2.1/24");
-        lab.addr(&ns, "eth1", "fd00:192::1/64");
+        let ns = uplink_node(&lab);
         let state = lab.tmpdir().join("state");
         let log = lab.tmpdir().join("gwsteer.log");
         Node {
@@ -237,33 +233,6 @@ fn prev_result(version: &str, n: u8, sandbox: &str) -> Value {
         "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}],
         "dns": {}
     })
-}
-
-/// gwsteer's rules (protocol 211) in `ns`, as `inet 1000: from 10.244.1.5 lookup 100`.
-fn gw_rules(ns: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for (family, name) in [(Family::V4, "inet"), (Family::V6, "inet6")] {
-        for r in rules(ns, family) {
-            if !matches!(r["protocol"].as_str(), Some("211" | "gwsteer")) {
-                continue;
-            }
-            let prefix = |addr: &str, len: &Value| match len.as_u64() {
-                Some(l) => format!("{addr}/{l}"),
-                None => addr.to_string(),
-            };
-            let mut s = format!(
-                "{name} {}: from {}",
-                r["priority"],
-                prefix(r["src"].as_str().unwrap_or("?"), &r["srclen"])
-            );
-            if let Some(dst) = r["dst"].as_str() {
-                s.push_str(&format!(" to {}", prefix(dst, &r["dstlen"])));
-            }
-            s.push_str(&format!(" lookup {}", r["table"].as_str().unwrap_or("?")));
-            out.insert(s);
-        }
-    }
-    out
 }
 
 /// The four rules of steered pod number `n` (source mode, both families).

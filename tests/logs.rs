@@ -7,11 +7,11 @@ mod asym;
 mod common;
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use asym::*;
 use common::*;
-use serde_json::json;
+use serde_json::{Value, json};
 
 const NET: &str = "lognet";
 
@@ -21,7 +21,9 @@ fn lines_of<'a>(log: &'a str, level: &str) -> Vec<&'a str> {
         .collect()
 }
 
-fn run(tag: &str, level: &str) -> (String, Pod) {
+/// The asymmetric topology and the `oam` source-steering conflist, gwsteer
+/// logging at `level` to the returned file.
+fn logging(tag: &str, level: &str) -> (Lab, Topo, PathBuf, Value) {
     let lab = Lab::new(tag);
     let t = Topo::build(&lab);
     let log = lab.tmpdir().join("gwsteer.log");
@@ -35,6 +37,11 @@ fn run(tag: &str, level: &str) -> (String, Pod) {
             "logLevel": level,
         })),
     );
+    (lab, t, log, conf)
+}
+
+fn run(tag: &str, level: &str) -> (String, Pod) {
+    let (lab, t, log, conf) = logging(tag, level);
     let pod = add_pod(&lab, &t.node, &conf, "pod", "ctr1", "shop");
     del_pod(&t.node, &conf, &pod);
     (read(&log), pod)
@@ -135,19 +142,7 @@ fn info_log_has_the_verbs_and_no_kernel_detail() {
 /// what is right, a repair for what is not.
 #[test]
 fn later_adds_leave_right_table_routes_alone_and_repair_drifted_ones() {
-    let lab = Lab::new("logtbl");
-    let t = Topo::build(&lab);
-    let log = lab.tmpdir().join("gwsteer.log");
-    let conf = conflist(
-        &lab,
-        NET,
-        "1.0.0",
-        Some(json!({
-            "steering": [source_policy("oam", 100)],
-            "logFile": log,
-            "logLevel": "debug",
-        })),
-    );
+    let (lab, t, log, conf) = logging("logtbl", "debug");
     let route4 = format!("inet route default table 100 via {RTR_B_V4} dev eth-b");
     let route6 = format!("inet6 route default table 100 via {RTR_B_V6} dev eth-b");
     let routes_of = |debug: &[&str], cid: &str, word: &str| -> Vec<String> {

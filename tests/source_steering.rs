@@ -56,14 +56,7 @@ fn assert_table_100(node: &str, what: &str) {
 
 /// Client B's requests to `pod` (v4 and v6) and the address the pod must see.
 fn from_client_b<'a>(t: &'a Topo, pod: &Pod) -> Vec<(&'a str, std::net::SocketAddr, IpAddr)> {
-    vec![
-        (t.clib.as_str(), pod.sock4(8080), addr(CLIENT_B_V4)),
-        (t.clib.as_str(), pod.sock6(8080), addr(CLIENT_B_V6)),
-    ]
-}
-
-fn without_peer<T: Copy, U: Copy, V>(reqs: &[(T, U, V)]) -> Vec<(T, U)> {
-    reqs.iter().map(|(a, b, _)| (*a, *b)).collect()
+    from_client(&t.clib, pod, CLIENT_B_V4, CLIENT_B_V6)
 }
 
 /// The demo's scenario. Without gwsteer client B (behind router B) gets no
@@ -76,12 +69,7 @@ fn client_b_is_answered_only_while_the_pod_is_steered() {
     let lab = Lab::new("srcasym");
     let t = Topo::build(&lab);
     let plain = conflist(&lab, NET, "1.0.0", None);
-    let steer = conflist(
-        &lab,
-        NET,
-        "1.0.0",
-        steering(json!([source_policy("oam", 100)])),
-    );
+    let steer = oam_conflist(&lab, NET, "1.0.0");
 
     // Bridge + host-local alone: client A is answered, client B is not.
     let pod = add_pod(&lab, &t.node, &plain, "pod", "ctr1", "default");
@@ -89,10 +77,7 @@ fn client_b_is_answered_only_while_the_pod_is_steered() {
         let _srv = pod.serve();
         assert_answered(
             "plain conflist: client A",
-            &[
-                (&t.clia, pod.sock4(8080), addr(CLIENT_A_V4)),
-                (&t.clia, pod.sock6(8080), addr(CLIENT_A_V6)),
-            ],
+            &from_client(&t.clia, &pod, CLIENT_A_V4, CLIENT_A_V6),
         );
         assert_unanswered(
             "plain conflist: client B",
@@ -148,12 +133,7 @@ fn client_b_is_answered_only_while_the_pod_is_steered() {
 fn exclude_keeps_pod_to_pod_traffic_on_the_node() {
     let lab = Lab::new("srcexcl");
     let t = Topo::build(&lab);
-    let steer = conflist(
-        &lab,
-        NET,
-        "1.0.0",
-        steering(json!([source_policy("oam", 100)])),
-    );
+    let steer = oam_conflist(&lab, NET, "1.0.0");
     let other = other_bridge_conflist(&lab);
     let pod1 = add_pod(&lab, &t.node, &steer, "pod1", "ctr1", "default");
     let pod2 = add_pod(&lab, &t.node, &steer, "pod2", "ctr2", "default");
@@ -259,12 +239,7 @@ fn without_exclude_routed_pod_to_pod_traffic_is_steered_away() {
 fn rules_and_table_routes_read_back_exactly() {
     let lab = Lab::new("srcread");
     let t = Topo::build(&lab);
-    let steer = conflist(
-        &lab,
-        NET,
-        "1.0.0",
-        steering(json!([source_policy("oam", 100)])),
-    );
+    let steer = oam_conflist(&lab, NET, "1.0.0");
     let pod = add_pod(&lab, &t.node, &steer, "pod", "ctr1", "default");
     for (family, addr, cluster) in [
         (Family::V4, pod.v4, CLUSTER_V4),
@@ -364,12 +339,7 @@ fn multipath_weights_custom_and_default_priorities() {
 fn table_routes_are_shared_and_go_with_the_last_pod() {
     let lab = Lab::new("srcshare");
     let t = Topo::build(&lab);
-    let steer = conflist(
-        &lab,
-        NET,
-        "1.0.0",
-        steering(json!([source_policy("oam", 100)])),
-    );
+    let steer = oam_conflist(&lab, NET, "1.0.0");
     let pod1 = add_pod(&lab, &t.node, &steer, "pod1", "ctr1", "default");
     let pod2 = add_pod(&lab, &t.node, &steer, "pod2", "ctr2", "default");
     assert_table_100(&t.node, "two pods");
@@ -439,12 +409,7 @@ fn namespaces_and_pod_args_select_the_steered_pods() {
 fn re_add_after_del_works() {
     let lab = Lab::new("srcreadd");
     let t = Topo::build(&lab);
-    let steer = conflist(
-        &lab,
-        NET,
-        "1.0.0",
-        steering(json!([source_policy("oam", 100)])),
-    );
+    let steer = oam_conflist(&lab, NET, "1.0.0");
     let pod = add_pod(&lab, &t.node, &steer, "pod", "ctr1", "default");
     del_pod(&t.node, &steer, &pod);
     assert_nothing_left(&t.node, &state_dir(&lab), NET, &[100]);
@@ -467,12 +432,7 @@ fn re_add_after_del_works() {
 fn retried_add_leaves_one_set_of_rules() {
     let lab = Lab::new("srcretry");
     let t = Topo::build(&lab);
-    let steer = conflist(
-        &lab,
-        NET,
-        "1.0.0",
-        steering(json!([source_policy("oam", 100)])),
-    );
+    let steer = oam_conflist(&lab, NET, "1.0.0");
     let pod = add_pod(&lab, &t.node, &steer, "pod", "ctr1", "default");
     for n in 0..2 {
         let out = gwsteer_call(&t.node, &steer, "ADD", &pod, Some(&pod.result))
@@ -493,12 +453,7 @@ fn retried_add_leaves_one_set_of_rules() {
 fn add_with_a_changed_config_replaces_the_old_objects() {
     let lab = Lab::new("srcchange");
     let t = Topo::build(&lab);
-    let old = conflist(
-        &lab,
-        NET,
-        "1.0.0",
-        steering(json!([source_policy("oam", 100)])),
-    );
+    let old = oam_conflist(&lab, NET, "1.0.0");
     let pod = add_pod(&lab, &t.node, &old, "pod", "ctr1", "default");
     assert_steered(&t.node, &[&pod], 1000, 100, "first ADD");
 

@@ -62,44 +62,14 @@ impl Topo {
     pub fn build(lab: &Lab) -> Topo {
         // The node forwards, as a Kubernetes node does.
         let node = lab.router("node");
-        let rtra = lab.router("rtra");
-        let rtrb = lab.router("rtrb");
-        let clia = lab.netns("clia");
-        let clib = lab.netns("clib");
-        lab.veth(&node, "eth-a", &rtra, "down0");
-        lab.veth(&node, "eth-b", &rtrb, "down0");
-        lab.veth(&rtra, "up0", &clia, "eth0");
-        lab.veth(&rtrb, "up0", &clib, "eth0");
-        for (ns, dev, cidr) in [
-            (&node, "eth-a", "192.168.1.2/24"),
-            (&rtra, "down0", "192.168.1.1/24"),
-            (&node, "eth-b", "192.168.2.2/24"),
-            (&rtrb, "down0", "192.168.2.1/24"),
-            (&node, "eth-a", "fd00:1::2/64"),
-            (&rtra, "down0", "fd00:1::1/64"),
-            (&node, "eth-b", "fd00:2::2/64"),
-            (&rtrb, "down0", "fd00:2::1/64"),
-            (&rtra, "up0", "10.1.0.1/24"),
-            (&clia, "eth0", "10.1.0.2/24"),
-            (&rtrb, "up0", "10.2.0.1/24"),
-            (&clib, "eth0", "10.2.0.2/24"),
-            (&rtra, "up0", "fd00:a::1/64"),
-            (&clia, "eth0", "fd00:a::2/64"),
-            (&rtrb, "up0", "fd00:b::1/64"),
-            (&clib, "eth0", "fd00:b::2/64"),
-        ] {
-            lab.addr(ns, dev, cidr);
-        }
+        // Routers A and B (192.168.1.1, 192.168.2.1), clients A and B
+        // (10.1.0.2, 10.2.0.2): see `common::topo`.
+        let rtra = router_link(lab, &node, 'a', &[CLUSTER_V4, CLUSTER_V6]);
+        let rtrb = router_link(lab, &node, 'b', &[CLUSTER_V4, CLUSTER_V6]);
+        let clia = client_behind(lab, &rtra, 'a');
+        let clib = client_behind(lab, &rtrb, 'b');
         lab.route(&node, &["add", "default", "via", RTR_A_V4]);
         lab.route(&node, &["add", "default", "via", RTR_A_V6]);
-        lab.route(&clia, &["add", "default", "via", "10.1.0.1"]);
-        lab.route(&clia, &["add", "default", "via", "fd00:a::1"]);
-        lab.route(&clib, &["add", "default", "via", "10.2.0.1"]);
-        lab.route(&clib, &["add", "default", "via", "fd00:b::1"]);
-        lab.route(&rtra, &["add", CLUSTER_V4, "via", "192.168.1.2"]);
-        lab.route(&rtra, &["add", CLUSTER_V6, "via", "fd00:1::2"]);
-        lab.route(&rtrb, &["add", CLUSTER_V4, "via", "192.168.2.2"]);
-        lab.route(&rtrb, &["add", CLUSTER_V6, "via", "fd00:2::2"]);
         Topo {
             node,
             rtra,
@@ -138,6 +108,17 @@ pub fn conflist(lab: &Lab, network: &str, version: &str, plugin: Option<Value>) 
             Some(extra) => gwsteer_plugin(&state_dir(lab), extra),
             None => Value::Null,
         },
+    )
+}
+
+/// The conflist of most source-steering tests: [`conflist`] with gwsteer
+/// steering by one [`source_policy`], `oam` in table 100.
+pub fn oam_conflist(lab: &Lab, network: &str, version: &str) -> Value {
+    conflist(
+        lab,
+        network,
+        version,
+        Some(json!({"steering": [source_policy("oam", 100)]})),
     )
 }
 
@@ -228,6 +209,26 @@ pub fn del_pod(node: &str, conf: &Value, pod: &Pod) {
         Some(&pod.result),
     )
     .unwrap_or_else(|o| panic!("DEL {}: {o}", pod.cid));
+}
+
+/// Requests from the client in namespace `client` (its addresses `v4`,
+/// `v6`) to `pod`'s servers on port 8080, v4 and v6, with the address the
+/// pod must see.
+pub fn from_client<'a>(
+    client: &'a str,
+    pod: &Pod,
+    v4: &str,
+    v6: &str,
+) -> Vec<(&'a str, SocketAddr, IpAddr)> {
+    vec![
+        (client, pod.sock4(8080), addr(v4)),
+        (client, pod.sock6(8080), addr(v6)),
+    ]
+}
+
+/// Requests without the expected peer, for [`assert_unanswered`].
+pub fn without_peer<T: Copy, U: Copy, V>(reqs: &[(T, U, V)]) -> Vec<(T, U)> {
+    reqs.iter().map(|(a, b, _)| (*a, *b)).collect()
 }
 
 /// TCP requests from (netns, to address), all at once (expected failures

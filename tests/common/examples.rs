@@ -19,6 +19,7 @@ use super::cni::{CniOutcome, write_json};
 use super::lab::Lab;
 use super::libcni::libcni;
 use super::observe::{Family, ip_json};
+use super::topo::wire;
 
 pub fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("conflist-examples")
@@ -164,17 +165,13 @@ pub fn example_node(lab: &Lab, eth1: &[&str], router: &[&str]) -> (String, Strin
     let node = lab.router("node");
     let up = lab.netns("up");
     let rtr = lab.netns("rtr");
-    lab.veth(&node, "eth0", &up, "eth0");
-    lab.addr(&node, "eth0", "10.0.0.11/24");
-    lab.addr(&up, "eth0", "10.0.0.1/24");
+    wire(
+        lab,
+        (&node, "eth0", &["10.0.0.11/24"]),
+        (&up, "eth0", &["10.0.0.1/24"]),
+    );
     lab.route(&node, &["add", "default", "via", "10.0.0.1"]);
-    lab.veth(&node, "eth1", &rtr, "eth0");
-    for a in eth1 {
-        lab.addr(&node, "eth1", a);
-    }
-    for a in router {
-        lab.addr(&rtr, "eth0", a);
-    }
+    wire(lab, (&node, "eth1", eth1), (&rtr, "eth0", router));
     (node, rtr)
 }
 

@@ -11,6 +11,8 @@
 //!   and a bridge + host-local conflist builder.
 //! - [`libcni`]: the Go driver over Debian's libcni (`tests/libcni-driver`).
 //! - [`examples`]: the conflists of `conflist-examples/` run through libcni.
+//! - [`topo`]: links with addresses, the uplink node, routers and clients of
+//!   the asymmetric topology.
 #![allow(dead_code)]
 #![allow(unused_imports)]
 
@@ -20,6 +22,7 @@ pub mod examples;
 pub mod lab;
 pub mod libcni;
 pub mod observe;
+pub mod topo;
 pub mod traffic;
 
 pub use cmd::*;
@@ -27,4 +30,5 @@ pub use cni::*;
 pub use lab::Lab;
 pub use libcni::{libcni, libcni_driver};
 pub use observe::*;
+pub use topo::*;
 pub use traffic::*;

@@ -1,6 +1,7 @@
 //! Reading kernel state back as structures (`ip -j`, `nft -j`), for assertions
 //! that compare objects rather than substrings of text output.
 
+use std::collections::BTreeSet;
 use std::fmt::Display;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -268,4 +269,36 @@ pub fn assert_same_state(what: &str, before: &Value, after: &Value) {
         "{what}: state differs:\n{}",
         diff.join("\n")
     );
+}
+
+/// gwsteer's rules (protocol 211) in `ns`, as `inet 1000: from 10.244.1.5 lookup 100`.
+pub fn gw_rules(ns: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for (family, name) in [(Family::V4, "inet"), (Family::V6, "inet6")] {
+        for r in rules(ns, family) {
+            if !matches!(r["protocol"].as_str(), Some("211" | "gwsteer")) {
+                continue;
+            }
+            out.insert(rule_text(name, &r));
+        }
+    }
+    out
+}
+
+/// An `ip -j rule` entry as `inet 1000: from 10.244.1.5 lookup 100`.
+pub fn rule_text(family: &str, r: &Value) -> String {
+    let prefix = |addr: &str, len: &Value| match len.as_u64() {
+        Some(l) => format!("{addr}/{l}"),
+        None => addr.to_string(),
+    };
+    let mut s = format!(
+        "{family} {}: from {}",
+        r["priority"],
+        prefix(r["src"].as_str().unwrap_or("?"), &r["srclen"])
+    );
+    if let Some(dst) = r["dst"].as_str() {
+        s.push_str(&format!(" to {}", prefix(dst, &r["dstlen"])));
+    }
+    s.push_str(&format!(" lookup {}", r["table"].as_str().unwrap_or("?")));
+    s
 }

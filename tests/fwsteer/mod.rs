@@ -67,26 +67,9 @@ pub struct RouterC {
 }
 
 pub fn add_router_c(lab: &Lab, t: &Topo) -> RouterC {
-    let rtrc = lab.router("rtrc");
-    let clic = lab.netns("clic");
-    lab.veth(&t.node, "eth-c", &rtrc, "down0");
-    lab.veth(&rtrc, "up0", &clic, "eth0");
-    for (ns, dev, cidr) in [
-        (&t.node, "eth-c", "192.168.3.2/24"),
-        (&rtrc, "down0", "192.168.3.1/24"),
-        (&t.node, "eth-c", "fd00:3::2/64"),
-        (&rtrc, "down0", "fd00:3::1/64"),
-        (&rtrc, "up0", "10.3.0.1/24"),
-        (&clic, "eth0", "10.3.0.2/24"),
-        (&rtrc, "up0", "fd00:c::1/64"),
-        (&clic, "eth0", "fd00:c::2/64"),
-    ] {
-        lab.addr(ns, dev, cidr);
-    }
-    lab.route(&clic, &["add", "default", "via", "10.3.0.1"]);
-    lab.route(&clic, &["add", "default", "via", "fd00:c::1"]);
-    lab.route(&rtrc, &["add", CLUSTER_V4, "via", "192.168.3.2"]);
-    lab.route(&rtrc, &["add", CLUSTER_V6, "via", "fd00:3::2"]);
+    // Router C 192.168.3.1, client C 10.3.0.2: see `common::topo`.
+    let rtrc = router_link(lab, &t.node, 'c', &[CLUSTER_V4, CLUSTER_V6]);
+    let clic = client_behind(lab, &rtrc, 'c');
     RouterC { rtrc, clic }
 }
 
@@ -95,16 +78,7 @@ pub fn add_router_c(lab: &Lab, t: &Topo) -> RouterC {
 /// for tests that need no traffic. Returns (node, router).
 pub fn node_with_router_b(lab: &Lab) -> (String, String) {
     let node = lab.router("node");
-    let rtrb = lab.router("rtrb");
-    lab.veth(&node, "eth-b", &rtrb, "down0");
-    for (ns, dev, cidr) in [
-        (&node, "eth-b", "192.168.2.2/24"),
-        (&node, "eth-b", "fd00:2::2/64"),
-        (&rtrb, "down0", "192.168.2.1/24"),
-        (&rtrb, "down0", "fd00:2::1/64"),
-    ] {
-        lab.addr(ns, dev, cidr);
-    }
+    let rtrb = router_link(lab, &node, 'b', &[]);
     (node, rtrb)
 }
 

@@ -34,6 +34,67 @@ pub const ABORT_AFTER: &str = "GWSTEER_TEST_ABORT_AFTER";
 /// Exit code of a gwsteer killed by the fault hook (SIGKILL).
 pub const KILLED: i32 = 128 + 9;
 
+/// The cluster CIDRs a policy usually excludes.
+pub const CLUSTER: [&str; 2] = ["10.244.0.0/16", "fd00:244::/48"];
+
+/// A source policy `name` in `table` (at `priority`, if given) with two
+/// IPv4 gateways (multipath: it owns [`MULTIPATH_SYSCTL`]) and one IPv6
+/// gateway on eth1, excluding `exclude`.
+pub fn multipath_policy(
+    name: &str,
+    table: u32,
+    priority: Option<u32>,
+    exclude: [&str; 2],
+) -> Value {
+    let mut p = json!({
+        "name": name,
+        "table": table,
+        "gateways": [
+            {"via": GW4_A, "dev": "eth1"}, {"via": GW4_B, "dev": "eth1"},
+            {"via": GW6_A, "dev": "eth1"}
+        ],
+        "exclude": exclude
+    });
+    if let Some(priority) = priority {
+        p["priority"] = json!(priority);
+    }
+    p
+}
+
+/// Steering by one `match: "connmark"` policy `lb` (table 160, priority
+/// 1600, mark 0x14 on eth1): per pod only a set element (nftables), a
+/// node-level fwmark rule per family, firewall chains, and it owns
+/// [`SRC_VALID_MARK`].
+pub fn connmark_lb() -> Value {
+    json!([{
+        "name": "lb",
+        "table": 160,
+        "priority": 1600,
+        "match": "connmark",
+        "mark": "0x14",
+        "ingressInterfaces": ["eth1"],
+        "gateways": [{"via": GW4_A}, {"via": GW6_A}]
+    }])
+}
+
+/// Someone else's objects (`ip` arguments): a route in table 300, a rule
+/// to it, a route in main.
+pub const FOREIGN: [&[&str]; 3] = [
+    &[
+        "route",
+        "add",
+        "198.51.100.0/24",
+        "via",
+        GW4_A,
+        "table",
+        "300",
+    ],
+    &[
+        "rule", "add", "priority", "600", "from", "10.9.9.9", "table", "300",
+    ],
+    &["route", "add", "203.0.113.0/24", "via", GW4_B],
+];
+
 /// A node namespace for gwsteer, its uplink, one pod namespace (source
 /// steering never enters it; `CNI_NETNS` must name a real one) and a state
 /// dir and log under the lab's temp dir.
@@ -48,11 +109,7 @@ pub struct Node {
 impl Node {
     pub fn new(tag: &str) -> Node {
         let lab = Lab::new(tag);
-        let ns = lab.netns("node");
-        let up = lab.netns("up");
-        lab.veth(&ns, "eth1", &up, "eth0");
-        lab.addr(&ns, "eth1", "192.0.2.1/24");
-        lab.addr(&ns, "eth1", "fd00:192::1/64");
+        let ns = uplink_node(&lab);
         let pod_netns = netns_path(&lab.netns("pod"));
         let state = lab.tmpdir().join("state");
         let log = lab.tmpdir().join("gwsteer.log");
@@ -235,38 +292,6 @@ fn normalise(v: &mut Value) {
         Value::Array(items) => items.iter_mut().for_each(normalise),
         _ => {}
     }
-}
-
-/// gwsteer's rules (protocol 211) in `ns`, as `inet 1000: from 10.244.1.5 lookup 100`.
-pub fn gw_rules(ns: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for (family, name) in [(Family::V4, "inet"), (Family::V6, "inet6")] {
-        for r in rules(ns, family) {
-            if !matches!(r["protocol"].as_str(), Some("211" | "gwsteer")) {
-                continue;
-            }
-            out.insert(rule_text(name, &r));
-        }
-    }
-    out
-}
-
-/// An `ip -j rule` entry as `inet 1000: from 10.244.1.5 lookup 100`.
-pub fn rule_text(family: &str, r: &Value) -> String {
-    let prefix = |addr: &str, len: &Value| match len.as_u64() {
-        Some(l) => format!("{addr}/{l}"),
-        None => addr.to_string(),
-    };
-    let mut s = format!(
-        "{family} {}: from {}",
-        r["priority"],
-        prefix(r["src"].as_str().unwrap_or("?"), &r["srclen"])
-    );
-    if let Some(dst) = r["dst"].as_str() {
-        s.push_str(&format!(" to {}", prefix(dst, &r["dstlen"])));
-    }
-    s.push_str(&format!(" lookup {}", r["table"].as_str().unwrap_or("?")));
-    s
 }
 
 /// The state dir as `{relative path: content}`: directories as `"dir"`,
