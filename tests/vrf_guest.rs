@@ -433,6 +433,117 @@ fn vrf_cidr_leak_goes_with_the_last_attachment() {
     assert!(link(&node.ns, "vrf-oam").is_none());
 }
 
+/// The OaM lab of the end-to-end VRF tests (IPv6 alike):
+///
+/// ```text
+///  pod eth0 10.20.0.5 ── veth-pod 10.20.0.1 [node]
+///  node up0 10.30.0.1 ── eth0 10.30.0.2 [rtr] eth1 10.40.0.1 ── eth0 10.40.0.5 [client]
+/// ```
+///
+/// The router has no route back to the pod's network; a test that wants
+/// one adds it.
+struct OamLab {
+    lab: Lab,
+    node: String,
+    pod: String,
+    rtr: String,
+    client: String,
+}
+
+fn oam_lab(tag: &str) -> OamLab {
+    let lab = Lab::new(tag);
+    let node = lab.router("node");
+    let pod = lab.netns("pod");
+    let rtr = lab.router("rtr");
+    let client = lab.netns("client");
+    lab.veth(&node, "veth-pod", &pod, "eth0");
+    lab.veth(&node, "up0", &rtr, "eth0");
+    lab.veth(&rtr, "eth1", &client, "eth0");
+    for (ns, dev, a) in [
+        (&node, "veth-pod", "10.20.0.1/24"),
+        (&node, "veth-pod", "fd00:20::1/64"),
+        (&pod, "eth0", "10.20.0.5/24"),
+        (&pod, "eth0", "fd00:20::5/64"),
+        (&node, "up0", "10.30.0.1/24"),
+        (&node, "up0", "fd00:30::1/64"),
+        (&rtr, "eth0", "10.30.0.2/24"),
+        (&rtr, "eth0", "fd00:30::2/64"),
+        (&rtr, "eth1", "10.40.0.1/24"),
+        (&rtr, "eth1", "fd00:40::1/64"),
+        (&client, "eth0", "10.40.0.5/24"),
+        (&client, "eth0", "fd00:40::5/64"),
+    ] {
+        lab.addr(ns, dev, a);
+    }
+    for (ns, via) in [
+        (&pod, "10.20.0.1"),
+        (&pod, "fd00:20::1"),
+        (&client, "10.40.0.1"),
+        (&client, "fd00:40::1"),
+    ] {
+        lab.route(ns, &["add", "default", "via", via]);
+    }
+    OamLab {
+        lab,
+        node,
+        pod,
+        rtr,
+        client,
+    }
+}
+
+/// gwsteer's config for the OaM lab: pod traffic steered into the VRF by
+/// the host leg, the VRF with uplink `up0` and routes to the client's
+/// network; `vrf_extra` is merged into the `vrf` section.
+fn oam_config(lab: &Lab, pod: &str, vrf_extra: Value) -> Value {
+    let mut vrf = json!({
+        "uplinks": ["up0"],
+        "gateways": [{"via": "10.30.0.2"}, {"via": "fd00:30::2"}],
+        "destinations": ["10.40.0.0/24", "fd00:40::/64"]
+    });
+    if let Value::Object(extra) = vrf_extra {
+        for (k, v) in extra {
+            vrf[k] = v;
+        }
+    }
+    json!({
+        "cniVersion": "1.1.0",
+        "name": "oam-net",
+        "type": "gwsteer",
+        "stateDir": lab.tmpdir().join("state"),
+        "logFile": lab.tmpdir().join("gwsteer.log"),
+        "logLevel": "debug",
+        "steering": [{
+            "name": "oam",
+            "table": 100,
+            "gateways": [
+                {"via": "192.169.1.2", "dev": "gl-host"},
+                {"via": "fd00:169::2", "dev": "gl-host"}
+            ]
+        }],
+        "vrf": vrf_section(vrf),
+        "prevResult": {
+            "cniVersion": "1.1.0",
+            "interfaces": [
+                {"name": "veth-pod", "mac": "02:00:00:00:01:01"},
+                {"name": "eth0", "mac": "02:00:00:00:02:02", "sandbox": netns_path(pod)}
+            ],
+            "ips": [
+                {"address": "10.20.0.5/24", "gateway": "10.20.0.1", "interface": 1},
+                {"address": "fd00:20::5/64", "gateway": "fd00:20::1", "interface": 1}
+            ]
+        }
+    })
+}
+
+/// One CNI call for the OaM lab's pod.
+fn oam_call(node: &str, pod: &str, config: &Value, command: &str) -> CniOutcome {
+    let c = CniCall::new(command, "pod1", "eth0", config.clone())
+        .netns(&netns_path(pod))
+        .cni_args(&k8s_cni_args("oam", "pod1", "pod1"));
+    invoke(node, &gwsteer_bin(), &c)
+}
+
 /// End to end, both families: an OaM client behind an OaM router reaches a
 /// pod through an uplink that gwsteer enslaves to the VRF. The node's main
 /// table has no route to the client, so without gwsteer the pod's replies
@@ -453,37 +564,15 @@ fn oam_client_reaches_a_pod_through_the_vrf() {
         return;
     }
     const T: Duration = Duration::from_secs(8);
-    let lab = Lab::new("vrfe2e");
-    let node = lab.router("node");
-    let pod = lab.netns("pod");
-    let rtr = lab.router("rtr");
-    let client = lab.netns("client");
-
-    lab.veth(&node, "veth-pod", &pod, "eth0");
-    for (ns, dev, a) in [
-        (&node, "veth-pod", "10.20.0.1/24"),
-        (&node, "veth-pod", "fd00:20::1/64"),
-        (&pod, "eth0", "10.20.0.5/24"),
-        (&pod, "eth0", "fd00:20::5/64"),
-    ] {
-        lab.addr(ns, dev, a);
-    }
-    lab.route(&pod, &["add", "default", "via", "10.20.0.1"]);
-    lab.route(&pod, &["add", "default", "via", "fd00:20::1"]);
-
-    // The uplink, in the default VRF with a static route through it.
-    lab.veth(&node, "up0", &rtr, "eth0");
-    lab.addr(&node, "up0", "10.30.0.1/24");
-    lab.addr(&node, "up0", "fd00:30::1/64");
-    lab.addr(&rtr, "eth0", "10.30.0.2/24");
-    lab.addr(&rtr, "eth0", "fd00:30::2/64");
-    lab.veth(&rtr, "eth1", &client, "eth0");
-    lab.addr(&rtr, "eth1", "10.40.0.1/24");
-    lab.addr(&rtr, "eth1", "fd00:40::1/64");
-    lab.addr(&client, "eth0", "10.40.0.5/24");
-    lab.addr(&client, "eth0", "fd00:40::5/64");
-    lab.route(&client, &["add", "default", "via", "10.40.0.1"]);
-    lab.route(&client, &["add", "default", "via", "fd00:40::1"]);
+    let OamLab {
+        lab,
+        node,
+        pod,
+        rtr,
+        client,
+    } = oam_lab("vrfe2e");
+    // The uplink in the default VRF with a static route through it, and a
+    // router that routes back to the pods.
     lab.route(&rtr, &["add", "10.20.0.0/24", "via", "10.30.0.1"]);
     lab.route(&rtr, &["add", "fd00:20::/64", "via", "fd00:30::1"]);
     lab.route(&node, &["add", "10.50.0.0/24", "via", "10.30.0.2"]);
@@ -516,44 +605,8 @@ fn oam_client_reaches_a_pod_through_the_vrf() {
     assert_eq!(statics_before.len(), 2);
 
     let state = lab.tmpdir().join("state");
-    let mut config = json!({
-        "cniVersion": "1.1.0",
-        "name": "oam-net",
-        "type": "gwsteer",
-        "stateDir": state,
-        "logFile": lab.tmpdir().join("gwsteer.log"),
-        "logLevel": "debug",
-        "steering": [{
-            "name": "oam",
-            "table": 100,
-            "gateways": [
-                {"via": "192.169.1.2", "dev": "gl-host"},
-                {"via": "fd00:169::2", "dev": "gl-host"}
-            ]
-        }],
-        "vrf": vrf_section(json!({
-            "uplinks": ["up0"],
-            "gateways": [{"via": "10.30.0.2"}, {"via": "fd00:30::2"}],
-            "destinations": ["10.40.0.0/24", "fd00:40::/64"]
-        }))
-    });
-    config["prevResult"] = json!({
-        "cniVersion": "1.1.0",
-        "interfaces": [
-            {"name": "veth-pod", "mac": "02:00:00:00:01:01"},
-            {"name": "eth0", "mac": "02:00:00:00:02:02", "sandbox": netns_path(&pod)}
-        ],
-        "ips": [
-            {"address": "10.20.0.5/24", "gateway": "10.20.0.1", "interface": 1},
-            {"address": "fd00:20::5/64", "gateway": "fd00:20::1", "interface": 1}
-        ]
-    });
-    let call = |command: &str| {
-        let c = CniCall::new(command, "pod1", "eth0", config.clone())
-            .netns(&netns_path(&pod))
-            .cni_args(&k8s_cni_args("oam", "pod1", "pod1"));
-        invoke(&node, &gwsteer_bin(), &c)
-    };
+    let config = oam_config(&lab, &pod, json!({}));
+    let call = |command: &str| oam_call(&node, &pod, &config, command);
     let reaches = |dst: &str| ping(&client, dst, None, false);
 
     assert!(
@@ -786,79 +839,19 @@ fn vrf_masquerade_hides_pods_behind_the_uplink_address() {
         return;
     }
     const T: Duration = Duration::from_secs(8);
-    let lab = Lab::new("vrfmasq");
-    let node = lab.router("node");
-    let pod = lab.netns("pod");
-    let rtr = lab.router("rtr");
-    let client = lab.netns("client");
-    lab.veth(&node, "veth-pod", &pod, "eth0");
-    for (ns, dev, a) in [
-        (&node, "veth-pod", "10.20.0.1/24"),
-        (&node, "veth-pod", "fd00:20::1/64"),
-        (&pod, "eth0", "10.20.0.5/24"),
-        (&pod, "eth0", "fd00:20::5/64"),
-        (&node, "up0", "10.30.0.1/24"),
-        (&node, "up0", "fd00:30::1/64"),
-    ] {
-        if dev == "up0" && try_ip(ns, ["link", "show", "dev", "up0"]).is_err() {
-            lab.veth(&node, "up0", &rtr, "eth0");
-        }
-        lab.addr(ns, dev, a);
-    }
-    lab.route(&pod, &["add", "default", "via", "10.20.0.1"]);
-    lab.route(&pod, &["add", "default", "via", "fd00:20::1"]);
-    lab.addr(&rtr, "eth0", "10.30.0.2/24");
-    lab.addr(&rtr, "eth0", "fd00:30::2/64");
-    lab.veth(&rtr, "eth1", &client, "eth0");
-    lab.addr(&rtr, "eth1", "10.40.0.1/24");
-    lab.addr(&rtr, "eth1", "fd00:40::1/64");
-    lab.addr(&client, "eth0", "10.40.0.5/24");
-    lab.addr(&client, "eth0", "fd00:40::5/64");
-    lab.route(&client, &["add", "default", "via", "10.40.0.1"]);
-    lab.route(&client, &["add", "default", "via", "fd00:40::1"]);
+    let OamLab {
+        lab,
+        node,
+        pod,
+        rtr: _,
+        client: _,
+    } = oam_lab("vrfmasq");
     // No route on the router back to 10.20.0.0/24 or fd00:20::/64.
 
     let state = lab.tmpdir().join("state");
-    let mut config = json!({
-        "cniVersion": "1.1.0",
-        "name": "oam-net",
-        "type": "gwsteer",
-        "stateDir": state,
-        "logFile": lab.tmpdir().join("gwsteer.log"),
-        "logLevel": "debug",
-        "firewallBackend": "nftables",
-        "steering": [{
-            "name": "oam",
-            "table": 100,
-            "gateways": [
-                {"via": "192.169.1.2", "dev": "gl-host"},
-                {"via": "fd00:169::2", "dev": "gl-host"}
-            ]
-        }],
-        "vrf": vrf_section(json!({
-            "uplinks": ["up0"],
-            "masquerade": true,
-            "gateways": [{"via": "10.30.0.2"}, {"via": "fd00:30::2"}],
-            "destinations": ["10.40.0.0/24", "fd00:40::/64"]
-        }))
-    });
-    config["prevResult"] = json!({
-        "cniVersion": "1.1.0",
-        "interfaces": [
-            {"name": "veth-pod", "mac": "02:00:00:00:01:01"},
-            {"name": "eth0", "mac": "02:00:00:00:02:02", "sandbox": netns_path(&pod)}
-        ],
-        "ips": [
-            {"address": "10.20.0.5/24", "gateway": "10.20.0.1", "interface": 1},
-            {"address": "fd00:20::5/64", "gateway": "fd00:20::1", "interface": 1}
-        ]
-    });
-    let call_with = |config: &Value, command: &str| {
-        let c = CniCall::new(command, "pod1", "eth0", config.clone())
-            .netns(&netns_path(&pod))
-            .cni_args(&k8s_cni_args("oam", "pod1", "pod1"));
-        invoke(&node, &gwsteer_bin(), &c)
-    };
+    let mut config = oam_config(&lab, &pod, json!({"masquerade": true}));
+    config["firewallBackend"] = json!("nftables");
+    let call_with = |config: &Value, command: &str| oam_call(&node, &pod, config, command);
     // The same VRF without masquerade first: the router cannot answer.
     let mut plain = config.clone();
     plain["vrf"]["masquerade"] = json!(false);
