@@ -112,19 +112,10 @@ fn find_nft() -> Result<PathBuf> {
         })
 }
 
-/// Runs `nft <args>` inside the pod's namespace with `stdin`; stdout, or
-/// nft's complaint.
-/// `nft ARGS` in network namespace `netns` (for the node's own: its
-/// `/proc/self/ns/net`); the inner result is nft's stdout or stderr.
+/// `nft ARGS` with `stdin` in network namespace `netns` (the node's own is
+/// given as its `/proc/self/ns/net`); the inner result is nft's stdout, or
+/// its complaint on stderr.
 pub(crate) fn nft_in(
-    netns: Option<&Path>,
-    args: &[&str],
-    stdin: &str,
-) -> Result<std::result::Result<String, String>> {
-    nft(netns, args, stdin)
-}
-
-fn nft(
     netns: Option<&Path>,
     args: &[&str],
     stdin: &str,
@@ -183,16 +174,18 @@ pub fn ensure_masquerade(netns: Option<&Path>, ifname: &str) -> Result<()> {
          \t}}\n\
          }}\n"
     );
-    nft(netns, &["-f", "-"], &script)?.map(drop).map_err(|e| {
-        Error::kernel(format!(
-            "making nftables table inet {table} in the pod: {e}"
-        ))
-    })
+    nft_in(netns, &["-f", "-"], &script)?
+        .map(drop)
+        .map_err(|e| {
+            Error::kernel(format!(
+                "making nftables table inet {table} in the pod: {e}"
+            ))
+        })
 }
 
 fn list(netns: Option<&Path>, ifname: &str) -> Result<Option<String>> {
     let table = table_name(ifname);
-    match nft(netns, &["-j", "list", "table", "inet", &table], "")? {
+    match nft_in(netns, &["-j", "list", "table", "inet", &table], "")? {
         Ok(out) => Ok(Some(out)),
         Err(e) if e.contains("No such file") => Ok(None),
         Err(e) => Err(Error::kernel(format!(
@@ -206,7 +199,7 @@ pub fn remove_masquerade(netns: Option<&Path>, ifname: &str) -> Result<()> {
         return Ok(());
     }
     let table = table_name(ifname);
-    match nft(netns, &["delete", "table", "inet", &table], "")? {
+    match nft_in(netns, &["delete", "table", "inet", &table], "")? {
         Ok(_) => Ok(()),
         Err(e) if e.contains("No such file") => Ok(()),
         Err(e) => Err(Error::kernel(format!(

@@ -451,19 +451,32 @@ struct OamLab {
 }
 
 fn oam_lab(tag: &str) -> OamLab {
+    let oam = oam_uplink(tag);
+    let OamLab { lab, node, pod, .. } = &oam;
+    lab.veth(node, "veth-pod", pod, "eth0");
+    for a in ["10.20.0.1/24", "fd00:20::1/64"] {
+        lab.addr(node, "veth-pod", a);
+    }
+    for a in ["10.20.0.5/24", "fd00:20::5/64"] {
+        lab.addr(pod, "eth0", a);
+    }
+    for via in ["10.20.0.1", "fd00:20::1"] {
+        lab.route(pod, &["add", "default", "via", via]);
+    }
+    oam
+}
+
+/// [`oam_lab`] without the pod's link: the pod namespace is empty, for a
+/// primary plugin to wire.
+fn oam_uplink(tag: &str) -> OamLab {
     let lab = Lab::new(tag);
     let node = lab.router("node");
     let pod = lab.netns("pod");
     let rtr = lab.router("rtr");
     let client = lab.netns("client");
-    lab.veth(&node, "veth-pod", &pod, "eth0");
     lab.veth(&node, "up0", &rtr, "eth0");
     lab.veth(&rtr, "eth1", &client, "eth0");
     for (ns, dev, a) in [
-        (&node, "veth-pod", "10.20.0.1/24"),
-        (&node, "veth-pod", "fd00:20::1/64"),
-        (&pod, "eth0", "10.20.0.5/24"),
-        (&pod, "eth0", "fd00:20::5/64"),
         (&node, "up0", "10.30.0.1/24"),
         (&node, "up0", "fd00:30::1/64"),
         (&rtr, "eth0", "10.30.0.2/24"),
@@ -475,13 +488,8 @@ fn oam_lab(tag: &str) -> OamLab {
     ] {
         lab.addr(ns, dev, a);
     }
-    for (ns, via) in [
-        (&pod, "10.20.0.1"),
-        (&pod, "fd00:20::1"),
-        (&client, "10.40.0.1"),
-        (&client, "fd00:40::1"),
-    ] {
-        lab.route(ns, &["add", "default", "via", via]);
+    for via in ["10.40.0.1", "fd00:40::1"] {
+        lab.route(&client, &["add", "default", "via", via]);
     }
     OamLab {
         lab,
@@ -718,24 +726,13 @@ fn oam_client_reaches_a_bridge_pod_through_the_vrf() {
         return;
     }
     const T: Duration = Duration::from_secs(10);
-    let lab = Lab::new("vrfbr");
-    let node = lab.router("node");
-    let pod = lab.netns("pod");
-    let rtr = lab.router("rtr");
-    let client = lab.netns("client");
-
-    lab.veth(&node, "up0", &rtr, "eth0");
-    lab.addr(&node, "up0", "10.30.0.1/24");
-    lab.addr(&node, "up0", "fd00:30::1/64");
-    lab.addr(&rtr, "eth0", "10.30.0.2/24");
-    lab.addr(&rtr, "eth0", "fd00:30::2/64");
-    lab.veth(&rtr, "eth1", &client, "eth0");
-    lab.addr(&rtr, "eth1", "10.40.0.1/24");
-    lab.addr(&rtr, "eth1", "fd00:40::1/64");
-    lab.addr(&client, "eth0", "10.40.0.5/24");
-    lab.addr(&client, "eth0", "fd00:40::5/64");
-    lab.route(&client, &["add", "default", "via", "10.40.0.1"]);
-    lab.route(&client, &["add", "default", "via", "fd00:40::1"]);
+    let OamLab {
+        lab,
+        node,
+        pod,
+        rtr,
+        client,
+    } = oam_uplink("vrfbr");
     lab.route(&rtr, &["add", "10.20.0.0/24", "via", "10.30.0.1"]);
     lab.route(&rtr, &["add", "fd00:20::/64", "via", "fd00:30::1"]);
 

@@ -439,6 +439,30 @@ fn vrf_mark_conflicts(steering: &[Policy], vrf: &vrf::Vrf) -> Result<()> {
     Ok(())
 }
 
+/// `destinations` of an object that has `gateways` (a steering policy, the
+/// VRF): each must have a gateway of its address family; left out, the
+/// default route of every family that has a gateway.
+pub(super) fn destinations(o: &Obj, gateways: &[Gateway]) -> Result<Vec<IpNet>> {
+    let families: BTreeSet<Family> = gateways.iter().map(|g| Family::of(&g.via)).collect();
+    let Some(d) = o.get("destinations") else {
+        return Ok(["0.0.0.0/0", "::/0"]
+            .iter()
+            .filter_map(|s| s.parse::<IpNet>().ok())
+            .filter(|d| families.contains(&Family::of_net(d)))
+            .collect());
+    };
+    let list = d.list_of(|x| x.cidr())?;
+    for (i, dst) in list.iter().enumerate() {
+        if !families.contains(&Family::of_net(dst)) {
+            return Err(Error::config(format!(
+                "{}[{i}]: {dst} has no gateway of its address family in {}.gateways",
+                d.path, o.path
+            )));
+        }
+    }
+    Ok(list)
+}
+
 fn parse_policy(item: &At, index: usize) -> Result<Policy> {
     let o = item.object()?;
     o.only(&[
@@ -532,29 +556,12 @@ fn parse_policy(item: &At, index: usize) -> Result<Policy> {
     if gateways.is_empty() {
         return Err(gateways_at.err("at least one gateway is required"));
     }
-    let families: BTreeSet<Family> = gateways.iter().map(|g| Family::of(&g.via)).collect();
-    let destinations = match o.get("destinations") {
-        Some(d) => {
-            let list = d.list_of(|x| x.cidr())?;
-            for (i, dst) in list.iter().enumerate() {
-                if !families.contains(&Family::of_net(dst)) {
-                    return Err(Error::config(format!(
-                        "{}[{i}]: {dst} has no gateway of its address family in {}",
-                        d.path, gateways_at.path
-                    )));
-                }
-            }
-            if list.is_empty() {
-                return Err(d.err("at least one destination is required"));
-            }
-            list
-        }
-        None => ["0.0.0.0/0", "::/0"]
-            .iter()
-            .filter_map(|s| s.parse::<IpNet>().ok())
-            .filter(|d| families.contains(&Family::of_net(d)))
-            .collect(),
-    };
+    let destinations = destinations(&o, &gateways)?;
+    if let Some(d) = o.get("destinations")
+        && destinations.is_empty()
+    {
+        return Err(d.err("at least one destination is required"));
+    }
     let cidrs = |key: &str| -> Result<Vec<IpNet>> {
         o.get(key)
             .map_or(Ok(Vec::new()), |v| v.list_of(|x| x.cidr()))

@@ -232,31 +232,11 @@ pub fn parse(v: &At, steering_tables: &[(String, u32)]) -> Result<Vrf> {
         }
     };
 
-    let gateways_at = o.get("gateways");
-    let gateways = match &gateways_at {
+    let gateways = match o.get("gateways") {
         None => Vec::new(),
         Some(g) => g.list_of(parse_gateway)?,
     };
-    let families: BTreeSet<Family> = gateways.iter().map(|g| Family::of(&g.via)).collect();
-    let destinations = match o.get("destinations") {
-        Some(d) => {
-            let list = d.list_of(|x| x.cidr())?;
-            for (i, dst) in list.iter().enumerate() {
-                if !families.contains(&Family::of_net(dst)) {
-                    return Err(Error::config(format!(
-                        "{}[{i}]: {dst} has no gateway of its address family in {}.gateways",
-                        d.path, o.path
-                    )));
-                }
-            }
-            list
-        }
-        None => ["0.0.0.0/0", "::/0"]
-            .iter()
-            .filter_map(|s| s.parse::<IpNet>().ok())
-            .filter(|d| families.contains(&Family::of_net(d)))
-            .collect(),
-    };
+    let destinations = super::destinations(&o, &gateways)?;
 
     let pod_cidrs_at = o.get("podCidrs");
     let leak = match o.get("leak") {
