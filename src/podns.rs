@@ -98,18 +98,14 @@ fn table_name(ifname: &str) -> String {
     format!("gwsteer-router-{ifname}")
 }
 
-fn find_nft() -> Result<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
-        .map(|dir| dir.join("nft"))
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            Error::new(
-                code::NOT_AVAILABLE,
-                "masquerade (router pods, vrf.masquerade) needs nftables: the nft command is not installed (looked in PATH, /usr/sbin, /sbin, /usr/bin, /bin)",
-            )
-        })
+/// The `nft` command the masquerade of router pods and of the VRF runs.
+pub(crate) fn find_nft() -> Result<PathBuf> {
+    crate::firewall::nftables::find_binary("nft").ok_or_else(|| {
+        Error::new(
+            code::NOT_AVAILABLE,
+            "masquerade (router pods, vrf.masquerade) needs nftables: the nft command is not installed (looked in $PATH and the sbin directories)",
+        )
+    })
 }
 
 /// `nft ARGS` with `stdin` in network namespace `netns` (the node's own is

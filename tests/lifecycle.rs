@@ -606,6 +606,92 @@ fn status_says_whether_the_state_dir_is_usable() {
     assert_eq!(out.expect_error("STATUS at 1.0.0"), 1, "{out}");
 }
 
+/// STATUS run as a runtime would, but in a mount namespace whose sbin
+/// directories are empty and with a `PATH` of `/usr/bin:/bin`: no `nft`
+/// anywhere gwsteer looks.
+fn status_without_nft(node: &Node, config: &Value) -> CniOutcome {
+    use std::os::fd::AsRawFd;
+    let netns = fs::File::open(format!("/run/netns/{}", node.ns)).unwrap();
+    let fd = netns.as_raw_fd();
+    let mut cmd = Command::new(gwsteer_bin());
+    cmd.env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("CNI_COMMAND", "STATUS")
+        .env("CNI_PATH", "/opt/cni/bin");
+    // SAFETY: only raw syscalls between fork and exec; `netns` outlives the spawn.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fail = || Err(std::io::Error::last_os_error());
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 || libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return fail();
+            }
+            let none = std::ptr::null();
+            if libc::mount(
+                c"none".as_ptr(),
+                c"/".as_ptr(),
+                none,
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) != 0
+            {
+                return fail();
+            }
+            for dir in [c"/usr/sbin", c"/usr/local/sbin"] {
+                let tmpfs = c"tmpfs".as_ptr();
+                if libc::mount(tmpfs, dir.as_ptr(), tmpfs, 0, std::ptr::null()) != 0 {
+                    return fail();
+                }
+            }
+            Ok(())
+        });
+    }
+    let out = run_captured(
+        cmd,
+        serde_json::to_vec(config).unwrap(),
+        Duration::from_secs(60),
+    );
+    drop(netns);
+    out
+}
+
+/// The `nft` command is a dependency of `vrf.masquerade` and of router pods'
+/// masquerade whatever `firewallBackend` says: STATUS fails with 50 naming
+/// the key when it is missing, and only for configs that need it.
+#[test]
+fn status_says_when_the_nft_command_a_config_needs_is_missing() {
+    let node = Node::new("lcnft");
+    let mut router = node.config("1.1.0");
+    router["firewallBackend"] = json!("none");
+    router["gatewayNetwork"] = json!({"bridge": "lcnftbr", "role": "router"});
+    node.gw(&CniCall::new("STATUS", "", "", router.clone()))
+        .expect_ok("STATUS of a router network with nft installed");
+
+    let out = status_without_nft(&node, &router);
+    assert_eq!(out.expect_error("STATUS without nft"), 50, "{out}");
+    let msg = out.error_msg().unwrap();
+    assert!(
+        msg.contains("gatewayNetwork.masquerade") && msg.contains("nft command is not installed"),
+        "{out}"
+    );
+
+    // Nothing runs nft for these: STATUS stays OK without it.
+    let mut quiet = router.clone();
+    quiet["gatewayNetwork"]["masquerade"] = json!(false);
+    let mut client = router.clone();
+    client["gatewayNetwork"] =
+        json!({"bridge": "lcnftbr", "role": "client", "router": "172.31.0.1"});
+    for (what, cfg) in [
+        ("router without masquerade", quiet),
+        ("client network", client),
+    ] {
+        status_without_nft(&node, &cfg).expect_ok(what);
+    }
+    assert!(
+        !link_names(&node.ns).iter().any(|l| l == "lcnftbr"),
+        "STATUS made the gateway bridge"
+    );
+}
+
 #[test]
 fn version_lists_exactly_the_supported_versions() {
     let node = Node::new("lcversion");

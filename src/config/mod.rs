@@ -352,6 +352,21 @@ impl Config {
         self.steering.iter().any(|p| p.matcher != Match::Source)
             || self.masquerade_exemption.is_some()
     }
+
+    /// The key that makes gwsteer run `nft` whatever `firewallBackend`
+    /// says, if any: `vrf.masquerade`, or the masquerade of router pods
+    /// when router is the network's default role. A network of client pods
+    /// whose router pod alone asks for the role (cni-args) does not count:
+    /// STATUS failing there would stop every client pod for one router.
+    pub fn needs_nft_command(&self) -> Option<&'static str> {
+        if self.vrf.as_ref().is_some_and(|v| v.masquerade) {
+            return Some("vrf.masquerade");
+        }
+        self.gateway
+            .as_ref()
+            .filter(|g| g.role == Role::Router && g.masquerade)
+            .map(|_| "gatewayNetwork.masquerade (role router)")
+    }
 }
 
 fn absolute_path(v: &At) -> Result<PathBuf> {

@@ -653,3 +653,37 @@ fn malformed_vrf_names_the_field() {
         );
     }
 }
+
+/// Which key makes gwsteer run `nft` (STATUS checks the command for it).
+#[test]
+fn needs_nft_command_names_the_key_that_runs_nft() {
+    let base = || json!({"cniVersion": "1.1.0", "name": "n", "type": "gwsteer"});
+    let parse = |v: Value| Config::from_value(&v).unwrap();
+    assert_eq!(parse(base()).needs_nft_command(), None);
+
+    let mut gw = base();
+    gw["gatewayNetwork"] = json!({"role": "router"});
+    assert_eq!(
+        parse(gw.clone()).needs_nft_command(),
+        Some("gatewayNetwork.masquerade (role router)")
+    );
+    gw["gatewayNetwork"]["masquerade"] = json!(false);
+    assert_eq!(parse(gw).needs_nft_command(), None);
+    let mut client = base();
+    client["gatewayNetwork"] = json!({"router": "172.31.0.1"});
+    assert_eq!(parse(client).needs_nft_command(), None);
+
+    let mut vrf = base();
+    vrf["vrf"] = json!({
+        "name": "vrf-oam", "table": 10,
+        "legs": {
+            "host": {"name": "gl-host", "addresses": ["192.169.1.1/30"]},
+            "vrf": {"name": "gl-vrf", "addresses": ["192.169.1.2/30"]}
+        },
+        "gateways": [{"via": "10.30.0.2"}],
+        "uplinks": ["eth1"]
+    });
+    assert_eq!(parse(vrf.clone()).needs_nft_command(), None);
+    vrf["vrf"]["masquerade"] = json!(true);
+    assert_eq!(parse(vrf).needs_nft_command(), Some("vrf.masquerade"));
+}

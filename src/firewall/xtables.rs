@@ -62,12 +62,24 @@ pub fn legacy_tables(family: Family) -> Option<Vec<String>> {
         .map(|s| s.lines().map(str::to_string).collect())
 }
 
-/// An executable called `name` in `$PATH`, else in `fallback` (container
-/// runtimes often call plugins with a short `PATH`).
-pub fn find_binary(name: &str, fallback: &[&str]) -> Option<PathBuf> {
+/// Where commands are looked for after `$PATH` (container runtimes often
+/// call plugins with a short `PATH`).
+const FALLBACK_PATH: [&str; 6] = [
+    "/usr/local/sbin",
+    "/usr/sbin",
+    "/sbin",
+    "/usr/local/bin",
+    "/usr/bin",
+    "/bin",
+];
+
+/// An executable called `name` in `$PATH`, else in the usual system
+/// directories. Every command gwsteer runs (`nft`, the iptables tools) is
+/// found this way.
+pub fn find_binary(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
-        .chain(fallback.iter().map(PathBuf::from))
+        .chain(FALLBACK_PATH.iter().map(PathBuf::from))
         .map(|dir| dir.join(name))
         .find(|candidate| is_executable(candidate))
 }

@@ -1,5 +1,7 @@
 //! STATUS: can this plugin do its work right now? State directory writable,
-//! netlink usable. Any failure is CNI code 50, "not available".
+//! netlink usable, the firewall backend and the `nft` command there when the
+//! config needs them, VRF support for `vrf`. Any failure is CNI code 50,
+//! "not available".
 
 use std::fs;
 
@@ -36,6 +38,10 @@ pub fn run(config: &Config) -> Result<()> {
             ))
         })?;
         log::debug!("firewall backend: {:?}", backend.map(|b| b.backend));
+    }
+    if let Some(key) = config.needs_nft_command() {
+        let nft = crate::podns::find_nft().map_err(|e| unavailable(format!("{key}: {}", e.msg)))?;
+        log::debug!("{key}: {}", nft.display());
     }
     crate::vrf::status(config)?;
     log::debug!("ready");

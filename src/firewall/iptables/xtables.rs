@@ -25,11 +25,8 @@ pub struct Tools {
     restore6: PathBuf,
 }
 
-/// Where binaries are looked for after `$PATH`: the usual sbin directories.
-const FALLBACK_PATH: [&str; 5] = ["/usr/sbin", "/sbin", "/usr/bin", "/bin", "/usr/local/sbin"];
-
 fn which(name: &str) -> Option<PathBuf> {
-    find_binary(name, &FALLBACK_PATH)
+    find_binary(name)
 }
 
 impl Tools {

@@ -45,17 +45,6 @@ use super::{Firewall, FwExemption, FwMember, FwObject};
 use crate::error::{Error, Result, code};
 use crate::objects::{Family, Presence};
 
-/// Where binaries are looked for when `$PATH` does not have them (CNI
-/// runtimes often call plugins with a minimal environment).
-const FALLBACK_PATH: [&str; 6] = [
-    "/usr/local/sbin",
-    "/usr/sbin",
-    "/sbin",
-    "/usr/local/bin",
-    "/usr/bin",
-    "/bin",
-];
-
 /// The nftables firewall backend.
 pub struct Nftables {
     nl: NfSocket,
@@ -499,6 +488,6 @@ fn family_name(family: u8) -> &'static str {
 }
 
 /// An executable called `name` in `$PATH` or the usual system directories.
-fn find_binary(name: &str) -> Option<PathBuf> {
-    super::xtables::find_binary(name, &FALLBACK_PATH)
+pub(crate) fn find_binary(name: &str) -> Option<PathBuf> {
+    super::xtables::find_binary(name)
 }
