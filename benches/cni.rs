@@ -52,6 +52,13 @@ const RSS_TARGET_KB: i64 = 5 * 1024;
 /// Pod index of the measured attachment (pre-populated ones are 0..level,
 /// the concurrent ones `CONCURRENT_BASE..`).
 const MEASURED: usize = 3000;
+/// The `source` policy of the benchmark: table, priority (its rules; the
+/// exclusions one earlier) and exclusions.
+const SOURCE_TABLE: u32 = 100;
+const SOURCE_PRIORITY: u32 = 1000;
+const SOURCE_EXCLUDE: [&str; 3] = ["10.244.0.0/16", "10.96.0.0/12", "fd00:244::/48"];
+/// Address of the kernel-share helper's rules: no attachment has it.
+const RULES_POD: (&str, &str) = ("10.244.200.9/32", "fd00:244:0:c8::9/128");
 const CONCURRENT_BASE: usize = 2000;
 /// ADD/DEL pairs per mode and level run through the RSS launcher.
 const RSS_RUNS: usize = 5;
@@ -470,10 +477,116 @@ int main(int argc, char **argv) {
 }
 "#;
 
+/// `rules add|del (FAMILY SRC DST|- TABLE PRIO)…`: the policy rules a
+/// `source` ADD makes, one acknowledged RTM_NEWRULE (create, excl) or
+/// RTM_DELRULE each, protocol 211, as gwsteer sends them, and nothing else.
+/// Measured next to gwsteer, it is the kernel's share of a `source` call:
+/// the floor plus the rule list's cost at that level.
+const RULES_C: &str = r#"#include <arpa/inet.h>
+#include <linux/fib_rules.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+static int attr(char *buf, int off, int type, const void *data, int len) {
+    struct rtattr *a = (struct rtattr *)(buf + off);
+    a->rta_type = type;
+    a->rta_len = RTA_LENGTH(len);
+    memcpy(RTA_DATA(a), data, len);
+    return off + RTA_ALIGN(a->rta_len);
+}
+static int prefix(const char *s, int fam, unsigned char *addr) {
+    char tmp[64];
+    strncpy(tmp, s, sizeof tmp - 1);
+    tmp[sizeof tmp - 1] = 0;
+    char *slash = strchr(tmp, '/');
+    if (!slash) return -1;
+    *slash = 0;
+    if (inet_pton(fam, tmp, addr) != 1) return -1;
+    return atoi(slash + 1);
+}
+int main(int argc, char **argv) {
+    if (argc < 7 || (argc - 2) % 5) return 2;
+    int add = strcmp(argv[1], "add") == 0;
+    int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+    struct sockaddr_nl sa = {.nl_family = AF_NETLINK};
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) return 3;
+    for (int i = 2, seq = 1; i < argc; i += 5, seq++) {
+        char buf[512] = {0};
+        struct nlmsghdr *h = (struct nlmsghdr *)buf;
+        struct fib_rule_hdr *r = NLMSG_DATA(h);
+        int fam = atoi(argv[i]) == 6 ? AF_INET6 : AF_INET, alen = fam == AF_INET6 ? 16 : 4;
+        unsigned char a[16];
+        unsigned table = strtoul(argv[i + 3], 0, 10), prio = strtoul(argv[i + 4], 0, 10);
+        unsigned char proto = 211;
+        h->nlmsg_type = add ? RTM_NEWRULE : RTM_DELRULE;
+        h->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | (add ? NLM_F_CREATE | NLM_F_EXCL : 0);
+        h->nlmsg_seq = seq;
+        r->family = fam;
+        r->action = FR_ACT_TO_TBL;
+        r->table = table < 256 ? table : RT_TABLE_UNSPEC;
+        int off = NLMSG_LENGTH(sizeof *r);
+        int len = prefix(argv[i + 1], fam, a);
+        if (len < 0) return 2;
+        r->src_len = len;
+        off = attr(buf, off, FRA_SRC, a, alen);
+        if (strcmp(argv[i + 2], "-")) {
+            if ((len = prefix(argv[i + 2], fam, a)) < 0) return 2;
+            r->dst_len = len;
+            off = attr(buf, off, FRA_DST, a, alen);
+        }
+        off = attr(buf, off, FRA_TABLE, &table, 4);
+        off = attr(buf, off, FRA_PRIORITY, &prio, 4);
+        off = attr(buf, off, FRA_PROTOCOL, &proto, 1);
+        h->nlmsg_len = off;
+        if (send(fd, buf, off, 0) != off) return 3;
+        char ack[1024];
+        int n = recv(fd, ack, sizeof ack, 0);
+        struct nlmsghdr *ah = (struct nlmsghdr *)ack;
+        if (n < (int)NLMSG_LENGTH(sizeof(struct nlmsgerr)) || ah->nlmsg_type != NLMSG_ERROR) return 3;
+        if (((struct nlmsgerr *)NLMSG_DATA(ah))->error) return 1;
+    }
+    return 0;
+}
+"#;
+
+/// The arguments of the rules helper after add/del: the rules the `source`
+/// policy gives a pod with `RULES_POD`'s addresses, in gwsteer's order
+/// (exclusions first, then the steering rule, per family).
+fn rules_helper_args(verb: Verb) -> Vec<String> {
+    let mut args = vec![match verb {
+        Verb::Add => "add".to_string(),
+        Verb::Del => "del".to_string(),
+    }];
+    for (fam, pod) in [("4", RULES_POD.0), ("6", RULES_POD.1)] {
+        let v6 = fam == "6";
+        for cidr in SOURCE_EXCLUDE.iter().filter(|c| c.contains(':') == v6) {
+            args.extend([
+                fam.to_string(),
+                pod.to_string(),
+                cidr.to_string(),
+                "254".to_string(),
+                (SOURCE_PRIORITY - 1).to_string(),
+            ]);
+        }
+        args.extend([
+            fam.to_string(),
+            pod.to_string(),
+            "-".to_string(),
+            SOURCE_TABLE.to_string(),
+            SOURCE_PRIORITY.to_string(),
+        ]);
+    }
+    args
+}
+
 struct Helpers {
     /// Static do-nothing binary (None if no C compiler: /bin/true is used).
     floor_static: Option<PathBuf>,
     launcher: Option<PathBuf>,
+    /// The kernel-share helper (`RULES_C`).
+    rules: Option<PathBuf>,
     compile_note: String,
 }
 
@@ -501,9 +614,13 @@ fn build_helpers(dir: &Path) -> Helpers {
     let launcher = compile("launcher", LAUNCHER_C)
         .map_err(|e| note.push_str(&format!("RSS launcher not built ({e}); ")))
         .ok();
+    let rules = compile("rules", RULES_C)
+        .map_err(|e| note.push_str(&format!("kernel-share helper not built ({e}); ")))
+        .ok();
     Helpers {
         floor_static,
         launcher,
+        rules,
         compile_note: note,
     }
 }
@@ -718,8 +835,8 @@ impl Lab {
         match mode {
             Mode::Source | Mode::SourceAlt => {
                 conf["steering"] = json!([{
-                    "name": "oam", "table": 100, "gateways": gateways,
-                    "exclude": ["10.244.0.0/16", "10.96.0.0/12", "fd00:244::/48"]
+                    "name": "oam", "table": SOURCE_TABLE, "priority": SOURCE_PRIORITY,
+                    "gateways": gateways, "exclude": SOURCE_EXCLUDE
                 }]);
             }
             Mode::Connmark => {
@@ -1122,6 +1239,8 @@ struct Results {
     concurrent: BTreeMap<Mode, ConcurrentResult>,
     profile: Vec<(String, String)>,
     node_rules: BTreeMap<usize, usize>,
+    /// (level, verb) → samples of the rules helper (the kernel's share)
+    rules_share: BTreeMap<(usize, Verb), Samples>,
     notes: Vec<String>,
     started: String,
     finished: String,
@@ -1435,6 +1554,8 @@ fn main_loop(
     enum Task {
         Pair(usize, Mode),
         Probe(&'static str),
+        /// The rules helper's add then del on node n.
+        Rules(usize),
     }
     let probes = probe_invocations(lab, helpers);
     let mut tasks = Vec::new();
@@ -1446,6 +1567,20 @@ fn main_loop(
     for (name, _) in &probes {
         tasks.push(Task::Probe(name));
     }
+    if available.contains(&Mode::Source) && helpers.rules.is_some() {
+        for n in 0..lab.nodes.len() {
+            tasks.push(Task::Rules(n));
+        }
+    }
+    let rules_inv = |verb: Verb| {
+        helpers.rules.as_ref().map(|p| Invocation {
+            program: p.clone(),
+            args: rules_helper_args(verb),
+            env: Vec::new(),
+            stdin: Vec::new(),
+        })
+    };
+    let (rules_add, rules_del) = (rules_inv(Verb::Add), rules_inv(Verb::Del));
     // Per node and mode: invocations built once.
     let mut pairs = BTreeMap::new();
     for (n, node) in lab.nodes.iter().enumerate() {
@@ -1478,6 +1613,30 @@ fn main_loop(
                         return Err(format!("{name}: {}", o.describe()));
                     }
                     res.probes.entry(name).or_default().push(&o);
+                }
+                Task::Rules(n) => {
+                    let node = &lab.nodes[n];
+                    enter(&node.file)?;
+                    let (Some(add), Some(del)) = (&rules_add, &rules_del) else {
+                        continue;
+                    };
+                    for (verb, inv) in [(Verb::Add, add), (Verb::Del, del)] {
+                        let o = measure(inv, &lab.scratch)?;
+                        if !o.ok() {
+                            return Err(format!(
+                                "rules helper {verb:?} on node {}: {}",
+                                node.level,
+                                o.describe()
+                            ));
+                        }
+                        if it == 0 {
+                            verify_rules_from(node, RULES_POD.0, verb == Verb::Add)?;
+                        }
+                        res.rules_share
+                            .entry((node.level, verb))
+                            .or_default()
+                            .push(&o);
+                    }
                 }
                 Task::Pair(n, mode) => {
                     let node = &lab.nodes[n];
@@ -1542,7 +1701,13 @@ fn still_available(res: &Results, modes: &[Mode]) -> Vec<Mode> {
 /// after DEL none.
 fn verify_source_rules(node: &Node, present: bool) -> Res<()> {
     let (a4, _) = pod_v4(MEASURED);
-    let ip4 = a4.split('/').next().unwrap_or_default();
+    verify_rules_from(node, &a4, present)
+}
+
+/// The 3 IPv4 rules of `source` from `addr` (with or without a prefix length)
+/// are there, or none is.
+fn verify_rules_from(node: &Node, addr: &str, present: bool) -> Res<()> {
+    let ip4 = addr.split('/').next().unwrap_or_default();
     let text = run("ip", &["-n", &node.ns, "-4", "rule", "show", "from", ip4])?;
     let n = text.lines().filter(|l| !l.trim().is_empty()).count();
     let want = if present { 3 } else { 0 };
@@ -2199,6 +2364,53 @@ fn report(
         );
     }
 
+    // ---- the kernel's share of `source`
+    if !res.rules_share.is_empty() {
+        let helper50 = |level: usize, verb: Verb| {
+            res.rules_share
+                .get(&(level, verb))
+                .map_or(f64::NAN, |s| pct(&s.wall_ms, 50.0))
+        };
+        let _ = writeln!(
+            r,
+            "\n### The kernel's share of `source`: the same rules, nothing else\n"
+        );
+        let _ = writeln!(
+            r,
+            "*rules helper*: a static C program (in benches/cni.rs) that sends exactly the \
+             policy-rule requests of a `source` ADD (3 IPv4, 2 IPv6 `RTM_NEWRULE`, create + excl, \
+             protocol 211, priorities {} and {}) or DEL (the 5 `RTM_DELRULE`) for an address no \
+             attachment has, and exits; interleaved with the rest. It is the floor plus what the \
+             kernel's rule list costs at that level. *gwsteer − helper*: what gwsteer costs beyond \
+             it (config, state store, table read-back, result).\n",
+            SOURCE_PRIORITY - 1,
+            SOURCE_PRIORITY
+        );
+        let _ = writeln!(
+            r,
+            "| attachments on node | helper ADD p50 | helper DEL p50 | gwsteer source ADD p50 | DEL p50 | gwsteer − helper, ADD | DEL |"
+        );
+        let _ = writeln!(r, "|---:|---:|---:|---:|---:|---:|---:|");
+        for node in &lab.nodes {
+            let l = node.level;
+            let (ha, hd) = (helper50(l, Verb::Add), helper50(l, Verb::Del));
+            let (ga, gd) = (
+                p50(l, Mode::Source, Verb::Add),
+                p50(l, Mode::Source, Verb::Del),
+            );
+            let _ = writeln!(
+                r,
+                "| {l} | {} | {} | {} | {} | {} | {} |",
+                ms(ha),
+                ms(hd),
+                ms(ga),
+                ms(gd),
+                ms(ga - ha),
+                ms(gd - hd)
+            );
+        }
+    }
+
     // ---- concurrent
     let _ = writeln!(
         r,
@@ -2430,6 +2642,30 @@ fn verdicts(lab: &Lab, available: &[Mode], res: &Results) -> Vec<String> {
             ms(a),
             ms(b),
             ratio(a, b)
+        ));
+    }
+    if !res.rules_share.is_empty() && available.contains(&Mode::Source) {
+        let helper = |level: usize| {
+            res.rules_share
+                .get(&(level, Verb::Add))
+                .map_or(f64::NAN, |s| pct(&s.wall_ms, 50.0))
+        };
+        let (g_lo, g_hi) = (
+            p50(lo, Mode::Source, Verb::Add),
+            p50(hi, Mode::Source, Verb::Add),
+        );
+        let (h_lo, h_hi) = (helper(lo), helper(hi));
+        out.push(format!(
+            "(the kernel's share) the rules helper alone, ADD p50: {} ms at {lo}, {} ms at {hi} \
+             attachments (+{} ms); at {hi} that is {} × gwsteer source's whole ADD at {lo}, against \
+             the 1.2 the target allows. gwsteer source minus the helper: {} ms at {lo}, {} ms at {hi} = {}",
+            ms(h_lo),
+            ms(h_hi),
+            ms(h_hi - h_lo),
+            ratio(h_hi, g_lo),
+            ms(g_lo - h_lo),
+            ms(g_hi - h_hi),
+            ratio(g_hi - h_hi, g_lo - h_lo)
         ));
     }
     if lab.nodes.len() > 2 {
