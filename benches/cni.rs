@@ -551,18 +551,17 @@ int main(int argc, char **argv) {
 }
 "#;
 
-/// The arguments of the rules helper after add/del: the rules the `source`
-/// policy gives a pod with `RULES_POD`'s addresses, in gwsteer's order
-/// (exclusions first, then the steering rule, per family).
+/// The arguments of the rules helper: add or del, then the rules the
+/// `source` policy gives a pod with `RULES_POD`'s addresses, in gwsteer's
+/// order: ADD makes them exclusions first, then the steering rule, per
+/// family; DEL removes them in reverse (the order matters to the kernel's
+/// cache misses, see BREAKDOWN.md).
 fn rules_helper_args(verb: Verb) -> Vec<String> {
-    let mut args = vec![match verb {
-        Verb::Add => "add".to_string(),
-        Verb::Del => "del".to_string(),
-    }];
+    let mut rules: Vec<[String; 5]> = Vec::new();
     for (fam, pod) in [("4", RULES_POD.0), ("6", RULES_POD.1)] {
         let v6 = fam == "6";
         for cidr in SOURCE_EXCLUDE.iter().filter(|c| c.contains(':') == v6) {
-            args.extend([
+            rules.push([
                 fam.to_string(),
                 pod.to_string(),
                 cidr.to_string(),
@@ -570,7 +569,7 @@ fn rules_helper_args(verb: Verb) -> Vec<String> {
                 (SOURCE_PRIORITY - 1).to_string(),
             ]);
         }
-        args.extend([
+        rules.push([
             fam.to_string(),
             pod.to_string(),
             "-".to_string(),
@@ -578,7 +577,16 @@ fn rules_helper_args(verb: Verb) -> Vec<String> {
             SOURCE_PRIORITY.to_string(),
         ]);
     }
-    args
+    let verb = match verb {
+        Verb::Add => "add",
+        Verb::Del => {
+            rules.reverse();
+            "del"
+        }
+    };
+    std::iter::once(verb.to_string())
+        .chain(rules.into_iter().flatten())
+        .collect()
 }
 
 struct Helpers {
@@ -1540,9 +1548,13 @@ fn count_rules(ns: &str) -> Res<usize> {
     Ok(n)
 }
 
-/// Every iteration runs, in a rotating order: each (level, mode) ADD then
-/// DEL, the exec floor, and the do-almost-nothing VERSION call of gwsteer
-/// and sbr (process start-up cost).
+/// Every iteration runs, in an order shuffled anew each time: each (level,
+/// mode) ADD then DEL, the rules helper per level, the exec floor, and the
+/// do-almost-nothing VERSION call of gwsteer and sbr (process start-up
+/// cost). Shuffled, because a call right after another that walked the same
+/// node's rule list finds it in the CPU caches: a fixed or rotating order
+/// made the row after `source` (the alt build) look faster at 1000
+/// attachments than `source` itself.
 fn main_loop(
     lab: &Lab,
     available: &[Mode],
@@ -1598,12 +1610,13 @@ fn main_loop(
     }
     eprintln!("measuring: {iterations} iterations × {} tasks", tasks.len());
     let report_every = (iterations / 10).max(1);
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     for it in 0..iterations {
         if it % report_every == 0 {
             eprintln!("  iteration {it}/{iterations}");
         }
-        let k = it % tasks.len();
-        for task in tasks[k..].iter().chain(tasks[..k].iter()) {
+        rng.shuffle(&mut tasks);
+        for task in &tasks {
             match *task {
                 Task::Probe(name) => {
                     enter(&lab.nodes[0].file)?;
@@ -1682,6 +1695,26 @@ fn main_loop(
     }
     enter(&lab.nodes[0].file)?;
     Ok(())
+}
+
+/// xorshift64: a fixed-seed shuffle, so that a rerun measures the same orders.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Fisher–Yates.
+    fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            let j = (self.next() % (i as u64 + 1)) as usize;
+            v.swap(i, j);
+        }
+    }
 }
 
 fn is_available(res: &Results, mode: Mode) -> bool {
@@ -2235,7 +2268,7 @@ fn report(
     );
     let _ = writeln!(
         r,
-        "- {} iterations; in each, every (node, mode) ADD+DEL pair and the floor probes run once, in a rotating order",
+        "- {} iterations; in each, every (node, mode) ADD+DEL pair, the rules helper per node and the floor probes run once, in an order shuffled anew each iteration (fixed seed): no row systematically follows another that warmed its caches",
         opts.iterations
     );
 
@@ -2379,8 +2412,8 @@ fn report(
             r,
             "*rules helper*: a static C program (in benches/cni.rs) that sends exactly the \
              policy-rule requests of a `source` ADD (3 IPv4, 2 IPv6 `RTM_NEWRULE`, create + excl, \
-             protocol 211, priorities {} and {}) or DEL (the 5 `RTM_DELRULE`) for an address no \
-             attachment has, and exits; interleaved with the rest. It is the floor plus what the \
+             protocol 211, priorities {} and {}) or DEL (the 5 `RTM_DELRULE`, in reverse), in \
+             gwsteer's order, for an address no attachment has, and exits; interleaved with the rest. It is the floor plus what the \
              kernel's rule list costs at that level. *gwsteer − helper*: what gwsteer costs beyond \
              it (config, state store, table read-back, result).\n",
             SOURCE_PRIORITY - 1,
