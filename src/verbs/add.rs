@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use super::{ensure_group, new_kernel_with, open_store, teardown};
+use super::{ensure_group, new_kernel_with, open_store_for_add, teardown};
 use crate::cni::{Env, result};
 use crate::config::Config;
 use crate::error::{Error, Result, code};
@@ -47,7 +47,7 @@ pub fn run(config: &Config, env: &Env) -> Result<Value> {
         created: now(),
     };
 
-    let store = open_store(config)?;
+    let store = open_store_for_add(config)?;
     let old = match store.get(&id) {
         Ok(r) => r,
         Err(e) if e.code == code::STATE => None,

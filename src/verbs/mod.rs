@@ -21,7 +21,23 @@ pub const LOCK_WAIT: Duration =
     Duration::from_millis(crate::config::DEFAULT_LOCK_TIMEOUT_MS as u64);
 
 pub fn open_store(config: &Config) -> Result<Store> {
-    let store = Store::open(&config.state_dir, &config.network, config.lock_timeout)?;
+    log_lock_wait(Store::open(
+        &config.state_dir,
+        &config.network,
+        config.lock_timeout,
+    )?)
+}
+
+/// [`open_store`] for an ADD, which goes before waiting DELs, CHECKs, GCs.
+pub fn open_store_for_add(config: &Config) -> Result<Store> {
+    log_lock_wait(Store::open_for_add(
+        &config.state_dir,
+        &config.network,
+        config.lock_timeout,
+    )?)
+}
+
+fn log_lock_wait(store: Store) -> Result<Store> {
     if store.waited > Duration::from_secs(1) {
         log::warn!(
             "waited {} ms for the state store lock",
