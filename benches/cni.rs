@@ -1265,6 +1265,9 @@ struct ConcurrentResult {
     /// Max lock wait over the ADDs / DELs from gwsteer's debug log, µs.
     add_lock_max_us: Option<u64>,
     del_lock_max_us: Option<u64>,
+    /// One more ADD started 20 ms into the DEL burst: a pod start while
+    /// other pods go.
+    add_amid_dels: Option<Outcome>,
 }
 
 fn main() {
@@ -1893,7 +1896,8 @@ fn concurrent_one(lab: &mut Lab, mode: Mode, n: usize) -> Res<ConcurrentResult> 
     let idx = 0;
     {
         let ids: Vec<usize> = (CONCURRENT_BASE..CONCURRENT_BASE + n).collect();
-        for &i in &ids {
+        let amid = CONCURRENT_BASE + n;
+        for &i in ids.iter().chain([&amid]) {
             let pod = lab.pod_for(&lab.nodes[idx], mode, i);
             match mode {
                 Mode::Sbr => make_sbr_pod(&mut lab.nodes[idx], &pod)?,
@@ -1916,8 +1920,30 @@ fn concurrent_one(lab: &mut Lab, mode: Mode, n: usize) -> Res<ConcurrentResult> 
         let (add_wall, adds) = measure_concurrent(&build(Verb::Add), &lab.scratch)?;
         let add_log = fs::read_to_string(&log).unwrap_or_default();
         let _ = fs::remove_file(&log);
-        let (del_wall, dels) = measure_concurrent(&build(Verb::Del), &lab.scratch)?;
+        // The DEL burst, and one pod start 20 ms into it.
+        let amid_pod = lab.pod_for(node, mode, amid);
+        let amid_add = lab.invocation(node, mode, Verb::Add, amid, &amid_pod, "concurrent");
+        let dels = build(Verb::Del);
+        let (burst, add_amid_dels) = std::thread::scope(|scope| {
+            let burst = scope.spawn(|| -> Res<(Duration, Vec<Outcome>)> {
+                // setns(2) is per thread: this one enters the node too.
+                enter(&node.file)?;
+                measure_concurrent(&dels, &lab.scratch)
+            });
+            std::thread::sleep(Duration::from_millis(20));
+            let add = measure(&amid_add, &lab.scratch);
+            (burst.join(), add)
+        });
+        let (del_wall, dels) = burst.map_err(|_| "the DEL burst thread panicked".to_string())??;
+        let add_amid_dels = add_amid_dels?;
         let del_log = fs::read_to_string(&log).unwrap_or_default();
+        let undo = measure(
+            &lab.invocation(node, mode, Verb::Del, amid, &amid_pod, "concurrent"),
+            &lab.scratch,
+        )?;
+        if !undo.ok() {
+            return Err(format!("DEL after the burst: {}", undo.error_msg()));
+        }
         let failed = |v: &[Outcome]| -> Vec<String> {
             v.iter()
                 .filter(|o| !o.ok())
@@ -1937,6 +1963,7 @@ fn concurrent_one(lab: &mut Lab, mode: Mode, n: usize) -> Res<ConcurrentResult> 
             del_failed: failed(&dels),
             add_lock_max_us: add_lock,
             del_lock_max_us: del_lock,
+            add_amid_dels: Some(add_amid_dels),
         })
     }
 }
@@ -2453,17 +2480,19 @@ fn report(
     let _ = writeln!(
         r,
         "All spawned at once (back to back from one thread), wall time from the first spawn to the last exit. \
-         Lock wait: the largest \"state store lock taken in N µs\" in gwsteer's debug log.\n"
+         Lock wait: the largest \"state store lock taken in N µs\" in gwsteer's debug log. \
+         *ADD amid the DELs*: one more pod's ADD, started 20 ms into the DEL burst (a pod start while \
+         others go), spawn → exit.\n"
     );
     let _ = writeln!(
         r,
-        "| mode | N | ADD wall (ms) | ADD failures | max lock wait, ADD | DEL wall (ms) | DEL failures | max lock wait, DEL | ADD ÷ sbr | DEL ÷ sbr |"
+        "| mode | N | ADD wall (ms) | ADD failures | max lock wait, ADD | DEL wall (ms) | DEL failures | max lock wait, DEL | ADD amid the DELs (ms) | ADD ÷ sbr | DEL ÷ sbr |"
     );
-    let _ = writeln!(r, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(r, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let sbr_c = res.concurrent.get(&Mode::Sbr);
     for mode in MODES.into_iter().filter(|m| *m != Mode::SourceAlt) {
         let Some(c) = res.concurrent.get(&mode) else {
-            let _ = writeln!(r, "| {} | | n/a | | | | | | | |", mode.label());
+            let _ = writeln!(r, "| {} | | n/a | | | | | | | | |", mode.label());
             continue;
         };
         let lockw = |v: Option<u64>| {
@@ -2478,9 +2507,14 @@ fn report(
             ),
             _ => ("–".into(), "–".into()),
         };
+        let amid = match &c.add_amid_dels {
+            Some(o) if o.ok() => ms(o.wall.as_secs_f64() * 1e3),
+            Some(_) => "failed".to_string(),
+            None => "–".to_string(),
+        };
         let _ = writeln!(
             r,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {ra} | {rd} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {amid} | {ra} | {rd} |",
             mode.label(),
             c.n,
             ms(c.add_wall.as_secs_f64() * 1e3),
@@ -2490,7 +2524,19 @@ fn report(
             c.del_failed.len(),
             lockw(c.del_lock_max_us),
         );
-        for f in c.add_failed.iter().chain(c.del_failed.iter()).take(3) {
+        let amid_failed = c
+            .add_amid_dels
+            .iter()
+            .filter(|o| !o.ok())
+            .map(Outcome::error_msg);
+        for f in c
+            .add_failed
+            .iter()
+            .chain(c.del_failed.iter())
+            .cloned()
+            .chain(amid_failed)
+            .take(3)
+        {
             let _ = writeln!(r, "\n  failure ({}): {f}", mode.label());
         }
     }
@@ -2584,7 +2630,7 @@ fn report(
         "gwsteer `connmark`: mark 0x14, `ingressInterfaces: [eth-b]`, `firewallBackend: nftables`, table 200; per pod one element in an nftables set. gateway-network client: `gatewayNetwork` `{bridge: gwbr0, role: client, router: 172.20.0.1, routes: [0.0.0.0/0], keep: [10.244.0.0/16, 10.96.0.0/12]}`, `CNI_IFNAME=net1`; every attachment is a pod namespace of its own with `eth0` (primary, default route) and `net1` on `gwbr0` (made by the benchmark, as bridge + Multus would), and the router's namespace on `gwbr0`. Both are measured only when this gwsteer build accepts them (else `n/a (not built)`).",
         "The measured attachment is ADDed and DELeted each iteration (same container id and addresses: ADD after DEL must work). At level 0 it is the only attachment, so its ADD also makes the policy's table routes and its DEL removes them (first/last holder); at 100 and 1000 it only adds and removes its own rules.",
         "sbr works only inside the pod's namespace (rules and a table there, nothing on the node), so \"attachments on the node\" cannot change its work; its rows at each level measure the same pod setup, on that level's node, interleaved like the rest. sbr cannot ADD again after DEL on the same interface (its DEL leaves the routes it moved into table 100+, and ADD then fails with \"file exists\"); after every DEL, outside the timed region, the pod is reset (tables 100–103 flushed, addresses re-created, link down/up, default routes) and the benchmark proves once, by comparing `ip -j` snapshots, that the reset restores the pod exactly.",
-        "Concurrent: N pods ADDed at once then DELeted at once on the node without other attachments (a Linux bridge takes at most 1024 ports, so the gateway network could not add 100 pods next to 1000; at 1000 attachments each source ADD holds the lock longer by what the kernel's rule list costs, see the breakdown); sbr and the gateway-network client get N pod namespaces. Lock waits come from gwsteer's `logLevel: debug` line \"state store lock taken in N µs\" (and the warn line \"waited N ms\").",
+        "Concurrent: N pods ADDed at once then DELeted at once on the node without other attachments (a Linux bridge takes at most 1024 ports, so the gateway network could not add 100 pods next to 1000; at 1000 attachments each source ADD holds the lock longer by what the kernel's rule list costs, see the breakdown); sbr and the gateway-network client get N pod namespaces. One more pod's ADD starts 20 ms into the DEL burst, from another thread, and is timed on its own. Lock waits come from gwsteer's `logLevel: debug` line \"state store lock taken in N µs\" (and the warn line \"waited N ms\").",
         "Peak RSS: `ru_maxrss` through a static launcher (see the floor table). Profile: `strace -c -f` of one ADD and one DEL; netlink round trips counted from `strace -f -yy` (sendto/sendmsg on NETLINK sockets); `perf stat` software counters (this VM exposes no hardware counters).",
     ] {
         let _ = writeln!(r, "- {line}");
@@ -2776,6 +2822,24 @@ fn verdicts(lab: &Lab, available: &[Mode], res: &Results) -> Vec<String> {
                     "{:.1} ms",
                     us as f64 / 1000.0
                 ))
+        ));
+    }
+    let amid: Vec<String> = MODES
+        .into_iter()
+        .filter(|m| m.is_target())
+        .filter_map(|m| {
+            let o = res.concurrent.get(&m)?.add_amid_dels.as_ref()?;
+            Some(if o.ok() {
+                format!("{} {} ms", m.label(), ms(o.wall.as_secs_f64() * 1e3))
+            } else {
+                format!("{} failed: {}", m.label(), o.error_msg())
+            })
+        })
+        .collect();
+    if !amid.is_empty() {
+        out.push(format!(
+            "(for reference) one pod's ADD started 20 ms into the burst of concurrent DELs: {}",
+            amid.join(", ")
         ));
     }
     for mode in MODES.into_iter().filter(|m| m.is_target()) {
