@@ -1992,6 +1992,23 @@ fn max_lock_wait_us(log: &str) -> Option<u64> {
     max
 }
 
+/// One call under a tool (`strace …`, `perf stat …`) that writes to `out`:
+/// what the tool wrote, or why the call failed.
+fn wrapped_output(
+    inv: &Invocation,
+    tool: &Path,
+    pre: &[&str],
+    out: &Path,
+    lab: &Lab,
+) -> Res<Result<String, String>> {
+    let pre: Vec<String> = pre.iter().map(|s| s.to_string()).collect();
+    let r = measure(&inv.wrapped(tool, &pre), &lab.scratch)?;
+    if !r.ok() {
+        return Ok(Err(r.describe()));
+    }
+    Ok(Ok(fs::read_to_string(out).unwrap_or_default()))
+}
+
 /// strace and perf on the busiest node: syscall counts, netlink round trips
 /// and CPU counters of one ADD and one DEL per mode.
 fn profile(lab: &Lab, available: &[Mode], res: &mut Results) -> Res<()> {
@@ -2013,42 +2030,37 @@ fn profile(lab: &Lab, available: &[Mode], res: &mut Results) -> Res<()> {
             let out = lab.scratch.dir.join("strace.txt");
             let o = out.display().to_string();
             let mut text = String::new();
+            let summary_pre = ["-c", "-f", "-o", &o, "--"];
+            let trace_pre = [
+                "-f",
+                "-yy",
+                "-e",
+                "trace=sendto,sendmsg,recvfrom,recvmsg",
+                "-o",
+                &o,
+                "--",
+            ];
             for verb in [Verb::Add, Verb::Del] {
-                let pre = ["-c", "-f", "-o", &o, "--"].map(String::from);
-                let r = measure(&inv(verb).wrapped(strace, &pre), &lab.scratch)?;
-                if !r.ok() {
-                    res.notes.push(format!(
-                        "strace {} {verb:?}: {}",
-                        mode.label(),
-                        r.describe()
-                    ));
-                    continue 'modes;
-                }
-                let summary = fs::read_to_string(&out).unwrap_or_default();
+                let summary = match wrapped_output(&inv(verb), strace, &summary_pre, &out, lab)? {
+                    Ok(s) => s,
+                    Err(why) => {
+                        res.notes
+                            .push(format!("strace {} {verb:?}: {why}", mode.label()));
+                        continue 'modes;
+                    }
+                };
                 let _ = writeln!(text, "{}", strace_summary(&summary, verb));
             }
             reset()?;
             for verb in [Verb::Add, Verb::Del] {
-                let pre = [
-                    "-f",
-                    "-yy",
-                    "-e",
-                    "trace=sendto,sendmsg,recvfrom,recvmsg",
-                    "-o",
-                    &o,
-                    "--",
-                ]
-                .map(String::from);
-                let r = measure(&inv(verb).wrapped(strace, &pre), &lab.scratch)?;
-                if !r.ok() {
-                    res.notes.push(format!(
-                        "strace {} {verb:?}: {}",
-                        mode.label(),
-                        r.describe()
-                    ));
-                    continue 'modes;
-                }
-                let trace = fs::read_to_string(&out).unwrap_or_default();
+                let trace = match wrapped_output(&inv(verb), strace, &trace_pre, &out, lab)? {
+                    Ok(s) => s,
+                    Err(why) => {
+                        res.notes
+                            .push(format!("strace {} {verb:?}: {why}", mode.label()));
+                        continue 'modes;
+                    }
+                };
                 let sends = trace
                     .lines()
                     .filter(|l| {
@@ -2081,18 +2093,24 @@ fn profile(lab: &Lab, available: &[Mode], res: &mut Results) -> Res<()> {
             for _ in 0..PERF_RUNS {
                 for verb in [Verb::Add, Verb::Del] {
                     let pre = [
-                        "stat", "-x", ",", "-o", &o, "-e",
+                        "stat",
+                        "-x",
+                        ",",
+                        "-o",
+                        &o,
+                        "-e",
                         "task-clock,context-switches,cpu-migrations,page-faults,cycles,instructions",
                         "--",
-                    ]
-                    .map(String::from);
-                    let r = measure(&inv(verb).wrapped(perf, &pre), &lab.scratch)?;
-                    if !r.ok() {
-                        res.notes
-                            .push(format!("perf {} {verb:?}: {}", mode.label(), r.describe()));
-                        continue 'modes;
-                    }
-                    for line in fs::read_to_string(&out).unwrap_or_default().lines() {
+                    ];
+                    let stat = match wrapped_output(&inv(verb), perf, &pre, &out, lab)? {
+                        Ok(s) => s,
+                        Err(why) => {
+                            res.notes
+                                .push(format!("perf {} {verb:?}: {why}", mode.label()));
+                            continue 'modes;
+                        }
+                    };
+                    for line in stat.lines() {
                         let f: Vec<&str> = line.split(',').collect();
                         if f.len() > 2 && !line.starts_with('#') {
                             counters

@@ -351,30 +351,8 @@ impl NetlinkKernel {
     }
 
     fn observe_route(&mut self, side: Side, spec: &RouteSpec) -> Result<Presence, NlError> {
-        let family = spec.family();
-        let dst = spec.dst.trunc();
-        let metric = effective_metric(family, spec.metric);
-        let routes = self.dump_routes(side, family, spec.table)?;
-        let same_place: Vec<&KernelRoute> = routes
-            .iter()
-            .filter(|r| {
-                r.exact && r.spec.dst == dst && effective_metric(family, r.spec.metric) == metric
-            })
-            .collect();
-        if same_place.is_empty() {
-            return Ok(Presence::Missing);
-        }
-        if same_place
-            .iter()
-            .any(|r| r.protocol == RTPROT_GWSTEER && route_matches(spec, &r.spec))
-        {
-            return Ok(Presence::Present);
-        }
-        let found: Vec<String> = same_place.iter().map(|r| r.describe()).collect();
-        Ok(Presence::Drifted(format!(
-            "expected {spec}; found {}",
-            found.join("; ")
-        )))
+        let routes = self.dump_routes(side, spec.family(), spec.table)?;
+        Ok(route_presence(spec, &routes))
     }
 
     /// The kernel's answer to a route dump of one table, unfiltered here.
@@ -630,6 +608,32 @@ impl Kernel for NetlinkKernel {
             other => return Err(not_netlink(other)),
         };
         seen.map_err(|e| failure(Op::Observe, obj, e))
+    }
+
+    /// Routes are read one table and family at a time: several routes in
+    /// one table cost one dump.
+    fn observe_all(&mut self, objs: &[&Object]) -> Result<Vec<Presence>> {
+        let mut dumps: Vec<((Side, Family, u32), Vec<KernelRoute>)> = Vec::new();
+        let mut seen = Vec::with_capacity(objs.len());
+        for obj in objs {
+            let Object::Route { spec, side } = obj else {
+                seen.push(self.observe(obj)?);
+                continue;
+            };
+            let key = (*side, spec.family(), spec.table);
+            let i = match dumps.iter().position(|(k, _)| *k == key) {
+                Some(i) => i,
+                None => {
+                    let routes = self
+                        .dump_routes(key.0, key.1, key.2)
+                        .map_err(|e| failure(Op::Observe, obj, e))?;
+                    dumps.push((key, routes));
+                    dumps.len() - 1
+                }
+            };
+            seen.push(route_presence(spec, &dumps[i].1));
+        }
+        Ok(seen)
     }
 
     fn owned_rules(&mut self, tables: &[u32]) -> Result<Vec<RuleSpec>> {
@@ -1289,6 +1293,31 @@ impl KernelRoute {
 
 /// Whether the kernel's `found` does what `want` asks. A device left out of
 /// `want` matches any; a single nexthop's weight means nothing.
+/// Where `spec` stands among the routes of its table and family: missing,
+/// there as gwsteer's, or something else in its place.
+fn route_presence(spec: &RouteSpec, routes: &[KernelRoute]) -> Presence {
+    let family = spec.family();
+    let dst = spec.dst.trunc();
+    let metric = effective_metric(family, spec.metric);
+    let same_place: Vec<&KernelRoute> = routes
+        .iter()
+        .filter(|r| {
+            r.exact && r.spec.dst == dst && effective_metric(family, r.spec.metric) == metric
+        })
+        .collect();
+    if same_place.is_empty() {
+        return Presence::Missing;
+    }
+    if same_place
+        .iter()
+        .any(|r| r.protocol == RTPROT_GWSTEER && route_matches(spec, &r.spec))
+    {
+        return Presence::Present;
+    }
+    let found: Vec<String> = same_place.iter().map(|r| r.describe()).collect();
+    Presence::Drifted(format!("expected {spec}; found {}", found.join("; ")))
+}
+
 fn route_matches(want: &RouteSpec, found: &RouteSpec) -> bool {
     if want.kind != found.kind {
         return false;
@@ -1746,6 +1775,58 @@ mod tests {
                     json!([{"dst": "10.7.0.0/16", "dev": "v1", "protocol": "211", "scope": "link", "flags": []}])
                 );
             });
+        });
+    }
+
+    /// Several routes read back together say what each says alone, from
+    /// one dump per table and family.
+    #[test]
+    fn observe_all_agrees_with_observe_one_by_one() {
+        in_netns(|| {
+            two_links();
+            let mut k = kernel();
+            let right = Object::node_route(route(
+                "10.9.0.0/16",
+                100,
+                vec![hop("10.1.0.1", Some("v0"), 1)],
+            ));
+            let drifted = Object::node_route(route(
+                "10.8.0.0/16",
+                100,
+                vec![hop("10.1.0.1", Some("v0"), 1)],
+            ));
+            let missing = Object::node_route(route(
+                "10.7.0.0/16",
+                100,
+                vec![hop("10.1.0.1", Some("v0"), 1)],
+            ));
+            let elsewhere = Object::node_route(route(
+                "10.9.0.0/16",
+                101,
+                vec![hop("10.2.0.1", Some("v1"), 1)],
+            ));
+            for obj in [&right, &drifted, &elsewhere] {
+                k.ensure(obj).unwrap();
+            }
+            ip(&[
+                "route",
+                "replace",
+                "10.8.0.0/16",
+                "via",
+                "10.2.0.1",
+                "table",
+                "100",
+                "proto",
+                "211",
+            ]);
+            let objs = [&right, &drifted, &missing, &elsewhere];
+            let together = k.observe_all(&objs).unwrap();
+            let alone: Vec<Presence> = objs.iter().map(|o| k.observe(o).unwrap()).collect();
+            assert_eq!(together, alone);
+            assert_eq!(together[0], Presence::Present);
+            assert!(matches!(together[1], Presence::Drifted(_)), "{together:?}");
+            assert_eq!(together[2], Presence::Missing);
+            assert_eq!(together[3], Presence::Present);
         });
     }
 

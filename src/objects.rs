@@ -522,6 +522,11 @@ pub trait Kernel {
     fn ensure(&mut self, obj: &Object) -> Result<()>;
     fn remove(&mut self, obj: &Object) -> Result<()>;
     fn observe(&mut self, obj: &Object) -> Result<Presence>;
+    /// [`Kernel::observe`] of each object, in order; a backend may read
+    /// what several objects share (a routing table) once.
+    fn observe_all(&mut self, objs: &[&Object]) -> Result<Vec<Presence>> {
+        objs.iter().map(|o| self.observe(o)).collect()
+    }
     /// Every rule in the node namespace carrying [`RTPROT_GWSTEER`], or
     /// pointing at one of `tables` (imposters in owned tables' rules).
     fn owned_rules(&mut self, tables: &[u32]) -> Result<Vec<RuleSpec>>;

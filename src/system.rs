@@ -124,6 +124,16 @@ impl Kernel for System {
         }
     }
 
+    fn observe_all(&mut self, objs: &[&Object]) -> Result<Vec<Presence>> {
+        if objs
+            .iter()
+            .all(|o| matches!(o, Object::Rule { .. } | Object::Route { .. }))
+        {
+            return self.net.observe_all(objs);
+        }
+        objs.iter().map(|o| self.observe(o)).collect()
+    }
+
     fn owned_rules(&mut self, tables: &[u32]) -> Result<Vec<RuleSpec>> {
         self.net.owned_rules(tables)
     }

@@ -401,15 +401,10 @@ fn check_names_exactly_the_missing_or_drifted_object() {
     let bridge_result = conflist_add(&node.ns, &primary, "c1", &pod, "eth0", Some(&args))
         .unwrap_or_else(|o| panic!("bridge ADD: {o}"));
     let result = node.add("c1", &pod, &cfg, &bridge_result);
-    let pod4 = result["ips"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|i| i["address"].as_str())
+    let pod4 = common::examples::pod_ips(&result)
+        .into_iter()
         .find(|a| !a.contains(':'))
-        .and_then(|a| a.split('/').next())
-        .unwrap()
-        .to_string();
+        .unwrap();
 
     // CHECK gets the cached ADD result as prevResult, as libcni does.
     node.check("c1", &pod, &cfg, &result)

@@ -776,13 +776,7 @@ fn oam_client_reaches_a_bridge_pod_through_the_vrf() {
         Some(&args),
     )
     .unwrap_or_else(|o| panic!("conflist ADD:\n{o}"));
-    let ips: Vec<String> = result["ips"]
-        .as_array()
-        .expect("ips in the result")
-        .iter()
-        .filter_map(|i| i["address"].as_str())
-        .map(|a| a.split('/').next().unwrap_or(a).to_string())
-        .collect();
+    let ips = pod_ips(&result);
     assert_eq!(ips.len(), 2, "{result}");
     wait_no_tentative(&pod, T);
     wait_no_tentative(&node, T);

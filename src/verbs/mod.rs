@@ -112,6 +112,23 @@ pub fn ensure_group(store: &Store, kernel: &mut dyn Kernel, planned: &NodeGroup)
         }
         store.put_group(&group)?;
     }
+    // A policy's owned table holds only that policy's routes, one per
+    // destination, so reading it back costs the same at any number of
+    // pods (one dump per family, however many destinations). A `replace`
+    // would not: the kernel checks the gateway with a FIB lookup that walks
+    // every policy rule on the node (5000 with 1000 dual-stack pods). So an
+    // ADD that finds a route right leaves it alone, and one that finds it
+    // missing or drifted still repairs it.
+    let read_back: Vec<&Object> = if crate::plan::is_policy_group(&group.key) {
+        group
+            .objects
+            .iter()
+            .filter(|o| matches!(o, Object::Route { .. }))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut seen = kernel.observe_all(&read_back)?.into_iter();
     for obj in &group.objects {
         match obj {
             Object::Sysctl { key, .. } if via_node_scope(store, obj) => {
@@ -131,22 +148,13 @@ pub fn ensure_group(store: &Store, kernel: &mut dyn Kernel, planned: &NodeGroup)
                 let saved = group.restore.get(&Object::uplink_restore_key(dev));
                 kernel.ensure_uplink(obj, saved.map(String::as_str))?;
             }
-            // A policy's owned table holds only that policy's routes, one per
-            // destination, so reading it back costs the same at any number of
-            // pods. A `replace` would not: the kernel checks the gateway with
-            // a FIB lookup that walks every policy rule on the node (5000
-            // with 1000 dual-stack pods). So an ADD that finds the route
-            // right leaves it alone, and one that finds it missing or drifted
-            // still repairs it.
-            Object::Route { .. } if crate::plan::is_policy_group(&group.key) => {
-                match kernel.observe(obj)? {
-                    Presence::Present => log::debug!("present {obj}"),
-                    _ => {
-                        log::debug!("ensure {obj}");
-                        kernel.ensure(obj)?;
-                    }
+            Object::Route { .. } if !read_back.is_empty() => match seen.next() {
+                Some(Presence::Present) => log::debug!("present {obj}"),
+                _ => {
+                    log::debug!("ensure {obj}");
+                    kernel.ensure(obj)?;
                 }
-            }
+            },
             _ => {
                 log::debug!("ensure {obj}");
                 kernel.ensure(obj)?;
