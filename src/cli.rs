@@ -135,16 +135,18 @@ fn observed(
     objects: &[Object],
     problems: &mut usize,
 ) -> Result<Vec<Value>> {
-    objects
+    let refs: Vec<&Object> = objects.iter().collect();
+    let seen = kernel.observe_all(&refs)?;
+    Ok(objects
         .iter()
-        .map(|o| {
-            let p = kernel.observe(o)?;
+        .zip(seen)
+        .map(|(o, p)| {
             if p != Presence::Present {
                 *problems += 1;
             }
-            Ok(json!({"object": o.to_string(), "state": presence_text(&p)}))
+            json!({"object": o.to_string(), "state": presence_text(&p)})
         })
-        .collect()
+        .collect())
 }
 
 fn show(opts: &Opts) -> Result<i32> {

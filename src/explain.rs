@@ -20,8 +20,8 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
-use crate::netlink::{NetlinkKernel, route_ip, via_ip};
-use crate::objects::{Family, RTPROT_GWSTEER, Side};
+use crate::netlink::{NetlinkKernel, address_family, route_ip, via_ip};
+use crate::objects::{Family, RTPROT_GWSTEER, Side, TABLE_MAIN};
 
 const USAGE: &str = "usage: gwsteer explain <ip> [--from <ip>] [--iif <dev>] [--mark <m>] [--json]
 
@@ -131,24 +131,18 @@ pub fn run(args: &[String]) -> i32 {
 }
 
 fn family_of(ip: &IpAddr) -> AddressFamily {
-    match ip {
-        IpAddr::V4(_) => AddressFamily::Inet,
-        IpAddr::V6(_) => AddressFamily::Inet6,
-    }
+    address_family(Family::of(ip))
 }
 
 fn host_len(ip: &IpAddr) -> u8 {
-    match ip {
-        IpAddr::V4(_) => 32,
-        IpAddr::V6(_) => 128,
-    }
+    IpNet::from(*ip).max_prefix_len()
 }
 
 /// Table names as iproute2 prints them.
-pub fn table_name(table: u32) -> String {
+fn table_name(table: u32) -> String {
     match table {
         253 => "default".into(),
-        254 => "main".into(),
+        TABLE_MAIN => "main".into(),
         255 => "local".into(),
         other => other.to_string(),
     }
@@ -613,7 +607,7 @@ pub fn text(r: &Value) -> String {
         out.push_str("  rule     none identified\n");
     } else {
         let whose = if rule["gwsteer"] == true {
-            "gwsteer's (protocol 211)".to_string()
+            format!("gwsteer's (protocol {RTPROT_GWSTEER})")
         } else {
             format!("not gwsteer's (protocol {})", rule["protocol"])
         };

@@ -79,13 +79,21 @@ pub fn resolve<'c>(config: &'c Config, env: &Env) -> Result<Cow<'c, Config>> {
     if let Some(vx) = &gw.vxlan {
         let mut net = NetlinkKernel::new(None)?;
         let family = vx.bum.family();
+        // The source the kernel would choose towards the first remote that
+        // is not this node (an IPv6 underlay's VXLAN prefers it).
+        let mut first_prefsrc = None;
         if let Bum::Remotes(remotes) = &vx.bum {
             for remote in remotes {
                 match net.route_get(Side::Node, *remote)? {
                     Some(answer) if answer.local => {
                         log::debug!("vxlan remote {remote} is this node: skipped");
                     }
-                    _ => facts.remotes.push(*remote),
+                    answer => {
+                        if facts.remotes.is_empty() {
+                            first_prefsrc = answer.and_then(|a| a.prefsrc);
+                        }
+                        facts.remotes.push(*remote);
+                    }
                 }
             }
         }
@@ -111,7 +119,7 @@ pub fn resolve<'c>(config: &'c Config, env: &Env) -> Result<Cow<'c, Config>> {
                 &mut net,
                 vx,
                 &underlay,
-                facts.remotes.first().copied(),
+                first_prefsrc,
             )?));
         }
         facts.underlay = Some(underlay);
@@ -136,13 +144,13 @@ pub fn resolve<'c>(config: &'c Config, env: &Env) -> Result<Cow<'c, Config>> {
 /// The source address of a VXLAN over an IPv6 underlay: a global,
 /// usable (not tentative, deprecated or failed) IPv6 address of the
 /// underlay. The one the VXLAN has already if it still qualifies (a new
-/// one would re-make the VXLAN), else the one the kernel would choose
-/// towards the first remote, else the first stable one.
+/// one would re-make the VXLAN), else `towards_remote` (the one the kernel
+/// chose towards the first remote), else the first stable one.
 fn vxlan_source_v6(
     net: &mut NetlinkKernel,
     vx: &crate::config::gateway::Vxlan,
     underlay: &str,
-    first_remote: Option<IpAddr>,
+    towards_remote: Option<IpAddr>,
 ) -> Result<Ipv6Addr> {
     let addresses = net.ipv6_addresses(underlay)?.ok_or_else(|| {
         Error::config(format!(
@@ -157,11 +165,7 @@ fn vxlan_source_v6(
     {
         prefer.push(now);
     }
-    if let Some(remote) = first_remote
-        && let Some(IpAddr::V6(src)) = net
-            .route_get(Side::Node, remote)?
-            .and_then(|answer| answer.prefsrc)
-    {
+    if let Some(IpAddr::V6(src)) = towards_remote {
         prefer.push(src);
     }
     pick_source_v6(&addresses, &prefer).map_err(|why| {

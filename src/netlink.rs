@@ -1048,7 +1048,7 @@ fn side_suffix(side: Side) -> &'static str {
 
 // ---- messages ----
 
-fn address_family(family: Family) -> AddressFamily {
+pub(crate) fn address_family(family: Family) -> AddressFamily {
     match family {
         Family::V4 => AddressFamily::Inet,
         Family::V6 => AddressFamily::Inet6,

@@ -7,7 +7,7 @@ use ipnet::IpNet;
 use std::collections::BTreeMap;
 
 use crate::cni::result::PodAddress;
-use crate::config::{Config, Match, Policy};
+use crate::config::{Config, Gateway, Match, Policy};
 use crate::firewall::{Backend, FwExemption, FwMember, FwObject, FwPolicy, Marking};
 use crate::objects::{Family, NextHop, Object, RouteKind, RouteSpec, RuleSpec, TABLE_MAIN};
 use crate::store::NodeGroup;
@@ -63,23 +63,33 @@ pub fn selected<'c>(config: &'c Config, pod: &Pod) -> Vec<&'c Policy> {
         .collect()
 }
 
-fn host(addr: &IpNet) -> IpNet {
+/// `addr` as a host prefix (/32, /128).
+pub(crate) fn host(addr: &IpNet) -> IpNet {
     IpNet::new(addr.addr(), addr.max_prefix_len()).unwrap_or(*addr)
 }
 
 /// The routes of a policy's owned table: one per destination, via that
 /// family's gateways (several gateways: one multipath route).
 pub fn table_routes(policy: &Policy) -> Vec<RouteSpec> {
-    policy
-        .destinations
+    gateway_routes(policy.table, &policy.gateways, &policy.destinations)
+}
+
+/// One route in `table` per destination, via the gateways of its family
+/// (several: one multipath route). A policy's owned table, the VRF's table.
+pub(crate) fn gateway_routes(
+    table: u32,
+    gateways: &[Gateway],
+    destinations: &[IpNet],
+) -> Vec<RouteSpec> {
+    destinations
         .iter()
         .map(|dst| RouteSpec {
             dst: *dst,
-            table: policy.table,
+            table,
             kind: RouteKind::Unicast,
-            nexthops: policy
-                .gateways_of(Family::of_net(dst))
-                .into_iter()
+            nexthops: gateways
+                .iter()
+                .filter(|g| Family::of(&g.via) == Family::of_net(dst))
                 .map(|g| NextHop {
                     via: g.via,
                     dev: g.dev.clone(),
@@ -146,7 +156,7 @@ fn fwmark_rule(policy: &Policy, family: Family, mark: u32, mask: Option<u32>) ->
     }
 }
 
-fn group(key: String, objects: Vec<Object>) -> NodeGroup {
+pub(crate) fn group(key: String, objects: Vec<Object>) -> NodeGroup {
     NodeGroup {
         schema: crate::store::SCHEMA,
         key,

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use std::collections::BTreeMap;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::firewall::{self, Backend, Firewall};
 use crate::netlink::NetlinkKernel;
 use crate::objects::{Kernel, Object, Presence, RouteSpec, RuleSpec, Side};
@@ -124,14 +124,20 @@ impl Kernel for System {
         }
     }
 
+    /// Rules and routes go to netlink together (it reads each routing
+    /// table once); every other object is read on its own.
     fn observe_all(&mut self, objs: &[&Object]) -> Result<Vec<Presence>> {
-        if objs
-            .iter()
-            .all(|o| matches!(o, Object::Rule { .. } | Object::Route { .. }))
-        {
-            return self.net.observe_all(objs);
-        }
-        objs.iter().map(|o| self.observe(o)).collect()
+        let is_net = |o: &&Object| matches!(o, Object::Rule { .. } | Object::Route { .. });
+        let net: Vec<&Object> = objs.iter().copied().filter(is_net).collect();
+        let mut net_seen = self.net.observe_all(&net)?.into_iter();
+        objs.iter()
+            .map(|o| match is_net(o) {
+                true => net_seen
+                    .next()
+                    .ok_or_else(|| Error::kernel(format!("no answer for {o}"))),
+                false => self.observe(o),
+            })
+            .collect()
     }
 
     fn owned_rules(&mut self, tables: &[u32]) -> Result<Vec<RuleSpec>> {

@@ -33,8 +33,6 @@
 //! `net.ipv4.conf.<vrf leg>.accept_local = 1` instead: only that device
 //! accepts a local source, and the rules are left alone.
 
-use std::collections::BTreeMap;
-
 use ipnet::IpNet;
 
 use crate::config::Config;
@@ -42,8 +40,7 @@ use crate::config::vrf::{Leak, Vrf};
 use crate::error::{Error, Result, code};
 use crate::links::{LinkKind, LinkSpec};
 use crate::objects::{Family, NextHop, Object, RouteKind, RouteSpec};
-use crate::plan::{Plan, Pod};
-use crate::store::{NodeGroup, SCHEMA};
+use crate::plan::{Plan, Pod, gateway_routes, group, host};
 
 /// The metric of the unreachable defaults: the largest the kernel's VRF
 /// guide uses, so that any default route an operator adds wins.
@@ -137,27 +134,11 @@ pub fn infrastructure(vrf: &Vrf) -> Vec<Object> {
             addr: *a,
         }));
     }
-    for dst in &vrf.destinations {
-        let family = Family::of_net(dst);
-        let nexthops: Vec<NextHop> = vrf
-            .gateways
-            .iter()
-            .filter(|g| Family::of(&g.via) == family)
-            .map(|g| NextHop {
-                via: g.via,
-                dev: g.dev.clone(),
-                weight: g.weight,
-            })
-            .collect();
-        objects.push(Object::node_route(RouteSpec {
-            dst: *dst,
-            table: vrf.table,
-            kind: RouteKind::Unicast,
-            nexthops,
-            dev: None,
-            metric: None,
-        }));
-    }
+    objects.extend(
+        gateway_routes(vrf.table, &vrf.gateways, &vrf.destinations)
+            .into_iter()
+            .map(Object::node_route),
+    );
     objects
 }
 
@@ -173,41 +154,33 @@ pub fn plan_into(config: &Config, pod: &Pod, out: &mut Plan) {
     let Some(vrf) = &config.vrf else {
         return;
     };
-    out.groups.push(NodeGroup {
-        schema: SCHEMA,
-        key: infra_group_key(vrf),
-        objects: infrastructure(vrf),
-        restore: BTreeMap::new(),
-    });
+    out.groups
+        .push(group(infra_group_key(vrf), infrastructure(vrf)));
     match &vrf.leak {
         Leak::None => {}
         Leak::Pod => {
             if steered(config, pod) {
-                out.pod_objects.extend(pod.addresses.iter().filter_map(|a| {
-                    let host = IpNet::new(a.address.addr(), a.address.max_prefix_len())
-                        .expect("a host prefix");
-                    leak_route(vrf, host)
-                }));
+                out.pod_objects.extend(
+                    pod.addresses
+                        .iter()
+                        .filter_map(|a| leak_route(vrf, host(&a.address))),
+                );
             }
         }
-        Leak::Cidr(cidrs) => out.groups.push(NodeGroup {
-            schema: SCHEMA,
-            key: leak_group_key(vrf),
-            objects: cidrs.iter().filter_map(|c| leak_route(vrf, *c)).collect(),
-            restore: BTreeMap::new(),
-        }),
+        Leak::Cidr(cidrs) => out.groups.push(group(
+            leak_group_key(vrf),
+            cidrs.iter().filter_map(|c| leak_route(vrf, *c)).collect(),
+        )),
     }
     if vrf.masquerade {
-        out.groups.push(NodeGroup {
-            schema: SCHEMA,
-            key: format!("vrf.{}.masquerade", vrf.name),
-            objects: vec![Object::VrfMasquerade {
+        out.groups.push(group(
+            format!("vrf.{}.masquerade", vrf.name),
+            vec![Object::VrfMasquerade {
                 vrf: vrf.name.clone(),
                 leg: vrf.vrf_leg.name.clone(),
                 uplinks: vrf.uplinks.clone(),
             }],
-            restore: BTreeMap::new(),
-        });
+        ));
     }
 }
 

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::reader::At;
-use super::{Role, valid_ifname};
+use super::{Role, ifname};
 use crate::error::{Error, Result};
 use crate::objects::Family;
 
@@ -115,14 +115,6 @@ const KEYS: &[&str] = &[
     "masquerade",
     "masqueradeExemption",
 ];
-
-fn ifname(v: &At) -> Result<String> {
-    let s = v.str()?;
-    if !valid_ifname(s) {
-        return Err(v.err(format!("\"{s}\" is not an interface name")));
-    }
-    Ok(s.to_string())
-}
 
 pub fn parse_role(v: &At) -> Result<Role> {
     Ok(match v.str()? {

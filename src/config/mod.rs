@@ -182,6 +182,15 @@ pub fn valid_ifname(s: &str) -> bool {
         && !s.chars().any(|c| c == '/' || c == ':' || c.is_whitespace())
 }
 
+/// A config value that must be an interface name.
+pub(crate) fn ifname(v: &At) -> Result<String> {
+    let s = v.str()?;
+    if !valid_ifname(s) {
+        return Err(v.err(format!("\"{s}\" is not an interface name")));
+    }
+    Ok(s.to_string())
+}
+
 impl Config {
     /// Parse the bytes on stdin. Decoding failures are CNI code 6.
     pub fn from_bytes(bytes: &[u8]) -> Result<Config> {
@@ -585,13 +594,7 @@ fn parse_policy(item: &At, index: usize) -> Result<Policy> {
     let egress_to = cidrs("egressTo")?;
     let ingress_interfaces = match o.get("ingressInterfaces") {
         None => Vec::new(),
-        Some(v) => v.list_of(|x| {
-            let s = x.str()?;
-            if !valid_ifname(s) {
-                return Err(x.err(format!("\"{s}\" is not an interface name")));
-            }
-            Ok(s.to_string())
-        })?,
+        Some(v) => v.list_of(ifname)?,
     };
     match matcher {
         Match::Connmark { .. } if ingress_interfaces.is_empty() => {
@@ -677,13 +680,7 @@ pub(crate) fn parse_gateway(v: &At) -> Result<Gateway> {
     let via = o.req("via")?.ip()?;
     let dev = match o.get("dev") {
         None => None,
-        Some(d) => {
-            let s = d.str()?;
-            if !valid_ifname(s) {
-                return Err(d.err(format!("\"{s}\" is not an interface name")));
-            }
-            Some(s.to_string())
-        }
+        Some(d) => Some(ifname(&d)?),
     };
     let weight = match o.get("weight") {
         None => 1,

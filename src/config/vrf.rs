@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::reader::{At, show};
-use super::{Gateway, parse_gateway, valid_ifname};
+use super::{Gateway, ifname, parse_gateway};
 use crate::error::{Error, Result};
 use crate::objects::Family;
 
@@ -69,14 +69,6 @@ const KEYS: &[&str] = &[
     "masquerade",
     "unreachableDefault",
 ];
-
-fn ifname(v: &At) -> Result<String> {
-    let s = v.str()?;
-    if !valid_ifname(s) {
-        return Err(v.err(format!("\"{s}\" is not an interface name")));
-    }
-    Ok(s.to_string())
-}
 
 /// An interface address: `address/prefix`, host bits allowed (and expected).
 fn interface_address(v: &At) -> Result<IpNet> {

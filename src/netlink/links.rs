@@ -176,10 +176,7 @@ impl NetlinkKernel {
         let family = Family::of(&dst);
         let mut msg = RouteMessage::default();
         msg.header.address_family = address_family(family);
-        msg.header.destination_prefix_length = match family {
-            Family::V4 => 32,
-            Family::V6 => 128,
-        };
+        msg.header.destination_prefix_length = IpNet::from(dst).max_prefix_len();
         msg.attributes.push(RouteAttribute::Destination(dst.into()));
         let answer = match self.request(side, RouteNetlinkMessage::GetRoute(msg), Req::Get) {
             Ok(answer) => answer,
@@ -873,46 +870,46 @@ impl NetlinkKernel {
     /// The addresses of device `dev` in the node (with their prefix
     /// lengths); `None` if there is no such device.
     pub(crate) fn addresses_of(&mut self, dev: &str) -> Result<Option<Vec<IpNet>>> {
-        let Some(index) = self.link_index(Side::Node, dev)? else {
-            return Ok(None);
-        };
-        let answer = self
-            .request(
-                Side::Node,
-                RouteNetlinkMessage::GetAddress(AddressMessage::default()),
-                Req::Dump,
-            )
-            .map_err(nl(format_args!("listing the addresses of {dev}")))?;
-        Ok(Some(
-            answer
-                .iter()
-                .filter_map(|m| match m {
-                    RouteNetlinkMessage::NewAddress(a) if a.header.index == index => address_of(a),
-                    _ => None,
-                })
-                .collect(),
-        ))
+        Ok(self
+            .address_messages(dev, AddressFamily::Unspec)?
+            .map(|list| list.iter().filter_map(address_of).collect()))
     }
 
     /// The IPv6 addresses of device `dev` in the node, with what decides
     /// whether one can be a VXLAN's source; `None` if there is no such device.
     pub(crate) fn ipv6_addresses(&mut self, dev: &str) -> Result<Option<Vec<V6Address>>> {
+        Ok(self
+            .address_messages(dev, AddressFamily::Inet6)?
+            .map(|list| list.iter().filter_map(v6_address).collect()))
+    }
+
+    /// The node's address messages of device `dev` (of `family`, or all);
+    /// `None` if there is no such device. The socket checks dump requests
+    /// strictly, so the kernel sends only that device's addresses.
+    fn address_messages(
+        &mut self,
+        dev: &str,
+        family: AddressFamily,
+    ) -> Result<Option<Vec<AddressMessage>>> {
         let Some(index) = self.link_index(Side::Node, dev)? else {
             return Ok(None);
         };
         let mut req = AddressMessage::default();
-        req.header.family = AddressFamily::Inet6;
+        req.header.family = family;
+        req.header.index = index;
         let answer = self
             .request(Side::Node, RouteNetlinkMessage::GetAddress(req), Req::Dump)
-            .map_err(nl(format_args!("listing the IPv6 addresses of {dev}")))?;
+            .map_err(nl(format_args!("listing the addresses of {dev}")))?;
         Ok(Some(
             answer
-                .iter()
+                .into_iter()
                 .filter_map(|m| match m {
+                    // Checked here too, for kernels that ignore the filter.
                     RouteNetlinkMessage::NewAddress(a)
-                        if a.header.index == index && a.header.family == AddressFamily::Inet6 =>
+                        if a.header.index == index
+                            && (family == AddressFamily::Unspec || a.header.family == family) =>
                     {
-                        v6_address(a)
+                        Some(a)
                     }
                     _ => None,
                 })
@@ -929,12 +926,6 @@ impl NetlinkKernel {
         let index = self
             .require_index(Side::Node, dev)
             .map_err(|e| failure(Op::Add, &obj(), e))?;
-        if self
-            .addresses_of(dev)?
-            .is_some_and(|list| list.contains(addr))
-        {
-            return Ok(());
-        }
         match self.request(
             Side::Node,
             RouteNetlinkMessage::NewAddress(Self::address_message(index, addr)),

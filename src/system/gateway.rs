@@ -7,6 +7,15 @@ use crate::error::{Error, Result};
 use crate::objects::{NextHop, Object, Presence, Side};
 use crate::podns;
 
+/// An uplink is enslaved and given back with what it had (its saved
+/// addresses and routes), never without: see `Kernel::ensure_uplink` and
+/// `Kernel::release_uplink`.
+fn uplink_needs_saved_state(obj: &Object) -> Error {
+    Error::kernel(format!(
+        "{obj}: an uplink is changed only with its saved state"
+    ))
+}
+
 impl System {
     pub(super) fn ensure_gateway(&mut self, obj: &Object) -> Result<()> {
         match obj {
@@ -15,11 +24,8 @@ impl System {
             Object::VrfMasquerade { vrf, leg, uplinks } => {
                 crate::vrf_nat::ensure(vrf, leg, uplinks)
             }
-            // Without its saved state (see `Kernel::ensure_uplink`): enslaved only.
-            Object::Uplink { dev, vrf, table } => {
-                self.net
-                    .ensure_uplink(dev, vrf, *table, &Default::default())
-            }
+            // Only with its saved addresses and routes: `Kernel::ensure_uplink`.
+            Object::Uplink { .. } => Err(uplink_needs_saved_state(obj)),
             Object::Fdb { dev, dst } => self.net.ensure_fdb(dev, *dst),
             Object::Mtu {
                 side, ifname, mtu, ..
@@ -49,7 +55,7 @@ impl System {
             Object::Link { link } => self.net.remove_link(link),
             Object::Address { dev, addr } => self.net.remove_address(dev, addr),
             Object::VrfMasquerade { vrf, .. } => crate::vrf_nat::remove(vrf),
-            Object::Uplink { dev, .. } => self.net.release_uplink(dev, &Default::default()),
+            Object::Uplink { .. } => Err(uplink_needs_saved_state(obj)),
             Object::Fdb { dev, dst } => self.net.remove_fdb(dev, *dst),
             Object::Mtu {
                 side,

@@ -88,8 +88,9 @@ pub fn observe_all(
     objects: &[Object],
     problems: &mut Vec<String>,
 ) -> Result<()> {
-    for obj in objects {
-        match kernel.observe(obj)? {
+    let refs: Vec<&Object> = objects.iter().collect();
+    for (obj, seen) in objects.iter().zip(kernel.observe_all(&refs)?) {
+        match seen {
             Presence::Present => {}
             Presence::Missing => problems.push(format!("missing {obj}")),
             Presence::Drifted(how) => problems.push(format!("drifted {obj}: {how}")),

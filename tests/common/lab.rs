@@ -244,12 +244,20 @@ fn delete_netns(ns: &str) {
     }
 }
 
-/// True when `pid` is a live process running this same test binary.
+/// True when `pid` is a live process running this test binary, from this
+/// checkout or another one (`<test>-<hash>`, any directory, any hash): a
+/// second suite running at the same time from another clone must keep its
+/// namespaces.
 fn is_live_copy_of_me(pid: u32) -> bool {
-    let Ok(mine) = std::env::current_exe() else {
+    let stem = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .map(|n| n.rsplit_once('-').map_or(n.clone(), |(s, _)| s.to_string()))
+    };
+    let Some(mine) = std::env::current_exe().ok().as_deref().and_then(stem) else {
         return false;
     };
-    fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == mine)
+    fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| stem(&exe) == Some(mine.clone()))
 }
 
 /// The pid in `gw<tag>-<pid>-…`, if `name` has that shape.
