@@ -20,6 +20,8 @@ pub mod kernel;
 pub mod links;
 pub mod logging;
 pub mod netlink;
+pub mod netns;
+pub mod nl;
 pub mod objects;
 pub mod plan;
 pub mod podns;

@@ -8,6 +8,7 @@
 //! differs). Only reading a pod's previous route dumps, and then only the
 //! pod's main table of one family (a pod has a handful of routes).
 
+use netlink_packet_core::NLM_F_APPEND;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, InfoVrf, InfoVxlan, LinkFlags, LinkInfo,
@@ -16,7 +17,6 @@ use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::route::RouteScope;
-use rtnetlink::packet_core::NLM_F_APPEND;
 
 use super::*;
 use crate::links::{ALIAS, LinkKind, LinkSpec, SavedRoute, SavedUplink};

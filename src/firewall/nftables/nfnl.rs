@@ -13,8 +13,8 @@ use std::io;
 use std::time::Duration;
 
 use crate::firewall::nfnl::{
-    self, Attrs, Msg, MsgBuf, NFGENMSG_LEN, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR,
-    NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NlError, Step,
+    self, Attrs, Ends, Msg, MsgBuf, NFGENMSG_LEN, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
+    NLM_F_REQUEST, NLMSG_ERROR, NlError, Step,
 };
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -60,8 +60,6 @@ pub const NFPROTO_IPV6: u8 = 10;
 
 /// A kernel that has not answered in this long is not going to.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// A dump interrupted by concurrent changes is retried this often in all.
-const DUMP_ATTEMPTS: usize = 3;
 
 /// What went wrong talking nf_tables netlink.
 #[derive(Debug)]
@@ -100,6 +98,7 @@ impl fmt::Display for NfError {
                     Step::Bind => "binding the netlink socket",
                     Step::Connect => "connecting the netlink socket",
                     Step::SetTimeout => "setting the netlink receive timeout",
+                    Step::StrictCheck => "asking for strict netlink checks",
                     Step::Send => "sending to nf_tables",
                     Step::Receive => "receiving from nf_tables",
                 };
@@ -341,23 +340,7 @@ impl NfSocket {
     /// A non-dump request: its answers (message bodies after the header)
     /// until the kernel's ack or the single reply.
     fn request(&mut self, msg: &MsgBuf, seq: u32) -> Result<Vec<Vec<u8>>, NfError> {
-        let mut answers = Vec::new();
-        self.sock.exchange(msg, |m: Msg<'_>| {
-            if m.seq != seq {
-                return Ok(false);
-            }
-            match m.kind {
-                NLMSG_ERROR => m.ack().map(|()| true),
-                NLMSG_NOOP => Ok(false),
-                NLMSG_DONE => Ok(true),
-                _ => {
-                    answers.push(m.body.to_vec());
-                    // A GET without NLM_F_ACK has a single reply.
-                    Ok(true)
-                }
-            }
-        })?;
-        Ok(answers)
+        Ok(self.sock.request(msg, seq, Ends::Reply)?)
     }
 
     /// A batch whose message `seq` asked for an ack: done at that ack, or at
@@ -378,36 +361,7 @@ impl NfSocket {
     /// A dump: (type, body) of every message until `NLMSG_DONE`, retried
     /// when the kernel says the dump was interrupted by a change.
     fn dump(&mut self, build: impl Fn(&mut MsgBuf, u32)) -> Result<Vec<(u16, Vec<u8>)>, NfError> {
-        for _ in 0..DUMP_ATTEMPTS {
-            let seq = self.sock.next_seq();
-            let mut msg = MsgBuf::default();
-            build(&mut msg, seq);
-            let mut answers = Vec::new();
-            let mut interrupted = false;
-            self.sock.exchange(&msg, |m: Msg<'_>| {
-                if m.seq != seq {
-                    return Ok(false);
-                }
-                if m.flags & NLM_F_DUMP_INTR != 0 {
-                    interrupted = true;
-                }
-                match m.kind {
-                    NLMSG_DONE => Ok(true),
-                    NLMSG_ERROR => m.ack().map(|()| true),
-                    NLMSG_NOOP => Ok(false),
-                    _ => {
-                        answers.push((m.kind, m.body.to_vec()));
-                        Ok(false)
-                    }
-                }
-            })?;
-            if !interrupted {
-                return Ok(answers);
-            }
-        }
-        Err(NfError(NlError::Other(format!(
-            "an nf_tables dump was interrupted by concurrent changes {DUMP_ATTEMPTS} times"
-        ))))
+        Ok(self.sock.dump(build)?)
     }
 }
 
