@@ -1,73 +1,22 @@
 //! Work inside a pod's network namespace that is not netlink: sysctls
 //! (forwarding of a router pod) and the router pod's masquerade table.
 //!
-//! A sysctl is read and written on a short-lived thread that `setns`es into
-//! the pod's namespace: `/proc/sys/net` answers for the netns of the task
-//! that looks, so the thread sees the pod's values; the caller's thread
-//! never changes namespace. `nft` runs as a child that enters the pod's
-//! namespace between fork and exec.
+//! Both run on a short-lived thread inside the pod's namespace
+//! ([`Netns::run`]): `/proc/sys/net` answers for the netns of the task that
+//! looks, so the thread sees the pod's values, and `nft` started from that
+//! thread runs in the pod's namespace. The caller's thread never changes
+//! namespace.
 
-use std::fs::File;
-use std::io::{self, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-
-use nix::errno::Errno;
-use nix::sched::{CloneFlags, setns};
 
 use crate::error::{Error, Result, code};
+use crate::firewall::nftables::command::{self, NftFailure};
+use crate::netns::Netns;
 use crate::objects::Presence;
 
-fn open_netns(netns: Option<&Path>) -> Result<(File, PathBuf)> {
-    let Some(path) = netns else {
-        return Err(Error::new(
-            code::INVALID_ENV,
-            "a pod-side object needs the pod's network namespace (CNI_NETNS), and none was given",
-        ));
-    };
-    let file = File::open(path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => Error::new(
-            code::UNKNOWN_CONTAINER,
-            format!("network namespace {} does not exist", path.display()),
-        ),
-        _ => Error::io(
-            format_args!("opening network namespace {}", path.display()),
-            e,
-        ),
-    })?;
-    Ok((file, path.to_path_buf()))
-}
-
 /// Runs `f` on a thread inside the pod's network namespace.
-fn in_pod<T: Send + 'static>(
-    netns: Option<&Path>,
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    let (file, path) = open_netns(netns)?;
-    std::thread::Builder::new()
-        .name("gwsteer-podns".into())
-        .spawn(move || {
-            setns(&file, CloneFlags::CLONE_NEWNET).map_err(|errno| match errno {
-                Errno::EINVAL => Error::new(
-                    code::UNKNOWN_CONTAINER,
-                    format!(
-                        "network namespace {} is not a network namespace",
-                        path.display()
-                    ),
-                ),
-                other => Error::kernel(format!(
-                    "entering network namespace {}: {}",
-                    path.display(),
-                    io::Error::from(other)
-                )),
-            })?;
-            f()
-        })
-        .map_err(|e| Error::io("starting a thread to enter the pod's network namespace", e))?
-        .join()
-        .map_err(|_| Error::kernel("the thread inside the pod's network namespace panicked"))?
+fn in_pod<T: Send>(netns: Option<&Path>, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    Netns::open_pod(netns)?.run(f)
 }
 
 /// A pod sysctl's value.
@@ -108,51 +57,37 @@ pub(crate) fn find_nft() -> Result<PathBuf> {
     })
 }
 
-/// `nft ARGS` with `stdin` in network namespace `netns` (the node's own is
-/// given as its `/proc/self/ns/net`); the inner result is nft's stdout, or
-/// its complaint on stderr.
-pub(crate) fn nft_in(
+/// `nft ARGS` with `stdin` in the calling thread's network namespace; the
+/// inner result is nft's stdout, or its complaint on stderr.
+pub(crate) fn nft(args: &[&str], stdin: &str) -> Result<std::result::Result<String, String>> {
+    run_nft(&find_nft()?, args, stdin, "running nft")
+}
+
+/// [`nft`] in the pod's network namespace.
+fn nft_in(
     netns: Option<&Path>,
     args: &[&str],
     stdin: &str,
 ) -> Result<std::result::Result<String, String>> {
-    let (file, path) = open_netns(netns)?;
-    let fd = file.as_raw_fd();
-    let mut cmd = Command::new(find_nft()?);
-    cmd.args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // SAFETY: between fork and exec only setns(2), which is async-signal-safe;
-    // `file` outlives the spawn.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
+    let ns = Netns::open_pod(netns)?;
+    let nft = find_nft()?;
+    let running = format!("running nft in network namespace {}", ns.path().display());
+    ns.run(|| run_nft(&nft, args, stdin, &running))
+}
+
+fn run_nft(
+    nft: &Path,
+    args: &[&str],
+    stdin: &str,
+    running: &str,
+) -> Result<std::result::Result<String, String>> {
+    match command::run(nft, args, stdin.as_bytes()) {
+        Ok(out) => Ok(Ok(String::from_utf8_lossy(&out).into_owned())),
+        Err(NftFailure::Refused(stderr)) => Ok(Err(stderr)),
+        Err(NftFailure::Start(e)) => Err(Error::io(running, e)),
+        Err(NftFailure::Write(e)) => Err(Error::io("writing to nft", e)),
+        Err(NftFailure::Wait(e)) => Err(Error::io("waiting for nft", e)),
     }
-    let mut child = cmd.spawn().map_err(|e| {
-        Error::io(
-            format_args!("running nft in network namespace {}", path.display()),
-            e,
-        )
-    })?;
-    if let Some(mut input) = child.stdin.take() {
-        input
-            .write_all(stdin.as_bytes())
-            .map_err(|e| Error::io("writing to nft", e))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| Error::io("waiting for nft", e))?;
-    drop(file);
-    Ok(if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    })
 }
 
 /// The whole table in one transaction: made, or replaced if it drifted.

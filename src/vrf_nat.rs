@@ -14,15 +14,11 @@
 //! through the leak routes. Bit 31 of the conntrack mark is gwsteer's while
 //! `masquerade` is on (a `connmark` steering policy must not use it).
 
-use std::path::Path;
-
 use crate::error::{Error, Result};
 use crate::objects::Presence;
 
 /// The conntrack mark bit of connections that entered the VRF by its leg.
 pub const CT_MARK_BIT: u32 = 0x8000_0000;
-
-const NODE_NETNS: &str = "/proc/self/ns/net";
 
 pub fn table_name(vrf: &str) -> String {
     format!("gwsteer-vrf-{vrf}")
@@ -62,22 +58,14 @@ pub fn script(vrf: &str, leg: &str, uplinks: &[String]) -> String {
 
 pub fn ensure(vrf: &str, leg: &str, uplinks: &[String]) -> Result<()> {
     let table = table_name(vrf);
-    crate::podns::nft_in(
-        Some(Path::new(NODE_NETNS)),
-        &["-f", "-"],
-        &script(vrf, leg, uplinks),
-    )?
-    .map(drop)
-    .map_err(|e| Error::kernel(format!("making nftables table inet {table}: {e}")))
+    crate::podns::nft(&["-f", "-"], &script(vrf, leg, uplinks))?
+        .map(drop)
+        .map_err(|e| Error::kernel(format!("making nftables table inet {table}: {e}")))
 }
 
 pub fn remove(vrf: &str) -> Result<()> {
     let table = table_name(vrf);
-    match crate::podns::nft_in(
-        Some(Path::new(NODE_NETNS)),
-        &["delete", "table", "inet", &table],
-        "",
-    )? {
+    match crate::podns::nft(&["delete", "table", "inet", &table], "")? {
         Ok(_) => Ok(()),
         Err(e) if e.contains("No such file") => Ok(()),
         Err(e) => Err(Error::kernel(format!(
@@ -88,11 +76,7 @@ pub fn remove(vrf: &str) -> Result<()> {
 
 pub fn observe(vrf: &str) -> Result<Presence> {
     let table = table_name(vrf);
-    match crate::podns::nft_in(
-        Some(Path::new(NODE_NETNS)),
-        &["-j", "list", "table", "inet", &table],
-        "",
-    )? {
+    match crate::podns::nft(&["-j", "list", "table", "inet", &table], "")? {
         Ok(text) if text.contains("\"masquerade\"") => Ok(Presence::Present),
         Ok(_) => Ok(Presence::Drifted("no masquerade rule".into())),
         Err(e) if e.contains("No such file") => Ok(Presence::Missing),

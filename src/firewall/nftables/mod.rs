@@ -19,6 +19,7 @@
 //! so it (and every `nft`/`iptables` child) works in the namespace that
 //! thread is in.
 
+pub(crate) mod command;
 mod legacy;
 mod nfnl;
 mod ruleset;
@@ -29,13 +30,12 @@ mod testlab;
 #[cfg(test)]
 mod tests;
 
-use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 
+use self::command::NftFailure;
 use self::nfnl::{ElemOp, NFPROTO_INET, NFPROTO_IPV4, NFPROTO_IPV6, NfError, NfSocket};
 use self::ruleset::{
     FAMILY, Plan, TABLE_PREFIX, TableView, exemption_plan, member_set, policy_plan, table_name,
@@ -173,29 +173,14 @@ impl Nftables {
     /// `nft -j -f -` with `input` on stdin; its standard output.
     fn nft(&mut self, input: &Value) -> Result<Vec<u8>> {
         self.nft_runs += 1;
-        let mut child = Command::new(&self.nft)
-            .args(["-j", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| fw_error(format!("running {}: {e}", self.nft.display())))?;
-        // nft reads all of its input before it writes anything, so writing
-        // first and then collecting the output cannot deadlock.
-        let written = match child.stdin.take() {
-            Some(mut stdin) => stdin.write_all(input.to_string().as_bytes()),
-            None => Ok(()),
-        };
-        let out = child
-            .wait_with_output()
-            .map_err(|e| fw_error(format!("waiting for nft: {e}")))?;
-        if !out.status.success() {
-            return Err(fw_error(
-                String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            ));
-        }
-        written.map_err(|e| fw_error(format!("writing to nft: {e}")))?;
-        Ok(out.stdout)
+        command::run(&self.nft, &["-j", "-f", "-"], input.to_string().as_bytes()).map_err(|e| {
+            fw_error(match e {
+                NftFailure::Start(e) => format!("running {}: {e}", self.nft.display()),
+                NftFailure::Wait(e) => format!("waiting for nft: {e}"),
+                NftFailure::Write(e) => format!("writing to nft: {e}"),
+                NftFailure::Refused(stderr) => stderr,
+            })
+        })
     }
 
     // ---- members: the per-pod hot path, netlink only ----
