@@ -2,11 +2,12 @@
 //! the handful of messages gwsteer's hot paths need, so that a pod's set
 //! membership and the "is this policy still intact?" check never exec `nft`.
 //!
-//! One blocking socket ([`crate::firewall::nfnl`], which also has the wire
-//! format), opened on the calling thread, connected to the kernel, with
-//! extended acks and a receive timeout. Requests are strictly one at a
-//! time; answers are matched by sequence number, so a late answer to an
-//! earlier request that timed out is skipped.
+//! The one blocking netlink socket ([`crate::nl`], opened for nfnetlink by
+//! [`crate::firewall::nfnl`], which also has the wire format), opened on
+//! the calling thread, connected to the kernel, with extended acks and a
+//! receive timeout. Requests are strictly one at a time; answers are
+//! matched by sequence number, so a late answer to an earlier request that
+//! timed out is skipped.
 
 use std::fmt;
 use std::io;
