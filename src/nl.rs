@@ -448,7 +448,8 @@ impl Socket {
 
     /// A typed request (`netlink-packet-route` and the like): `payload`
     /// with header `flags`, answered up to `ends` (dumps retried); the
-    /// payloads of the answer. A message that does not parse is skipped.
+    /// payloads of the answer. A dumped message that does not parse is
+    /// skipped (and logged); a single reply that does not is an error.
     pub fn ask<T>(&mut self, payload: &T, flags: u16, ends: Ends) -> Result<Vec<T>, NlError>
     where
         T: NetlinkSerializable + NetlinkDeserializable + Clone + fmt::Debug,
@@ -472,19 +473,25 @@ impl Socket {
                 self.request(&encode(seq), seq, ends)?.messages
             }
         };
-        Ok(messages
-            .iter()
-            .filter_map(|bytes| match NetlinkMessage::<T>::deserialize(bytes) {
-                Ok(msg) => match msg.payload {
-                    NetlinkPayload::InnerMessage(inner) => Some(inner),
-                    _ => None,
-                },
-                Err(e) => {
-                    log::debug!("skipping a netlink message that does not parse: {e}");
-                    None
+        let mut answer = Vec::with_capacity(messages.len());
+        for bytes in &messages {
+            match NetlinkMessage::<T>::deserialize(bytes) {
+                Ok(msg) => {
+                    if let NetlinkPayload::InnerMessage(inner) = msg.payload {
+                        answer.push(inner);
+                    }
                 }
-            })
-            .collect())
+                // The one reply asked for: without it there is no answer.
+                Err(e) if ends == Ends::Reply => {
+                    return Err(NlError::Other(format!(
+                        "the kernel's answer does not parse: {e}"
+                    )));
+                }
+                // One entry of a dump: the others still count.
+                Err(e) => log::warn!("skipping a netlink message that does not parse: {e}"),
+            }
+        }
+        Ok(answer)
     }
 }
 
@@ -513,7 +520,160 @@ fn set_receive_timeout(sock: &RawSocket, timeout: Duration) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use netlink_packet_core::NLM_F_EXCL;
+    use netlink_packet_route::RouteNetlinkMessage;
+    use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+    use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
+
     use super::*;
+
+    /// Runs `f` on a thread in a fresh network namespace (just `lo`).
+    fn in_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let thread = std::thread::spawn(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                .expect("unshare(CLONE_NEWNET): these tests run as root");
+            f()
+        });
+        match thread.join() {
+            Ok(v) => v,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    fn route_socket() -> Socket {
+        let mut sock = Socket::open(NETLINK_ROUTE, 0).unwrap();
+        sock.connect_kernel(Duration::from_secs(5)).unwrap();
+        sock.set_strict_check().unwrap();
+        sock
+    }
+
+    fn link_names(answer: &[RouteNetlinkMessage]) -> Vec<String> {
+        answer
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(link) => {
+                    link.attributes.iter().find_map(|a| match a {
+                        LinkAttribute::IfName(name) => Some(name.clone()),
+                        _ => None,
+                    })
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_kernel_answers_gets_dumps_and_refusals_with_their_reason() {
+        in_netns(|| {
+            let mut sock = route_socket();
+            let dumped = sock
+                .ask(
+                    &RouteNetlinkMessage::GetLink(LinkMessage::default()),
+                    NLM_F_REQUEST | NLM_F_DUMP,
+                    Ends::Done,
+                )
+                .unwrap();
+            assert_eq!(link_names(&dumped), ["lo"]);
+
+            let mut lo = LinkMessage::default();
+            lo.header.index = 1;
+            let got = sock
+                .ask(
+                    &RouteNetlinkMessage::GetLink(lo),
+                    NLM_F_REQUEST,
+                    Ends::Reply,
+                )
+                .unwrap();
+            assert_eq!(link_names(&got), ["lo"]);
+
+            let mut gone = LinkMessage::default();
+            gone.header.index = 4242;
+            let err = sock
+                .ask(
+                    &RouteNetlinkMessage::GetLink(gone),
+                    NLM_F_REQUEST,
+                    Ends::Reply,
+                )
+                .unwrap_err();
+            assert_eq!(err.errno(), Some(libc::ENODEV), "{err:?}");
+
+            // A route via a gateway on no connected network: refused, and
+            // the extended ack says why.
+            let mut route = RouteMessage::default();
+            route.header.address_family = netlink_packet_route::AddressFamily::Inet;
+            route.header.table = 254;
+            route.header.kind = netlink_packet_route::route::RouteType::Unicast;
+            route
+                .attributes
+                .push(RouteAttribute::Gateway(RouteAddress::Inet(
+                    "192.0.2.1".parse().unwrap(),
+                )));
+            let err = sock
+                .ask(
+                    &RouteNetlinkMessage::NewRoute(route),
+                    NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+                    Ends::Ack,
+                )
+                .unwrap_err();
+            match err {
+                NlError::Kernel { errno, ext } => {
+                    assert_eq!(errno, libc::ENETUNREACH);
+                    assert!(ext.is_some_and(|t| !t.is_empty()), "no extended ack text");
+                }
+                other => panic!("{other:?}"),
+            }
+        });
+    }
+
+    #[test]
+    fn a_late_answer_to_an_earlier_request_is_skipped() {
+        in_netns(|| {
+            let mut sock = route_socket();
+            let encode = |seq: u32, index: u32| {
+                let mut link = LinkMessage::default();
+                link.header.index = index;
+                let mut msg = NetlinkMessage::new(
+                    NetlinkHeader::default(),
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::GetLink(link)),
+                );
+                msg.header.flags = NLM_F_REQUEST;
+                msg.header.sequence_number = seq;
+                msg.finalize();
+                let mut bytes = vec![0; msg.buffer_len()];
+                msg.serialize(&mut bytes);
+                bytes
+            };
+            // An unanswered request (a refusal: no such device) is still
+            // queued when the next one is asked.
+            let first = sock.next_seq();
+            sock.send(&encode(first, 4242)).unwrap();
+            let seq = sock.next_seq();
+            let answer = sock.request(&encode(seq, 1), seq, Ends::Reply).unwrap();
+            assert_eq!(answer.messages.len(), 1);
+            assert_eq!(Msg::of(&answer.messages[0]).unwrap().seq, seq);
+        });
+    }
+
+    #[test]
+    fn nfnetlink_uses_the_same_socket() {
+        in_netns(|| {
+            // NFT_MSG_GETGEN: the cheapest question nf_tables answers.
+            let mut sock = Socket::open(NETLINK_NETFILTER, 0).unwrap();
+            sock.connect_kernel(Duration::from_secs(5)).unwrap();
+            let seq = sock.next_seq();
+            let mut bytes = Vec::new();
+            bytes.extend_from_slice(&20u32.to_ne_bytes());
+            bytes.extend_from_slice(&((10u16 << 8) | 16).to_ne_bytes());
+            bytes.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+            bytes.extend_from_slice(&seq.to_ne_bytes());
+            bytes.extend_from_slice(&0u32.to_ne_bytes());
+            bytes.extend_from_slice(&[0, 0, 0, 0]);
+            let answer = sock.request(&bytes, seq, Ends::Reply).unwrap();
+            assert_eq!(answer.messages.len(), 1);
+            let msg = Msg::of(&answer.messages[0]).unwrap();
+            assert_eq!(msg.kind, (10 << 8) | 15, "NFT_MSG_NEWGEN");
+        });
+    }
 
     /// An `NLMSG_ERROR` with `flags` and `body` (code onwards).
     fn error_msg(flags: u16, body: &[u8]) -> Msg<'_> {
