@@ -166,3 +166,108 @@ pub fn observe_masquerade(netns: Option<&Path>, ifname: &str) -> Result<Presence
         ))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A named netns (`ip netns add`), deleted on drop, also when a test fails.
+    struct NamedNetns(String);
+
+    impl NamedNetns {
+        fn new(tag: &str) -> NamedNetns {
+            static SEQ: AtomicUsize = AtomicUsize::new(0);
+            let name = format!(
+                "gwsteer-podnstest-{}-{tag}-{}",
+                std::process::id(),
+                SEQ.fetch_add(1, Ordering::Relaxed)
+            );
+            let out = Command::new("ip")
+                .args(["netns", "add", &name])
+                .output()
+                .expect("running ip");
+            assert!(out.status.success(), "{out:?}");
+            NamedNetns(name)
+        }
+
+        fn path(&self) -> PathBuf {
+            PathBuf::from("/run/netns").join(&self.0)
+        }
+
+        /// `nft ARGS` in this namespace, by `ip netns exec`.
+        fn nft(&self, args: &[&str]) -> std::process::Output {
+            Command::new("ip")
+                .args(["netns", "exec", &self.0, "nft"])
+                .args(args)
+                .output()
+                .expect("running ip netns exec")
+        }
+    }
+
+    impl Drop for NamedNetns {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+
+    #[test]
+    fn the_router_masquerade_and_sysctls_live_in_the_pod_namespace() {
+        let pod = NamedNetns::new("pod");
+        let other = NamedNetns::new("other");
+        let path = pod.path();
+        let table = "gwsteer-router-net1";
+
+        assert_eq!(
+            observe_masquerade(Some(&path), "net1").unwrap(),
+            Presence::Missing
+        );
+        ensure_masquerade(Some(&path), "net1").unwrap();
+        let listed = pod.nft(&["list", "table", "inet", table]);
+        assert!(listed.status.success(), "{listed:?}");
+        assert!(
+            !other
+                .nft(&["list", "table", "inet", table])
+                .status
+                .success()
+        );
+        assert_eq!(
+            observe_masquerade(Some(&path), "net1").unwrap(),
+            Presence::Present
+        );
+        remove_masquerade(Some(&path), "net1").unwrap();
+        assert!(!pod.nft(&["list", "table", "inet", table]).status.success());
+        assert_eq!(
+            observe_masquerade(Some(&path), "net1").unwrap(),
+            Presence::Missing
+        );
+        remove_masquerade(Some(&path), "net1").unwrap();
+
+        // The pod's value changes; the other namespace's does not.
+        let key = "net.ipv4.ip_forward";
+        let others = read_sysctl(Some(&other.path()), key).unwrap();
+        for value in ["0", "1", "0"] {
+            write_sysctl(Some(&path), key, value).unwrap();
+            assert_eq!(read_sysctl(Some(&path), key).unwrap(), value);
+            assert_eq!(
+                observe_sysctl(Some(&path), key, value).unwrap(),
+                Presence::Present
+            );
+            assert_eq!(read_sysctl(Some(&other.path()), key).unwrap(), others);
+        }
+        assert!(matches!(
+            observe_sysctl(Some(&path), key, "1").unwrap(),
+            Presence::Drifted(_)
+        ));
+
+        // A pod that is gone is told apart from a failure.
+        let gone = other.path();
+        drop(other);
+        let err = ensure_masquerade(Some(&gone), "net1").unwrap_err();
+        assert_eq!(err.code, code::UNKNOWN_CONTAINER, "{err}");
+        let err = read_sysctl(Some(&gone), key).unwrap_err();
+        assert_eq!(err.code, code::UNKNOWN_CONTAINER, "{err}");
+    }
+}

@@ -85,3 +85,51 @@ pub fn observe(vrf: &str) -> Result<Presence> {
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    use super::*;
+
+    /// Runs `f` on a thread in a fresh network namespace; `nft` children
+    /// started from it run there too.
+    fn in_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let thread = std::thread::spawn(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                .expect("unshare(CLONE_NEWNET): these tests run as root");
+            f()
+        });
+        match thread.join() {
+            Ok(v) => v,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    fn tables_here() -> String {
+        let out = Command::new("nft")
+            .args(["list", "tables"])
+            .output()
+            .expect("running nft");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    #[test]
+    fn the_table_is_made_and_removed_in_the_callers_namespace() {
+        in_netns(|| {
+            assert_eq!(observe("t0").unwrap(), Presence::Missing);
+            ensure("t0", "gwl-vrf", &["up0".to_string(), "up1".to_string()]).unwrap();
+            assert!(tables_here().contains("table inet gwsteer-vrf-t0"));
+            assert_eq!(observe("t0").unwrap(), Presence::Present);
+            // Idempotent: a second ensure leaves one table, one masquerade.
+            ensure("t0", "gwl-vrf", &["up0".to_string(), "up1".to_string()]).unwrap();
+            assert_eq!(observe("t0").unwrap(), Presence::Present);
+            remove("t0").unwrap();
+            assert!(!tables_here().contains("gwsteer-vrf-t0"));
+            assert_eq!(observe("t0").unwrap(), Presence::Missing);
+            // Removing what is gone succeeds.
+            remove("t0").unwrap();
+        });
+    }
+}
