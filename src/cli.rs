@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 
 use crate::config::DEFAULT_STATE_DIR;
+use crate::engine::{self as verbs, LOCK_WAIT};
 use crate::error::Result;
 use crate::objects::{Kernel, Object, Presence};
 use crate::store::{self, Store};
-use crate::verbs::{self, LOCK_WAIT};
 
 const USAGE: &str = "usage: gwsteer <command> [options]
 
@@ -61,7 +61,7 @@ fn parse(args: &[String]) -> std::result::Result<Opts, String> {
                 let text = it
                     .next()
                     .ok_or("--interval needs a duration (500ms, 30s, 5m)")?;
-                opts.interval = Some(crate::reconcile::parse_interval(text)?);
+                opts.interval = Some(crate::ops::reconcile::parse_interval(text)?);
             }
             "--state-dir" => {
                 opts.state_dir = it
@@ -283,7 +283,7 @@ fn reconcile(opts: &Opts) -> Result<i32> {
     let every = opts.interval.unwrap_or(std::time::Duration::from_secs(60));
     loop {
         let mut kernel = verbs::new_kernel(None)?;
-        let outcome = crate::reconcile::round(&opts.state_dir, opts.dry_run, kernel.as_mut());
+        let outcome = crate::ops::reconcile::round(&opts.state_dir, opts.dry_run, kernel.as_mut());
         if let Ok(round) = &outcome {
             for line in &round.changes {
                 println!("{line}");

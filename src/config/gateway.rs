@@ -1,8 +1,8 @@
 //! `gatewayNetwork` (CONTRACT 3.2): the shared L2 segment between client
 //! pods and a router pod. Parsed and validated here, with field paths; what
 //! only the node can say (the underlay device, its MTU, which `remotes` are
-//! this node's own) is resolved at ADD and CHECK by [`crate::gateway::resolve`]
-//! into [`NodeFacts`].
+//! this node's own) is collected at ADD and CHECK by `facts::collect` into
+//! `plan::GatewayFacts`.
 
 use std::net::IpAddr;
 
@@ -79,29 +79,6 @@ pub struct GatewayNetwork {
     pub routes: Vec<IpNet>,
     pub keep: Vec<IpNet>,
     pub masquerade: bool,
-    /// What the node says, filled in at ADD and CHECK; `None` while only
-    /// the configuration is known (unit tests, DEL by plan).
-    pub node: Option<NodeFacts>,
-}
-
-/// Node facts a gateway network's plan needs.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct NodeFacts {
-    /// The pod's interface on this network (`CNI_IFNAME`).
-    pub ifname: String,
-    /// The host end of the pod's veth (from prevResult), if the primary said.
-    pub host_veth: Option<String>,
-    /// The VXLAN's underlay device (resolved from the default route if not given).
-    pub underlay: Option<String>,
-    /// The MTU for the VXLAN, bridge, host veth and pod interface; `None`:
-    /// leave MTUs alone.
-    pub mtu: Option<u32>,
-    /// `remotes` less this node's own addresses.
-    pub remotes: Vec<IpAddr>,
-    /// The VXLAN's source address: a global IPv6 address of the underlay
-    /// over an IPv6 underlay (it also makes the VXLAN an IPv6 one); `None`
-    /// over IPv4, where the kernel picks the source by route.
-    pub local: Option<IpAddr>,
 }
 
 const KEYS: &[&str] = &[
@@ -327,7 +304,6 @@ pub fn parse<'a>(v: &At<'a>) -> Result<(GatewayNetwork, Option<At<'a>>)> {
         routes,
         keep,
         masquerade,
-        node: None,
     };
     Ok((gw, o.get("masqueradeExemption")))
 }

@@ -1,6 +1,22 @@
 use serde_json::{Value, json};
 
 use super::*;
+use crate::engine::capture;
+use crate::error::{Error, Result, code};
+use crate::facts::{host_veth, pick_source_v6};
+use crate::kernel::Kernel;
+use crate::model::{Record, SCHEMA};
+use crate::netlink::V6Address;
+use crate::plan::Facts;
+use std::net::Ipv6Addr;
+
+/// Facts with the nftables backend and these gateway facts.
+fn nft(gateway: GatewayFacts) -> Facts {
+    Facts {
+        firewall: Some(crate::firewall::Backend::Nftables),
+        gateway: Some(gateway),
+    }
+}
 use crate::cni::result::PodAddress;
 use crate::config::gateway::Vxlan;
 
@@ -252,23 +268,18 @@ fn pod(addr: &str) -> Pod {
     }
 }
 
-fn planned(mut v: Value, facts: NodeFacts) -> Plan {
+fn planned(mut v: Value, facts: GatewayFacts) -> Plan {
     v["firewallBackend"] = json!("nftables");
-    let mut c = Config::from_value(&v).unwrap();
-    c.gateway.as_mut().unwrap().node = Some(facts);
-    crate::plan::plan(
-        &c,
-        &pod("192.168.50.7/24"),
-        Some(crate::firewall::Backend::Nftables),
-    )
+    let c = Config::from_value(&v).unwrap();
+    crate::plan::plan(&c, &pod("192.168.50.7/24"), &nft(facts))
 }
 
 fn texts(objs: &[Object]) -> Vec<String> {
     objs.iter().map(|o| o.to_string()).collect()
 }
 
-fn facts() -> NodeFacts {
-    NodeFacts {
+fn facts() -> GatewayFacts {
+    GatewayFacts {
         ifname: "net1".into(),
         host_veth: Some("veth1234".into()),
         underlay: Some("eth0".into()),
@@ -314,7 +325,7 @@ fn a_router_pod_on_a_multicast_vxlan() {
     v["args"] = json!({"cni": {"gwsteer": {"role": "router"}}});
     let p = planned(
         v,
-        NodeFacts {
+        GatewayFacts {
             remotes: vec![],
             ..facts()
         },
@@ -341,9 +352,9 @@ fn a_router_pod_on_a_multicast_vxlan() {
 fn role_none_and_no_vxlan_leave_the_pod_alone() {
     let p = planned(
         conf(json!({"role": "none"})),
-        NodeFacts {
+        GatewayFacts {
             ifname: "net1".into(),
-            ..NodeFacts::default()
+            ..GatewayFacts::default()
         },
     );
     assert!(p.pod_objects.is_empty(), "{:?}", texts(&p.pod_objects));
@@ -516,8 +527,8 @@ fn routers_of_both_families_and_their_default_routes() {
     assert_eq!(some.keep.len(), 2);
 }
 
-fn facts_v6() -> NodeFacts {
-    NodeFacts {
+fn facts_v6() -> GatewayFacts {
+    GatewayFacts {
         ifname: "net1".into(),
         host_veth: Some("veth1234".into()),
         underlay: Some("under0".into()),
@@ -527,11 +538,10 @@ fn facts_v6() -> NodeFacts {
     }
 }
 
-fn planned_for(mut v: Value, facts: NodeFacts, pod: &Pod) -> Plan {
+fn planned_for(mut v: Value, facts: GatewayFacts, pod: &Pod) -> Plan {
     v["firewallBackend"] = json!("nftables");
-    let mut c = Config::from_value(&v).unwrap();
-    c.gateway.as_mut().unwrap().node = Some(facts);
-    crate::plan::plan(&c, pod, Some(crate::firewall::Backend::Nftables))
+    let c = Config::from_value(&v).unwrap();
+    crate::plan::plan(&c, pod, &nft(facts))
 }
 
 fn dual_stack_pod() -> Pod {
@@ -585,7 +595,7 @@ fn an_ipv6_only_client_keeps_only_ipv6_and_a_router_forwards_both() {
             json!({"router": "fd00:50::fe", "keep": ["10.96.0.0/12", "fd00:96::/108"],
             "vxlan": {"vni": 42, "group": "ff05::42"}}),
         ),
-        NodeFacts {
+        GatewayFacts {
             remotes: vec![],
             ..facts_v6()
         },

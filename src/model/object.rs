@@ -1,7 +1,4 @@
-//! The small vocabulary of kernel objects gwsteer owns. Each object is plain
-//! data (serialised into the state store) and is made real, removed or
-//! observed through a [`Kernel`] backend, so planning and the verbs never
-//! speak netlink themselves and tests can fake the kernel.
+//! Every kind of object gwsteer can own, and what the kernel holds for one.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -9,143 +6,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
-
-/// Routing protocol number stamped on every rule and route gwsteer creates
-/// (`ip rule`/`ip route` show it as `proto 211`, or `proto gwsteer` with
-/// install/rt_protos.d/gwsteer.conf). DEL, GC, reconcile and cleanup only
-/// ever touch objects that carry it.
-pub const RTPROT_GWSTEER: u8 = 211;
-
-/// The main routing table.
-pub const TABLE_MAIN: u32 = 254;
-
-#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
-pub enum Family {
-    #[serde(rename = "inet")]
-    V4,
-    #[serde(rename = "inet6")]
-    V6,
-}
-
-impl Family {
-    pub fn of(ip: &IpAddr) -> Family {
-        match ip {
-            IpAddr::V4(_) => Family::V4,
-            IpAddr::V6(_) => Family::V6,
-        }
-    }
-
-    pub fn of_net(net: &IpNet) -> Family {
-        Family::of(&net.addr())
-    }
-}
-
-impl fmt::Display for Family {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Family::V4 => "inet",
-            Family::V6 => "inet6",
-        })
-    }
-}
-
-/// A policy routing rule, `ip rule add [from SRC] [to DST] [fwmark M/MASK]
-/// [iif DEV] priority P lookup TABLE proto gwsteer`.
-#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Hash, Debug)]
-#[serde(rename_all = "camelCase")]
-pub struct RuleSpec {
-    pub family: Family,
-    pub priority: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub src: Option<IpNet>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dst: Option<IpNet>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fwmark: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fwmask: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iif: Option<String>,
-    pub table: u32,
-}
-
-/// One nexthop of a route. `weight` is 1…256 as `ip route` prints it.
-#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Hash, Debug)]
-#[serde(rename_all = "camelCase")]
-pub struct NextHop {
-    pub via: IpAddr,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dev: Option<String>,
-    #[serde(default = "default_weight")]
-    pub weight: u16,
-}
-
-fn default_weight() -> u16 {
-    1
-}
-
-#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Hash, Debug)]
-#[serde(rename_all = "lowercase")]
-pub enum RouteKind {
-    Unicast,
-    Unreachable,
-}
-
-/// A route in a table: `ip route replace DST table T [via … dev …|nexthop …]
-/// proto gwsteer`. One nexthop is a plain route; several a multipath route.
-/// A route with no nexthops and a `dev` is a device route (`dev X scope link`).
-#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Hash, Debug)]
-#[serde(rename_all = "camelCase")]
-pub struct RouteSpec {
-    pub dst: IpNet,
-    pub table: u32,
-    pub kind: RouteKind,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub nexthops: Vec<NextHop>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dev: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metric: Option<u32>,
-}
-
-impl RouteSpec {
-    pub fn family(&self) -> Family {
-        Family::of_net(&self.dst)
-    }
-
-    /// Where the kernel keys the route: table, destination network and the
-    /// metric it stores (IPv6 stores 1024 for "none"). Two routes in one
-    /// slot cannot coexist; `ensure` replaces whatever holds the slot.
-    pub fn slot(&self) -> (u32, IpNet, u32) {
-        let metric = match (self.family(), self.metric.unwrap_or(0)) {
-            (Family::V6, 0) => 1024,
-            (_, m) => m,
-        };
-        (self.table, self.dst.trunc(), metric)
-    }
-}
-
-impl RuleSpec {
-    /// The rule as the kernel compares and reports it: empty selectors
-    /// (`/0`) dropped, a mark without a mask has the full mask, no mark at
-    /// all is no mark. Equal canonical forms are the same kernel rule.
-    pub fn canonical(&self) -> RuleSpec {
-        let nonempty = |n: Option<IpNet>| n.filter(|n| n.prefix_len() > 0);
-        let fwmask = self.fwmask.filter(|m| *m != u32::MAX);
-        let fwmark = match (self.fwmark, fwmask) {
-            (Some(0) | None, None) => None,
-            (mark, _) => Some(mark.unwrap_or(0)),
-        };
-        RuleSpec {
-            src: nonempty(self.src),
-            dst: nonempty(self.dst),
-            fwmark,
-            fwmask,
-            ..self.clone()
-        }
-    }
-}
+use super::{RouteSpec, RuleSpec};
 
 /// Which network namespace an object lives in.
 #[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
@@ -192,7 +53,7 @@ pub enum Object {
     },
     /// Gateway network infrastructure in the node: a bridge or a VXLAN,
     /// made if absent (marked as gwsteer's), kept up at its MTU.
-    Link { link: crate::links::LinkSpec },
+    Link { link: super::LinkSpec },
     /// An address on a node link gwsteer made (a VRF leg):
     /// `ip addr add ADDR dev DEV` (IPv6 `nodad`).
     Address { dev: String, addr: IpNet },
@@ -206,7 +67,7 @@ pub enum Object {
     },
     /// `vrf.masquerade`: pod traffic leaving VRF `vrf` by `uplinks` is
     /// masqueraded (nftables table `inet gwsteer-vrf-<vrf>`, see
-    /// [`crate::vrf_nat`]).
+    /// `vrf_nat`).
     VrfMasquerade {
         vrf: String,
         leg: String,
@@ -232,7 +93,7 @@ pub enum Object {
     PodRoute {
         route: RouteSpec,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        previous: Option<crate::links::SavedRoute>,
+        previous: Option<super::SavedRoute>,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         keep: bool,
     },
@@ -357,84 +218,6 @@ impl Object {
     }
 }
 
-fn write_net(f: &mut fmt::Formatter<'_>, net: &IpNet) -> fmt::Result {
-    if net.prefix_len() == net.max_prefix_len() {
-        write!(f, "{}", net.addr())
-    } else {
-        write!(f, "{net}")
-    }
-}
-
-impl fmt::Display for RuleSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} rule {}:", self.family, self.priority)?;
-        match &self.src {
-            Some(src) => {
-                f.write_str(" from ")?;
-                write_net(f, src)?;
-            }
-            None => f.write_str(" from all")?,
-        }
-        if let Some(dst) = &self.dst {
-            f.write_str(" to ")?;
-            write_net(f, dst)?;
-        }
-        if let Some(mark) = self.fwmark {
-            write!(f, " fwmark {mark:#x}")?;
-            if let Some(mask) = self.fwmask {
-                write!(f, "/{mask:#x}")?;
-            }
-        }
-        if let Some(iif) = &self.iif {
-            write!(f, " iif {iif}")?;
-        }
-        match self.table {
-            TABLE_MAIN => f.write_str(" lookup main"),
-            t => write!(f, " lookup {t}"),
-        }
-    }
-}
-
-impl fmt::Display for RouteSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} route ", self.family())?;
-        if self.kind == RouteKind::Unreachable {
-            f.write_str("unreachable ")?;
-        }
-        if self.dst.prefix_len() == 0 {
-            f.write_str("default")?;
-        } else {
-            write_net(f, &self.dst)?;
-        }
-        write!(f, " table {}", self.table)?;
-        match self.nexthops.as_slice() {
-            [] => {}
-            [one] => {
-                write!(f, " via {}", one.via)?;
-                if let Some(dev) = &one.dev {
-                    write!(f, " dev {dev}")?;
-                }
-            }
-            many => {
-                for nh in many {
-                    write!(f, " nexthop via {}", nh.via)?;
-                    if let Some(dev) = &nh.dev {
-                        write!(f, " dev {dev}")?;
-                    }
-                    write!(f, " weight {}", nh.weight)?;
-                }
-            }
-        }
-        if let Some(dev) = &self.dev {
-            write!(f, " dev {dev}")?;
-        }
-        if let Some(metric) = self.metric {
-            write!(f, " metric {metric}")?;
-        }
-        Ok(())
-    }
-}
-
 impl fmt::Display for Object {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let side = match self.side() {
@@ -513,80 +296,10 @@ pub enum Presence {
     Drifted(String),
 }
 
-/// The kernel, as gwsteer sees it. One implementation speaks netlink
-/// ([`crate::netlink::NetlinkKernel`]); tests may fake it.
-///
-/// `ensure` is idempotent (an existing identical object is success), `remove`
-/// treats an absent object as success, and `observe` never changes anything.
-pub trait Kernel {
-    fn ensure(&mut self, obj: &Object) -> Result<()>;
-    fn remove(&mut self, obj: &Object) -> Result<()>;
-    fn observe(&mut self, obj: &Object) -> Result<Presence>;
-    /// [`Kernel::observe`] of each object, in order; a backend may read
-    /// what several objects share (a routing table) once.
-    fn observe_all(&mut self, objs: &[&Object]) -> Result<Vec<Presence>> {
-        objs.iter().map(|o| self.observe(o)).collect()
-    }
-    /// Every rule in the node namespace carrying [`RTPROT_GWSTEER`], or
-    /// pointing at one of `tables` (imposters in owned tables' rules).
-    fn owned_rules(&mut self, tables: &[u32]) -> Result<Vec<RuleSpec>>;
-    /// Every route in `table` (node namespace), whoever made it, with the
-    /// protocol number it carries.
-    fn table_routes(&mut self, table: u32) -> Result<Vec<(RouteSpec, u8)>>;
-    /// `obj` completed with what ADD must read before changing anything
-    /// (the previous MTU, route or sysctl value that DEL puts back; a keep
-    /// route's nexthop); `None` when there is nothing to do for it.
-    fn capture(&mut self, obj: &Object) -> Result<Option<Object>> {
-        Ok(Some(obj.clone()))
-    }
-    /// An uplink's addresses and main-table routes before enslaving, as the
-    /// JSON a group keeps in `restore`; `None` if there is no such device.
-    fn capture_uplink(&mut self, dev: &str) -> Result<Option<String>> {
-        let _ = dev;
-        Ok(None)
-    }
-
-    /// Make an uplink as `obj` says, with what `saved` (from
-    /// [`Kernel::capture_uplink`]) says it had.
-    fn ensure_uplink(&mut self, obj: &Object, saved: Option<&str>) -> Result<()> {
-        let _ = saved;
-        self.ensure(obj)
-    }
-
-    /// Return an uplink to the default VRF with what it had before.
-    fn release_uplink(&mut self, obj: &Object, saved: Option<&str>) -> Result<()> {
-        let _ = saved;
-        self.remove(obj)
-    }
-
-    /// The current value of a node sysctl (to restore it later).
-    fn read_sysctl(&mut self, key: &str) -> Result<String> {
-        Err(crate::error::Error::kernel(format!(
-            "this backend cannot read sysctl {key}"
-        )))
-    }
-    /// Like [`Kernel::owned_rules`], with the protocol each rule carries, so
-    /// that gwsteer's own rules can be told from imposters.
-    fn rules_with_protocol(&mut self, tables: &[u32]) -> Result<Vec<(RuleSpec, u8)>> {
-        let _ = tables;
-        Err(crate::error::Error::kernel(
-            "this backend cannot list rules with their protocol",
-        ))
-    }
-    /// Remove a node rule or route that carries routing protocol `protocol`
-    /// (0: any), whoever made it: imposters in owned tables. `remove` only
-    /// ever touches objects carrying [`RTPROT_GWSTEER`].
-    fn remove_foreign(&mut self, obj: &Object, protocol: u8) -> Result<()> {
-        let _ = protocol;
-        Err(crate::error::Error::kernel(format!(
-            "this backend cannot remove {obj} made by someone else"
-        )))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::*;
 
     #[test]
     fn rule_display_reads_like_ip_rule() {
