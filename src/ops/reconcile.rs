@@ -469,6 +469,41 @@ pub fn round(state_dir: &Path, dry_run: bool, kernel: &mut dyn Kernel) -> Result
 }
 
 /// `30s`, `5m`, `500ms`, `1h`, or plain seconds.
+/// Without `--once`, rounds run every `--interval` (60 s, as
+/// metallb-node-route-agent's reconcile timer) until the process is stopped;
+/// a failed round is logged and the next one runs. Each change is printed
+/// on stdout and logged on stderr.
+pub fn run(
+    state_dir: &Path,
+    dry_run: bool,
+    once: bool,
+    interval: Option<std::time::Duration>,
+) -> Result<i32> {
+    let every = interval.unwrap_or(std::time::Duration::from_secs(60));
+    loop {
+        let mut kernel = verbs::new_kernel(None)?;
+        let outcome = round(state_dir, dry_run, kernel.as_mut());
+        if let Ok(round) = &outcome {
+            for line in &round.changes {
+                println!("{line}");
+            }
+            for line in &round.errors {
+                println!("problem: {line}");
+            }
+        }
+        if once {
+            return outcome.map(|round| if round.clean() { 0 } else { 1 });
+        }
+        if let Err(e) = outcome {
+            log::error!(
+                "reconcile round failed: {e}; next round in {} ms",
+                every.as_millis()
+            );
+        }
+        std::thread::sleep(every);
+    }
+}
+
 pub fn parse_interval(text: &str) -> std::result::Result<std::time::Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
