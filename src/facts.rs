@@ -215,3 +215,80 @@ pub fn status(config: &Config) -> Result<()> {
         Error::new(code::NOT_AVAILABLE, format!("vrf: {}", e.msg)).with_details(e.details)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn the_host_veth_is_the_primarys_interface_outside_the_pod() {
+        let prev = json!({"interfaces": [
+            {"name": "gwbr0", "mac": "aa:aa:aa:aa:aa:01"},
+            {"name": "veth42", "mac": "aa:aa:aa:aa:aa:02"},
+            {"name": "net1", "mac": "aa:aa:aa:aa:aa:03", "sandbox": "/run/netns/p"}
+        ]});
+        assert_eq!(host_veth(Some(&prev), "gwbr0"), Some("veth42".into()));
+        assert_eq!(host_veth(None, "gwbr0"), None);
+    }
+
+    fn v6(addr: &str, global: bool) -> V6Address {
+        V6Address {
+            addr: addr.parse().unwrap(),
+            prefix_len: 64,
+            global,
+            tentative: false,
+            dadfailed: false,
+            deprecated: false,
+            temporary: false,
+        }
+    }
+
+    #[test]
+    fn the_ipv6_source_is_a_usable_global_address_of_the_underlay() {
+        let ll = v6("fe80::1", false);
+        let a = v6("fd00:200::1", true);
+        let b = v6("2001:db8::1", true);
+        let ip = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        // Link-local never; the first global one.
+        assert_eq!(pick_source_v6(&[ll, a, b], &[]), Ok(ip("fd00:200::1")));
+        // The VXLAN's current one (or the kernel's choice) wins while usable.
+        assert_eq!(
+            pick_source_v6(&[ll, a, b], &[ip("2001:db8::1")]),
+            Ok(ip("2001:db8::1"))
+        );
+        assert_eq!(
+            pick_source_v6(&[ll, a], &[ip("2001:db8::1")]),
+            Ok(ip("fd00:200::1"))
+        );
+        // Tentative, deprecated, failed: unusable; temporary: only as a last resort.
+        let t = V6Address {
+            tentative: true,
+            ..a
+        };
+        let d = V6Address {
+            deprecated: true,
+            ..b
+        };
+        let f = V6Address {
+            dadfailed: true,
+            ..a
+        };
+        let tmp = V6Address {
+            temporary: true,
+            ..b
+        };
+        assert_eq!(pick_source_v6(&[tmp, a], &[]), Ok(ip("fd00:200::1")));
+        assert_eq!(pick_source_v6(&[t, tmp], &[]), Ok(ip("2001:db8::1")));
+        let why = pick_source_v6(&[ll, t, d, f], &[ip("fd00:200::1")]).unwrap_err();
+        assert_eq!(
+            why,
+            "it has fe80::1/64 (not global), fd00:200::1/64 tentative, 2001:db8::1/64 deprecated, fd00:200::1/64 dadfailed"
+        );
+        assert_eq!(
+            pick_source_v6(&[], &[]).unwrap_err(),
+            "it has no IPv6 address at all"
+        );
+    }
+}

@@ -577,7 +577,7 @@ impl NetlinkKernel {
 }
 
 /// Sysctls and firewall objects are not made over rtnetlink; see
-/// [`crate::system::System`], which routes each object to its backend.
+/// `System`, which routes each object to its backend.
 fn not_netlink(obj: &Object) -> Error {
     Error::kernel(format!("{obj} is not a netlink object"))
 }

@@ -2,6 +2,7 @@
 //! Nothing but the result or error JSON is ever written to stdout.
 
 pub mod names;
+pub mod reader;
 pub mod result;
 pub mod version;
 
@@ -121,8 +122,8 @@ impl Env {
         Ok(env)
     }
 
-    pub fn attachment(&self) -> crate::store::AttachmentId {
-        crate::store::AttachmentId {
+    pub fn attachment(&self) -> crate::model::AttachmentId {
+        crate::model::AttachmentId {
             container_id: self.container_id.clone(),
             ifname: self.ifname.clone(),
         }

@@ -8,8 +8,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::reader::At;
 use super::{Role, ifname};
+use crate::cni::reader::At;
 use crate::error::{Error, Result};
 use crate::objects::Family;
 
@@ -200,7 +200,7 @@ fn parse_routers(v: &At) -> Result<Vec<IpAddr>> {
     if !v.value.is_array() {
         return Err(v.err(format!(
             "expected an IP address or a list of one per address family, found {}",
-            super::reader::show(v.value)
+            crate::cni::reader::show(v.value)
         )));
     }
     let list = v.list_of(one)?;
@@ -340,3 +340,6 @@ impl GatewayNetwork {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -3,7 +3,7 @@
 //! validated [`Config`]. Every error names the field by path.
 
 pub mod gateway;
-pub mod reader;
+
 pub mod vrf;
 
 use std::collections::BTreeSet;
@@ -13,10 +13,10 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 use serde_json::Value;
 
+use crate::cni::reader::{self, At, Obj};
 use crate::cni::version::CniVersion;
 use crate::error::{Error, Result, code};
 use crate::objects::Family;
-use reader::{At, Obj};
 
 pub const DEFAULT_STATE_DIR: &str = "/run/cni/gwsteer";
 

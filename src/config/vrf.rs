@@ -10,8 +10,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::reader::{At, show};
 use super::{Gateway, ifname, parse_gateway};
+use crate::cni::reader::{At, show};
 use crate::error::{Error, Result};
 use crate::objects::Family;
 

@@ -1,6 +1,6 @@
 //! What the state store keeps: one record per attachment (its own objects
 //! and the node groups it holds) and the node groups themselves. Plain
-//! values; `crate::store` reads and writes them.
+//! values; the store reads and writes them.
 
 use std::collections::BTreeMap;
 

@@ -1,6 +1,6 @@
 //! What gwsteer owns, as plain values: every kernel object it makes is one
 //! of these, serialised into the state store and made real, removed or
-//! observed through a `Kernel` backend (`crate::kernel`), so planning
+//! observed through the kernel layer's `Kernel` backend, so planning
 //! and the verbs never speak netlink themselves and tests can fake the
 //! kernel. `Display` of every object reads like the `ip`/`nft` command
 //! that would make it. No I/O here.

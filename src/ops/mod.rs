@@ -1,5 +1,5 @@
 //! The operator's commands (CONTRACT 6) beyond the CNI verbs: reconcile,
-//! show, cleanup, and explain. `crate::cli` parses argv into them.
+//! show, cleanup, and explain. The CLI parses argv into them.
 
 pub mod cleanup;
 pub mod reconcile;

@@ -30,7 +30,7 @@ pub fn is_infrastructure(key: &str) -> bool {
 }
 
 /// What the node says that a gateway network's plan needs (collected by
-/// `crate::facts`).
+/// the `facts` module).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct GatewayFacts {
     /// The pod's interface on this network (`CNI_IFNAME`).

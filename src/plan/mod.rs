@@ -1,7 +1,7 @@
 //! Planning: a pure function from (config, pod, facts) to the kernel objects
 //! the attachment needs. No I/O: what only the node can say (the firewall
 //! backend, the gateway network's underlay and MTU) comes in as [`Facts`],
-//! collected by `crate::facts`; the config is never rewritten. So every
+//! collected by the `facts` module; the config is never rewritten. So every
 //! verb, the CLI and the unit tests see the same answer.
 //!
 //! One file per feature: [`steering`] (CONTRACT 3.1 and the masquerade
@@ -41,7 +41,7 @@ pub struct Plan {
     pub groups: Vec<NodeGroup>,
 }
 
-/// What the node says, collected by `crate::facts` before planning.
+/// What the node says, collected by the `facts` module before planning.
 /// `Facts::default()` (nothing known) is what DEL by plan and the unit tests
 /// use.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
