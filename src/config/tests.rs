@@ -1,6 +1,9 @@
 use serde_json::{Value, json};
 
+use super::steering::parse_mark;
 use super::*;
+use crate::cni::reader::At;
+use crate::model::Family;
 
 fn base() -> Value {
     json!({

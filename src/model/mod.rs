@@ -29,6 +29,11 @@ use serde::{Deserialize, Serialize};
 /// ever touch objects that carry it.
 pub const RTPROT_GWSTEER: u8 = 211;
 
+/// Bit 31 of the conntrack mark is the VRF's while `vrf.masquerade` is on:
+/// it marks connections that started on the VRF leg, which the VRF's nat
+/// chain masquerades (a `connmark` policy must not use it).
+pub const VRF_CT_MARK_BIT: u32 = 0x8000_0000;
+
 /// The main routing table.
 pub const TABLE_MAIN: u32 = 254;
 

@@ -15,8 +15,8 @@ use crate::store::{self, Store};
 pub fn run(state_dir: &Path, dry_run: bool) -> Result<i32> {
     let mut kernel = new_kernel(None)?;
     let mut tables = Vec::new();
-    for network in store::networks(&state_dir)? {
-        let store = Store::open(&state_dir, &network, LOCK_WAIT)?;
+    for network in store::networks(state_dir)? {
+        let store = Store::open(state_dir, &network, LOCK_WAIT)?;
         let (records, _) = store.list()?;
         for r in &records {
             println!(
@@ -61,7 +61,7 @@ pub fn run(state_dir: &Path, dry_run: bool) -> Result<i32> {
     // above, restoring values; what is left (a network's state removed by
     // hand) is restored and removed now.
     if state_dir.join(store::NODE_SCOPE).join("lock").exists() {
-        let node = Store::open(&state_dir, store::NODE_SCOPE, LOCK_WAIT)?;
+        let node = Store::open(state_dir, store::NODE_SCOPE, LOCK_WAIT)?;
         for key in node.group_keys()? {
             println!(
                 "{}node-wide group {key}",

@@ -45,8 +45,8 @@ pub fn run(state_dir: &Path, json: bool) -> Result<i32> {
     let mut problems = 0;
     let mut networks = Vec::new();
     let mut kernel = new_kernel(None)?;
-    for network in store::networks(&state_dir)? {
-        let store = Store::open(&state_dir, &network, LOCK_WAIT)?;
+    for network in store::networks(state_dir)? {
+        let store = Store::open(state_dir, &network, LOCK_WAIT)?;
         let (records, corrupt) = store.list()?;
         let mut atts = Vec::new();
         for r in &records {
