@@ -49,7 +49,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result, code};
 
-pub use crate::model::{AttachmentId, NodeGroup, Record, SCHEMA};
+pub use crate::model::{AttachmentId, GroupKey, NodeGroup, OLDEST_SCHEMA, Record, SCHEMA};
 
 /// The store of node-wide state shared by networks (see the module docs).
 pub const NODE_SCOPE: &str = ".node";
@@ -293,12 +293,12 @@ impl Store {
             .join(format!("{}.json", id.stem()))
     }
 
-    fn group_path(&self, key: &str) -> PathBuf {
+    fn group_path(&self, key: &GroupKey) -> PathBuf {
         self.dir.join("nodes").join(format!("{key}.json"))
     }
 
-    fn holds_dir(&self, key: &str) -> PathBuf {
-        self.dir.join("holds").join(key)
+    fn holds_dir(&self, key: &GroupKey) -> PathBuf {
+        self.dir.join("holds").join(key.to_string())
     }
 
     /// Write `value` to `path` atomically (temp file + rename), mode 0600.
@@ -407,7 +407,7 @@ impl Store {
         Ok((records, corrupt))
     }
 
-    pub fn group(&self, key: &str) -> Result<Option<NodeGroup>> {
+    pub fn group(&self, key: &GroupKey) -> Result<Option<NodeGroup>> {
         self.read_json(&self.group_path(key))
     }
 
@@ -415,7 +415,7 @@ impl Store {
         self.write_json(&self.group_path(&group.key), group)
     }
 
-    pub fn delete_group(&self, key: &str) -> Result<()> {
+    pub fn delete_group(&self, key: &GroupKey) -> Result<()> {
         remove_file(&self.group_path(key))?;
         match fs::remove_dir(self.holds_dir(key)) {
             Ok(()) => {
@@ -430,23 +430,28 @@ impl Store {
     }
 
     /// Keys of every node group on record.
-    pub fn group_keys(&self) -> Result<Vec<String>> {
-        let mut keys: Vec<String> = list_dir(&self.dir.join("nodes"))?
+    pub fn group_keys(&self) -> Result<Vec<GroupKey>> {
+        let mut keys: Vec<GroupKey> = list_dir(&self.dir.join("nodes"))?
             .iter()
             .filter(|p| p.extension().is_some_and(|e| e == "json"))
-            .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .filter_map(|p| {
+                let stem = p.file_stem()?.to_string_lossy().into_owned();
+                stem.parse()
+                    .map_err(|e| log::warn!("{}: ignored: {e}", p.display()))
+                    .ok()
+            })
             .collect();
         keys.sort();
         Ok(keys)
     }
 
     /// Record that `id` needs group `key`.
-    pub fn hold(&self, key: &str, id: &AttachmentId) -> Result<()> {
+    pub fn hold(&self, key: &GroupKey, id: &AttachmentId) -> Result<()> {
         self.hold_by(key, &id.stem())
     }
 
     /// Record that `holder` (a file name) needs group `key`.
-    pub fn hold_by(&self, key: &str, holder: &str) -> Result<()> {
+    pub fn hold_by(&self, key: &GroupKey, holder: &str) -> Result<()> {
         let dir = self.holds_dir(key);
         let path = dir.join(holder);
         let create = || {
@@ -470,12 +475,12 @@ impl Store {
     }
 
     /// Drop `id`'s hold on `key`; true when nobody holds the group any more.
-    pub fn release(&self, key: &str, id: &AttachmentId) -> Result<bool> {
+    pub fn release(&self, key: &GroupKey, id: &AttachmentId) -> Result<bool> {
         self.release_by(key, &id.stem())
     }
 
     /// Drop `holder`'s hold on `key`; true when nobody holds the group any more.
-    pub fn release_by(&self, key: &str, holder: &str) -> Result<bool> {
+    pub fn release_by(&self, key: &GroupKey, holder: &str) -> Result<bool> {
         let dir = self.holds_dir(key);
         remove_file(&dir.join(holder))?;
         // "Am I the last?" without listing the directory: rmdir succeeds only
@@ -494,7 +499,7 @@ impl Store {
     }
 
     /// True when no attachment holds group `key`.
-    pub fn unheld(&self, key: &str) -> Result<bool> {
+    pub fn unheld(&self, key: &GroupKey) -> Result<bool> {
         match fs::read_dir(self.holds_dir(key)) {
             Ok(mut entries) => Ok(entries.next().is_none()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(true),
@@ -503,7 +508,7 @@ impl Store {
     }
 
     /// Attachments holding group `key` (for show/GC; not on the hot path).
-    pub fn holders(&self, key: &str) -> Result<Vec<String>> {
+    pub fn holders(&self, key: &GroupKey) -> Result<Vec<String>> {
         let mut names: Vec<String> = list_dir(&self.holds_dir(key))?
             .iter()
             .filter_map(|p| p.file_name().map(|s| s.to_string_lossy().into_owned()))
@@ -513,7 +518,7 @@ impl Store {
     }
 
     /// Remove a holder file by its name (as returned by [`Store::holders`]).
-    pub fn drop_holder(&self, key: &str, holder: &str) -> Result<()> {
+    pub fn drop_holder(&self, key: &GroupKey, holder: &str) -> Result<()> {
         remove_file(&self.holds_dir(key).join(holder))
     }
 
@@ -546,8 +551,12 @@ impl Store {
 fn parse_versioned<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, String> {
     let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
     match value.get("schema").and_then(serde_json::Value::as_u64) {
-        Some(s) if s == u64::from(SCHEMA) => {}
-        Some(s) => return Err(format!("schema {s}, this gwsteer reads schema {SCHEMA}")),
+        Some(s) if (u64::from(OLDEST_SCHEMA)..=u64::from(SCHEMA)).contains(&s) => {}
+        Some(s) => {
+            return Err(format!(
+                "schema {s}, this gwsteer reads schemas {OLDEST_SCHEMA} to {SCHEMA}"
+            ));
+        }
         None => return Err("no schema version".into()),
     }
     serde_json::from_value(value).map_err(|e| e.to_string())
@@ -610,7 +619,7 @@ mod tests {
             pod_namespace: Some("default".into()),
             pod_name: None,
             objects: vec![],
-            holds: vec!["steering.oam".into()],
+            holds: vec![GroupKey::Policy("oam".into())],
             created: 1,
         }
     }
@@ -668,12 +677,13 @@ mod tests {
     fn holds_count_by_files() {
         let root = tmp("holds");
         let s = Store::open(&root, "net", Duration::from_secs(1)).unwrap();
-        s.hold("g", &id("a")).unwrap();
-        s.hold("g", &id("b")).unwrap();
-        s.hold("g", &id("b")).unwrap();
-        assert!(!s.release("g", &id("a")).unwrap());
-        assert!(s.release("g", &id("b")).unwrap());
-        assert!(s.release("g", &id("b")).unwrap());
+        let g = GroupKey::Policy("g".into());
+        s.hold(&g, &id("a")).unwrap();
+        s.hold(&g, &id("b")).unwrap();
+        s.hold(&g, &id("b")).unwrap();
+        assert!(!s.release(&g, &id("a")).unwrap());
+        assert!(s.release(&g, &id("b")).unwrap());
+        assert!(s.release(&g, &id("b")).unwrap());
         fs::remove_dir_all(root).unwrap();
     }
 
@@ -759,8 +769,53 @@ mod tests {
         fs::create_dir_all(root.join("net")).unwrap();
         let s = Store::open(&root, "net", Duration::from_secs(1)).unwrap();
         s.put(&record("c1")).unwrap();
-        s.hold("g", &id("c1")).unwrap();
+        s.hold(&GroupKey::Policy("g".into()), &id("c1")).unwrap();
         assert_eq!(s.get(&id("c1")).unwrap(), Some(record("c1")));
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    /// A store written by the previous release (schema 1) is read as it is:
+    /// nothing is set aside, and a group written back is schema 2.
+    #[test]
+    fn a_schema_1_store_is_read_not_set_aside() {
+        let root = tmp("schema1");
+        let s = Store::open(&root, "oldnet", Duration::from_secs(1)).unwrap();
+        let fixture = |name: &str| {
+            fs::read(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/fixtures/schema1")
+                    .join(name),
+            )
+            .unwrap()
+        };
+        fs::write(
+            s.dir().join("attachments/c1@eth0.json"),
+            fixture("record.json"),
+        )
+        .unwrap();
+        fs::write(
+            s.dir().join("nodes/steering.egress.json"),
+            fixture("policy-group.json"),
+        )
+        .unwrap();
+        let (records, corrupt) = s.list().unwrap();
+        assert!(corrupt.is_empty(), "{corrupt:?}");
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].schema, 1);
+        let key = GroupKey::Policy("egress".into());
+        assert_eq!(s.group_keys().unwrap(), [key.clone()]);
+        let g = s.group(&key).unwrap().expect("the schema 1 group");
+        assert_eq!(g.schema, 1);
+        s.put_group(&NodeGroup {
+            schema: SCHEMA,
+            ..g
+        })
+        .unwrap();
+        let text = fs::read_to_string(s.dir().join("nodes/steering.egress.json")).unwrap();
+        assert!(
+            text.contains("\"schema\": 2") || text.contains("\"schema\":2"),
+            "{text}"
+        );
         fs::remove_dir_all(root).unwrap();
     }
 }

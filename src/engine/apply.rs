@@ -7,7 +7,7 @@
 
 use crate::error::{Error, Result, code};
 use crate::kernel::Kernel;
-use crate::model::{Object, Presence, Side};
+use crate::model::{GroupKey, Object, Presence, Restore, Side};
 use crate::store::{NodeGroup, Record, Store};
 
 /// Make a node group real: remove what an older version of the group had
@@ -45,20 +45,18 @@ pub fn ensure_group(store: &Store, kernel: &mut dyn Kernel, planned: &NodeGroup)
         for obj in &group.objects {
             if let Object::Sysctl { key, value, .. } = obj
                 && !via_node_scope(store, obj)
-                && !group.restore.contains_key(key)
+                && !group.restore.sysctls.contains_key(key)
             {
                 let before = kernel.read_sysctl(key)?;
                 if before != *value {
-                    group.restore.insert(key.clone(), before);
+                    group.restore.sysctls.insert(key.clone(), before);
                 }
             }
-            if let Object::Uplink { dev, .. } = obj {
-                let key = Object::uplink_restore_key(dev);
-                if !group.restore.contains_key(&key)
-                    && let Some(saved) = kernel.capture_uplink(dev)?
-                {
-                    group.restore.insert(key, saved);
-                }
+            if let Object::Uplink { dev, .. } = obj
+                && !group.restore.uplinks.contains_key(dev)
+                && let Some(saved) = kernel.capture_uplink(dev)?
+            {
+                group.restore.uplinks.insert(dev.clone(), saved);
             }
         }
         store.put_group(&group)?;
@@ -70,7 +68,7 @@ pub fn ensure_group(store: &Store, kernel: &mut dyn Kernel, planned: &NodeGroup)
     // every policy rule on the node (5000 with 1000 dual-stack pods). So an
     // ADD that finds a route right leaves it alone, and one that finds it
     // missing or drifted still repairs it.
-    let read_back: Vec<&Object> = if crate::plan::is_policy_group(&group.key) {
+    let read_back: Vec<&Object> = if group.key.is_policy() {
         group
             .objects
             .iter()
@@ -84,20 +82,14 @@ pub fn ensure_group(store: &Store, kernel: &mut dyn Kernel, planned: &NodeGroup)
         match obj {
             Object::Sysctl { key, .. } if via_node_scope(store, obj) => {
                 let node = store.open_node_scope()?;
-                let node_key = node_sysctl_key(key);
+                let node_key = GroupKey::Sysctl(key.clone());
                 node.hold_by(&node_key, &node_holder(store, &group.key))?;
-                let shared = NodeGroup {
-                    schema: group.schema,
-                    key: node_key,
-                    objects: vec![obj.clone()],
-                    restore: Default::default(),
-                };
+                let shared = NodeGroup::new(node_key, vec![obj.clone()]);
                 ensure_group(&node, kernel, &shared)?;
             }
             Object::Uplink { dev, .. } => {
                 log::debug!("ensure {obj}");
-                let saved = group.restore.get(&Object::uplink_restore_key(dev));
-                kernel.ensure_uplink(obj, saved.map(String::as_str))?;
+                kernel.ensure_uplink(obj, group.restore.uplinks.get(dev))?;
             }
             Object::Route { .. } if !read_back.is_empty() => match seen.next() {
                 Some(Presence::Present) => log::debug!("present {obj}"),
@@ -115,13 +107,8 @@ pub fn ensure_group(store: &Store, kernel: &mut dyn Kernel, planned: &NodeGroup)
     Ok(())
 }
 
-/// The node-scope group of node sysctl `key`.
-fn node_sysctl_key(key: &str) -> String {
-    format!("sysctl.{key}")
-}
-
 /// How a network's group `group_key` holds a node-scope group.
-fn node_holder(store: &Store, group_key: &str) -> String {
+fn node_holder(store: &Store, group_key: &GroupKey) -> String {
     format!("{}@{group_key}", store.network())
 }
 
@@ -147,10 +134,10 @@ fn remove_member(
     match obj {
         // (A group that kept its own restore value restores it itself.)
         Object::Sysctl { key, .. }
-            if via_node_scope(store, obj) && !group.restore.contains_key(key) =>
+            if via_node_scope(store, obj) && !group.restore.sysctls.contains_key(key) =>
         {
             let node = store.open_node_scope()?;
-            let node_key = node_sysctl_key(key);
+            let node_key = GroupKey::Sysctl(key.clone());
             if node.release_by(&node_key, &node_holder(store, &group.key))? {
                 remove_group(&node, kernel, &node_key)
             } else {
@@ -164,13 +151,9 @@ fn remove_member(
 
 /// Remove one node-level object; a sysctl is put back to the value it had
 /// before gwsteer set it (and left alone if gwsteer found it set already).
-fn remove_object(
-    kernel: &mut dyn Kernel,
-    obj: &Object,
-    restore: &std::collections::BTreeMap<String, String>,
-) -> Result<()> {
+fn remove_object(kernel: &mut dyn Kernel, obj: &Object, restore: &Restore) -> Result<()> {
     match obj {
-        Object::Sysctl { key, side, .. } => match restore.get(key) {
+        Object::Sysctl { key, side, .. } => match restore.sysctls.get(key) {
             Some(before) => {
                 log::info!("restoring sysctl {key} = {before}");
                 kernel.ensure(&Object::Sysctl {
@@ -181,18 +164,13 @@ fn remove_object(
             }
             None => Ok(()),
         },
-        Object::Uplink { dev, .. } => kernel.release_uplink(
-            obj,
-            restore
-                .get(&Object::uplink_restore_key(dev))
-                .map(String::as_str),
-        ),
+        Object::Uplink { dev, .. } => kernel.release_uplink(obj, restore.uplinks.get(dev)),
         _ => kernel.remove(obj),
     }
 }
 
 /// Remove a node group's objects and its record.
-pub fn remove_group(store: &Store, kernel: &mut dyn Kernel, key: &str) -> Result<()> {
+pub fn remove_group(store: &Store, kernel: &mut dyn Kernel, key: &GroupKey) -> Result<()> {
     let group = match store.group(key) {
         Ok(g) => g,
         Err(e) if e.code == code::STATE => None,
@@ -233,7 +211,7 @@ pub fn teardown(store: &Store, kernel: &mut dyn Kernel, record: &Record) -> Resu
     }
     for key in &record.holds {
         match store.release(key, &record.id) {
-            Ok(true) if crate::plan::gateway::is_infrastructure(key) => {
+            Ok(true) if key.is_infrastructure() => {
                 log::info!(
                     "group {key}: last holder gone; infrastructure stays until `gwsteer cleanup`"
                 );

@@ -7,7 +7,7 @@ pub mod probe;
 pub use probe::{require_vrf, vrf_supported};
 
 use crate::error::Result;
-use crate::model::{Object, Presence, RouteSpec, RuleSpec};
+use crate::model::{Object, Presence, RouteSpec, RuleSpec, SavedUplink};
 
 /// The kernel, as gwsteer sees it. One implementation speaks netlink
 /// ([`crate::netlink::NetlinkKernel`]); tests may fake it.
@@ -35,22 +35,22 @@ pub trait Kernel {
     fn capture(&mut self, obj: &Object) -> Result<Option<Object>> {
         Ok(Some(obj.clone()))
     }
-    /// An uplink's addresses and main-table routes before enslaving, as the
-    /// JSON a group keeps in `restore`; `None` if there is no such device.
-    fn capture_uplink(&mut self, dev: &str) -> Result<Option<String>> {
+    /// An uplink's addresses and main-table routes before enslaving, which
+    /// its group keeps in `restore`; `None` if there is no such device.
+    fn capture_uplink(&mut self, dev: &str) -> Result<Option<SavedUplink>> {
         let _ = dev;
         Ok(None)
     }
 
     /// Make an uplink as `obj` says, with what `saved` (from
     /// [`Kernel::capture_uplink`]) says it had.
-    fn ensure_uplink(&mut self, obj: &Object, saved: Option<&str>) -> Result<()> {
+    fn ensure_uplink(&mut self, obj: &Object, saved: Option<&SavedUplink>) -> Result<()> {
         let _ = saved;
         self.ensure(obj)
     }
 
     /// Return an uplink to the default VRF with what it had before.
-    fn release_uplink(&mut self, obj: &Object, saved: Option<&str>) -> Result<()> {
+    fn release_uplink(&mut self, obj: &Object, saved: Option<&SavedUplink>) -> Result<()> {
         let _ = saved;
         self.remove(obj)
     }

@@ -59,7 +59,7 @@ pub enum Object {
     Address { dev: String, addr: IpNet },
     /// An uplink enslaved to VRF `vrf` (table `table`), with its addresses
     /// and routes; what it had before is kept in its group's `restore`
-    /// (key [`Object::uplink_restore_key`]) and given back on removal.
+    /// (`Restore::uplinks`) and given back on removal.
     Uplink {
         dev: String,
         vrf: String,
@@ -195,11 +195,6 @@ impl Object {
             ) => sa == sb && a == b,
             _ => false,
         }
-    }
-
-    /// Where a group keeps what an uplink had before it was enslaved.
-    pub fn uplink_restore_key(dev: &str) -> String {
-        format!("uplink.{dev}")
     }
 
     pub fn sysctl(key: &str, value: &str) -> Object {

@@ -37,7 +37,8 @@ use std::path::{Path, PathBuf};
 use crate::engine::audit::{Imposter, owned_tables, route_slots};
 use crate::engine::{self as verbs, LOCK_WAIT};
 use crate::error::{Result, code};
-use crate::objects::{Kernel, Object, Presence, RTPROT_GWSTEER, RuleSpec, Side};
+use crate::kernel::Kernel;
+use crate::model::{Object, Presence, RTPROT_GWSTEER, Restore, RuleSpec, Side};
 use crate::store::{self, NodeGroup, Record, Store};
 
 /// One network's state, read under its lock.
@@ -185,7 +186,7 @@ fn tidy_store(
         // without holders until `gwsteer cleanup`, and is kept right.
         if holders > 0
             || net.records.iter().any(|r| r.holds.contains(&group.key))
-            || crate::plan::gateway::is_infrastructure(&group.key)
+            || group.key.is_infrastructure()
         {
             kept.push(group);
             continue;
@@ -232,7 +233,7 @@ fn tidy_node_scope(
         for holder in node.holders(&key)? {
             let (net, group) = holder.split_once('@').unwrap_or((holder.as_str(), ""));
             let gone = match nets.get(net) {
-                Some(n) => !n.groups.iter().any(|g| g.key == group),
+                Some(n) => !n.groups.iter().any(|g| g.key.to_string() == group),
                 None => !state_dir.join(net).exists(),
             };
             if !gone {
@@ -349,7 +350,7 @@ fn is_reserved_table(table: u32) -> bool {
 fn ensure_objects(
     whose: &str,
     objects: &[Object],
-    restore: Option<&BTreeMap<String, String>>,
+    restore: Option<&Restore>,
     kernel: &mut dyn Kernel,
     present: &HashSet<RuleSpec>,
     round: &mut Round,
@@ -359,10 +360,7 @@ fn ensure_objects(
         // addresses and routes: enslaving drops the IPv6 ones).
         let make = |kernel: &mut dyn Kernel| match obj {
             Object::Uplink { dev, .. } => {
-                let saved = restore
-                    .and_then(|r| r.get(&Object::uplink_restore_key(dev)))
-                    .map(String::as_str);
-                kernel.ensure_uplink(obj, saved)
+                kernel.ensure_uplink(obj, restore.and_then(|r| r.uplinks.get(dev)))
             }
             _ => kernel.ensure(obj),
         };

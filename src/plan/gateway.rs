@@ -15,19 +15,9 @@ use super::{Facts, Plan, Pod};
 use crate::config::gateway::{Bum, GatewayNetwork};
 use crate::config::{Config, Role};
 use crate::model::{
-    Family, LinkKind, LinkSpec, NextHop, NodeGroup, Object, RouteKind, RouteSpec, Side, TABLE_MAIN,
+    Family, GroupKey, LinkKind, LinkSpec, NextHop, NodeGroup, Object, RouteKind, RouteSpec, Side,
+    TABLE_MAIN,
 };
-
-/// Node groups whose key starts with this are infrastructure: they stay
-/// when their last holder goes, until `gwsteer cleanup` (CONTRACT 4).
-pub const INFRA_PREFIX: &str = "infra.";
-
-/// The group of the gateway network's bridge, VXLAN and FDB entries.
-pub const INFRA_GROUP: &str = "infra.gateway";
-
-pub fn is_infrastructure(key: &str) -> bool {
-    key.starts_with(INFRA_PREFIX)
-}
 
 /// What the node says that a gateway network's plan needs (collected by
 /// the `facts` module).
@@ -94,7 +84,7 @@ pub fn plan_into(config: &Config, pod: &Pod, facts: &Facts, out: &mut Plan) {
     };
     let facts = facts.gateway.clone().unwrap_or_default();
     out.groups.push(NodeGroup::new(
-        INFRA_GROUP.to_string(),
+        GroupKey::GatewayInfra,
         infrastructure(gw, &facts),
     ));
     // Without node facts (DEL by plan) there is no interface to name.

@@ -19,9 +19,7 @@ use crate::firewall::Backend;
 use crate::model::{Family, NextHop, NodeGroup, Object, RouteKind, RouteSpec};
 
 pub use gateway::GatewayFacts;
-pub use steering::{
-    MULTIPATH_USE_NEIGH, SRC_VALID_MARK, is_policy_group, policy_group_key, selected, table_routes,
-};
+pub use steering::{MULTIPATH_USE_NEIGH, SRC_VALID_MARK, selected, table_routes};
 
 /// Who the pod is, as far as planning cares.
 #[derive(Debug, Clone, Default)]
@@ -272,7 +270,7 @@ pub(crate) mod tests {
                 "nftables firewall member fd00:244:0:1::5 of net/oam",
             ]
         );
-        let keys: Vec<&str> = p.groups.iter().map(|g| g.key.as_str()).collect();
+        let keys: Vec<String> = p.groups.iter().map(|g| g.key.to_string()).collect();
         assert_eq!(
             keys,
             vec!["steering.oam", "sysctl.net.ipv4.conf.all.src_valid_mark"]
@@ -326,7 +324,7 @@ pub(crate) mod tests {
             node.contains(&"inet rule 1000: from all fwmark 0x100/0xff00 lookup 200".to_string()),
             "{node:?}"
         );
-        let keys: Vec<&str> = p.groups.iter().map(|g| g.key.as_str()).collect();
+        let keys: Vec<String> = p.groups.iter().map(|g| g.key.to_string()).collect();
         assert_eq!(
             keys,
             vec![
@@ -347,7 +345,7 @@ pub(crate) mod tests {
             &nft(),
         );
         assert!(p.pod_objects.is_empty());
-        let keys: Vec<&str> = p.groups.iter().map(|g| g.key.as_str()).collect();
+        let keys: Vec<String> = p.groups.iter().map(|g| g.key.to_string()).collect();
         assert_eq!(
             keys,
             vec!["exemption.192.168.50.0_24", "exemption.fd00_50___64"]

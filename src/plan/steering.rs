@@ -8,25 +8,12 @@ use ipnet::IpNet;
 use super::{Facts, Plan, Pod, gateway_routes, host};
 use crate::config::{Config, Match, Policy};
 use crate::firewall::{FwExemption, FwMember, FwObject, FwPolicy, Marking};
-use crate::model::{Family, NodeGroup, Object, RouteSpec, RuleSpec, TABLE_MAIN};
+use crate::model::{Family, GroupKey, NodeGroup, Object, RouteSpec, RuleSpec, TABLE_MAIN};
 
 /// With marks, reverse-path checks must see the mark too.
 pub const SRC_VALID_MARK: &str = "net.ipv4.conf.all.src_valid_mark";
 /// With multipath gateways, skip nexthops whose neighbour is known dead.
 pub const MULTIPATH_USE_NEIGH: &str = "net.ipv4.fib_multipath_use_neigh";
-/// Key of the node group holding a policy's table routes.
-pub fn policy_group_key(policy: &Policy) -> String {
-    format!("{POLICY_GROUP_PREFIX}{}", policy.name)
-}
-
-const POLICY_GROUP_PREFIX: &str = "steering.";
-
-/// Whether a node group is a steering policy's: its routes are the policy's
-/// owned table, one per destination, and nothing per pod.
-pub fn is_policy_group(key: &str) -> bool {
-    key.starts_with(POLICY_GROUP_PREFIX)
-}
-
 /// Policies that apply to this pod, in config order.
 pub fn selected<'c>(config: &'c Config, pod: &Pod) -> Vec<&'c Policy> {
     config
@@ -181,13 +168,12 @@ pub(super) fn policy_plan(
         }
     }
     out.groups
-        .push(NodeGroup::new(policy_group_key(policy), node));
+        .push(NodeGroup::new(GroupKey::Policy(policy.name.clone()), node));
     for key in sysctls {
-        if !out.groups.iter().any(|g| g.key == format!("sysctl.{key}")) {
-            out.groups.push(NodeGroup::new(
-                format!("sysctl.{key}"),
-                vec![Object::sysctl(key, "1")],
-            ));
+        let group_key = GroupKey::Sysctl(key.to_string());
+        if !out.groups.iter().any(|g| g.key == group_key) {
+            out.groups
+                .push(NodeGroup::new(group_key, vec![Object::sysctl(key, "1")]));
         }
     }
 }
@@ -206,7 +192,7 @@ pub(super) fn exemption_plan(config: &Config, pod: &Pod, facts: &Facts, out: &mu
     cidrs.sort();
     cidrs.dedup();
     for cidr in cidrs {
-        let key = format!("exemption.{}", cidr.to_string().replace(['/', ':'], "_"));
+        let key = GroupKey::Exemption(cidr);
         out.groups.push(NodeGroup::new(
             key,
             vec![Object::firewall(

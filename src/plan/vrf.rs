@@ -38,22 +38,12 @@ use ipnet::IpNet;
 use super::{Plan, Pod, gateway_routes, host};
 use crate::config::Config;
 use crate::config::vrf::{Leak, Vrf};
-use crate::model::{Family, NextHop, NodeGroup, Object, RouteKind, RouteSpec};
+use crate::model::{Family, GroupKey, NextHop, NodeGroup, Object, RouteKind, RouteSpec};
 use crate::model::{LinkKind, LinkSpec};
 
 /// The metric of the unreachable defaults: the largest the kernel's VRF
 /// guide uses, so that any default route an operator adds wins.
 pub const UNREACHABLE_METRIC: u32 = 4_278_198_272;
-
-/// Key of the VRF's infrastructure group.
-pub fn infra_group_key(vrf: &Vrf) -> String {
-    format!("{}vrf.{}", super::gateway::INFRA_PREFIX, vrf.name)
-}
-
-/// Key of the `leak: cidr` routes' group.
-pub fn leak_group_key(vrf: &Vrf) -> String {
-    format!("vrf.{}.leak", vrf.name)
-}
 
 fn link(name: &str, kind: LinkKind, master: Option<&str>) -> Object {
     Object::Link {
@@ -153,8 +143,10 @@ pub fn plan_into(config: &Config, pod: &Pod, out: &mut Plan) {
     let Some(vrf) = &config.vrf else {
         return;
     };
-    out.groups
-        .push(NodeGroup::new(infra_group_key(vrf), infrastructure(vrf)));
+    out.groups.push(NodeGroup::new(
+        GroupKey::VrfInfra(vrf.name.clone()),
+        infrastructure(vrf),
+    ));
     match &vrf.leak {
         Leak::None => {}
         Leak::Pod => {
@@ -167,13 +159,13 @@ pub fn plan_into(config: &Config, pod: &Pod, out: &mut Plan) {
             }
         }
         Leak::Cidr(cidrs) => out.groups.push(NodeGroup::new(
-            leak_group_key(vrf),
+            GroupKey::VrfLeak(vrf.name.clone()),
             cidrs.iter().filter_map(|c| leak_route(vrf, *c)).collect(),
         )),
     }
     if vrf.masquerade {
         out.groups.push(NodeGroup::new(
-            format!("vrf.{}.masquerade", vrf.name),
+            GroupKey::VrfMasquerade(vrf.name.clone()),
             vec![Object::VrfMasquerade {
                 vrf: vrf.name.clone(),
                 leg: vrf.vrf_leg.name.clone(),
@@ -228,8 +220,8 @@ mod tests {
             &crate::plan::Facts::default(),
         );
         let infra = &plan.groups[0];
-        assert_eq!(infra.key, "infra.vrf.vrf-oam");
-        assert!(crate::plan::gateway::is_infrastructure(&infra.key));
+        assert_eq!(infra.key.to_string(), "infra.vrf.vrf-oam");
+        assert!(infra.key.is_infrastructure());
         let t = texts(&infra.objects);
         assert_eq!(t[0], "link vrf-oam type vrf table 10");
         assert_eq!(
@@ -335,10 +327,8 @@ mod tests {
             &crate::plan::Facts::default(),
         );
         assert!(plan.pod_objects.is_empty());
-        assert_eq!(plan.groups[1].key, "vrf.vrf-oam.leak");
-        assert!(!crate::plan::gateway::is_infrastructure(
-            &plan.groups[1].key
-        ));
+        assert_eq!(plan.groups[1].key.to_string(), "vrf.vrf-oam.leak");
+        assert!(!plan.groups[1].key.is_infrastructure());
         assert_eq!(plan.groups[1].objects.len(), 1);
         let c = config(json!([]), vrf(json!({"leak": "none"})));
         let plan = crate::plan::plan(
@@ -377,8 +367,8 @@ mod tests {
             &crate::plan::Facts::default(),
         );
         let g = plan.groups.last().unwrap();
-        assert_eq!(g.key, "vrf.vrf-oam.masquerade");
-        assert!(!crate::plan::gateway::is_infrastructure(&g.key));
+        assert_eq!(g.key.to_string(), "vrf.vrf-oam.masquerade");
+        assert!(!g.key.is_infrastructure());
         assert_eq!(
             g.objects,
             vec![Object::VrfMasquerade {

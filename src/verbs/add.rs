@@ -80,7 +80,12 @@ pub fn run(config: &Config, env: &Env) -> Result<Value> {
         "steered {} address(es): {} rule(s), groups [{}] in {} µs",
         pod.addresses.len(),
         record.objects.len(),
-        record.holds.join(", "),
+        record
+            .holds
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
         started.elapsed().as_micros()
     );
     Ok(result::convert(prev, config.cni_version))

@@ -10,7 +10,7 @@ use crate::error::{Error, Result, code};
 use crate::kernel::Kernel;
 use crate::model::{Object, Presence};
 use crate::plan::{self, Pod};
-use crate::store::Store;
+use crate::store::{GroupKey, Store};
 
 pub fn run(config: &Config, env: &Env) -> Result<()> {
     let id = env.attachment();
@@ -82,7 +82,7 @@ pub fn run(config: &Config, env: &Env) -> Result<()> {
     report(problems)
 }
 
-fn store_group(store: &Store, key: &str) -> Result<Option<Vec<Object>>> {
+fn store_group(store: &Store, key: &GroupKey) -> Result<Option<Vec<Object>>> {
     Ok(store.group(key)?.map(|g| g.objects))
 }
 

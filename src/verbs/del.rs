@@ -109,7 +109,12 @@ fn by_record(
     log::info!(
         "removed {} object(s), released [{}] in {} µs",
         record.objects.len(),
-        record.holds.join(", "),
+        record
+            .holds
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
         started.elapsed().as_micros()
     );
     Ok(())

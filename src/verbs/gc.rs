@@ -52,7 +52,7 @@ pub fn run(config: &Config) -> Result<()> {
                 store.drop_holder(&key, &holder)?;
             }
         }
-        if store.unheld(&key)? && !crate::plan::gateway::is_infrastructure(&key) {
+        if store.unheld(&key)? && !key.is_infrastructure() {
             let k = match &mut kernel {
                 Some(k) => k,
                 None => kernel.insert(new_kernel(None)?),

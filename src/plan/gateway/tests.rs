@@ -71,9 +71,9 @@ fn a_client_pod_on_a_unicast_vxlan() {
             "pod inet route default table 254 via 192.168.50.254 dev net1",
         ]
     );
-    let keys: Vec<&str> = p.groups.iter().map(|g| g.key.as_str()).collect();
+    let keys: Vec<String> = p.groups.iter().map(|g| g.key.to_string()).collect();
     assert_eq!(keys, vec!["exemption.192.168.50.0_24", "infra.gateway"]);
-    assert!(is_infrastructure("infra.gateway") && !is_infrastructure(&p.groups[0].key));
+    assert!(GroupKey::GatewayInfra.is_infrastructure() && !p.groups[0].key.is_infrastructure());
     assert_eq!(
         texts(&p.groups[1].objects),
         vec![
@@ -226,7 +226,11 @@ fn a_dual_stack_client_on_an_ipv6_unicast_vxlan() {
             "pod inet6 route default table 254 via fd00:50::fe dev net1",
         ]
     );
-    let infra = p.groups.iter().find(|g| g.key == INFRA_GROUP).unwrap();
+    let infra = p
+        .groups
+        .iter()
+        .find(|g| g.key == GroupKey::GatewayInfra)
+        .unwrap();
     assert_eq!(
         texts(&infra.objects),
         vec![
@@ -262,7 +266,11 @@ fn an_ipv6_only_client_keeps_only_ipv6_and_a_router_forwards_both() {
             "pod inet6 route default table 254 via fd00:50::fe dev net1",
         ]
     );
-    let infra = p.groups.iter().find(|g| g.key == INFRA_GROUP).unwrap();
+    let infra = p
+        .groups
+        .iter()
+        .find(|g| g.key == GroupKey::GatewayInfra)
+        .unwrap();
     assert_eq!(
         texts(&infra.objects),
         vec![
