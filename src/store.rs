@@ -803,7 +803,7 @@ mod tests {
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].schema, 1);
         let key = GroupKey::Policy("egress".into());
-        assert_eq!(s.group_keys().unwrap(), [key.clone()]);
+        assert_eq!(s.group_keys().unwrap(), vec![key.clone()]);
         let g = s.group(&key).unwrap().expect("the schema 1 group");
         assert_eq!(g.schema, 1);
         s.put_group(&NodeGroup {
