@@ -38,13 +38,12 @@
 //! removes it), never a count that silently drifts. "Am I the last holder?"
 //! reads one directory entry, so it costs the same with 1 or 1000 pods.
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use fs2::FileExt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result, code};
@@ -199,10 +198,6 @@ impl Backoff {
     }
 }
 
-fn would_block(e: &std::io::Error) -> bool {
-    e.kind() == ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::EWOULDBLOCK)
-}
-
 impl Store {
     /// Open `<state_dir>/<network>` and take its exclusive lock, waiting at
     /// most `wait`, after any ADD that is waiting for it. A timeout is CNI
@@ -252,18 +247,20 @@ impl Store {
         };
         // Is an ADD waiting? (Taking `lock.add` exclusively for an instant
         // succeeds only when no ADD holds it shared.)
-        let add_waiting = |adds: &File| match adds.try_lock_exclusive() {
+        let add_waiting = |adds: &File| match adds.try_lock() {
             Ok(()) => {
-                let _ = FileExt::unlock(adds);
+                let _ = adds.unlock();
                 Ok(false)
             }
-            Err(e) if would_block(&e) => Ok(true),
-            Err(e) => Err(Error::io(format!("locking {}", adds_path.display()), e)),
+            Err(TryLockError::WouldBlock) => Ok(true),
+            Err(TryLockError::Error(e)) => {
+                Err(Error::io(format!("locking {}", adds_path.display()), e))
+            }
         };
         let mut adds: Option<File> = None;
         let mut announced = false;
         loop {
-            match lock.try_lock_exclusive() {
+            match lock.try_lock() {
                 Ok(()) if turn != Turn::AfterAdds => break,
                 Ok(()) => {
                     if adds.is_none() {
@@ -272,12 +269,12 @@ impl Store {
                     match &adds {
                         // An ADD started waiting meanwhile: it goes first.
                         Some(a) if add_waiting(a)? => {
-                            let _ = FileExt::unlock(&lock);
+                            let _ = lock.unlock();
                         }
                         _ => break,
                     }
                 }
-                Err(e) if would_block(&e) => {
+                Err(TryLockError::WouldBlock) => {
                     if turn == Turn::Add && !announced {
                         if adds.is_none() {
                             adds = open_adds(true)?;
@@ -287,7 +284,9 @@ impl Store {
                         announced = adds.as_ref().is_some_and(|a| a.try_lock_shared().is_ok());
                     }
                 }
-                Err(e) => return Err(Error::io(format!("locking {}", lock_path.display()), e)),
+                Err(TryLockError::Error(e)) => {
+                    return Err(Error::io(format!("locking {}", lock_path.display()), e));
+                }
             }
             if !backoff.pause() {
                 return Err(timeout("is locked by another gwsteer"));
@@ -771,7 +770,7 @@ mod tests {
         assert!(e.msg.contains("pod starts (ADD)"), "{}", e.msg);
         assert!(t.elapsed() >= Duration::from_millis(100));
         drop(Store::open_for_add(&root, "net", Duration::from_millis(100)).unwrap());
-        FileExt::unlock(&adds).unwrap();
+        adds.unlock().unwrap();
         drop(Store::open(&root, "net", Duration::from_millis(100)).unwrap());
         fs::remove_dir_all(root).unwrap();
     }
