@@ -498,16 +498,16 @@ pub(crate) mod tests {
         let p = plan(
             &c,
             &pod("default", &["10.244.1.5/24"]),
-            Some(Backend::Iptables),
+            Some(Backend::Nftables),
         );
         assert_eq!(
             texts(&p.pod_objects),
-            vec!["iptables firewall member 10.244.1.5 of net/egress"]
+            vec!["nftables firewall member 10.244.1.5 of net/egress"]
         );
         let node = texts(&p.groups[0].objects);
         assert!(
             node.contains(
-                &"iptables firewall policy net/egress mark 0x100/0xff00 (mark, to 1 cidr(s))"
+                &"nftables firewall policy net/egress mark 0x100/0xff00 (mark, to 1 cidr(s))"
                     .to_string()
             ),
             "{node:?}"

@@ -723,6 +723,133 @@ mod tests {
         fs::remove_dir_all(root).unwrap();
     }
 
+    /// An attachment record and a node group as the gwsteer that still had
+    /// the iptables firewall backend wrote them (a connmark ADD with
+    /// `firewallBackend: "iptables"`).
+    const IPTABLES_RECORD: &str = r#"{
+  "schema": 1,
+  "network": "net",
+  "containerId": "ctr1",
+  "ifname": "eth0",
+  "netns": "/run/netns/pod1",
+  "podNamespace": "default",
+  "podName": "pod1",
+  "objects": [
+    {
+      "object": "firewall",
+      "backend": "iptables",
+      "firewall": {
+        "fw": "member",
+        "network": "net",
+        "policy": "ret",
+        "addr": "10.244.1.5/32"
+      }
+    }
+  ],
+  "holds": [
+    "steering.ret",
+    "sysctl.net.ipv4.conf.all.src_valid_mark",
+    "exemption.10.244.0.0_16"
+  ],
+  "created": 1796311112
+}"#;
+    const IPTABLES_GROUP: &str = r#"{
+  "schema": 1,
+  "key": "steering.ret",
+  "objects": [
+    {
+      "object": "route",
+      "dst": "0.0.0.0/0",
+      "table": 100,
+      "kind": "unicast",
+      "nexthops": [
+        {
+          "via": "192.168.2.1",
+          "dev": "eth-b",
+          "weight": 1
+        }
+      ]
+    },
+    {
+      "object": "firewall",
+      "backend": "iptables",
+      "firewall": {
+        "fw": "policy",
+        "network": "net",
+        "policy": "ret",
+        "mark": 20,
+        "mask": 4294967295,
+        "marking": {
+          "mode": "connmark",
+          "ingress": [
+            "eth-b"
+          ]
+        }
+      }
+    },
+    {
+      "object": "rule",
+      "family": "inet",
+      "priority": 1000,
+      "fwmark": 20,
+      "table": 100
+    }
+  ]
+}"#;
+
+    /// The iptables backend is gone: its records are set aside as corrupt
+    /// (code 102, no panic) with a reason saying so, not read as nftables
+    /// objects (whose removal would succeed and forget the iptables rules).
+    #[test]
+    fn records_of_the_retired_iptables_backend_are_set_aside() {
+        // They are in the format this gwsteer reads and writes: with backend
+        // nftables they parse and write back to the same JSON.
+        for text in [IPTABLES_RECORD, IPTABLES_GROUP] {
+            let nft = text.replace("\"iptables\"", "\"nftables\"");
+            let written = if text == IPTABLES_RECORD {
+                serde_json::to_string_pretty(&parse_versioned::<Record>(nft.as_bytes()).unwrap())
+            } else {
+                serde_json::to_string_pretty(&parse_versioned::<NodeGroup>(nft.as_bytes()).unwrap())
+            };
+            assert_eq!(written.unwrap(), nft);
+        }
+
+        let root = tmp("iptables");
+        let s = Store::open(&root, "net", Duration::from_secs(1)).unwrap();
+        let record = root.join("net/attachments/ctr1@eth0.json");
+        let group = root.join("net/nodes/steering.ret.json");
+        fs::write(&record, IPTABLES_RECORD).unwrap();
+        fs::write(&group, IPTABLES_GROUP).unwrap();
+        for e in [
+            s.get(&id("ctr1")).unwrap_err(),
+            s.group("steering.ret").unwrap_err(),
+        ] {
+            assert_eq!(e.code, code::STATE, "{}", e.msg);
+            assert!(
+                e.msg.contains(crate::firewall::RETIRED_IPTABLES) && e.msg.contains("set aside"),
+                "{}",
+                e.msg
+            );
+        }
+        assert!(!record.exists() && !group.exists());
+        assert_eq!(fs::read_dir(root.join("net/corrupt")).unwrap().count(), 2);
+        assert_eq!(s.get(&id("ctr1")).unwrap(), None);
+        assert_eq!(s.group("steering.ret").unwrap(), None);
+
+        fs::write(&record, IPTABLES_RECORD).unwrap();
+        let (records, corrupt) = s.list().unwrap();
+        assert!(records.is_empty());
+        assert_eq!(corrupt.len(), 1);
+        assert!(
+            corrupt[0]
+                .reason
+                .contains(crate::firewall::RETIRED_IPTABLES),
+            "{}",
+            corrupt[0].reason
+        );
+        fs::remove_dir_all(root).unwrap();
+    }
+
     #[test]
     fn holds_count_by_files() {
         let root = tmp("holds");

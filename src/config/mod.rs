@@ -28,7 +28,6 @@ const MAIN_RULE_PRIORITY: u32 = 32766;
 pub enum FirewallBackend {
     Auto,
     Nftables,
-    Iptables,
     None,
 }
 
@@ -248,12 +247,16 @@ impl Config {
             Some(v) => match v.str()? {
                 "auto" => FirewallBackend::Auto,
                 "nftables" => FirewallBackend::Nftables,
-                "iptables" => FirewallBackend::Iptables,
                 "none" => FirewallBackend::None,
+                "iptables" => {
+                    return Err(v.err(
+                        "\"iptables\" is no longer supported: nftables is the one firewall \
+                         backend; it coexists with iptables-legacy and iptables-nft rules of \
+                         other software",
+                    ));
+                }
                 other => {
-                    return Err(v.err(format!(
-                        "\"{other}\" is not one of auto, nftables, iptables, none"
-                    )));
+                    return Err(v.err(format!("\"{other}\" is not one of auto, nftables, none")));
                 }
             },
         };
