@@ -38,13 +38,12 @@
 //! removes it), never a count that silently drifts. "Am I the last holder?"
 //! reads one directory entry, so it costs the same with 1 or 1000 pods.
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use fs2::FileExt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result, code};
@@ -139,10 +138,6 @@ impl Backoff {
     }
 }
 
-fn would_block(e: &std::io::Error) -> bool {
-    e.kind() == ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::EWOULDBLOCK)
-}
-
 impl Store {
     /// Open `<state_dir>/<network>` and take its exclusive lock, waiting at
     /// most `wait`, after any ADD that is waiting for it. A timeout is CNI
@@ -192,18 +187,20 @@ impl Store {
         };
         // Is an ADD waiting? (Taking `lock.add` exclusively for an instant
         // succeeds only when no ADD holds it shared.)
-        let add_waiting = |adds: &File| match adds.try_lock_exclusive() {
+        let add_waiting = |adds: &File| match adds.try_lock() {
             Ok(()) => {
-                let _ = FileExt::unlock(adds);
+                let _ = adds.unlock();
                 Ok(false)
             }
-            Err(e) if would_block(&e) => Ok(true),
-            Err(e) => Err(Error::io(format!("locking {}", adds_path.display()), e)),
+            Err(TryLockError::WouldBlock) => Ok(true),
+            Err(TryLockError::Error(e)) => {
+                Err(Error::io(format!("locking {}", adds_path.display()), e))
+            }
         };
         let mut adds: Option<File> = None;
         let mut announced = false;
         loop {
-            match lock.try_lock_exclusive() {
+            match lock.try_lock() {
                 Ok(()) if turn != Turn::AfterAdds => break,
                 Ok(()) => {
                     if adds.is_none() {
@@ -212,12 +209,12 @@ impl Store {
                     match &adds {
                         // An ADD started waiting meanwhile: it goes first.
                         Some(a) if add_waiting(a)? => {
-                            let _ = FileExt::unlock(&lock);
+                            let _ = lock.unlock();
                         }
                         _ => break,
                     }
                 }
-                Err(e) if would_block(&e) => {
+                Err(TryLockError::WouldBlock) => {
                     if turn == Turn::Add && !announced {
                         if adds.is_none() {
                             adds = open_adds(true)?;
@@ -227,7 +224,9 @@ impl Store {
                         announced = adds.as_ref().is_some_and(|a| a.try_lock_shared().is_ok());
                     }
                 }
-                Err(e) => return Err(Error::io(format!("locking {}", lock_path.display()), e)),
+                Err(TryLockError::Error(e)) => {
+                    return Err(Error::io(format!("locking {}", lock_path.display()), e));
+                }
             }
             if !backoff.pause() {
                 return Err(timeout("is locked by another gwsteer"));
@@ -673,6 +672,133 @@ mod tests {
         fs::remove_dir_all(root).unwrap();
     }
 
+    /// An attachment record and a node group as the gwsteer that still had
+    /// the iptables firewall backend wrote them (a connmark ADD with
+    /// `firewallBackend: "iptables"`).
+    const IPTABLES_RECORD: &str = r#"{
+  "schema": 1,
+  "network": "net",
+  "containerId": "ctr1",
+  "ifname": "eth0",
+  "netns": "/run/netns/pod1",
+  "podNamespace": "default",
+  "podName": "pod1",
+  "objects": [
+    {
+      "object": "firewall",
+      "backend": "iptables",
+      "firewall": {
+        "fw": "member",
+        "network": "net",
+        "policy": "ret",
+        "addr": "10.244.1.5/32"
+      }
+    }
+  ],
+  "holds": [
+    "steering.ret",
+    "sysctl.net.ipv4.conf.all.src_valid_mark",
+    "exemption.10.244.0.0_16"
+  ],
+  "created": 1796311112
+}"#;
+    const IPTABLES_GROUP: &str = r#"{
+  "schema": 1,
+  "key": "steering.ret",
+  "objects": [
+    {
+      "object": "route",
+      "dst": "0.0.0.0/0",
+      "table": 100,
+      "kind": "unicast",
+      "nexthops": [
+        {
+          "via": "192.168.2.1",
+          "dev": "eth-b",
+          "weight": 1
+        }
+      ]
+    },
+    {
+      "object": "firewall",
+      "backend": "iptables",
+      "firewall": {
+        "fw": "policy",
+        "network": "net",
+        "policy": "ret",
+        "mark": 20,
+        "mask": 4294967295,
+        "marking": {
+          "mode": "connmark",
+          "ingress": [
+            "eth-b"
+          ]
+        }
+      }
+    },
+    {
+      "object": "rule",
+      "family": "inet",
+      "priority": 1000,
+      "fwmark": 20,
+      "table": 100
+    }
+  ]
+}"#;
+
+    /// The iptables backend is gone: its records are set aside as corrupt
+    /// (code 102, no panic) with a reason saying so, not read as nftables
+    /// objects (whose removal would succeed and forget the iptables rules).
+    #[test]
+    fn records_of_the_retired_iptables_backend_are_set_aside() {
+        // They are in the format this gwsteer reads and writes: with backend
+        // nftables they parse and write back to the same JSON.
+        for text in [IPTABLES_RECORD, IPTABLES_GROUP] {
+            let nft = text.replace("\"iptables\"", "\"nftables\"");
+            let written = if text == IPTABLES_RECORD {
+                serde_json::to_string_pretty(&parse_versioned::<Record>(nft.as_bytes()).unwrap())
+            } else {
+                serde_json::to_string_pretty(&parse_versioned::<NodeGroup>(nft.as_bytes()).unwrap())
+            };
+            assert_eq!(written.unwrap(), nft);
+        }
+
+        let root = tmp("iptables");
+        let s = Store::open(&root, "net", Duration::from_secs(1)).unwrap();
+        let record = root.join("net/attachments/ctr1@eth0.json");
+        let group = root.join("net/nodes/steering.ret.json");
+        fs::write(&record, IPTABLES_RECORD).unwrap();
+        fs::write(&group, IPTABLES_GROUP).unwrap();
+        for e in [
+            s.get(&id("ctr1")).unwrap_err(),
+            s.group(&GroupKey::Policy("ret".into())).unwrap_err(),
+        ] {
+            assert_eq!(e.code, code::STATE, "{}", e.msg);
+            assert!(
+                e.msg.contains(crate::firewall::RETIRED_IPTABLES) && e.msg.contains("set aside"),
+                "{}",
+                e.msg
+            );
+        }
+        assert!(!record.exists() && !group.exists());
+        assert_eq!(fs::read_dir(root.join("net/corrupt")).unwrap().count(), 2);
+        assert_eq!(s.get(&id("ctr1")).unwrap(), None);
+        assert_eq!(s.group(&GroupKey::Policy("ret".into())).unwrap(), None);
+
+        fs::write(&record, IPTABLES_RECORD).unwrap();
+        let (records, corrupt) = s.list().unwrap();
+        assert!(records.is_empty());
+        assert_eq!(corrupt.len(), 1);
+        assert!(
+            corrupt[0]
+                .reason
+                .contains(crate::firewall::RETIRED_IPTABLES),
+            "{}",
+            corrupt[0].reason
+        );
+        fs::remove_dir_all(root).unwrap();
+    }
+
     #[test]
     fn holds_count_by_files() {
         let root = tmp("holds");
@@ -721,7 +847,7 @@ mod tests {
         assert!(e.msg.contains("pod starts (ADD)"), "{}", e.msg);
         assert!(t.elapsed() >= Duration::from_millis(100));
         drop(Store::open_for_add(&root, "net", Duration::from_millis(100)).unwrap());
-        FileExt::unlock(&adds).unwrap();
+        adds.unlock().unwrap();
         drop(Store::open(&root, "net", Duration::from_millis(100)).unwrap());
         fs::remove_dir_all(root).unwrap();
     }

@@ -23,7 +23,6 @@ pub const DEFAULT_STATE_DIR: &str = "/run/cni/gwsteer";
 pub enum FirewallBackend {
     Auto,
     Nftables,
-    Iptables,
     None,
 }
 
@@ -181,12 +180,16 @@ impl Config {
             Some(v) => match v.str()? {
                 "auto" => FirewallBackend::Auto,
                 "nftables" => FirewallBackend::Nftables,
-                "iptables" => FirewallBackend::Iptables,
                 "none" => FirewallBackend::None,
+                "iptables" => {
+                    return Err(v.err(
+                        "\"iptables\" is no longer supported: nftables is the one firewall \
+                         backend; it coexists with iptables-legacy and iptables-nft rules of \
+                         other software",
+                    ));
+                }
                 other => {
-                    return Err(v.err(format!(
-                        "\"{other}\" is not one of auto, nftables, iptables, none"
-                    )));
+                    return Err(v.err(format!("\"{other}\" is not one of auto, nftables, none")));
                 }
             },
         };

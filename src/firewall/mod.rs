@@ -1,14 +1,14 @@
 //! The firewall layer: the packet-marking and NAT-exemption objects that the
 //! `mark` and `connmark` steering modes and the masquerade exemption need,
-//! behind one [`Firewall`] trait with an nftables backend (gwsteer's own
-//! tables; the default), an iptables backend (for hosts without nftables)
-//! and `none`. The backend is chosen once, in [`select`].
+//! behind one [`Firewall`] trait, implemented by nftables (gwsteer's own
+//! tables, which coexist with the iptables-legacy, iptables-nft and nftables
+//! rules of other software). `firewallBackend: none` opens no firewall; the
+//! choice is made once, in [`resolve`].
 //!
 //! Cost model: a policy's chains, rules and sets are node-level (made by the
 //! first pod that needs them, removed with the last); a pod only adds its
 //! address to a set. The number of firewall rules never grows with pods.
 
-pub mod iptables;
 mod nfnl;
 pub mod nftables;
 #[cfg(test)]
@@ -21,7 +21,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::config::FirewallBackend;
-use crate::error::{Error, Result, code};
+use crate::error::Result;
 use crate::objects::Presence;
 
 /// How a policy marks packets.
@@ -134,8 +134,8 @@ impl fmt::Display for FwObject {
 
 /// A firewall implementation. `ensure` is idempotent, `remove` treats an
 /// absent object as success, `observe` changes nothing. Every object a
-/// backend makes carries a gwsteer marker (nftables: its own tables named
-/// `gwsteer-…`; iptables: chains named `GWS-…`, ipsets `gws-…` and rule comments
+/// backend makes carries a gwsteer marker (its own nftables tables named
+/// `gwsteer-…`; RETURN rules in foreign iptables chains carry the comment
 /// `gwsteer:<network>`), so cleanup finds exactly its own.
 pub trait Firewall {
     fn name(&self) -> &'static str;
@@ -147,50 +147,37 @@ pub trait Firewall {
     fn cleanup(&mut self, dry_run: bool) -> Result<Vec<String>>;
 }
 
-/// The `none` backend: for configs that need no firewall; refuses any object.
-pub struct NoFirewall;
-
-impl Firewall for NoFirewall {
-    fn name(&self) -> &'static str {
-        "none"
-    }
-
-    fn ensure(&mut self, obj: &FwObject) -> Result<()> {
-        Err(Error::new(
-            code::INVALID_CONFIG,
-            format!(
-                "firewallBackend \"none\" cannot make {obj}; choose auto, nftables or iptables"
-            ),
-        ))
-    }
-
-    fn remove(&mut self, _obj: &FwObject) -> Result<()> {
-        Ok(())
-    }
-
-    fn observe(&mut self, _obj: &FwObject) -> Result<Presence> {
-        Ok(Presence::Missing)
-    }
-
-    fn cleanup(&mut self, _dry_run: bool) -> Result<Vec<String>> {
-        Ok(Vec::new())
-    }
-}
-
-/// A concrete firewall implementation, recorded with every firewall object
-/// so that DEL uses the backend that made it, whatever the config says now.
-#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+/// The firewall implementation that made an object, recorded with every
+/// firewall object so that DEL uses the backend that made it. nftables is
+/// the only one; records of the iptables backend of earlier versions do not
+/// parse (see [`Backend`]'s `Deserialize`) and are set aside as corrupt.
+#[derive(Serialize, Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     Nftables,
-    Iptables,
+}
+
+/// Why a firewall object of the retired iptables backend is not read back.
+pub const RETIRED_IPTABLES: &str = "made by the iptables firewall backend, which this gwsteer \
+     no longer has (nftables is the one firewall backend); its GWS-* chains, gws-* ipsets \
+     and gwsteer:<network> rules stay in the kernel until removed by hand or by the \
+     `gwsteer cleanup` of the version that made them";
+
+impl<'de> Deserialize<'de> for Backend {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Backend, D::Error> {
+        let name = String::deserialize(d)?;
+        match name.as_str() {
+            "nftables" => Ok(Backend::Nftables),
+            "iptables" => Err(serde::de::Error::custom(RETIRED_IPTABLES)),
+            other => Err(serde::de::Error::unknown_variant(other, &["nftables"])),
+        }
+    }
 }
 
 impl fmt::Display for Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Backend::Nftables => "nftables",
-            Backend::Iptables => "iptables",
         })
     }
 }
@@ -198,7 +185,6 @@ impl fmt::Display for Backend {
 pub fn open(backend: Backend) -> Result<Box<dyn Firewall>> {
     Ok(match backend {
         Backend::Nftables => Box::new(nftables::Nftables::new()?),
-        Backend::Iptables => Box::new(iptables::Iptables::new()?),
     })
 }
 
@@ -209,36 +195,15 @@ pub struct Opened {
     pub firewall: Box<dyn Firewall>,
 }
 
-/// Which backend a config gets: `None` for `none`; `auto` is nftables when
-/// the kernel answers nf_tables requests, else iptables. Errors say why the
-/// chosen backend is unusable (code 50).
+/// Which backend a config gets: `None` for `none`; `auto` and `nftables`
+/// are nftables. Errors say why it is unusable (code 50: no `nft`, or the
+/// kernel does not answer nf_tables requests).
 pub fn resolve(choice: FirewallBackend) -> Result<Option<Opened>> {
-    let opened = |backend: Backend, firewall: Box<dyn Firewall>| Some(Opened { backend, firewall });
     match choice {
         FirewallBackend::None => Ok(None),
-        FirewallBackend::Nftables => Ok(opened(
-            Backend::Nftables,
-            Box::new(nftables::Nftables::new()?),
-        )),
-        FirewallBackend::Iptables => Ok(opened(
-            Backend::Iptables,
-            Box::new(iptables::Iptables::new()?),
-        )),
-        FirewallBackend::Auto => match nftables::Nftables::new() {
-            Ok(nft) => Ok(opened(Backend::Nftables, Box::new(nft))),
-            Err(nft) => match iptables::Iptables::new() {
-                Ok(ipt) => {
-                    log::info!("nftables not usable ({nft}); using iptables");
-                    Ok(opened(Backend::Iptables, Box::new(ipt)))
-                }
-                Err(ipt) => Err(Error::new(
-                    code::NOT_AVAILABLE,
-                    format!(
-                        "no firewall backend is usable: nftables: {}; iptables: {}",
-                        nft.msg, ipt.msg
-                    ),
-                )),
-            },
-        },
+        FirewallBackend::Auto | FirewallBackend::Nftables => Ok(Some(Opened {
+            backend: Backend::Nftables,
+            firewall: Box::new(nftables::Nftables::new()?),
+        })),
     }
 }

@@ -1,8 +1,8 @@
-//! nfnetlink (`NETLINK_NETFILTER`) plumbing shared by both backends: one
+//! nfnetlink (`NETLINK_NETFILTER`) plumbing of the nftables backend: one
 //! blocking socket, messages built in one buffer, attributes parsed in
 //! place, the kernel's error and extended-ack answers. What a request means
 //! and when its answer ends belong to the protocol on top (nf_tables in
-//! `nftables::nfnl`, ipset in `iptables::ipset`).
+//! `nftables::nfnl`).
 //!
 //! A netlink socket belongs for life to the network namespace of the thread
 //! that opened it.
@@ -11,7 +11,7 @@
 //! otherwise): `nlmsghdr` (16 bytes), `nfgenmsg` (family, version 0,
 //! resource id in network order), then attributes (`nlattr`: u16 length,
 //! u16 type, payload padded to 4). Strings are NUL-terminated, as libnftnl
-//! and libipset send them.
+//! sends them.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -110,11 +110,6 @@ pub struct Msg<'a> {
 }
 
 impl<'a> Msg<'a> {
-    /// The attributes of a data message (after its `nfgenmsg`).
-    pub fn attrs(self) -> Attrs<'a> {
-        Attrs(self.body.get(NFGENMSG_LEN..).unwrap_or_default())
-    }
-
     /// The (negative) error code of an `NLMSG_ERROR` (0 for an ack) or
     /// `NLMSG_DONE`, if the body holds one.
     pub fn code(self) -> Option<i32> {
@@ -182,18 +177,9 @@ impl<'a> Attrs<'a> {
         self.iter().find(|(k, _)| *k == kind).map(|(_, v)| v)
     }
 
-    /// The attributes nested in the first attribute of this type.
-    pub fn nested(self, kind: u16) -> Option<Attrs<'a>> {
-        self.get(kind).map(Attrs)
-    }
-
     /// A string, up to its NUL.
     pub fn string(self, kind: u16) -> Option<String> {
         Some(c_string(self.get(kind)?))
-    }
-
-    pub fn u8(self, kind: u16) -> Option<u8> {
-        self.get(kind)?.first().copied()
     }
 
     /// A big-endian (network order) u32.
@@ -253,15 +239,6 @@ impl MsgBuf {
         self.attr_header(kind, value.len());
         self.bytes.extend_from_slice(value);
         self.pad()
-    }
-
-    pub fn u8(&mut self, kind: u16, v: u8) -> &mut Self {
-        self.bytes(kind, &[v])
-    }
-
-    /// A host-order u32.
-    pub fn u32(&mut self, kind: u16, v: u32) -> &mut Self {
-        self.bytes(kind, &v.to_ne_bytes())
     }
 
     /// A NUL-terminated string.
@@ -441,11 +418,11 @@ mod tests {
     fn attributes_round_trip_with_nesting_and_padding() {
         let mut m = MsgBuf::default();
         m.begin(0x0609, NLM_F_REQUEST, 7, 2, 0);
-        m.u8(1, 7).str(2, "gws-1").nested(7, |d| {
+        m.bytes(1, &[7]).str(2, "gws-1").nested(7, |d| {
             d.nested(1, |ip| {
                 ip.bytes(1 | NLA_F_NET_BYTEORDER, &[10, 0, 0, 1]);
             });
-            d.u8(3, 32);
+            d.bytes(3, &[32]);
         });
         m.end();
         let b = m.as_bytes();
@@ -455,12 +432,12 @@ mod tests {
             b.len()
         );
         let top = Attrs(&b[NLMSG_HDRLEN + NFGENMSG_LEN..]);
-        assert_eq!(top.u8(1), Some(7));
+        assert_eq!(top.get(1), Some(&[7u8][..]));
         assert_eq!(top.string(2).as_deref(), Some("gws-1"));
-        let data = top.nested(7).unwrap();
-        let ip = data.nested(1).unwrap();
+        let data = Attrs(top.get(7).unwrap());
+        let ip = Attrs(data.get(1).unwrap());
         assert_eq!(ip.get(1), Some(&[10u8, 0, 0, 1][..]));
-        assert_eq!(data.u8(3), Some(32));
+        assert_eq!(data.get(3), Some(&[32u8][..]));
     }
 
     #[test]

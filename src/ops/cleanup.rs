@@ -132,21 +132,17 @@ pub fn run(state_dir: &Path, dry_run: bool) -> Result<i32> {
             links.delete_marked_link(&name)?;
         }
     }
-    // Firewall objects of every backend usable here (gwsteer-* nftables
-    // tables, GWS-* chains, gwsteer: comments, gws-* ipsets).
-    for backend in [
-        crate::firewall::Backend::Nftables,
-        crate::firewall::Backend::Iptables,
-    ] {
-        match crate::firewall::open(backend) {
-            Ok(mut fw) => {
-                for what in fw.cleanup(dry_run)? {
-                    let verb = if dry_run { "would remove" } else { "removed" };
-                    println!("{verb} {backend} {what}");
-                }
+    // Firewall objects, when nftables is usable here (gwsteer-* tables and
+    // gwsteer: RETURN rules in foreign iptables chains).
+    let backend = crate::firewall::Backend::Nftables;
+    match crate::firewall::open(backend) {
+        Ok(mut fw) => {
+            for what in fw.cleanup(dry_run)? {
+                let verb = if dry_run { "would remove" } else { "removed" };
+                println!("{verb} {backend} {what}");
             }
-            Err(e) => log::debug!("{backend} not usable here ({e}); nothing of it to clean"),
         }
+        Err(e) => log::debug!("{backend} not usable here ({e}); nothing of it to clean"),
     }
     Ok(0)
 }

@@ -300,22 +300,15 @@ pub(crate) mod tests {
                     "gateways": [{"via": "192.168.2.1"}, {"via": "192.168.2.2"}]}]),
             None,
         );
-        let p = plan(
-            &c,
-            &pod("default", &["10.244.1.5/24"]),
-            &Facts {
-                firewall: Some(Backend::Iptables),
-                gateway: None,
-            },
-        );
+        let p = plan(&c, &pod("default", &["10.244.1.5/24"]), &nft());
         assert_eq!(
             texts(&p.pod_objects),
-            vec!["iptables firewall member 10.244.1.5 of net/egress"]
+            vec!["nftables firewall member 10.244.1.5 of net/egress"]
         );
         let node = texts(&p.groups[0].objects);
         assert!(
             node.contains(
-                &"iptables firewall policy net/egress mark 0x100/0xff00 (mark, to 1 cidr(s))"
+                &"nftables firewall policy net/egress mark 0x100/0xff00 (mark, to 1 cidr(s))"
                     .to_string()
             ),
             "{node:?}"

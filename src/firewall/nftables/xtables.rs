@@ -279,8 +279,8 @@ impl Xtables {
 
     /// Every rule of this variant's nat table whose comment starts with
     /// `gwsteer:` and that does not jump to a `GWS-` (or older `GWSTEER-`)
-    /// chain (those belong to the iptables backend, which removes chains and
-    /// jumps together), as `-A …` argument lists.
+    /// chain (those belong to the retired iptables backend, whose chains and
+    /// jumps go together, by hand), as `-A …` argument lists.
     pub fn owned_rules(&mut self, nl: &mut NfSocket, tool: Tool) -> Result<Vec<Vec<String>>> {
         if !self.has_nat(nl, tool)? {
             return Ok(Vec::new());
