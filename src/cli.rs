@@ -80,7 +80,7 @@ pub fn run(args: &[String]) -> i32 {
         return 0;
     }
     if cmd == "explain" {
-        return crate::explain::run(&args[1..]);
+        return crate::ops::explain::run(&args[1..]);
     }
     let opts = match parse(&args[1..]) {
         Ok(o) => o,

@@ -14,7 +14,6 @@ pub mod config;
 pub mod engine;
 pub mod entry;
 pub mod error;
-pub mod explain;
 pub mod facts;
 pub mod fault;
 pub mod firewall;

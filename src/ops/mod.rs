@@ -2,5 +2,6 @@
 //! show, cleanup, and explain. The CLI parses argv into them.
 
 pub mod cleanup;
+pub mod explain;
 pub mod reconcile;
 pub mod show;
