@@ -11,8 +11,7 @@ use crate::cni::Env;
 use crate::config::Config;
 use crate::config::gateway::{Bum, Vxlan};
 use crate::error::{Error, Result, code};
-use crate::firewall::Backend;
-use crate::model::{Family, Side};
+use crate::model::{Backend, Family, Side};
 use crate::netlink::{NetlinkKernel, V6Address};
 use crate::plan::{self, GatewayFacts};
 

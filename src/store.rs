@@ -775,7 +775,7 @@ mod tests {
         ] {
             assert_eq!(e.code, code::STATE, "{}", e.msg);
             assert!(
-                e.msg.contains(crate::firewall::RETIRED_IPTABLES) && e.msg.contains("set aside"),
+                e.msg.contains(crate::model::RETIRED_IPTABLES) && e.msg.contains("set aside"),
                 "{}",
                 e.msg
             );
@@ -790,9 +790,7 @@ mod tests {
         assert!(records.is_empty());
         assert_eq!(corrupt.len(), 1);
         assert!(
-            corrupt[0]
-                .reason
-                .contains(crate::firewall::RETIRED_IPTABLES),
+            corrupt[0].reason.contains(crate::model::RETIRED_IPTABLES),
             "{}",
             corrupt[0].reason
         );

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
-use crate::firewall::{self, Backend, Firewall};
+use crate::firewall::{self, Firewall};
+use crate::model::Backend;
 use crate::netlink::NetlinkKernel;
 use crate::objects::{Kernel, Object, Presence, RouteSpec, RuleSpec, SavedUplink, Side};
 use crate::sysctl;

@@ -10,9 +10,10 @@ pub mod capture;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::{Config, FirewallBackend};
 use crate::error::Result;
 use crate::kernel::Kernel;
+use crate::model::Backend;
 use crate::store::Store;
 
 pub use apply::{combine, ensure_group, remove_group, teardown};
@@ -55,10 +56,25 @@ fn log_lock_wait(store: Store) -> Result<Store> {
 /// The firewall backend this config's objects are made with, when it needs
 /// one, opened: hand it to [`new_kernel_with`].
 pub fn firewall_backend(config: &Config) -> Result<Option<crate::firewall::Opened>> {
-    if config.needs_firewall() {
-        crate::firewall::resolve(config.firewall_backend)
-    } else {
-        Ok(None)
+    if !config.needs_firewall() {
+        return Ok(None);
+    }
+    open_firewall(config.firewall_backend)
+}
+
+/// The backend a `firewallBackend` choice gets, opened: `None` for `none`;
+/// `auto` and `nftables` are nftables. Errors say why it is unusable (code
+/// 50: no `nft`, or the kernel does not answer nf_tables requests).
+pub fn open_firewall(choice: FirewallBackend) -> Result<Option<crate::firewall::Opened>> {
+    match choice {
+        FirewallBackend::None => Ok(None),
+        FirewallBackend::Auto | FirewallBackend::Nftables => {
+            let backend = Backend::Nftables;
+            Ok(Some(crate::firewall::Opened {
+                backend,
+                firewall: crate::firewall::open(backend)?,
+            }))
+        }
     }
 }
 

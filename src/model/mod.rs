@@ -5,12 +5,14 @@
 //! kernel. `Display` of every object reads like the `ip`/`nft` command
 //! that would make it. No I/O here.
 
+mod firewall;
 mod group;
 mod link;
 mod object;
 mod route;
 mod rule;
 
+pub use firewall::*;
 pub use group::*;
 pub use link::*;
 pub use object::*;

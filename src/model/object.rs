@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::{RouteSpec, RuleSpec};
+use super::{Backend, FwObject, RouteSpec, RuleSpec};
 
 /// Which network namespace an object lives in.
 #[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
@@ -48,8 +48,8 @@ pub enum Object {
     },
     /// A firewall object (node namespace), made by the configured backend.
     Firewall {
-        backend: crate::firewall::Backend,
-        firewall: crate::firewall::FwObject,
+        backend: Backend,
+        firewall: FwObject,
     },
     /// Gateway network infrastructure in the node: a bridge or a VXLAN,
     /// made if absent (marked as gwsteer's), kept up at its MTU.
@@ -205,7 +205,7 @@ impl Object {
         }
     }
 
-    pub fn firewall(backend: crate::firewall::Backend, obj: crate::firewall::FwObject) -> Object {
+    pub fn firewall(backend: Backend, obj: FwObject) -> Object {
         Object::Firewall {
             backend,
             firewall: obj,

@@ -15,8 +15,7 @@ use ipnet::IpNet;
 
 use crate::cni::result::PodAddress;
 use crate::config::{Config, Gateway};
-use crate::firewall::Backend;
-use crate::model::{Family, NextHop, NodeGroup, Object, RouteKind, RouteSpec};
+use crate::model::{Backend, Family, NextHop, NodeGroup, Object, RouteKind, RouteSpec};
 
 pub use gateway::GatewayFacts;
 pub use steering::{MULTIPATH_USE_NEIGH, SRC_VALID_MARK, selected, table_routes};

@@ -7,8 +7,10 @@ use ipnet::IpNet;
 
 use super::{Facts, Plan, Pod, gateway_routes, host};
 use crate::config::{Config, Match, Policy};
-use crate::firewall::{FwExemption, FwMember, FwObject, FwPolicy, Marking};
-use crate::model::{Family, GroupKey, NodeGroup, Object, RouteSpec, RuleSpec, TABLE_MAIN};
+use crate::model::{
+    Family, FwExemption, FwMember, FwObject, FwPolicy, GroupKey, Marking, NodeGroup, Object,
+    RouteSpec, RuleSpec, TABLE_MAIN,
+};
 
 /// With marks, reverse-path checks must see the mark too.
 pub const SRC_VALID_MARK: &str = "net.ipv4.conf.all.src_valid_mark";

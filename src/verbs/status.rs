@@ -31,7 +31,7 @@ pub fn run(config: &Config) -> Result<()> {
     crate::netlink::NetlinkKernel::probe()
         .map_err(|e| unavailable(format!("netlink is not usable: {}", e.msg)))?;
     if config.needs_firewall() {
-        let backend = crate::firewall::resolve(config.firewall_backend).map_err(|e| {
+        let backend = crate::engine::open_firewall(config.firewall_backend).map_err(|e| {
             unavailable(format!(
                 "firewallBackend {:?} is not usable: {}",
                 config.firewall_backend, e.msg

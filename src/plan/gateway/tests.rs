@@ -9,7 +9,7 @@ use crate::plan::Facts;
 /// Facts with the nftables backend and these gateway facts.
 fn nft(gateway: GatewayFacts) -> Facts {
     Facts {
-        firewall: Some(crate::firewall::Backend::Nftables),
+        firewall: Some(crate::model::Backend::Nftables),
         gateway: Some(gateway),
     }
 }
