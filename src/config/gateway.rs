@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use super::{Role, ifname};
 use crate::cni::reader::At;
 use crate::error::{Error, Result};
-use crate::objects::Family;
+use crate::model::Family;
 
 pub const DEFAULT_BRIDGE: &str = "gwbr0";
 pub const DEFAULT_VXLAN: &str = "gwvx0";

@@ -14,7 +14,7 @@ use super::steering::parse_gateway;
 use super::{Gateway, ifname};
 use crate::cni::reader::{At, show};
 use crate::error::{Error, Result};
-use crate::objects::Family;
+use crate::model::Family;
 
 /// One end of the veth pair: its name and its interface addresses (with
 /// their prefix length, host bits set: `192.169.1.1/30`), one per family.

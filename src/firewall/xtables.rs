@@ -7,7 +7,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::objects::Family;
+use crate::model::Family;
 
 /// Every iptables rule gwsteer makes carries `--comment gwsteer:…`.
 pub const COMMENT_PREFIX: &str = "gwsteer:";

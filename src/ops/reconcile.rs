@@ -543,7 +543,7 @@ mod tests {
     #[test]
     fn imposters_say_what_they_are() {
         let rule = RuleSpec {
-            family: crate::objects::Family::V4,
+            family: crate::model::Family::V4,
             priority: 500,
             src: Some("10.9.9.9/32".parse().unwrap()),
             dst: None,
@@ -570,7 +570,7 @@ mod tests {
     #[test]
     fn canonical_rules_compare_like_the_kernel() {
         let a = RuleSpec {
-            family: crate::objects::Family::V4,
+            family: crate::model::Family::V4,
             priority: 1000,
             src: Some("10.0.0.1/32".parse().unwrap()),
             dst: Some("0.0.0.0/0".parse().unwrap()),

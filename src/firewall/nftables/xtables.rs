@@ -34,7 +34,7 @@ use crate::firewall::xtables::{
     Backslash, CHAIN_PREFIX, COMMENT_PREFIX, LOCK_WAIT_SECS, Variant, legacy_tables, option_value,
     split_words,
 };
-use crate::objects::Family;
+use crate::model::Family;
 /// `NFT_RETURN`: iptables-nft's `-j RETURN`.
 const NFT_RETURN: i32 = -5;
 

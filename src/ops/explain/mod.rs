@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::netlink::{
     KernelRule, NetlinkKernel, address_family, route_ip, rule_from_message, via_ip,
 };
-use crate::objects::{Family, RTPROT_GWSTEER, Side};
+use crate::model::{Family, RTPROT_GWSTEER, Side};
 
 use report::table_name;
 pub use report::{Chosen, Hop, MatchedRule, Report, Route, Selectors};

@@ -14,7 +14,7 @@ use serde::{Serialize, Serializer};
 
 use super::Query;
 use crate::netlink::{KernelRule, OtherSelectors};
-use crate::objects::{RTPROT_GWSTEER, TABLE_MAIN};
+use crate::model::{RTPROT_GWSTEER, TABLE_MAIN};
 
 /// The report: `{"chosen", "error", "query", "route", "rule",
 /// "rulesMatched", "table", "tableName"}`.
