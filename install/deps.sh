@@ -12,7 +12,6 @@ PACKAGES=(
   iproute2                    # ip, ip netns, bridge
   nftables                    # nft
   iptables                    # iptables-legacy / iptables-nft
-  ipset                       # tests read the iptables backend's sets (ipset list)
   socat
   tcpdump
   conntrack
@@ -30,7 +29,7 @@ NEEDED_PATHS=(
   /usr/lib/cni/sbr
   /usr/share/gocode/src/github.com/containernetworking/cni/libcni/api.go
 )
-NEEDED_COMMANDS=(go ip bridge nft iptables iptables-legacy iptables-nft ipset socat tcpdump conntrack jq ping sysctl modprobe)
+NEEDED_COMMANDS=(go ip bridge nft iptables iptables-legacy iptables-nft socat tcpdump conntrack jq ping sysctl modprobe)
 
 missing=()
 for p in "${NEEDED_PATHS[@]}"; do

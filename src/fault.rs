@@ -5,7 +5,7 @@
 //! exactly `kill -9`: no destructors, no unwinding, no flush, the store lock
 //! released by the kernel — right after its k-th *state change*. A state
 //! change is every kernel change (each `ensure`, `remove` or imposter
-//! removal through [`crate::system::System`], whether or not the kernel
+//! removal through the kernel layer's `System`, whether or not the kernel
 //! actually had anything to do) and every state store write (record, group
 //! and hold writes and deletes, setting a record aside, destroying a
 //! network's state). Those two choke points call [`state_changed`], so a

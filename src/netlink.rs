@@ -547,7 +547,7 @@ impl NetlinkKernel {
 }
 
 /// Sysctls and firewall objects are not made over rtnetlink; see
-/// [`crate::system::System`], which routes each object to its backend.
+/// `System`, which routes each object to its backend.
 fn not_netlink(obj: &Object) -> Error {
     Error::kernel(format!("{obj} is not a netlink object"))
 }
@@ -959,16 +959,59 @@ impl RuleIdentity {
 }
 
 /// A dumped rule.
-struct KernelRule {
-    spec: RuleSpec,
-    protocol: u8,
-    action: RuleAction,
+pub(crate) struct KernelRule {
+    pub(crate) spec: RuleSpec,
+    pub(crate) protocol: u8,
+    pub(crate) action: RuleAction,
     /// False when the rule has selectors a [`RuleSpec`] cannot express
     /// (oif, ipproto, ports, uid range, tos, `not`…).
     plain: bool,
+    /// Those of them `gwsteer explain` evaluates or shows.
+    pub(crate) other: OtherSelectors,
 }
 
-fn rule_from_message(msg: &RuleMessage) -> Option<KernelRule> {
+/// What a rule selects on beyond a [`RuleSpec`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct OtherSelectors {
+    /// `not`: the rule applies where its selectors do not match.
+    pub(crate) invert: bool,
+    pub(crate) tos: u8,
+    pub(crate) oif: Option<String>,
+    pub(crate) uid_range: Option<(u32, u32)>,
+    /// `suppress_prefixlength` (the kernel's -1, unset, as `None`).
+    pub(crate) suppress_prefixlen: Option<u32>,
+    /// Looks up the table of the packet's L3 master device (a VRF).
+    pub(crate) l3mdev: bool,
+    pub(crate) ip_proto: Option<netlink_packet_route::IpProtocol>,
+    pub(crate) sport: Option<(u16, u16)>,
+    pub(crate) dport: Option<(u16, u16)>,
+}
+
+fn other_selectors(msg: &RuleMessage) -> OtherSelectors {
+    let mut other = OtherSelectors {
+        invert: msg.header.flags.contains(RuleFlags::Invert),
+        tos: msg.header.tos,
+        ..OtherSelectors::default()
+    };
+    for attr in &msg.attributes {
+        match attr {
+            RuleAttribute::Oifname(name) => other.oif = Some(name.clone()),
+            RuleAttribute::UidRange(u) => other.uid_range = Some((u.start, u.end)),
+            RuleAttribute::SuppressPrefixLen(n) if *n != u32::MAX => {
+                other.suppress_prefixlen = Some(*n)
+            }
+            RuleAttribute::L3MDev(on) => other.l3mdev = *on,
+            RuleAttribute::IpProtocol(p) => other.ip_proto = Some(*p),
+            RuleAttribute::SourcePortRange(p) => other.sport = Some((p.start, p.end)),
+            RuleAttribute::DestinationPortRange(p) => other.dport = Some((p.start, p.end)),
+            _ => {}
+        }
+    }
+    other
+}
+
+/// A dumped rule message as a rule, `None` if it is of neither IP family.
+pub(crate) fn rule_from_message(msg: &RuleMessage) -> Option<KernelRule> {
     let family = family_of(msg.header.family)?;
     let mut spec = RuleSpec {
         family,
@@ -1009,6 +1052,7 @@ fn rule_from_message(msg: &RuleMessage) -> Option<KernelRule> {
         protocol,
         action: msg.header.action,
         plain,
+        other: other_selectors(msg),
     })
 }
 

@@ -38,81 +38,20 @@
 //! removes it), never a count that silently drifts. "Am I the last holder?"
 //! reads one directory entry, so it costs the same with 1 or 1000 pods.
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use fs2::FileExt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result, code};
-use crate::objects::Object;
 
-pub const SCHEMA: u32 = 1;
+pub use crate::model::{AttachmentId, GroupKey, NodeGroup, OLDEST_SCHEMA, Record, SCHEMA};
 
 /// The store of node-wide state shared by networks (see the module docs).
 pub const NODE_SCOPE: &str = ".node";
-
-/// The identity of an attachment within a network.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AttachmentId {
-    pub container_id: String,
-    pub ifname: String,
-}
-
-impl AttachmentId {
-    /// File name stem. Container ids are `[A-Za-z0-9][A-Za-z0-9_.-]*` and
-    /// interface names hold no '/', so `@` keeps the two apart.
-    pub fn stem(&self) -> String {
-        format!("{}@{}", self.container_id, self.ifname)
-    }
-}
-
-impl std::fmt::Display for AttachmentId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.container_id, self.ifname)
-    }
-}
-
-/// What one attachment owns. Written before the kernel is touched (intent),
-/// so a crash mid-ADD leaves a record that DEL or GC can undo.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Record {
-    pub schema: u32,
-    pub network: String,
-    #[serde(flatten)]
-    pub id: AttachmentId,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub netns: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod_namespace: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod_name: Option<String>,
-    /// Per-pod objects, removed on DEL.
-    #[serde(default)]
-    pub objects: Vec<Object>,
-    /// Keys of node-level groups this attachment needs.
-    #[serde(default)]
-    pub holds: Vec<String>,
-    pub created: u64,
-}
-
-/// Node-level objects shared by attachments, removed with their last holder.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct NodeGroup {
-    pub schema: u32,
-    pub key: String,
-    pub objects: Vec<Object>,
-    /// Sysctl values found before the group first set them (key → value),
-    /// written back when the last holder goes.
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub restore: std::collections::BTreeMap<String, String>,
-}
 
 /// A record that could not be read, and where it was put.
 #[derive(Debug, Clone)]
@@ -199,10 +138,6 @@ impl Backoff {
     }
 }
 
-fn would_block(e: &std::io::Error) -> bool {
-    e.kind() == ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::EWOULDBLOCK)
-}
-
 impl Store {
     /// Open `<state_dir>/<network>` and take its exclusive lock, waiting at
     /// most `wait`, after any ADD that is waiting for it. A timeout is CNI
@@ -252,18 +187,20 @@ impl Store {
         };
         // Is an ADD waiting? (Taking `lock.add` exclusively for an instant
         // succeeds only when no ADD holds it shared.)
-        let add_waiting = |adds: &File| match adds.try_lock_exclusive() {
+        let add_waiting = |adds: &File| match adds.try_lock() {
             Ok(()) => {
-                let _ = FileExt::unlock(adds);
+                let _ = adds.unlock();
                 Ok(false)
             }
-            Err(e) if would_block(&e) => Ok(true),
-            Err(e) => Err(Error::io(format!("locking {}", adds_path.display()), e)),
+            Err(TryLockError::WouldBlock) => Ok(true),
+            Err(TryLockError::Error(e)) => {
+                Err(Error::io(format!("locking {}", adds_path.display()), e))
+            }
         };
         let mut adds: Option<File> = None;
         let mut announced = false;
         loop {
-            match lock.try_lock_exclusive() {
+            match lock.try_lock() {
                 Ok(()) if turn != Turn::AfterAdds => break,
                 Ok(()) => {
                     if adds.is_none() {
@@ -272,12 +209,12 @@ impl Store {
                     match &adds {
                         // An ADD started waiting meanwhile: it goes first.
                         Some(a) if add_waiting(a)? => {
-                            let _ = FileExt::unlock(&lock);
+                            let _ = lock.unlock();
                         }
                         _ => break,
                     }
                 }
-                Err(e) if would_block(&e) => {
+                Err(TryLockError::WouldBlock) => {
                     if turn == Turn::Add && !announced {
                         if adds.is_none() {
                             adds = open_adds(true)?;
@@ -287,7 +224,9 @@ impl Store {
                         announced = adds.as_ref().is_some_and(|a| a.try_lock_shared().is_ok());
                     }
                 }
-                Err(e) => return Err(Error::io(format!("locking {}", lock_path.display()), e)),
+                Err(TryLockError::Error(e)) => {
+                    return Err(Error::io(format!("locking {}", lock_path.display()), e));
+                }
             }
             if !backoff.pause() {
                 return Err(timeout("is locked by another gwsteer"));
@@ -353,12 +292,12 @@ impl Store {
             .join(format!("{}.json", id.stem()))
     }
 
-    fn group_path(&self, key: &str) -> PathBuf {
+    fn group_path(&self, key: &GroupKey) -> PathBuf {
         self.dir.join("nodes").join(format!("{key}.json"))
     }
 
-    fn holds_dir(&self, key: &str) -> PathBuf {
-        self.dir.join("holds").join(key)
+    fn holds_dir(&self, key: &GroupKey) -> PathBuf {
+        self.dir.join("holds").join(key.to_string())
     }
 
     /// Write `value` to `path` atomically (temp file + rename), mode 0600.
@@ -467,7 +406,7 @@ impl Store {
         Ok((records, corrupt))
     }
 
-    pub fn group(&self, key: &str) -> Result<Option<NodeGroup>> {
+    pub fn group(&self, key: &GroupKey) -> Result<Option<NodeGroup>> {
         self.read_json(&self.group_path(key))
     }
 
@@ -475,7 +414,7 @@ impl Store {
         self.write_json(&self.group_path(&group.key), group)
     }
 
-    pub fn delete_group(&self, key: &str) -> Result<()> {
+    pub fn delete_group(&self, key: &GroupKey) -> Result<()> {
         remove_file(&self.group_path(key))?;
         match fs::remove_dir(self.holds_dir(key)) {
             Ok(()) => {
@@ -490,23 +429,28 @@ impl Store {
     }
 
     /// Keys of every node group on record.
-    pub fn group_keys(&self) -> Result<Vec<String>> {
-        let mut keys: Vec<String> = list_dir(&self.dir.join("nodes"))?
+    pub fn group_keys(&self) -> Result<Vec<GroupKey>> {
+        let mut keys: Vec<GroupKey> = list_dir(&self.dir.join("nodes"))?
             .iter()
             .filter(|p| p.extension().is_some_and(|e| e == "json"))
-            .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .filter_map(|p| {
+                let stem = p.file_stem()?.to_string_lossy().into_owned();
+                stem.parse()
+                    .map_err(|e| log::warn!("{}: ignored: {e}", p.display()))
+                    .ok()
+            })
             .collect();
         keys.sort();
         Ok(keys)
     }
 
     /// Record that `id` needs group `key`.
-    pub fn hold(&self, key: &str, id: &AttachmentId) -> Result<()> {
+    pub fn hold(&self, key: &GroupKey, id: &AttachmentId) -> Result<()> {
         self.hold_by(key, &id.stem())
     }
 
     /// Record that `holder` (a file name) needs group `key`.
-    pub fn hold_by(&self, key: &str, holder: &str) -> Result<()> {
+    pub fn hold_by(&self, key: &GroupKey, holder: &str) -> Result<()> {
         let dir = self.holds_dir(key);
         let path = dir.join(holder);
         let create = || {
@@ -530,12 +474,12 @@ impl Store {
     }
 
     /// Drop `id`'s hold on `key`; true when nobody holds the group any more.
-    pub fn release(&self, key: &str, id: &AttachmentId) -> Result<bool> {
+    pub fn release(&self, key: &GroupKey, id: &AttachmentId) -> Result<bool> {
         self.release_by(key, &id.stem())
     }
 
     /// Drop `holder`'s hold on `key`; true when nobody holds the group any more.
-    pub fn release_by(&self, key: &str, holder: &str) -> Result<bool> {
+    pub fn release_by(&self, key: &GroupKey, holder: &str) -> Result<bool> {
         let dir = self.holds_dir(key);
         remove_file(&dir.join(holder))?;
         // "Am I the last?" without listing the directory: rmdir succeeds only
@@ -554,7 +498,7 @@ impl Store {
     }
 
     /// True when no attachment holds group `key`.
-    pub fn unheld(&self, key: &str) -> Result<bool> {
+    pub fn unheld(&self, key: &GroupKey) -> Result<bool> {
         match fs::read_dir(self.holds_dir(key)) {
             Ok(mut entries) => Ok(entries.next().is_none()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(true),
@@ -563,7 +507,7 @@ impl Store {
     }
 
     /// Attachments holding group `key` (for show/GC; not on the hot path).
-    pub fn holders(&self, key: &str) -> Result<Vec<String>> {
+    pub fn holders(&self, key: &GroupKey) -> Result<Vec<String>> {
         let mut names: Vec<String> = list_dir(&self.holds_dir(key))?
             .iter()
             .filter_map(|p| p.file_name().map(|s| s.to_string_lossy().into_owned()))
@@ -573,7 +517,7 @@ impl Store {
     }
 
     /// Remove a holder file by its name (as returned by [`Store::holders`]).
-    pub fn drop_holder(&self, key: &str, holder: &str) -> Result<()> {
+    pub fn drop_holder(&self, key: &GroupKey, holder: &str) -> Result<()> {
         remove_file(&self.holds_dir(key).join(holder))
     }
 
@@ -606,8 +550,12 @@ impl Store {
 fn parse_versioned<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, String> {
     let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
     match value.get("schema").and_then(serde_json::Value::as_u64) {
-        Some(s) if s == u64::from(SCHEMA) => {}
-        Some(s) => return Err(format!("schema {s}, this gwsteer reads schema {SCHEMA}")),
+        Some(s) if (u64::from(OLDEST_SCHEMA)..=u64::from(SCHEMA)).contains(&s) => {}
+        Some(s) => {
+            return Err(format!(
+                "schema {s}, this gwsteer reads schemas {OLDEST_SCHEMA} to {SCHEMA}"
+            ));
+        }
         None => return Err("no schema version".into()),
     }
     serde_json::from_value(value).map_err(|e| e.to_string())
@@ -670,7 +618,7 @@ mod tests {
             pod_namespace: Some("default".into()),
             pod_name: None,
             objects: vec![],
-            holds: vec!["steering.oam".into()],
+            holds: vec![GroupKey::Policy("oam".into())],
             created: 1,
         }
     }
@@ -724,16 +672,142 @@ mod tests {
         fs::remove_dir_all(root).unwrap();
     }
 
+    /// An attachment record and a node group as the gwsteer that still had
+    /// the iptables firewall backend wrote them (a connmark ADD with
+    /// `firewallBackend: "iptables"`).
+    const IPTABLES_RECORD: &str = r#"{
+  "schema": 1,
+  "network": "net",
+  "containerId": "ctr1",
+  "ifname": "eth0",
+  "netns": "/run/netns/pod1",
+  "podNamespace": "default",
+  "podName": "pod1",
+  "objects": [
+    {
+      "object": "firewall",
+      "backend": "iptables",
+      "firewall": {
+        "fw": "member",
+        "network": "net",
+        "policy": "ret",
+        "addr": "10.244.1.5/32"
+      }
+    }
+  ],
+  "holds": [
+    "steering.ret",
+    "sysctl.net.ipv4.conf.all.src_valid_mark",
+    "exemption.10.244.0.0_16"
+  ],
+  "created": 1796311112
+}"#;
+    const IPTABLES_GROUP: &str = r#"{
+  "schema": 1,
+  "key": "steering.ret",
+  "objects": [
+    {
+      "object": "route",
+      "dst": "0.0.0.0/0",
+      "table": 100,
+      "kind": "unicast",
+      "nexthops": [
+        {
+          "via": "192.168.2.1",
+          "dev": "eth-b",
+          "weight": 1
+        }
+      ]
+    },
+    {
+      "object": "firewall",
+      "backend": "iptables",
+      "firewall": {
+        "fw": "policy",
+        "network": "net",
+        "policy": "ret",
+        "mark": 20,
+        "mask": 4294967295,
+        "marking": {
+          "mode": "connmark",
+          "ingress": [
+            "eth-b"
+          ]
+        }
+      }
+    },
+    {
+      "object": "rule",
+      "family": "inet",
+      "priority": 1000,
+      "fwmark": 20,
+      "table": 100
+    }
+  ]
+}"#;
+
+    /// The iptables backend is gone: its records are set aside as corrupt
+    /// (code 102, no panic) with a reason saying so, not read as nftables
+    /// objects (whose removal would succeed and forget the iptables rules).
+    #[test]
+    fn records_of_the_retired_iptables_backend_are_set_aside() {
+        // They are in the format this gwsteer reads and writes: with backend
+        // nftables they parse and write back to the same JSON.
+        for text in [IPTABLES_RECORD, IPTABLES_GROUP] {
+            let nft = text.replace("\"iptables\"", "\"nftables\"");
+            let written = if text == IPTABLES_RECORD {
+                serde_json::to_string_pretty(&parse_versioned::<Record>(nft.as_bytes()).unwrap())
+            } else {
+                serde_json::to_string_pretty(&parse_versioned::<NodeGroup>(nft.as_bytes()).unwrap())
+            };
+            assert_eq!(written.unwrap(), nft);
+        }
+
+        let root = tmp("iptables");
+        let s = Store::open(&root, "net", Duration::from_secs(1)).unwrap();
+        let record = root.join("net/attachments/ctr1@eth0.json");
+        let group = root.join("net/nodes/steering.ret.json");
+        fs::write(&record, IPTABLES_RECORD).unwrap();
+        fs::write(&group, IPTABLES_GROUP).unwrap();
+        for e in [
+            s.get(&id("ctr1")).unwrap_err(),
+            s.group(&GroupKey::Policy("ret".into())).unwrap_err(),
+        ] {
+            assert_eq!(e.code, code::STATE, "{}", e.msg);
+            assert!(
+                e.msg.contains(crate::model::RETIRED_IPTABLES) && e.msg.contains("set aside"),
+                "{}",
+                e.msg
+            );
+        }
+        assert!(!record.exists() && !group.exists());
+        assert_eq!(fs::read_dir(root.join("net/corrupt")).unwrap().count(), 2);
+        assert_eq!(s.get(&id("ctr1")).unwrap(), None);
+        assert_eq!(s.group(&GroupKey::Policy("ret".into())).unwrap(), None);
+
+        fs::write(&record, IPTABLES_RECORD).unwrap();
+        let (records, corrupt) = s.list().unwrap();
+        assert!(records.is_empty());
+        assert_eq!(corrupt.len(), 1);
+        assert!(
+            corrupt[0].reason.contains(crate::model::RETIRED_IPTABLES),
+            "{}",
+            corrupt[0].reason
+        );
+        fs::remove_dir_all(root).unwrap();
+    }
+
     #[test]
     fn holds_count_by_files() {
         let root = tmp("holds");
         let s = Store::open(&root, "net", Duration::from_secs(1)).unwrap();
-        s.hold("g", &id("a")).unwrap();
-        s.hold("g", &id("b")).unwrap();
-        s.hold("g", &id("b")).unwrap();
-        assert!(!s.release("g", &id("a")).unwrap());
-        assert!(s.release("g", &id("b")).unwrap());
-        assert!(s.release("g", &id("b")).unwrap());
+        let g = GroupKey::Policy("g".into());
+        s.hold(&g, &id("a")).unwrap();
+        s.hold(&g, &id("b")).unwrap();
+        s.hold(&g, &id("b")).unwrap();
+        assert!(!s.release(&g, &id("a")).unwrap());
+        assert!(s.release(&g, &id("b")).unwrap());
+        assert!(s.release(&g, &id("b")).unwrap());
         fs::remove_dir_all(root).unwrap();
     }
 
@@ -771,7 +845,7 @@ mod tests {
         assert!(e.msg.contains("pod starts (ADD)"), "{}", e.msg);
         assert!(t.elapsed() >= Duration::from_millis(100));
         drop(Store::open_for_add(&root, "net", Duration::from_millis(100)).unwrap());
-        FileExt::unlock(&adds).unwrap();
+        adds.unlock().unwrap();
         drop(Store::open(&root, "net", Duration::from_millis(100)).unwrap());
         fs::remove_dir_all(root).unwrap();
     }
@@ -819,8 +893,53 @@ mod tests {
         fs::create_dir_all(root.join("net")).unwrap();
         let s = Store::open(&root, "net", Duration::from_secs(1)).unwrap();
         s.put(&record("c1")).unwrap();
-        s.hold("g", &id("c1")).unwrap();
+        s.hold(&GroupKey::Policy("g".into()), &id("c1")).unwrap();
         assert_eq!(s.get(&id("c1")).unwrap(), Some(record("c1")));
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    /// A store written by the previous release (schema 1) is read as it is:
+    /// nothing is set aside, and a group written back is schema 2.
+    #[test]
+    fn a_schema_1_store_is_read_not_set_aside() {
+        let root = tmp("schema1");
+        let s = Store::open(&root, "oldnet", Duration::from_secs(1)).unwrap();
+        let fixture = |name: &str| {
+            fs::read(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/fixtures/schema1")
+                    .join(name),
+            )
+            .unwrap()
+        };
+        fs::write(
+            s.dir().join("attachments/c1@eth0.json"),
+            fixture("record.json"),
+        )
+        .unwrap();
+        fs::write(
+            s.dir().join("nodes/steering.egress.json"),
+            fixture("policy-group.json"),
+        )
+        .unwrap();
+        let (records, corrupt) = s.list().unwrap();
+        assert!(corrupt.is_empty(), "{corrupt:?}");
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].schema, 1);
+        let key = GroupKey::Policy("egress".into());
+        assert_eq!(s.group_keys().unwrap(), vec![key.clone()]);
+        let g = s.group(&key).unwrap().expect("the schema 1 group");
+        assert_eq!(g.schema, 1);
+        s.put_group(&NodeGroup {
+            schema: SCHEMA,
+            ..g
+        })
+        .unwrap();
+        let text = fs::read_to_string(s.dir().join("nodes/steering.egress.json")).unwrap();
+        assert!(
+            text.contains("\"schema\": 2") || text.contains("\"schema\":2"),
+            "{text}"
+        );
         fs::remove_dir_all(root).unwrap();
     }
 }

@@ -8,9 +8,10 @@ use std::path::PathBuf;
 use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
-use crate::firewall::{self, Backend, Firewall};
+use crate::firewall::{self, Firewall};
+use crate::model::Backend;
 use crate::netlink::NetlinkKernel;
-use crate::objects::{Kernel, Object, Presence, RouteSpec, RuleSpec, Side};
+use crate::objects::{Kernel, Object, Presence, RouteSpec, RuleSpec, SavedUplink, Side};
 use crate::sysctl;
 
 mod gateway;
@@ -156,46 +157,29 @@ impl Kernel for System {
         sysctl::read(key)
     }
 
-    fn capture_uplink(&mut self, dev: &str) -> Result<Option<String>> {
-        self.net
-            .capture_uplink(dev)?
-            .map(|saved| {
-                serde_json::to_string(&saved).map_err(|e| {
-                    crate::error::Error::kernel(format!("uplink {dev}: saving its state: {e}"))
-                })
-            })
-            .transpose()
+    fn capture_uplink(&mut self, dev: &str) -> Result<Option<SavedUplink>> {
+        self.net.capture_uplink(dev)
     }
 
-    fn ensure_uplink(&mut self, obj: &Object, saved: Option<&str>) -> Result<()> {
+    fn ensure_uplink(&mut self, obj: &Object, saved: Option<&SavedUplink>) -> Result<()> {
         let Object::Uplink { dev, vrf, table } = obj else {
             return self.ensure(obj);
         };
-        let done = self
-            .net
-            .ensure_uplink(dev, vrf, *table, &saved_uplink(dev, saved)?);
+        let done =
+            self.net
+                .ensure_uplink(dev, vrf, *table, saved.unwrap_or(&SavedUplink::default()));
         crate::fault::state_changed(&format_args!("ensure {obj}"));
         done
     }
 
-    fn release_uplink(&mut self, obj: &Object, saved: Option<&str>) -> Result<()> {
+    fn release_uplink(&mut self, obj: &Object, saved: Option<&SavedUplink>) -> Result<()> {
         let Object::Uplink { dev, .. } = obj else {
             return self.remove(obj);
         };
-        let done = self.net.release_uplink(dev, &saved_uplink(dev, saved)?);
+        let done = self
+            .net
+            .release_uplink(dev, saved.unwrap_or(&SavedUplink::default()));
         crate::fault::state_changed(&format_args!("remove {obj}"));
         done
-    }
-}
-
-fn saved_uplink(dev: &str, saved: Option<&str>) -> Result<crate::links::SavedUplink> {
-    match saved {
-        None => Ok(Default::default()),
-        Some(json) => serde_json::from_str(json).map_err(|e| {
-            crate::error::Error::new(
-                crate::error::code::STATE,
-                format!("uplink {dev}: its saved state is unreadable: {e}"),
-            )
-        }),
     }
 }

@@ -104,6 +104,12 @@ fn table() -> Vec<Row> {
             |i| i.config()["logLevel"] = json!("verbose"),
         ),
         row(
+            "firewallBackend iptables",
+            7,
+            "firewallBackend: \"iptables\" is no longer supported: nftables is the one firewall backend",
+            |i| i.config()["firewallBackend"] = json!("iptables"),
+        ),
+        row(
             "lockTimeoutMs 0",
             7,
             "lockTimeoutMs: 0 is out of range 1…600000",

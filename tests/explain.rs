@@ -1,7 +1,8 @@
 //! `gwsteer explain` in the asymmetric topology (`tests/asym`): a pod's reply
 //! to client B, arriving on cni0, leaves by table main and router A before
 //! steering, and by gwsteer's rule 1000, table 100 and router B after ADD.
-//! The `--json` report's structure and the words of the text form are checked.
+//! The `--json` report's structure and the words of the text form are checked,
+//! and a packet an `unreachable` rule stops: no route, exit 1, and why.
 
 mod asym;
 mod common;
@@ -64,6 +65,86 @@ fn assert_shape(v: &Value) {
     for key in ["via", "dev", "src"] {
         assert!(v["chosen"].get(key).is_some(), "no chosen.{key} in {v}");
     }
+    // Exactly these keys, each with its JSON type.
+    assert_keys(
+        v,
+        &[
+            "chosen",
+            "error",
+            "query",
+            "route",
+            "rule",
+            "rulesMatched",
+            "table",
+            "tableName",
+        ],
+    );
+    assert_keys(&v["query"], &["dst", "from", "iif", "mark"]);
+    assert_keys(
+        &v["rule"],
+        &[
+            "action",
+            "gwsteer",
+            "priority",
+            "protocol",
+            "selectors",
+            "table",
+            "tableName",
+            "text",
+        ],
+    );
+    assert_keys(
+        &v["route"],
+        &[
+            "dst",
+            "gwsteer",
+            "metric",
+            "nexthops",
+            "protocol",
+            "table",
+            "tableName",
+            "type",
+        ],
+    );
+    assert_keys(&v["chosen"], &["dev", "src", "type", "via"]);
+    for hop in v["route"]["nexthops"].as_array().into_iter().flatten() {
+        assert_keys(hop, &["dev", "via"]);
+    }
+    assert!(v["error"].is_null(), "{v}");
+    assert!(v["table"].is_u64() && v["tableName"].is_string(), "{v}");
+    assert!(
+        v["rulesMatched"]
+            .as_array()
+            .is_some_and(|p| p.iter().all(Value::is_u64)),
+        "{v}"
+    );
+    assert!(
+        v["rule"]["priority"].is_u64() && v["rule"]["protocol"].is_u64(),
+        "{v}"
+    );
+    assert!(
+        v["rule"]["selectors"].is_object() && v["rule"]["text"].is_string(),
+        "{v}"
+    );
+    assert!(
+        v["route"]["type"] == "unicast" && v["chosen"]["type"] == "unicast",
+        "{v}"
+    );
+    assert!(
+        v["route"]["metric"].is_null() || v["route"]["metric"].is_u64(),
+        "{v}"
+    );
+}
+
+fn assert_keys(v: &Value, want: &[&str]) {
+    let mut keys: Vec<&str> = v
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(keys, want, "{v}");
 }
 
 #[test]
@@ -174,6 +255,55 @@ fn explain_names_main_and_router_a_before_and_gwsteer_table_100_and_router_b_aft
     assert_eq!(
         gwsteer_cli(&t.node, &["explain", "10.0.0.1", "--mark", "zz"]).exit_code,
         2
+    );
+    lab.ip(
+        &t.node,
+        [
+            "rule",
+            "add",
+            "pref",
+            "50",
+            "to",
+            "192.0.2.0/24",
+            "unreachable",
+        ],
+    );
+    let (code, v) = explain_json(&t.node, &["192.0.2.1"]);
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(
+        v,
+        json!({
+            "chosen": null,
+            "error": "Network is unreachable (os error 101)",
+            "query": {"dst": "192.0.2.1", "from": null, "iif": null, "mark": null},
+            "route": null,
+            "rule": {
+                "action": "unreachable",
+                "gwsteer": false,
+                "priority": 50,
+                "protocol": 0,
+                "selectors": {"to": "192.0.2.0/24"},
+                "table": 0,
+                "tableName": "0",
+                "text": "from all to 192.0.2.0/24 unreachable",
+            },
+            "rulesMatched": v["rulesMatched"],
+            "table": null,
+            "tableName": null,
+        })
+    );
+    assert_eq!(v["rulesMatched"][0], 0, "{v}");
+    assert!(
+        v["rulesMatched"].as_array().unwrap().contains(&json!(50)),
+        "{v}"
+    );
+    let out = gwsteer_cli(&t.node, &["explain", "192.0.2.1"]);
+    assert_eq!(out.exit_code, 1, "{out}");
+    assert_eq!(
+        out.stdout_raw,
+        "packet to 192.0.2.1 sent by the node\n  \
+         rule     50: from all to 192.0.2.0/24 unreachable  [not gwsteer's (protocol 0)]\n  \
+         route    none: Network is unreachable (os error 101)\n"
     );
     del_pod(&t.node, &steer, &pod);
 }

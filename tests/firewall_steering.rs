@@ -1,6 +1,6 @@
 //! `mark` and `connmark` steering and the masquerade exemption (CONTRACT
-//! 3.1, 3.2, 4) against the real kernel, every scenario with both firewall
-//! backends (`<scenario>::nftables`, `<scenario>::iptables`):
+//! 3.1, 3.2, 4) against the real kernel, with the nftables firewall backend
+//! (`<scenario>::nftables`):
 //!
 //! - connmark: replies to connections that came in by router B leave by
 //!   router B, everything else (replies to client A, pod-initiated traffic)
@@ -32,9 +32,9 @@ use serde_json::{Value, json};
 
 const NET: &str = "fwsteer";
 
-/// Runs a scenario `fn(Fw, tag)` with each backend, as tests
-/// `<scenario>::nftables` and `<scenario>::iptables`.
-macro_rules! both_backends {
+/// Runs a scenario `fn(Fw, tag)` with the nftables backend, as test
+/// `<scenario>::nftables`.
+macro_rules! nftables_test {
     ($scenario:ident, $tag:literal) => {
         mod $scenario {
             use super::*;
@@ -42,11 +42,6 @@ macro_rules! both_backends {
             #[test]
             fn nftables() {
                 super::$scenario(Fw::Nftables, concat!($tag, "n"));
-            }
-
-            #[test]
-            fn iptables() {
-                super::$scenario(Fw::Iptables, concat!($tag, "i"));
             }
         }
     };
@@ -291,7 +286,7 @@ fn connmark_return_path(fw: Fw, tag: &str) {
     );
 }
 
-both_backends!(connmark_return_path, "fwcm");
+nftables_test!(connmark_return_path, "fwcm");
 
 // ---- 2. two connmark policies ----
 
@@ -376,7 +371,7 @@ fn two_connmark_policies(fw: Fw, tag: &str) {
     );
 }
 
-both_backends!(two_connmark_policies, "fwcm2");
+nftables_test!(two_connmark_policies, "fwcm2");
 
 // ---- 3. egress by destination ----
 
@@ -509,7 +504,7 @@ fn egress_by_destination(fw: Fw, tag: &str) {
     del_pod(&t.node, &plain, &pod);
 }
 
-both_backends!(egress_by_destination, "fweg");
+nftables_test!(egress_by_destination, "fweg");
 
 // ---- 4. masquerade exemption ----
 
@@ -527,16 +522,8 @@ const NODE_V6: &str = "fd00:16::1";
 ///
 /// The masquerade is made before the exemption, as on a node where kindnet
 /// runs before any pod, and then once more after it: the exemption still
-/// wins with the nftables backend (its nat chain runs at srcnat − 10, before
-/// every masquerade at srcnat) and with the iptables backend against either
-/// iptables variant (its identity mapping is the first rule of POSTROUTING
-/// in both variants; kindnet appends behind it). Not tested, because it does
-/// not hold: the iptables backend against an nftables masquerade made after
-/// the exemption. iptables cannot make a chain of earlier priority than
-/// srcnat, and of nat chains of equal priority the newest runs first, so
-/// that masquerade decides first (documented in
-/// `src/firewall/iptables/mod.rs`; such a host has nftables, and
-/// `firewallBackend: auto` picks the nftables backend there).
+/// wins (its nat chain runs at srcnat − 10, before every masquerade at
+/// srcnat, whether iptables-legacy, iptables-nft or nftables made it).
 fn masquerade_exemption(fw: Fw, masq: Masq, tag: &str) {
     let lab = Lab::new(tag);
     let node = lab.router("node");
@@ -642,29 +629,27 @@ fn masquerade_exemption(fw: Fw, masq: Masq, tag: &str) {
         assert_clean("after gwsteer DEL (chains)", &node, &state, NET);
     }
 
-    // The masquerade made after the exemption (see above for which hold).
-    if !(fw == Fw::Iptables && masq == Masq::Nftables) {
-        masq.uninstall(&lab, &node);
-        gwsteer_call(&node, &on, "ADD", &pod, Some(&pod.result)).expect_ok("gwsteer ADD");
-        masq.install(&lab, &node);
-        assert_eq!(
-            seen_by_peer(&pod.ns, to),
-            pod_addrs,
-            "{masq:?} masquerade made after the exemption: the peer sees the pod"
-        );
-        gwsteer_call(&node, &on, "DEL", &pod, Some(&pod.result)).expect_ok("gwsteer DEL");
-        assert_eq!(
-            seen_by_peer(&pod.ns, to),
-            node_addrs,
-            "{masq:?} masquerade made after the exemption, after DEL: the peer sees the node"
-        );
-        assert_clean(
-            "after gwsteer DEL (masquerade made after)",
-            &node,
-            &state,
-            NET,
-        );
-    }
+    // The masquerade made after the exemption.
+    masq.uninstall(&lab, &node);
+    gwsteer_call(&node, &on, "ADD", &pod, Some(&pod.result)).expect_ok("gwsteer ADD");
+    masq.install(&lab, &node);
+    assert_eq!(
+        seen_by_peer(&pod.ns, to),
+        pod_addrs,
+        "{masq:?} masquerade made after the exemption: the peer sees the pod"
+    );
+    gwsteer_call(&node, &on, "DEL", &pod, Some(&pod.result)).expect_ok("gwsteer DEL");
+    assert_eq!(
+        seen_by_peer(&pod.ns, to),
+        node_addrs,
+        "{masq:?} masquerade made after the exemption, after DEL: the peer sees the node"
+    );
+    assert_clean(
+        "after gwsteer DEL (masquerade made after)",
+        &node,
+        &state,
+        NET,
+    );
     del_pod(&node, &plain, &pod);
 }
 
@@ -677,28 +662,13 @@ mod masquerade_exemption {
     }
 
     #[test]
-    fn iptables_legacy_masquerade_iptables() {
-        masquerade_exemption(Fw::Iptables, Masq::Legacy, "fwmxli");
-    }
-
-    #[test]
     fn iptables_nft_masquerade_nftables() {
         masquerade_exemption(Fw::Nftables, Masq::XtNft, "fwmxnn");
     }
 
     #[test]
-    fn iptables_nft_masquerade_iptables() {
-        masquerade_exemption(Fw::Iptables, Masq::XtNft, "fwmxni");
-    }
-
-    #[test]
     fn nftables_masquerade_nftables() {
         masquerade_exemption(Fw::Nftables, Masq::Nftables, "fwmnn");
-    }
-
-    #[test]
-    fn nftables_masquerade_iptables() {
-        masquerade_exemption(Fw::Iptables, Masq::Nftables, "fwmni");
     }
 }
 
@@ -773,7 +743,7 @@ fn rule_count(fw: Fw, tag: &str) {
     assert_clean("after GC with no valid attachment", &node, &state, NET);
 }
 
-both_backends!(rule_count, "fwcnt");
+nftables_test!(rule_count, "fwcnt");
 
 // ---- 6. sysctls ----
 
@@ -871,7 +841,7 @@ fn sysctls(fw: Fw, tag: &str) {
     assert_clean("two networks: after DEL", &node, &state, other);
 }
 
-both_backends!(sysctls, "fwsys");
+nftables_test!(sysctls, "fwsys");
 
 // ---- 7. DEL and GC leave nothing ----
 
@@ -879,9 +849,8 @@ both_backends!(sysctls, "fwsys");
 /// a masquerade exemption with RETURNs in kindnet's chains of both iptables
 /// variants): while pods are attached they are there; after the DEL of the
 /// last pod, and after a GC, nothing of gwsteer's is left (no nftables table
-/// `gwsteer-*`, no `GWS-` chain, no `gwsteer:` comment, no `gws-` ipset, no
-/// rule or route) and the node's rules, routes and firewall are exactly as
-/// before.
+/// `gwsteer-*`, no `GWS-` chain, no `gwsteer:` comment, no rule or route)
+/// and the node's rules, routes and firewall are exactly as before.
 fn del_and_gc_leave_nothing(fw: Fw, tag: &str) {
     let lab = Lab::new(tag);
     let (node, _rtrb) = node_with_router_b(&lab);
@@ -914,19 +883,12 @@ fn del_and_gc_leave_nothing(fw: Fw, tag: &str) {
     // Round 1: DEL.
     run_all(&node, (0..3).map(|i| Call::add(&config, i)).collect());
     let objects = firewall_objects(&node);
-    match fw {
-        Fw::Nftables => assert!(
-            objects
-                .iter()
-                .any(|o| o.contains(&format!("gwsteer-{NET}"))),
-            "no nftables table: {objects:#?}"
-        ),
-        Fw::Iptables => assert!(
-            objects.iter().any(|o| o.contains("-j GWS-"))
-                && objects.iter().any(|o| o.starts_with("ipset gws-")),
-            "no GWS- chain or gws- ipset: {objects:#?}"
-        ),
-    }
+    assert!(
+        objects
+            .iter()
+            .any(|o| o.contains(&format!("gwsteer-{NET}"))),
+        "no nftables table: {objects:#?}"
+    );
     for program in XT_SAVES {
         let returns = objects
             .iter()
@@ -964,4 +926,4 @@ fn del_and_gc_leave_nothing(fw: Fw, tag: &str) {
     assert_same_state("after GC", &before, &snapshot(&node));
 }
 
-both_backends!(del_and_gc_leave_nothing, "fwdel");
+nftables_test!(del_and_gc_leave_nothing, "fwdel");

@@ -7,8 +7,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde_json::{Map, Value};
 
+use super::reader::At;
 use super::version::CniVersion;
-use crate::config::reader::At;
 use crate::error::Result;
 
 /// One address of the pod, with the interface it sits on (if the result says).

@@ -1,17 +1,17 @@
 //! `gatewayNetwork` (CONTRACT 3.2): the shared L2 segment between client
 //! pods and a router pod. Parsed and validated here, with field paths; what
 //! only the node can say (the underlay device, its MTU, which `remotes` are
-//! this node's own) is resolved at ADD and CHECK by [`crate::gateway::resolve`]
-//! into [`NodeFacts`].
+//! this node's own) is collected at ADD and CHECK by `facts::collect` into
+//! `plan::GatewayFacts`.
 
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::reader::At;
 use super::{Role, ifname};
+use crate::cni::reader::At;
 use crate::error::{Error, Result};
-use crate::objects::Family;
+use crate::model::Family;
 
 pub const DEFAULT_BRIDGE: &str = "gwbr0";
 pub const DEFAULT_VXLAN: &str = "gwvx0";
@@ -79,29 +79,6 @@ pub struct GatewayNetwork {
     pub routes: Vec<IpNet>,
     pub keep: Vec<IpNet>,
     pub masquerade: bool,
-    /// What the node says, filled in at ADD and CHECK; `None` while only
-    /// the configuration is known (unit tests, DEL by plan).
-    pub node: Option<NodeFacts>,
-}
-
-/// Node facts a gateway network's plan needs.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct NodeFacts {
-    /// The pod's interface on this network (`CNI_IFNAME`).
-    pub ifname: String,
-    /// The host end of the pod's veth (from prevResult), if the primary said.
-    pub host_veth: Option<String>,
-    /// The VXLAN's underlay device (resolved from the default route if not given).
-    pub underlay: Option<String>,
-    /// The MTU for the VXLAN, bridge, host veth and pod interface; `None`:
-    /// leave MTUs alone.
-    pub mtu: Option<u32>,
-    /// `remotes` less this node's own addresses.
-    pub remotes: Vec<IpAddr>,
-    /// The VXLAN's source address: a global IPv6 address of the underlay
-    /// over an IPv6 underlay (it also makes the VXLAN an IPv6 one); `None`
-    /// over IPv4, where the kernel picks the source by route.
-    pub local: Option<IpAddr>,
 }
 
 const KEYS: &[&str] = &[
@@ -223,7 +200,7 @@ fn parse_routers(v: &At) -> Result<Vec<IpAddr>> {
     if !v.value.is_array() {
         return Err(v.err(format!(
             "expected an IP address or a list of one per address family, found {}",
-            super::reader::show(v.value)
+            crate::cni::reader::show(v.value)
         )));
     }
     let list = v.list_of(one)?;
@@ -327,7 +304,6 @@ pub fn parse<'a>(v: &At<'a>) -> Result<(GatewayNetwork, Option<At<'a>>)> {
         routes,
         keep,
         masquerade,
-        node: None,
     };
     Ok((gw, o.get("masqueradeExemption")))
 }
@@ -364,3 +340,6 @@ impl GatewayNetwork {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

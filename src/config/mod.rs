@@ -3,81 +3,27 @@
 //! validated [`Config`]. Every error names the field by path.
 
 pub mod gateway;
-pub mod reader;
+pub mod steering;
 pub mod vrf;
 
-use std::collections::BTreeSet;
-use std::net::IpAddr;
+pub use steering::{Gateway, Match, Policy};
+
 use std::path::PathBuf;
 
 use ipnet::IpNet;
 use serde_json::Value;
 
+use crate::cni::reader::{self, At};
 use crate::cni::version::CniVersion;
 use crate::error::{Error, Result, code};
-use crate::objects::Family;
-use reader::{At, Obj};
 
 pub const DEFAULT_STATE_DIR: &str = "/run/cni/gwsteer";
-
-/// The main table's rule sits at 32766: a steering rule at or after it never
-/// sees a packet, because main's default route answers first.
-const MAIN_RULE_PRIORITY: u32 = 32766;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FirewallBackend {
     Auto,
     Nftables,
-    Iptables,
     None,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Match {
-    /// `from <podIP> lookup <table>` per steered pod.
-    Source,
-    /// fwmark set on packets from steered pods (optionally only to `egressTo`).
-    Mark { mark: u32, mask: Option<u32> },
-    /// connmark on connections arriving by `ingressInterfaces`, restored on replies.
-    Connmark { mark: u32, mask: Option<u32> },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Gateway {
-    pub via: IpAddr,
-    pub dev: Option<String>,
-    pub weight: u16,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Policy {
-    pub name: String,
-    pub table: u32,
-    pub priority: u32,
-    pub matcher: Match,
-    pub gateways: Vec<Gateway>,
-    /// Destinations routed via the gateways, only of families that have a gateway.
-    pub destinations: Vec<IpNet>,
-    pub exclude: Vec<IpNet>,
-    pub egress_to: Vec<IpNet>,
-    pub ingress_interfaces: Vec<String>,
-    /// `None`: pods of every namespace.
-    pub namespaces: Option<BTreeSet<String>>,
-}
-
-impl Policy {
-    pub fn gateways_of(&self, family: Family) -> Vec<&Gateway> {
-        self.gateways
-            .iter()
-            .filter(|g| Family::of(&g.via) == family)
-            .collect()
-    }
-
-    pub fn serves(&self, family: Family) -> bool {
-        self.destinations
-            .iter()
-            .any(|d| Family::of_net(d) == family)
-    }
 }
 
 /// Per-pod choices from Multus cni-args (`args.cni.gwsteer`).
@@ -166,21 +112,7 @@ const PLUGIN_KEYS: &[&str] = &[
     "vrf",
 ];
 
-/// Is `s` a valid CNI network name / container id (`^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`)?
-pub fn valid_cni_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-}
-
-/// Is `s` usable as a Linux interface name?
-pub fn valid_ifname(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 15
-        && s != "."
-        && s != ".."
-        && !s.chars().any(|c| c == '/' || c == ':' || c.is_whitespace())
-}
+pub use crate::cni::names::{valid_cni_name, valid_ifname};
 
 /// A config value that must be an interface name.
 pub(crate) fn ifname(v: &At) -> Result<String> {
@@ -248,12 +180,16 @@ impl Config {
             Some(v) => match v.str()? {
                 "auto" => FirewallBackend::Auto,
                 "nftables" => FirewallBackend::Nftables,
-                "iptables" => FirewallBackend::Iptables,
                 "none" => FirewallBackend::None,
+                "iptables" => {
+                    return Err(v.err(
+                        "\"iptables\" is no longer supported: nftables is the one firewall \
+                         backend; it coexists with iptables-legacy and iptables-nft rules of \
+                         other software",
+                    ));
+                }
                 other => {
-                    return Err(v.err(format!(
-                        "\"{other}\" is not one of auto, nftables, iptables, none"
-                    )));
+                    return Err(v.err(format!("\"{other}\" is not one of auto, nftables, none")));
                 }
             },
         };
@@ -263,7 +199,7 @@ impl Config {
         };
         let steering = match root.get("steering") {
             None => Vec::new(),
-            Some(v) => parse_policies(&v)?,
+            Some(v) => steering::parse_policies(&v)?,
         };
         let vrf = match root.get("vrf") {
             None => None,
@@ -321,7 +257,7 @@ impl Config {
             }
         }
         if let Some(vrf) = vrf.as_ref().filter(|v| v.masquerade) {
-            vrf_mark_conflicts(&steering, vrf)?;
+            steering::vrf_mark_conflicts(&steering, vrf)?;
         }
         let prev_result = root.get("prevResult").map(|v| v.value.clone());
         if let Some(v) = root.get("prevResult") {
@@ -386,257 +322,6 @@ fn absolute_path(v: &At) -> Result<PathBuf> {
     Ok(PathBuf::from(s))
 }
 
-fn parse_policies(v: &At) -> Result<Vec<Policy>> {
-    let items = v.array()?;
-    let mut policies: Vec<Policy> = Vec::with_capacity(items.len());
-    for (index, item) in items.iter().enumerate() {
-        let policy = parse_policy(item, index)?;
-        let clash = |what: &str, other: &Policy| {
-            item.err(format!(
-                "{what} is already used by steering policy \"{}\"",
-                other.name
-            ))
-        };
-        for other in &policies {
-            if other.name == policy.name {
-                return Err(clash(&format!("name \"{}\"", policy.name), other));
-            }
-            if other.table == policy.table {
-                return Err(clash(&format!("table {}", policy.table), other));
-            }
-            if other.priority == policy.priority {
-                return Err(clash(&format!("priority {}", policy.priority), other));
-            }
-        }
-        policies.push(policy);
-    }
-    Ok(policies)
-}
-
-fn parse_mark(v: &At) -> Result<u32> {
-    match v.value {
-        Value::Number(_) => v.u32_in(0, u32::MAX),
-        Value::String(s) => {
-            let hex = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X"));
-            let parsed = match hex {
-                Some(h) => u32::from_str_radix(h, 16).ok(),
-                None => s.parse::<u32>().ok(),
-            };
-            parsed.ok_or_else(|| {
-                v.err(format!(
-                    "\"{s}\" is not a 32-bit mark (hex as `ip rule` prints it, e.g. \"0x14\")"
-                ))
-            })
-        }
-        _ => Err(v.err("expected a mark such as \"0x14\"")),
-    }
-}
-
-/// With `vrf.masquerade`, bit 31 of the conntrack mark tells the VRF's
-/// connections (started on its leg) from all others, and the VRF's nat
-/// chain masquerades exactly those. A `connmark` policy must not set that
-/// bit on other connections, nor clear it on the VRF's own.
-fn vrf_mark_conflicts(steering: &[Policy], vrf: &vrf::Vrf) -> Result<()> {
-    let bit = crate::vrf_nat::CT_MARK_BIT;
-    for (i, p) in steering.iter().enumerate() {
-        let Match::Connmark { mark, mask } = p.matcher else {
-            continue;
-        };
-        if mark & bit != 0 {
-            return Err(Error::config(format!(
-                "steering[{i}].mark: {mark:#x} uses bit 31 ({bit:#x}) of the conntrack mark, which vrf.masquerade uses to find the VRF's connections; choose a mark below {bit:#x}"
-            )));
-        }
-        let touches_bit = mask.unwrap_or(u32::MAX) & bit != 0;
-        if let Some(j) = p
-            .ingress_interfaces
-            .iter()
-            .position(|dev| *dev == vrf.vrf_leg.name)
-            .filter(|_| touches_bit)
-        {
-            return Err(Error::config(format!(
-                "steering[{i}].ingressInterfaces[{j}]: {} is the VRF leg, whose connections vrf.masquerade marks with bit 31 ({bit:#x}) of the conntrack mark; this policy's mark would overwrite it: give a mask without that bit (e.g. \"mask\": \"0xffff\")",
-                vrf.vrf_leg.name
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// `destinations` of an object that has `gateways` (a steering policy, the
-/// VRF): each must have a gateway of its address family; left out, the
-/// default route of every family that has a gateway.
-pub(super) fn destinations(o: &Obj, gateways: &[Gateway]) -> Result<Vec<IpNet>> {
-    let families: BTreeSet<Family> = gateways.iter().map(|g| Family::of(&g.via)).collect();
-    let Some(d) = o.get("destinations") else {
-        return Ok(["0.0.0.0/0", "::/0"]
-            .iter()
-            .filter_map(|s| s.parse::<IpNet>().ok())
-            .filter(|d| families.contains(&Family::of_net(d)))
-            .collect());
-    };
-    let list = d.list_of(|x| x.cidr())?;
-    for (i, dst) in list.iter().enumerate() {
-        if !families.contains(&Family::of_net(dst)) {
-            return Err(Error::config(format!(
-                "{}[{i}]: {dst} has no gateway of its address family in {}.gateways",
-                d.path, o.path
-            )));
-        }
-    }
-    Ok(list)
-}
-
-fn parse_policy(item: &At, index: usize) -> Result<Policy> {
-    let o = item.object()?;
-    o.only(&[
-        "name",
-        "table",
-        "priority",
-        "match",
-        "mark",
-        "mask",
-        "gateways",
-        "destinations",
-        "exclude",
-        "egressTo",
-        "ingressInterfaces",
-        "namespaces",
-    ])?;
-    let name_at = o.req("name")?;
-    let name = name_at.str()?;
-    if name.is_empty()
-        || name.len() > 15
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-    {
-        return Err(name_at.err(format!("\"{name}\" must be 1 to 15 of a-z, 0-9 and '-'")));
-    }
-    let table_at = o.req("table")?;
-    let table = table_at.u32_in(1, u32::MAX)?;
-    if matches!(table, 253..=255) {
-        return Err(table_at.err(format!(
-            "{table} is a reserved table (253 default, 254 main, 255 local)"
-        )));
-    }
-    let priority = match o.get("priority") {
-        Some(p) => {
-            let n = p.u64()?;
-            if !(2..u64::from(MAIN_RULE_PRIORITY)).contains(&n) {
-                return Err(p.err(format!(
-                    "{n} is out of range 2…32765 (exclusion rules use priority − 1, and rules at or after 32766, main's, never match)"
-                )));
-            }
-            n as u32
-        }
-        None => {
-            let p = 1000 + 10 * index as u64;
-            if p >= u64::from(MAIN_RULE_PRIORITY) {
-                return Err(o.err("too many policies for default priorities; set priority"));
-            }
-            p as u32
-        }
-    };
-    let mode = match o.get("match") {
-        None => "source",
-        Some(m) => m.str()?,
-    };
-    let mark_of = |o: &Obj| -> Result<(u32, Option<u32>)> {
-        let mark = parse_mark(&o.req("mark")?)?;
-        let mask = o.get("mask").map(|m| parse_mark(&m)).transpose()?;
-        if mark == 0 {
-            return Err(o
-                .req("mark")?
-                .err("0 is not a usable mark (it matches unmarked packets)"));
-        }
-        Ok((mark, mask))
-    };
-    let matcher = match mode {
-        "source" => {
-            for key in ["mark", "mask", "egressTo", "ingressInterfaces"] {
-                if let Some(v) = o.get(key) {
-                    return Err(v.err("only used with match \"mark\" or \"connmark\""));
-                }
-            }
-            Match::Source
-        }
-        "mark" => {
-            let (mark, mask) = mark_of(&o)?;
-            Match::Mark { mark, mask }
-        }
-        "connmark" => {
-            let (mark, mask) = mark_of(&o)?;
-            Match::Connmark { mark, mask }
-        }
-        other => {
-            return Err(o
-                .req("match")?
-                .err(format!("\"{other}\" is not one of source, mark, connmark")));
-        }
-    };
-    let gateways_at = o.req("gateways")?;
-    let gateways = gateways_at.list_of(parse_gateway)?;
-    if gateways.is_empty() {
-        return Err(gateways_at.err("at least one gateway is required"));
-    }
-    let destinations = destinations(&o, &gateways)?;
-    if let Some(d) = o.get("destinations")
-        && destinations.is_empty()
-    {
-        return Err(d.err("at least one destination is required"));
-    }
-    let cidrs = |key: &str| -> Result<Vec<IpNet>> {
-        o.get(key)
-            .map_or(Ok(Vec::new()), |v| v.list_of(|x| x.cidr()))
-    };
-    let exclude = cidrs("exclude")?;
-    let egress_to = cidrs("egressTo")?;
-    let ingress_interfaces = match o.get("ingressInterfaces") {
-        None => Vec::new(),
-        Some(v) => v.list_of(ifname)?,
-    };
-    match matcher {
-        Match::Connmark { .. } if ingress_interfaces.is_empty() => {
-            return Err(match o.get("ingressInterfaces") {
-                Some(v) => v.err("at least one interface is required"),
-                None => Error::config(format!(
-                    "{}.ingressInterfaces: required for match \"connmark\"",
-                    o.path
-                )),
-            });
-        }
-        Match::Connmark { .. } => {
-            if let Some(v) = o.get("egressTo") {
-                return Err(v.err("only used with match \"mark\""));
-            }
-        }
-        Match::Mark { .. } => {
-            if let Some(v) = o.get("ingressInterfaces") {
-                return Err(v.err("only used with match \"connmark\""));
-            }
-        }
-        Match::Source => {}
-    }
-    let namespaces = o
-        .get("namespaces")
-        .map(|v| v.list_of(|x| Ok(x.str()?.to_string())))
-        .transpose()?
-        .map(|v| v.into_iter().collect());
-    Ok(Policy {
-        name: name.to_string(),
-        table,
-        priority,
-        matcher,
-        gateways,
-        destinations,
-        exclude,
-        egress_to,
-        ingress_interfaces,
-        namespaces,
-    })
-}
-
 /// `true`/`false`, or `{"cidrs": [...]?, "chains": [...]?}`.
 fn parse_exemption(v: &At) -> Result<Option<Exemption>> {
     if let Some(on) = v.value.as_bool() {
@@ -672,21 +357,6 @@ fn parse_exemption(v: &At) -> Result<Option<Exemption>> {
         })?,
     };
     Ok(Some(Exemption { cidrs, chains }))
-}
-
-pub(crate) fn parse_gateway(v: &At) -> Result<Gateway> {
-    let o = v.object()?;
-    o.only(&["via", "dev", "weight"])?;
-    let via = o.req("via")?.ip()?;
-    let dev = match o.get("dev") {
-        None => None,
-        Some(d) => Some(ifname(&d)?),
-    };
-    let weight = match o.get("weight") {
-        None => 1,
-        Some(w) => w.u32_in(1, 256)? as u16,
-    };
-    Ok(Gateway { via, dev, weight })
 }
 
 fn parse_pod_args(args: &At, policies: &[Policy]) -> Result<PodArgs> {

@@ -1,6 +1,9 @@
 use serde_json::{Value, json};
 
+use super::steering::parse_mark;
 use super::*;
+use crate::cni::reader::At;
+use crate::model::Family;
 
 fn base() -> Value {
     json!({
@@ -104,6 +107,36 @@ fn malformed_configs_name_the_field() {
         assert_eq!(e.code, code, "{v}: {}", e.msg);
         assert!(e.msg.contains(text), "{v}: {:?} lacks {text:?}", e.msg);
     }
+}
+
+/// nftables is the one firewall backend: `auto`, `nftables` and `none` are
+/// read, `iptables` is refused (code 7) naming the key and saying why.
+#[test]
+fn firewall_backend_is_auto_nftables_or_none() {
+    for (name, want) in [
+        ("auto", FirewallBackend::Auto),
+        ("nftables", FirewallBackend::Nftables),
+        ("none", FirewallBackend::None),
+    ] {
+        let mut v = json!({"cniVersion": "1.0.0", "name": "n"});
+        v["firewallBackend"] = json!(name);
+        assert_eq!(Config::from_value(&v).unwrap().firewall_backend, want);
+    }
+    let mut v = base();
+    v["firewallBackend"] = json!("iptables");
+    let e = err_of(v);
+    assert_eq!(e.code, 7, "{}", e.msg);
+    assert_eq!(
+        e.msg,
+        "firewallBackend: \"iptables\" is no longer supported: nftables is the one firewall \
+         backend; it coexists with iptables-legacy and iptables-nft rules of other software"
+    );
+    let e = err_of(json!({"cniVersion": "1.0.0", "name": "n", "firewallBackend": "pf"}));
+    assert!(
+        e.msg.ends_with("\"pf\" is not one of auto, nftables, none"),
+        "{}",
+        e.msg
+    );
 }
 
 #[test]

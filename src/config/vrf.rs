@@ -10,10 +10,11 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::reader::{At, show};
-use super::{Gateway, ifname, parse_gateway};
+use super::steering::parse_gateway;
+use super::{Gateway, ifname};
+use crate::cni::reader::{At, show};
 use crate::error::{Error, Result};
-use crate::objects::Family;
+use crate::model::Family;
 
 /// One end of the veth pair: its name and its interface addresses (with
 /// their prefix length, host bits set: `192.169.1.1/30`), one per family.
@@ -228,7 +229,7 @@ pub fn parse(v: &At, steering_tables: &[(String, u32)]) -> Result<Vrf> {
         None => Vec::new(),
         Some(g) => g.list_of(parse_gateway)?,
     };
-    let destinations = super::destinations(&o, &gateways)?;
+    let destinations = super::steering::destinations(&o, &gateways)?;
 
     let pod_cidrs_at = o.get("podCidrs");
     let leak = match o.get("leak") {

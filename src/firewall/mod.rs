@@ -1,141 +1,29 @@
 //! The firewall layer: the packet-marking and NAT-exemption objects that the
 //! `mark` and `connmark` steering modes and the masquerade exemption need,
-//! behind one [`Firewall`] trait with an nftables backend (gwsteer's own
-//! tables; the default), an iptables backend (for hosts without nftables)
-//! and `none`. The backend is chosen once, in [`select`].
+//! behind one [`Firewall`] trait, implemented by nftables (gwsteer's own
+//! tables, which coexist with the iptables-legacy, iptables-nft and nftables
+//! rules of other software). `firewallBackend: none` opens no firewall; the
+//! choice is made once, by the engine, from the config.
 //!
 //! Cost model: a policy's chains, rules and sets are node-level (made by the
 //! first pod that needs them, removed with the last); a pod only adds its
 //! address to a set. The number of firewall rules never grows with pods.
 
-pub mod iptables;
 mod nfnl;
 pub mod nftables;
 #[cfg(test)]
 mod testutil;
 mod xtables;
 
-use std::fmt;
-
-use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
-
-use crate::config::FirewallBackend;
-use crate::error::{Error, Result, code};
-use crate::objects::Presence;
-
-/// How a policy marks packets.
-#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Hash, Debug)]
-#[serde(rename_all = "camelCase", tag = "mode")]
-pub enum Marking {
-    /// Packets from member pods (to `egress_to`, if any; never to `exclude`)
-    /// get `mark` in prerouting, before the routing decision.
-    Mark {
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        egress_to: Vec<IpNet>,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        exclude: Vec<IpNet>,
-    },
-    /// New connections arriving on `ingress` towards member pods get `mark`
-    /// on the connection; packets of those connections coming back from the
-    /// pod get it copied to the packet before routing.
-    Connmark { ingress: Vec<String> },
-}
-
-/// The node-level firewall objects of one steering policy: member sets (one
-/// per family), the chain and its rules. Names derive from `network` and
-/// `policy`, so two networks never share one.
-#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Hash, Debug)]
-#[serde(rename_all = "camelCase")]
-pub struct FwPolicy {
-    pub network: String,
-    pub policy: String,
-    pub mark: u32,
-    /// Bits of the mark gwsteer owns (`0xffffffff` when not given).
-    pub mask: u32,
-    pub marking: Marking,
-}
-
-/// One pod address in a policy's member set (per-pod: set membership only).
-#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Hash, Debug)]
-#[serde(rename_all = "camelCase")]
-pub struct FwMember {
-    pub network: String,
-    pub policy: String,
-    /// A host address (/32 or /128).
-    pub addr: IpNet,
-}
-
-/// Traffic from `cidrs` is never masqueraded by anyone's rules on this node;
-/// `chains` are foreign iptables nat chains (e.g. `KIND-MASQ-AGENT`) that get
-/// a `RETURN` for those CIDRs inserted at the top.
-#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Hash, Debug)]
-#[serde(rename_all = "camelCase")]
-pub struct FwExemption {
-    pub network: String,
-    pub cidrs: Vec<IpNet>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub chains: Vec<String>,
-}
-
-#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Hash, Debug)]
-#[serde(rename_all = "camelCase", tag = "fw")]
-pub enum FwObject {
-    Policy(FwPolicy),
-    Member(FwMember),
-    Exemption(FwExemption),
-}
-
-impl fmt::Display for FwObject {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            FwObject::Policy(p) => {
-                write!(
-                    f,
-                    "firewall policy {}/{} mark {:#x}",
-                    p.network, p.policy, p.mark
-                )?;
-                if p.mask != u32::MAX {
-                    write!(f, "/{:#x}", p.mask)?;
-                }
-                match &p.marking {
-                    Marking::Mark { egress_to, .. } if !egress_to.is_empty() => {
-                        write!(f, " (mark, to {} cidr(s))", egress_to.len())
-                    }
-                    Marking::Mark { .. } => write!(f, " (mark)"),
-                    Marking::Connmark { ingress } => {
-                        write!(f, " (connmark, ingress {})", ingress.join(","))
-                    }
-                }
-            }
-            FwObject::Member(m) => write!(
-                f,
-                "firewall member {} of {}/{}",
-                m.addr.addr(),
-                m.network,
-                m.policy
-            ),
-            FwObject::Exemption(e) => {
-                let cidrs: Vec<String> = e.cidrs.iter().map(|c| c.to_string()).collect();
-                write!(
-                    f,
-                    "masquerade exemption {} for {}",
-                    e.network,
-                    cidrs.join(",")
-                )?;
-                if !e.chains.is_empty() {
-                    write!(f, " (RETURN in {})", e.chains.join(","))?;
-                }
-                Ok(())
-            }
-        }
-    }
-}
+use crate::error::Result;
+use crate::model::Presence;
+// Old paths of the model's firewall values, kept while the tree moves into its layers.
+pub use crate::model::{Backend, FwExemption, FwMember, FwObject, FwPolicy, Marking};
 
 /// A firewall implementation. `ensure` is idempotent, `remove` treats an
 /// absent object as success, `observe` changes nothing. Every object a
-/// backend makes carries a gwsteer marker (nftables: its own tables named
-/// `gwsteer-…`; iptables: chains named `GWS-…`, ipsets `gws-…` and rule comments
+/// backend makes carries a gwsteer marker (its own nftables tables named
+/// `gwsteer-…`; RETURN rules in foreign iptables chains carry the comment
 /// `gwsteer:<network>`), so cleanup finds exactly its own.
 pub trait Firewall {
     fn name(&self) -> &'static str;
@@ -147,98 +35,15 @@ pub trait Firewall {
     fn cleanup(&mut self, dry_run: bool) -> Result<Vec<String>>;
 }
 
-/// The `none` backend: for configs that need no firewall; refuses any object.
-pub struct NoFirewall;
-
-impl Firewall for NoFirewall {
-    fn name(&self) -> &'static str {
-        "none"
-    }
-
-    fn ensure(&mut self, obj: &FwObject) -> Result<()> {
-        Err(Error::new(
-            code::INVALID_CONFIG,
-            format!(
-                "firewallBackend \"none\" cannot make {obj}; choose auto, nftables or iptables"
-            ),
-        ))
-    }
-
-    fn remove(&mut self, _obj: &FwObject) -> Result<()> {
-        Ok(())
-    }
-
-    fn observe(&mut self, _obj: &FwObject) -> Result<Presence> {
-        Ok(Presence::Missing)
-    }
-
-    fn cleanup(&mut self, _dry_run: bool) -> Result<Vec<String>> {
-        Ok(Vec::new())
-    }
-}
-
-/// A concrete firewall implementation, recorded with every firewall object
-/// so that DEL uses the backend that made it, whatever the config says now.
-#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    Nftables,
-    Iptables,
-}
-
-impl fmt::Display for Backend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Backend::Nftables => "nftables",
-            Backend::Iptables => "iptables",
-        })
-    }
-}
-
 pub fn open(backend: Backend) -> Result<Box<dyn Firewall>> {
     Ok(match backend {
         Backend::Nftables => Box::new(nftables::Nftables::new()?),
-        Backend::Iptables => Box::new(iptables::Iptables::new()?),
     })
 }
 
-/// A backend opened by [`resolve`]: its sockets are already open (and
+/// A backend opened once per call: its sockets are already open (and
 /// proven to answer), so the caller hands it on instead of opening another.
 pub struct Opened {
     pub backend: Backend,
     pub firewall: Box<dyn Firewall>,
-}
-
-/// Which backend a config gets: `None` for `none`; `auto` is nftables when
-/// the kernel answers nf_tables requests, else iptables. Errors say why the
-/// chosen backend is unusable (code 50).
-pub fn resolve(choice: FirewallBackend) -> Result<Option<Opened>> {
-    let opened = |backend: Backend, firewall: Box<dyn Firewall>| Some(Opened { backend, firewall });
-    match choice {
-        FirewallBackend::None => Ok(None),
-        FirewallBackend::Nftables => Ok(opened(
-            Backend::Nftables,
-            Box::new(nftables::Nftables::new()?),
-        )),
-        FirewallBackend::Iptables => Ok(opened(
-            Backend::Iptables,
-            Box::new(iptables::Iptables::new()?),
-        )),
-        FirewallBackend::Auto => match nftables::Nftables::new() {
-            Ok(nft) => Ok(opened(Backend::Nftables, Box::new(nft))),
-            Err(nft) => match iptables::Iptables::new() {
-                Ok(ipt) => {
-                    log::info!("nftables not usable ({nft}); using iptables");
-                    Ok(opened(Backend::Iptables, Box::new(ipt)))
-                }
-                Err(ipt) => Err(Error::new(
-                    code::NOT_AVAILABLE,
-                    format!(
-                        "no firewall backend is usable: nftables: {}; iptables: {}",
-                        nft.msg, ipt.msg
-                    ),
-                )),
-            },
-        },
-    }
 }

@@ -1,9 +1,9 @@
-//! nfnetlink (`NETLINK_NETFILTER`) plumbing shared by both backends:
+//! nfnetlink (`NETLINK_NETFILTER`) plumbing of the nftables backend:
 //! messages built in one buffer, attributes parsed in place, and the one
 //! netlink socket of [`crate::nl`] (which reads the answers, the kernel's
 //! errors and extended acks) opened for this protocol. What a request means
 //! and when its answer ends belong to the protocol on top (nf_tables in
-//! `nftables::nfnl`, ipset in `iptables::ipset`).
+//! `nftables::nfnl`).
 //!
 //! A netlink socket belongs for life to the network namespace of the thread
 //! that opened it.
@@ -12,24 +12,17 @@
 //! otherwise): `nlmsghdr` (16 bytes), `nfgenmsg` (family, version 0,
 //! resource id in network order), then attributes (`nlattr`: u16 length,
 //! u16 type, payload padded to 4). Strings are NUL-terminated, as libnftnl
-//! and libipset send them.
+//! sends them.
 
 use std::time::Duration;
 
 use crate::nl::{self, NETLINK_NETFILTER};
 pub use crate::nl::{
-    Attrs, Ends, Msg, NLA_F_NESTED, NLA_F_NET_BYTEORDER, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
-    NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NlError, Step, c_string,
+    Attrs, Ends, Msg, NLA_F_NESTED, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REQUEST,
+    NLMSG_ERROR, NlError, Step, c_string,
 };
 
 pub const NFGENMSG_LEN: usize = 4;
-
-impl<'a> Msg<'a> {
-    /// The attributes of an nfnetlink data message (after its `nfgenmsg`).
-    pub fn attrs(self) -> Attrs<'a> {
-        Attrs(self.body.get(NFGENMSG_LEN..).unwrap_or_default())
-    }
-}
 
 /// Netlink messages being built, back to back in one buffer.
 #[derive(Default)]
@@ -75,15 +68,6 @@ impl MsgBuf {
         self.attr_header(kind, value.len());
         self.bytes.extend_from_slice(value);
         self.pad()
-    }
-
-    pub fn u8(&mut self, kind: u16, v: u8) -> &mut Self {
-        self.bytes(kind, &[v])
-    }
-
-    /// A host-order u32.
-    pub fn u32(&mut self, kind: u16, v: u32) -> &mut Self {
-        self.bytes(kind, &v.to_ne_bytes())
     }
 
     /// A NUL-terminated string.
@@ -177,17 +161,17 @@ fn bodies(messages: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nl::NLMSG_HDRLEN;
+    use crate::nl::{NLA_F_NET_BYTEORDER, NLMSG_HDRLEN};
 
     #[test]
     fn attributes_round_trip_with_nesting_and_padding() {
         let mut m = MsgBuf::default();
         m.begin(0x0609, NLM_F_REQUEST, 7, 2, 0);
-        m.u8(1, 7).str(2, "gws-1").nested(7, |d| {
+        m.bytes(1, &[7]).str(2, "gws-1").nested(7, |d| {
             d.nested(1, |ip| {
                 ip.bytes(1 | NLA_F_NET_BYTEORDER, &[10, 0, 0, 1]);
             });
-            d.u8(3, 32);
+            d.bytes(3, &[32]);
         });
         m.end();
         let b = m.as_bytes();
@@ -197,11 +181,11 @@ mod tests {
             b.len()
         );
         let top = Attrs(&b[NLMSG_HDRLEN + NFGENMSG_LEN..]);
-        assert_eq!(top.u8(1), Some(7));
+        assert_eq!(top.get(1), Some(&[7u8][..]));
         assert_eq!(top.string(2).as_deref(), Some("gws-1"));
         let data = top.nested(7).unwrap();
         let ip = data.nested(1).unwrap();
         assert_eq!(ip.get(1), Some(&[10u8, 0, 0, 1][..]));
-        assert_eq!(data.u8(3), Some(32));
+        assert_eq!(data.get(3), Some(&[32u8][..]));
     }
 }

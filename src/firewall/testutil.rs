@@ -1,4 +1,4 @@
-//! What the kernel tests of both backends run on: a thread in a fresh
+//! What the firewall's kernel tests run on: a thread in a fresh
 //! network namespace, and commands whose failure fails the test.
 
 use std::process::{Command, Output};

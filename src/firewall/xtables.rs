@@ -1,17 +1,18 @@
-//! What both backends know about the iptables command line: its two
-//! variants, their binaries, which legacy tables a namespace has, the
-//! words of a rule as `*-save` and `-S` print it, and the marks gwsteer
-//! leaves on its rules and chains.
+//! What the exemption's RETURN rules in foreign iptables chains need to
+//! know about the iptables command line: its two variants, their binaries,
+//! which legacy tables a namespace has, the words of a rule as `*-save` and
+//! `-S` print it, and the marks gwsteer leaves on its rules (and left on the
+//! chains of its retired iptables backend).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::objects::Family;
+use crate::model::Family;
 
 /// Every iptables rule gwsteer makes carries `--comment gwsteer:…`.
 pub const COMMENT_PREFIX: &str = "gwsteer:";
-/// Every iptables chain gwsteer makes is named `GWS-…` (xtables names ≤ 28
-/// chars).
+/// The chains of gwsteer's retired iptables backend were named `GWS-…`:
+/// cleanup leaves the jumps to them alone, as it cannot remove the chains.
 pub const CHAIN_PREFIX: &str = "GWS-";
 /// How long an iptables command waits for the xtables lock, in seconds
 /// (legacy; nft ignores it).
@@ -28,13 +29,6 @@ pub enum Variant {
 
 impl Variant {
     pub const ALL: [Variant; 2] = [Variant::Legacy, Variant::Nft];
-
-    pub fn other(self) -> Variant {
-        match self {
-            Variant::Legacy => Variant::Nft,
-            Variant::Nft => Variant::Legacy,
-        }
-    }
 
     /// `iptables-nft`, `ip6tables-legacy`: the variant's command for a
     /// family (and how messages name it).

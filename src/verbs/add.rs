@@ -4,18 +4,17 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use super::{ensure_group, new_kernel_with, open_store_for_add, teardown};
 use crate::cni::{Env, result};
 use crate::config::Config;
+use crate::engine::{ensure_group, new_kernel_with, open_store_for_add, teardown};
 use crate::error::{Error, Result, code};
-use crate::objects::Kernel;
+use crate::kernel::Kernel;
 use crate::plan::{self, Pod};
 use crate::store::{Record, SCHEMA, Store, now};
 
 pub fn run(config: &Config, env: &Env) -> Result<Value> {
     let started = Instant::now();
-    crate::vrf::admit(config)?;
-    let config = &*crate::gateway::resolve(config, env)?;
+    crate::facts::admit(config)?;
     let id = env.attachment();
     crate::logging::set_context(format!(
         "ADD {id} net={} pod={}/{}",
@@ -33,8 +32,9 @@ pub fn run(config: &Config, env: &Env) -> Result<Value> {
         name: env.pod_name.clone(),
         addresses: result::pod_addresses(prev, &env.ifname)?,
     };
-    let firewall = super::firewall_backend(config)?;
-    let plan = plan::plan(config, &pod, firewall.as_ref().map(|f| f.backend));
+    let firewall = crate::engine::firewall_backend(config)?;
+    let facts = crate::facts::collect(config, env, firewall.as_ref().map(|f| f.backend))?;
+    let plan = plan::plan(config, &pod, &facts);
     let mut record = Record {
         schema: SCHEMA,
         network: config.network.clone(),
@@ -62,7 +62,7 @@ pub fn run(config: &Config, env: &Env) -> Result<Value> {
         return Ok(result::convert(prev, config.cni_version));
     }
     let mut kernel = new_kernel_with(env.netns.clone(), firewall)?;
-    record.objects = crate::gateway::capture(kernel.as_mut(), &plan.pod_objects, old.as_ref())?;
+    record.objects = crate::engine::capture(kernel.as_mut(), &plan.pod_objects, old.as_ref())?;
     if let Some(old) = &old {
         replace_old(&store, kernel.as_mut(), old, &record)?;
     }
@@ -80,18 +80,23 @@ pub fn run(config: &Config, env: &Env) -> Result<Value> {
         "steered {} address(es): {} rule(s), groups [{}] in {} µs",
         pod.addresses.len(),
         record.objects.len(),
-        record.holds.join(", "),
+        record
+            .holds
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
         started.elapsed().as_micros()
     );
     Ok(result::convert(prev, config.cni_version))
 }
 
 /// Node groups first, then the record's per-pod objects (the plan's,
-/// completed by `gateway::capture`).
+/// completed by `engine::capture`).
 fn make_real(
     store: &Store,
     kernel: &mut dyn Kernel,
-    groups: &[crate::store::NodeGroup],
+    groups: &[crate::model::NodeGroup],
     record: &Record,
 ) -> Result<()> {
     for group in groups {

@@ -3,13 +3,14 @@
 //! in the tables it uses (a route where none is recorded, someone else's
 //! rule pointing at them).
 
-use super::{new_kernel_with, open_store};
 use crate::cni::{Env, result};
 use crate::config::Config;
+use crate::engine::{new_kernel_with, open_store};
 use crate::error::{Error, Result, code};
-use crate::objects::{Kernel, Object, Presence};
+use crate::kernel::Kernel;
+use crate::model::{Object, Presence};
 use crate::plan::{self, Pod};
-use crate::store::Store;
+use crate::store::{GroupKey, Store};
 
 pub fn run(config: &Config, env: &Env) -> Result<()> {
     let id = env.attachment();
@@ -25,7 +26,6 @@ pub fn run(config: &Config, env: &Env) -> Result<()> {
         )
     })?;
     let mut problems = Vec::new();
-    let config = &*crate::gateway::resolve(config, env)?;
     let mut firewall = None;
     if let Some(prev) = &config.prev_result {
         let pod = Pod {
@@ -33,8 +33,9 @@ pub fn run(config: &Config, env: &Env) -> Result<()> {
             name: env.pod_name.clone(),
             addresses: result::pod_addresses(prev, &env.ifname)?,
         };
-        firewall = super::firewall_backend(config)?;
-        let want = plan::plan(config, &pod, firewall.as_ref().map(|f| f.backend));
+        firewall = crate::engine::firewall_backend(config)?;
+        let facts = crate::facts::collect(config, env, firewall.as_ref().map(|f| f.backend))?;
+        let want = plan::plan(config, &pod, &facts);
         // Recorded objects carry what ADD read (previous values): compare
         // them as planned. A keep route ADD found in place is not recorded.
         for obj in want.pod_objects.iter().filter(|o| {
@@ -64,7 +65,7 @@ pub fn run(config: &Config, env: &Env) -> Result<()> {
     // The tables this attachment's traffic uses are gwsteer's alone: a rule
     // someone else points at them, or a route where none is recorded, is
     // drift too (reconcile removes them).
-    let tables = crate::reconcile::owned_tables(&held);
+    let tables = crate::engine::audit::owned_tables(&held);
     if !tables.is_empty() {
         let mut recorded = Vec::new();
         for key in store.group_keys()? {
@@ -72,14 +73,16 @@ pub fn run(config: &Config, env: &Env) -> Result<()> {
                 recorded.extend(g);
             }
         }
-        for imposter in crate::reconcile::foreign_in_tables(kernel.as_mut(), &tables, &recorded)? {
+        for imposter in
+            crate::engine::audit::foreign_in_tables(kernel.as_mut(), &tables, &recorded)?
+        {
             problems.push(imposter.to_string());
         }
     }
     report(problems)
 }
 
-fn store_group(store: &Store, key: &str) -> Result<Option<Vec<Object>>> {
+fn store_group(store: &Store, key: &GroupKey) -> Result<Option<Vec<Object>>> {
     Ok(store.group(key)?.map(|g| g.objects))
 }
 

@@ -3,11 +3,11 @@
 
 use serde_json::Value;
 
-use super::{LOCK_WAIT, new_kernel, open_store, teardown};
 use crate::cni::{Command, Env, result};
 use crate::config::{self, Config, DEFAULT_STATE_DIR};
+use crate::engine::{LOCK_WAIT, new_kernel, open_store, teardown};
 use crate::error::{Result, code};
-use crate::objects::Kernel;
+use crate::kernel::Kernel;
 use crate::plan::{self, Pod};
 use crate::store::{AttachmentId, Record, SCHEMA, Store, now};
 
@@ -40,8 +40,13 @@ fn by_plan(store: &Store, config: &Config, env: &Env) -> Result<()> {
         name: env.pod_name.clone(),
         addresses: result::pod_addresses(prev, &env.ifname)?,
     };
-    let firewall = super::firewall_backend(config)?;
-    let plan = plan::plan(config, &pod, firewall.as_ref().map(|f| f.backend));
+    let firewall = crate::engine::firewall_backend(config)?;
+    // DEL asks the node nothing: what the pod's objects were is recorded.
+    let facts = plan::Facts {
+        firewall: firewall.as_ref().map(|f| f.backend),
+        gateway: None,
+    };
+    let plan = plan::plan(config, &pod, &facts);
     if plan.pod_objects.is_empty() && plan.groups.is_empty() {
         return Ok(());
     }
@@ -60,7 +65,7 @@ fn by_plan(store: &Store, config: &Config, env: &Env) -> Result<()> {
         "record unreadable: removing {} object(s) by config and prevResult",
         record.objects.len()
     );
-    let mut kernel = super::new_kernel_with(env.netns.clone(), firewall)?;
+    let mut kernel = crate::engine::new_kernel_with(env.netns.clone(), firewall)?;
     teardown(store, kernel.as_mut(), &record)
 }
 
@@ -104,7 +109,12 @@ fn by_record(
     log::info!(
         "removed {} object(s), released [{}] in {} µs",
         record.objects.len(),
-        record.holds.join(", "),
+        record
+            .holds
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
         started.elapsed().as_micros()
     );
     Ok(())

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeSet;
 
-use super::{combine, new_kernel, open_store, remove_group, teardown};
 use crate::config::Config;
+use crate::engine::{combine, new_kernel, open_store, remove_group, teardown};
 use crate::error::{Error, Result};
 
 pub fn run(config: &Config) -> Result<()> {
@@ -52,7 +52,7 @@ pub fn run(config: &Config) -> Result<()> {
                 store.drop_holder(&key, &holder)?;
             }
         }
-        if store.unheld(&key)? && !crate::gateway::is_infrastructure(&key) {
+        if store.unheld(&key)? && !key.is_infrastructure() {
             let k = match &mut kernel {
                 Some(k) => k,
                 None => kernel.insert(new_kernel(None)?),

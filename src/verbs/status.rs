@@ -5,8 +5,8 @@
 
 use std::fs;
 
-use super::open_store;
 use crate::config::Config;
+use crate::engine::open_store;
 use crate::error::{Error, Result, code};
 
 pub fn run(config: &Config) -> Result<()> {
@@ -31,7 +31,7 @@ pub fn run(config: &Config) -> Result<()> {
     crate::netlink::NetlinkKernel::probe()
         .map_err(|e| unavailable(format!("netlink is not usable: {}", e.msg)))?;
     if config.needs_firewall() {
-        let backend = crate::firewall::resolve(config.firewall_backend).map_err(|e| {
+        let backend = crate::engine::open_firewall(config.firewall_backend).map_err(|e| {
             unavailable(format!(
                 "firewallBackend {:?} is not usable: {}",
                 config.firewall_backend, e.msg
@@ -43,7 +43,7 @@ pub fn run(config: &Config) -> Result<()> {
         let nft = crate::podns::find_nft().map_err(|e| unavailable(format!("{key}: {}", e.msg)))?;
         log::debug!("{key}: {}", nft.display());
     }
-    crate::vrf::status(config)?;
+    crate::facts::status(config)?;
     log::debug!("ready");
     Ok(())
 }

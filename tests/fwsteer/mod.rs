@@ -32,14 +32,12 @@ use crate::common::*;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fw {
     Nftables,
-    Iptables,
 }
 
 impl Fw {
     pub fn name(self) -> &'static str {
         match self {
             Fw::Nftables => "nftables",
-            Fw::Iptables => "iptables",
         }
     }
 }
@@ -231,23 +229,6 @@ pub fn xt_save(ns: &str, program: &str, table: Option<&str>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// `ipset list -t` inside `ns`: set name → number of entries.
-pub fn ipsets(ns: &str) -> BTreeMap<String, usize> {
-    let out = try_exec_in(ns, "ipset", ["list", "-t"])
-        .unwrap_or_else(|e| panic!("{e}\n(the `ipset` command comes with install/deps.sh)"));
-    let mut sets = BTreeMap::new();
-    let mut name = None;
-    for line in out.lines() {
-        if let Some(n) = line.strip_prefix("Name: ") {
-            name = Some(n.trim().to_string());
-        } else if let Some(n) = line.strip_prefix("Number of entries: ") {
-            let count = n.trim().parse().unwrap_or_else(|e| panic!("{line:?}: {e}"));
-            sets.insert(name.take().expect("Name: before entries"), count);
-        }
-    }
-    sets
-}
-
 pub fn nft_ruleset(ns: &str) -> Value {
     let out = exec_in(ns, "nft", ["-j", "list", "ruleset"]);
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("nft -j list ruleset: {e}: {out}"))
@@ -256,7 +237,7 @@ pub fn nft_ruleset(ns: &str) -> Value {
 /// Every gwsteer firewall object in `ns`: nftables tables named
 /// `gwsteer-*` and any other mention of gwsteer in the nftables ruleset,
 /// iptables lines (both variants and families, every table) that name a
-/// `GWS-` chain or carry a `gwsteer:` comment, and `gws-` ipsets.
+/// `GWS-` chain or carry a `gwsteer:` comment.
 pub fn firewall_objects(ns: &str) -> Vec<String> {
     let mut found = Vec::new();
     let ruleset = nft_ruleset(ns);
@@ -285,9 +266,6 @@ pub fn firewall_objects(ns: &str) -> Vec<String> {
                 found.push(format!("{program}: {line}"));
             }
         }
-    }
-    for name in ipsets(ns).keys().filter(|n| n.starts_with("gws-")) {
-        found.push(format!("ipset {name}"));
     }
     found
 }
@@ -410,14 +388,13 @@ impl Census {
                 .get(&format!("inet gwsteer-{network}"))
                 .copied()
                 .unwrap_or(0),
-            Fw::Iptables => self.xt_rules.values().sum(),
         }
     }
 }
 
 /// Element counts of the policies' member sets: nftables sets
-/// `<policy>_v4`/`_v6` in table `inet gwsteer-<network>`, or ipsets
-/// `gws-<hash>-4`/`-6` (the egress and exclusion sets have other names).
+/// `<policy>_v4`/`_v6` in table `inet gwsteer-<network>` (the egress and
+/// exclusion sets have other names).
 pub fn member_sets(ns: &str, fw: Fw, network: &str) -> BTreeMap<String, usize> {
     match fw {
         Fw::Nftables => {
@@ -438,18 +415,6 @@ pub fn member_sets(ns: &str, fw: Fw, network: &str) -> BTreeMap<String, usize> {
                 })
                 .collect()
         }
-        Fw::Iptables => ipsets(ns)
-            .into_iter()
-            .filter(|(name, _)| {
-                name.strip_prefix("gws-")
-                    .and_then(|r| r.split_once('-'))
-                    .is_some_and(|(h, f)| {
-                        h.len() == 8
-                            && h.chars().all(|c| c.is_ascii_hexdigit())
-                            && (f == "4" || f == "6")
-                    })
-            })
-            .collect(),
     }
 }
 

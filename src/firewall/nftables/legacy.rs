@@ -19,7 +19,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use ipnet::IpNet;
 
-use crate::objects::Family;
+use crate::model::Family;
 
 /// `IPT_SO_GET_INFO` / `IP6T_SO_GET_INFO`.
 const SO_GET_INFO: libc::c_int = 64;

@@ -34,7 +34,7 @@ use serde_json::{Value, json};
 use super::nfnl::DumpedRule;
 use crate::error::{Error, Result};
 use crate::firewall::{FwExemption, FwPolicy, Marking};
-use crate::objects::{Family, Presence};
+use crate::model::{Family, Presence};
 
 /// Every table gwsteer makes is named so; cleanup deletes exactly these.
 pub const TABLE_PREFIX: &str = "gwsteer-";

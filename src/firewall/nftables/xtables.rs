@@ -34,7 +34,7 @@ use crate::firewall::xtables::{
     Backslash, CHAIN_PREFIX, COMMENT_PREFIX, LOCK_WAIT_SECS, Variant, legacy_tables, option_value,
     split_words,
 };
-use crate::objects::Family;
+use crate::model::Family;
 /// `NFT_RETURN`: iptables-nft's `-j RETURN`.
 const NFT_RETURN: i32 = -5;
 
@@ -279,8 +279,8 @@ impl Xtables {
 
     /// Every rule of this variant's nat table whose comment starts with
     /// `gwsteer:` and that does not jump to a `GWS-` (or older `GWSTEER-`)
-    /// chain (those belong to the iptables backend, which removes chains and
-    /// jumps together), as `-A …` argument lists.
+    /// chain (those belong to the retired iptables backend, whose chains and
+    /// jumps go together, by hand), as `-A …` argument lists.
     pub fn owned_rules(&mut self, nl: &mut NfSocket, tool: Tool) -> Result<Vec<Vec<String>>> {
         if !self.has_nat(nl, tool)? {
             return Ok(Vec::new());

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::objects::RouteSpec;
+use super::RouteSpec;
 
 /// `IFLA_IFALIAS` of every link gwsteer creates: cleanup and DEL delete only
 /// links that carry it, never a bridge the primary plugin or an operator made.

@@ -35,26 +35,15 @@
 
 use ipnet::IpNet;
 
+use super::{Plan, Pod, gateway_routes, host};
 use crate::config::Config;
 use crate::config::vrf::{Leak, Vrf};
-use crate::error::{Error, Result, code};
-use crate::links::{LinkKind, LinkSpec};
-use crate::objects::{Family, NextHop, Object, RouteKind, RouteSpec};
-use crate::plan::{Plan, Pod, gateway_routes, group, host};
+use crate::model::{Family, GroupKey, NextHop, NodeGroup, Object, RouteKind, RouteSpec};
+use crate::model::{LinkKind, LinkSpec};
 
 /// The metric of the unreachable defaults: the largest the kernel's VRF
 /// guide uses, so that any default route an operator adds wins.
 pub const UNREACHABLE_METRIC: u32 = 4_278_198_272;
-
-/// Key of the VRF's infrastructure group.
-pub fn infra_group_key(vrf: &Vrf) -> String {
-    format!("{}vrf.{}", crate::gateway::INFRA_PREFIX, vrf.name)
-}
-
-/// Key of the `leak: cidr` routes' group.
-pub fn leak_group_key(vrf: &Vrf) -> String {
-    format!("vrf.{}.leak", vrf.name)
-}
 
 fn link(name: &str, kind: LinkKind, master: Option<&str>) -> Object {
     Object::Link {
@@ -154,8 +143,10 @@ pub fn plan_into(config: &Config, pod: &Pod, out: &mut Plan) {
     let Some(vrf) = &config.vrf else {
         return;
     };
-    out.groups
-        .push(group(infra_group_key(vrf), infrastructure(vrf)));
+    out.groups.push(NodeGroup::new(
+        GroupKey::VrfInfra(vrf.name.clone()),
+        infrastructure(vrf),
+    ));
     match &vrf.leak {
         Leak::None => {}
         Leak::Pod => {
@@ -167,14 +158,14 @@ pub fn plan_into(config: &Config, pod: &Pod, out: &mut Plan) {
                 );
             }
         }
-        Leak::Cidr(cidrs) => out.groups.push(group(
-            leak_group_key(vrf),
+        Leak::Cidr(cidrs) => out.groups.push(NodeGroup::new(
+            GroupKey::VrfLeak(vrf.name.clone()),
             cidrs.iter().filter_map(|c| leak_route(vrf, *c)).collect(),
         )),
     }
     if vrf.masquerade {
-        out.groups.push(group(
-            format!("vrf.{}.masquerade", vrf.name),
+        out.groups.push(NodeGroup::new(
+            GroupKey::VrfMasquerade(vrf.name.clone()),
             vec![Object::VrfMasquerade {
                 vrf: vrf.name.clone(),
                 leg: vrf.vrf_leg.name.clone(),
@@ -182,24 +173,6 @@ pub fn plan_into(config: &Config, pod: &Pod, out: &mut Plan) {
             }],
         ));
     }
-}
-
-/// ADD: a `vrf` section needs kernel VRF (103 naming `CONFIG_NET_VRF`).
-pub fn admit(config: &Config) -> Result<()> {
-    if config.vrf.is_none() {
-        return Ok(());
-    }
-    crate::kernel::require_vrf()
-}
-
-/// STATUS: 50 on a kernel without VRF.
-pub fn status(config: &Config) -> Result<()> {
-    if config.vrf.is_none() {
-        return Ok(());
-    }
-    crate::kernel::require_vrf().map_err(|e| {
-        Error::new(code::NOT_AVAILABLE, format!("vrf: {}", e.msg)).with_details(e.details)
-    })
 }
 
 #[cfg(test)]
@@ -241,10 +214,14 @@ mod tests {
     #[test]
     fn infrastructure_in_order() {
         let c = config(json!([]), vrf(json!({})));
-        let plan = crate::plan::plan(&c, &pod("a", &["10.244.1.5/24"]), None);
+        let plan = crate::plan::plan(
+            &c,
+            &pod("a", &["10.244.1.5/24"]),
+            &crate::plan::Facts::default(),
+        );
         let infra = &plan.groups[0];
-        assert_eq!(infra.key, "infra.vrf.vrf-oam");
-        assert!(crate::gateway::is_infrastructure(&infra.key));
+        assert_eq!(infra.key.to_string(), "infra.vrf.vrf-oam");
+        assert!(infra.key.is_infrastructure());
         let t = texts(&infra.objects);
         assert_eq!(t[0], "link vrf-oam type vrf table 10");
         assert_eq!(
@@ -288,7 +265,11 @@ mod tests {
     #[test]
     fn pod_leaks_are_host_routes_via_the_host_leg() {
         let c = config(json!([]), vrf(json!({})));
-        let plan = crate::plan::plan(&c, &pod("a", &["10.244.1.5/24", "fd00:244::5/64"]), None);
+        let plan = crate::plan::plan(
+            &c,
+            &pod("a", &["10.244.1.5/24", "fd00:244::5/64"]),
+            &crate::plan::Facts::default(),
+        );
         let leaks: Vec<&RouteSpec> = plan
             .pod_objects
             .iter()
@@ -320,11 +301,15 @@ mod tests {
         }]);
         let c = config(steering, vrf(json!({})));
         let leaks = |ns: &str| {
-            crate::plan::plan(&c, &pod(ns, &["10.244.1.5/24"]), None)
-                .pod_objects
-                .iter()
-                .filter(|o| matches!(o, Object::Route { spec, .. } if spec.table == 10))
-                .count()
+            crate::plan::plan(
+                &c,
+                &pod(ns, &["10.244.1.5/24"]),
+                &crate::plan::Facts::default(),
+            )
+            .pod_objects
+            .iter()
+            .filter(|o| matches!(o, Object::Route { spec, .. } if spec.table == 10))
+            .count()
         };
         assert_eq!(leaks("oam"), 1);
         assert_eq!(leaks("other"), 0);
@@ -336,13 +321,21 @@ mod tests {
             json!([]),
             vrf(json!({"leak": "cidr", "podCidrs": ["10.244.0.0/16"]})),
         );
-        let plan = crate::plan::plan(&c, &pod("a", &["10.244.1.5/24"]), None);
+        let plan = crate::plan::plan(
+            &c,
+            &pod("a", &["10.244.1.5/24"]),
+            &crate::plan::Facts::default(),
+        );
         assert!(plan.pod_objects.is_empty());
-        assert_eq!(plan.groups[1].key, "vrf.vrf-oam.leak");
-        assert!(!crate::gateway::is_infrastructure(&plan.groups[1].key));
+        assert_eq!(plan.groups[1].key.to_string(), "vrf.vrf-oam.leak");
+        assert!(!plan.groups[1].key.is_infrastructure());
         assert_eq!(plan.groups[1].objects.len(), 1);
         let c = config(json!([]), vrf(json!({"leak": "none"})));
-        let plan = crate::plan::plan(&c, &pod("a", &["10.244.1.5/24"]), None);
+        let plan = crate::plan::plan(
+            &c,
+            &pod("a", &["10.244.1.5/24"]),
+            &crate::plan::Facts::default(),
+        );
         assert!(plan.pod_objects.is_empty());
         assert_eq!(plan.groups.len(), 1);
     }
@@ -353,8 +346,12 @@ mod tests {
             json!([{"name": "oam", "table": 100, "gateways": [{"via": "192.169.1.2"}]}]),
             vrf(json!({"leak": "cidr", "podCidrs": ["10.244.0.0/16"]})),
         );
-        let plan = crate::plan::plan(&c, &pod("a", &["10.244.1.5/24"]), None);
-        let owned = crate::reconcile::owned_tables(&plan.groups);
+        let plan = crate::plan::plan(
+            &c,
+            &pod("a", &["10.244.1.5/24"]),
+            &crate::plan::Facts::default(),
+        );
+        let owned = crate::engine::audit::owned_tables(&plan.groups);
         assert!(owned.contains(&100) && !owned.contains(&10), "{owned:?}");
     }
 
@@ -364,10 +361,14 @@ mod tests {
             json!([]),
             vrf(json!({"masquerade": true, "uplinks": ["eth1"]})),
         );
-        let plan = crate::plan::plan(&c, &pod("a", &["10.244.1.5/24"]), None);
+        let plan = crate::plan::plan(
+            &c,
+            &pod("a", &["10.244.1.5/24"]),
+            &crate::plan::Facts::default(),
+        );
         let g = plan.groups.last().unwrap();
-        assert_eq!(g.key, "vrf.vrf-oam.masquerade");
-        assert!(!crate::gateway::is_infrastructure(&g.key));
+        assert_eq!(g.key.to_string(), "vrf.vrf-oam.masquerade");
+        assert!(!g.key.is_infrastructure());
         assert_eq!(
             g.objects,
             vec![Object::VrfMasquerade {

@@ -1,21 +1,24 @@
-//! Planning: a pure function from (config, pod) to the kernel objects the
-//! attachment needs. No I/O, so every verb, the CLI and the unit tests see
-//! the same answer.
+//! Planning: a pure function from (config, pod, facts) to the kernel objects
+//! the attachment needs. No I/O: what only the node can say (the firewall
+//! backend, the gateway network's underlay and MTU) comes in as [`Facts`],
+//! collected by the `facts` module; the config is never rewritten. So every
+//! verb, the CLI and the unit tests see the same answer.
+//!
+//! One file per feature: [`steering`] (CONTRACT 3.1 and the masquerade
+//! exemption), [`gateway`] (3.2), [`vrf`] (3.3).
+
+pub mod gateway;
+pub mod steering;
+pub mod vrf;
 
 use ipnet::IpNet;
 
-use std::collections::BTreeMap;
-
 use crate::cni::result::PodAddress;
-use crate::config::{Config, Gateway, Match, Policy};
-use crate::firewall::{Backend, FwExemption, FwMember, FwObject, FwPolicy, Marking};
-use crate::objects::{Family, NextHop, Object, RouteKind, RouteSpec, RuleSpec, TABLE_MAIN};
-use crate::store::NodeGroup;
+use crate::config::{Config, Gateway};
+use crate::model::{Backend, Family, NextHop, NodeGroup, Object, RouteKind, RouteSpec};
 
-/// With marks, reverse-path checks must see the mark too.
-pub const SRC_VALID_MARK: &str = "net.ipv4.conf.all.src_valid_mark";
-/// With multipath gateways, skip nexthops whose neighbour is known dead.
-pub const MULTIPATH_USE_NEIGH: &str = "net.ipv4.fib_multipath_use_neigh";
+pub use gateway::GatewayFacts;
+pub use steering::{MULTIPATH_USE_NEIGH, SRC_VALID_MARK, selected, table_routes};
 
 /// Who the pod is, as far as planning cares.
 #[derive(Debug, Clone, Default)]
@@ -35,52 +38,25 @@ pub struct Plan {
     pub groups: Vec<NodeGroup>,
 }
 
-/// Key of the node group holding a policy's table routes.
-pub fn policy_group_key(policy: &Policy) -> String {
-    format!("{POLICY_GROUP_PREFIX}{}", policy.name)
-}
-
-const POLICY_GROUP_PREFIX: &str = "steering.";
-
-/// Whether a node group is a steering policy's: its routes are the policy's
-/// owned table, one per destination, and nothing per pod.
-pub fn is_policy_group(key: &str) -> bool {
-    key.starts_with(POLICY_GROUP_PREFIX)
-}
-
-/// Policies that apply to this pod, in config order.
-pub fn selected<'c>(config: &'c Config, pod: &Pod) -> Vec<&'c Policy> {
-    config
-        .steering
-        .iter()
-        .filter(|p| match &config.pod_args.steering {
-            Some(names) => names.contains(&p.name),
-            None => p
-                .namespaces
-                .as_ref()
-                .is_none_or(|set| pod.namespace.as_ref().is_some_and(|ns| set.contains(ns))),
-        })
-        .collect()
+/// What the node says, collected by the `facts` module before planning.
+/// `Facts::default()` (nothing known) is what DEL by plan and the unit tests
+/// use.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facts {
+    /// The firewall backend objects are made with, when the config needs one.
+    pub firewall: Option<Backend>,
+    /// The gateway network's node facts, when the config has one.
+    pub gateway: Option<GatewayFacts>,
 }
 
 /// `addr` as a host prefix (/32, /128).
-pub(crate) fn host(addr: &IpNet) -> IpNet {
+pub fn host(addr: &IpNet) -> IpNet {
     IpNet::new(addr.addr(), addr.max_prefix_len()).unwrap_or(*addr)
-}
-
-/// The routes of a policy's owned table: one per destination, via that
-/// family's gateways (several gateways: one multipath route).
-pub fn table_routes(policy: &Policy) -> Vec<RouteSpec> {
-    gateway_routes(policy.table, &policy.gateways, &policy.destinations)
 }
 
 /// One route in `table` per destination, via the gateways of its family
 /// (several: one multipath route). A policy's owned table, the VRF's table.
-pub(crate) fn gateway_routes(
-    table: u32,
-    gateways: &[Gateway],
-    destinations: &[IpNet],
-) -> Vec<RouteSpec> {
+pub fn gateway_routes(table: u32, gateways: &[Gateway], destinations: &[IpNet]) -> Vec<RouteSpec> {
     destinations
         .iter()
         .map(|dst| RouteSpec {
@@ -102,191 +78,16 @@ pub(crate) fn gateway_routes(
         .collect()
 }
 
-/// Per-pod rules of a `source` policy: `from <podIP> lookup <table>` and,
-/// one priority earlier, `from <podIP> to <exclude> lookup main`.
-fn source_rules(policy: &Policy, pod: &Pod) -> Vec<RuleSpec> {
-    let mut rules = Vec::new();
-    for addr in &pod.addresses {
-        let family = Family::of_net(&addr.address);
-        if !policy.serves(family) {
-            continue;
-        }
-        let src = host(&addr.address);
-        for ex in policy
-            .exclude
-            .iter()
-            .filter(|e| Family::of_net(e) == family)
-        {
-            rules.push(RuleSpec {
-                family,
-                priority: policy.priority - 1,
-                src: Some(src),
-                dst: Some(*ex),
-                fwmark: None,
-                fwmask: None,
-                iif: None,
-                table: TABLE_MAIN,
-            });
-        }
-        rules.push(RuleSpec {
-            family,
-            priority: policy.priority,
-            src: Some(src),
-            dst: None,
-            fwmark: None,
-            fwmask: None,
-            iif: None,
-            table: policy.table,
-        });
-    }
-    rules
-}
-
-/// The fwmark rule that sends a mark/connmark policy's packets to its table.
-fn fwmark_rule(policy: &Policy, family: Family, mark: u32, mask: Option<u32>) -> RuleSpec {
-    RuleSpec {
-        family,
-        priority: policy.priority,
-        src: None,
-        dst: None,
-        fwmark: Some(mark),
-        fwmask: mask,
-        iif: None,
-        table: policy.table,
-    }
-}
-
-pub(crate) fn group(key: String, objects: Vec<Object>) -> NodeGroup {
-    NodeGroup {
-        schema: crate::store::SCHEMA,
-        key,
-        objects,
-        restore: BTreeMap::new(),
-    }
-}
-
-/// Everything one policy needs for this pod: per-pod objects and node groups.
-fn policy_plan(config: &Config, policy: &Policy, pod: &Pod, fw: Option<Backend>, out: &mut Plan) {
-    let families: Vec<Family> = [Family::V4, Family::V6]
-        .into_iter()
-        .filter(|f| policy.serves(*f))
-        .filter(|f| {
-            pod.addresses
-                .iter()
-                .any(|a| Family::of_net(&a.address) == *f)
-        })
-        .collect();
-    if families.is_empty() {
-        return;
-    }
-    let mut node: Vec<Object> = table_routes(policy)
-        .into_iter()
-        .map(Object::node_route)
-        .collect();
-    let mut sysctls = Vec::new();
-    if policy.gateways_of(Family::V4).len() > 1 {
-        sysctls.push(MULTIPATH_USE_NEIGH);
-    }
-    let (mark, mask) = match policy.matcher {
-        Match::Source => {
-            out.pod_objects
-                .extend(source_rules(policy, pod).into_iter().map(Object::node_rule));
-            (None, None)
-        }
-        Match::Mark { mark, mask } | Match::Connmark { mark, mask } => (Some(mark), mask),
-    };
-    if let (Some(mark), Some(backend)) = (mark, fw) {
-        let marking = match &policy.matcher {
-            Match::Connmark { .. } => Marking::Connmark {
-                ingress: policy.ingress_interfaces.clone(),
-            },
-            _ => Marking::Mark {
-                egress_to: policy.egress_to.clone(),
-                exclude: policy.exclude.clone(),
-            },
-        };
-        node.push(Object::firewall(
-            backend,
-            FwObject::Policy(FwPolicy {
-                network: config.network.clone(),
-                policy: policy.name.clone(),
-                mark,
-                mask: mask.unwrap_or(u32::MAX),
-                marking,
-            }),
-        ));
-        node.extend(
-            families
-                .iter()
-                .map(|f| Object::node_rule(fwmark_rule(policy, *f, mark, mask))),
-        );
-        for addr in &pod.addresses {
-            if families.contains(&Family::of_net(&addr.address)) {
-                out.pod_objects.push(Object::firewall(
-                    backend,
-                    FwObject::Member(FwMember {
-                        network: config.network.clone(),
-                        policy: policy.name.clone(),
-                        addr: host(&addr.address),
-                    }),
-                ));
-            }
-        }
-        if families.contains(&Family::V4) {
-            sysctls.push(SRC_VALID_MARK);
-        }
-    }
-    out.groups.push(group(policy_group_key(policy), node));
-    for key in sysctls {
-        if !out.groups.iter().any(|g| g.key == format!("sysctl.{key}")) {
-            out.groups.push(group(
-                format!("sysctl.{key}"),
-                vec![Object::sysctl(key, "1")],
-            ));
-        }
-    }
-}
-
-/// Node groups for the masquerade exemption: one per exempted CIDR, so pods
-/// of different subnets never fight over one group's content.
-fn exemption_plan(config: &Config, pod: &Pod, fw: Option<Backend>, out: &mut Plan) {
-    let (Some(ex), Some(backend)) = (&config.masquerade_exemption, fw) else {
-        return;
-    };
-    let mut cidrs: Vec<IpNet> = if ex.cidrs.is_empty() {
-        pod.addresses.iter().map(|a| a.address.trunc()).collect()
-    } else {
-        ex.cidrs.clone()
-    };
-    cidrs.sort();
-    cidrs.dedup();
-    for cidr in cidrs {
-        let key = format!("exemption.{}", cidr.to_string().replace(['/', ':'], "_"));
-        out.groups.push(group(
-            key,
-            vec![Object::firewall(
-                backend,
-                FwObject::Exemption(FwExemption {
-                    network: config.network.clone(),
-                    cidrs: vec![cidr],
-                    chains: ex.chains.clone(),
-                }),
-            )],
-        ));
-    }
-}
-
-/// What this attachment needs. `fw` is the resolved firewall backend (only
-/// consulted when the config needs a firewall).
-pub fn plan(config: &Config, pod: &Pod, fw: Option<Backend>) -> Plan {
+/// What this attachment needs.
+pub fn plan(config: &Config, pod: &Pod, facts: &Facts) -> Plan {
     let mut out = Plan::default();
     // The VRF's legs first: a steering policy may route via the VRF leg.
-    crate::vrf::plan_into(config, pod, &mut out);
+    vrf::plan_into(config, pod, &mut out);
     for policy in selected(config, pod) {
-        policy_plan(config, policy, pod, fw, &mut out);
+        steering::policy_plan(config, policy, pod, facts, &mut out);
     }
-    exemption_plan(config, pod, fw, &mut out);
-    crate::gateway::plan_into(config, pod, &mut out);
+    steering::exemption_plan(config, pod, facts, &mut out);
+    gateway::plan_into(config, pod, facts, &mut out);
     out
 }
 
@@ -321,8 +122,15 @@ pub(crate) mod tests {
         }
     }
 
+    fn nft() -> Facts {
+        Facts {
+            firewall: Some(Backend::Nftables),
+            gateway: None,
+        }
+    }
+
     fn plan0(c: &Config, p: &Pod) -> Plan {
-        plan(c, p, None)
+        plan(c, p, &Facts::default())
     }
 
     fn rule_texts(plan: &Plan) -> Vec<String> {
@@ -452,7 +260,7 @@ pub(crate) mod tests {
         let p = plan(
             &c,
             &pod("default", &["10.244.1.5/24", "fd00:244:0:1::5/64"]),
-            Some(Backend::Nftables),
+            &nft(),
         );
         assert_eq!(
             texts(&p.pod_objects),
@@ -461,7 +269,7 @@ pub(crate) mod tests {
                 "nftables firewall member fd00:244:0:1::5 of net/oam",
             ]
         );
-        let keys: Vec<&str> = p.groups.iter().map(|g| g.key.as_str()).collect();
+        let keys: Vec<String> = p.groups.iter().map(|g| g.key.to_string()).collect();
         assert_eq!(
             keys,
             vec!["steering.oam", "sysctl.net.ipv4.conf.all.src_valid_mark"]
@@ -477,11 +285,7 @@ pub(crate) mod tests {
             ]
         );
         // A second pod plans the very same node groups: nothing node-level grows per pod.
-        let q = plan(
-            &c,
-            &pod("default", &["10.244.1.6/24"]),
-            Some(Backend::Nftables),
-        );
+        let q = plan(&c, &pod("default", &["10.244.1.6/24"]), &nft());
         assert_eq!(q.groups[0].objects[2], p.groups[0].objects[2]);
         assert_eq!(q.groups[0].objects[3], p.groups[0].objects[3]);
         assert_eq!(q.pod_objects.len(), 1);
@@ -495,19 +299,15 @@ pub(crate) mod tests {
                     "gateways": [{"via": "192.168.2.1"}, {"via": "192.168.2.2"}]}]),
             None,
         );
-        let p = plan(
-            &c,
-            &pod("default", &["10.244.1.5/24"]),
-            Some(Backend::Iptables),
-        );
+        let p = plan(&c, &pod("default", &["10.244.1.5/24"]), &nft());
         assert_eq!(
             texts(&p.pod_objects),
-            vec!["iptables firewall member 10.244.1.5 of net/egress"]
+            vec!["nftables firewall member 10.244.1.5 of net/egress"]
         );
         let node = texts(&p.groups[0].objects);
         assert!(
             node.contains(
-                &"iptables firewall policy net/egress mark 0x100/0xff00 (mark, to 1 cidr(s))"
+                &"nftables firewall policy net/egress mark 0x100/0xff00 (mark, to 1 cidr(s))"
                     .to_string()
             ),
             "{node:?}"
@@ -516,7 +316,7 @@ pub(crate) mod tests {
             node.contains(&"inet rule 1000: from all fwmark 0x100/0xff00 lookup 200".to_string()),
             "{node:?}"
         );
-        let keys: Vec<&str> = p.groups.iter().map(|g| g.key.as_str()).collect();
+        let keys: Vec<String> = p.groups.iter().map(|g| g.key.to_string()).collect();
         assert_eq!(
             keys,
             vec![
@@ -534,10 +334,10 @@ pub(crate) mod tests {
         let p = plan(
             &c,
             &pod("default", &["192.168.50.7/24", "fd00:50::7/64"]),
-            Some(Backend::Nftables),
+            &nft(),
         );
         assert!(p.pod_objects.is_empty());
-        let keys: Vec<&str> = p.groups.iter().map(|g| g.key.as_str()).collect();
+        let keys: Vec<String> = p.groups.iter().map(|g| g.key.to_string()).collect();
         assert_eq!(
             keys,
             vec!["exemption.192.168.50.0_24", "exemption.fd00_50___64"]
@@ -553,12 +353,12 @@ pub(crate) mod tests {
         let p = plan(
             &c,
             &pod("default", &["192.168.50.7/24", "fd00:50::7/64"]),
-            Some(Backend::Nftables),
+            &nft(),
         );
         assert_eq!(p.groups.len(), 1);
         // No backend resolved (firewallBackend none is refused at config time): nothing planned.
         assert!(
-            plan(&c, &pod("default", &["192.168.50.7/24"]), None)
+            plan(&c, &pod("default", &["192.168.50.7/24"]), &Facts::default())
                 .groups
                 .is_empty()
         );

@@ -32,151 +32,14 @@
 //! this state dir, as `cleanup` does.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
 
-use ipnet::IpNet;
-
+use crate::engine::audit::{Imposter, owned_tables, route_slots};
+use crate::engine::{self as verbs, LOCK_WAIT};
 use crate::error::{Result, code};
-use crate::objects::{Kernel, Object, Presence, RTPROT_GWSTEER, RuleSpec, Side};
+use crate::kernel::Kernel;
+use crate::model::{Object, Presence, RTPROT_GWSTEER, Restore, RuleSpec, Side};
 use crate::store::{self, NodeGroup, Record, Store};
-use crate::verbs::{self, LOCK_WAIT};
-
-/// A rule or route that is in the way of gwsteer's records.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Imposter {
-    pub object: Object,
-    /// The routing protocol it carries (211: gwsteer's, from lost state).
-    pub protocol: u8,
-}
-
-impl Imposter {
-    fn table(&self) -> u32 {
-        match &self.object {
-            Object::Rule { spec, .. } => spec.table,
-            Object::Route { spec, .. } => spec.table,
-            _ => 0,
-        }
-    }
-}
-
-/// `ip` names of the protocols one meets in routing tables.
-fn protocol_name(p: u8) -> String {
-    match p {
-        0 => "unspec".into(),
-        2 => "kernel".into(),
-        3 => "boot".into(),
-        4 => "static".into(),
-        RTPROT_GWSTEER => "gwsteer".into(),
-        other => other.to_string(),
-    }
-}
-
-impl fmt::Display for Imposter {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let proto = protocol_name(self.protocol);
-        match (&self.object, self.protocol) {
-            (Object::Rule { .. }, RTPROT_GWSTEER) => {
-                write!(f, "orphan {} proto gwsteer (no record has it)", self.object)
-            }
-            (Object::Rule { .. }, _) => write!(
-                f,
-                "foreign {} proto {proto} (points at owned table {})",
-                self.object,
-                self.table()
-            ),
-            (_, RTPROT_GWSTEER) => write!(
-                f,
-                "orphan {} proto gwsteer (no node group has it)",
-                self.object
-            ),
-            _ => write!(
-                f,
-                "imposter {} proto {proto} (in owned table {})",
-                self.object,
-                self.table()
-            ),
-        }
-    }
-}
-
-/// Tables of the routes of `groups`: the tables gwsteer owns. A VRF's
-/// table is not one of them: the kernel puts the local and connected
-/// routes of the VRF's devices there, and uplinks bring their own.
-pub fn owned_tables<'a>(groups: impl IntoIterator<Item = &'a NodeGroup>) -> BTreeSet<u32> {
-    let groups: Vec<&NodeGroup> = groups.into_iter().collect();
-    let vrf_tables: BTreeSet<u32> = groups
-        .iter()
-        .flat_map(|g| &g.objects)
-        .filter_map(|o| match o {
-            Object::Link { link } => match link.kind {
-                crate::links::LinkKind::Vrf { table } => Some(table),
-                _ => None,
-            },
-            _ => None,
-        })
-        .collect();
-    groups
-        .iter()
-        .flat_map(|g| &g.objects)
-        .filter_map(|o| match o {
-            Object::Route {
-                spec,
-                side: Side::Node,
-            } => Some(spec.table),
-            _ => None,
-        })
-        .filter(|t| !vrf_tables.contains(t))
-        .collect()
-}
-
-/// Slots (table, destination, metric) of the node routes among `objects`.
-fn route_slots<'a>(objects: impl IntoIterator<Item = &'a Object>) -> HashSet<(u32, IpNet, u32)> {
-    objects
-        .into_iter()
-        .filter_map(|o| match o {
-            Object::Route {
-                spec,
-                side: Side::Node,
-            } => Some(spec.slot()),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Imposters in `tables` for CHECK: rules pointing at them that are not
-/// gwsteer's, and routes in them where none of `recorded` lives.
-pub fn foreign_in_tables(
-    kernel: &mut dyn Kernel,
-    tables: &BTreeSet<u32>,
-    recorded: &[Object],
-) -> Result<Vec<Imposter>> {
-    if tables.is_empty() {
-        return Ok(Vec::new());
-    }
-    let list: Vec<u32> = tables.iter().copied().collect();
-    let mut found: Vec<Imposter> = kernel
-        .rules_with_protocol(&list)?
-        .into_iter()
-        .filter(|(spec, proto)| *proto != RTPROT_GWSTEER && tables.contains(&spec.table))
-        .map(|(spec, protocol)| Imposter {
-            object: Object::node_rule(spec),
-            protocol,
-        })
-        .collect();
-    let slots = route_slots(recorded);
-    for table in tables {
-        for (spec, protocol) in kernel.table_routes(*table)? {
-            if !slots.contains(&spec.slot()) {
-                found.push(Imposter {
-                    object: Object::node_route(spec),
-                    protocol,
-                });
-            }
-        }
-    }
-    Ok(found)
-}
 
 /// One network's state, read under its lock.
 struct Network {
@@ -323,7 +186,7 @@ fn tidy_store(
         // without holders until `gwsteer cleanup`, and is kept right.
         if holders > 0
             || net.records.iter().any(|r| r.holds.contains(&group.key))
-            || crate::gateway::is_infrastructure(&group.key)
+            || group.key.is_infrastructure()
         {
             kept.push(group);
             continue;
@@ -370,7 +233,7 @@ fn tidy_node_scope(
         for holder in node.holders(&key)? {
             let (net, group) = holder.split_once('@').unwrap_or((holder.as_str(), ""));
             let gone = match nets.get(net) {
-                Some(n) => !n.groups.iter().any(|g| g.key == group),
+                Some(n) => !n.groups.iter().any(|g| g.key.to_string() == group),
                 None => !state_dir.join(net).exists(),
             };
             if !gone {
@@ -487,7 +350,7 @@ fn is_reserved_table(table: u32) -> bool {
 fn ensure_objects(
     whose: &str,
     objects: &[Object],
-    restore: Option<&BTreeMap<String, String>>,
+    restore: Option<&Restore>,
     kernel: &mut dyn Kernel,
     present: &HashSet<RuleSpec>,
     round: &mut Round,
@@ -497,10 +360,7 @@ fn ensure_objects(
         // addresses and routes: enslaving drops the IPv6 ones).
         let make = |kernel: &mut dyn Kernel| match obj {
             Object::Uplink { dev, .. } => {
-                let saved = restore
-                    .and_then(|r| r.get(&Object::uplink_restore_key(dev)))
-                    .map(String::as_str);
-                kernel.ensure_uplink(obj, saved)
+                kernel.ensure_uplink(obj, restore.and_then(|r| r.uplinks.get(dev)))
             }
             _ => kernel.ensure(obj),
         };
@@ -607,6 +467,41 @@ pub fn round(state_dir: &Path, dry_run: bool, kernel: &mut dyn Kernel) -> Result
 }
 
 /// `30s`, `5m`, `500ms`, `1h`, or plain seconds.
+/// Without `--once`, rounds run every `--interval` (60 s, as
+/// metallb-node-route-agent's reconcile timer) until the process is stopped;
+/// a failed round is logged and the next one runs. Each change is printed
+/// on stdout and logged on stderr.
+pub fn run(
+    state_dir: &Path,
+    dry_run: bool,
+    once: bool,
+    interval: Option<std::time::Duration>,
+) -> Result<i32> {
+    let every = interval.unwrap_or(std::time::Duration::from_secs(60));
+    loop {
+        let mut kernel = verbs::new_kernel(None)?;
+        let outcome = round(state_dir, dry_run, kernel.as_mut());
+        if let Ok(round) = &outcome {
+            for line in &round.changes {
+                println!("{line}");
+            }
+            for line in &round.errors {
+                println!("problem: {line}");
+            }
+        }
+        if once {
+            return outcome.map(|round| if round.clean() { 0 } else { 1 });
+        }
+        if let Err(e) = outcome {
+            log::error!(
+                "reconcile round failed: {e}; next round in {} ms",
+                every.as_millis()
+            );
+        }
+        std::thread::sleep(every);
+    }
+}
+
 pub fn parse_interval(text: &str) -> std::result::Result<std::time::Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -648,7 +543,7 @@ mod tests {
     #[test]
     fn imposters_say_what_they_are() {
         let rule = RuleSpec {
-            family: crate::objects::Family::V4,
+            family: crate::model::Family::V4,
             priority: 500,
             src: Some("10.9.9.9/32".parse().unwrap()),
             dst: None,
@@ -675,7 +570,7 @@ mod tests {
     #[test]
     fn canonical_rules_compare_like_the_kernel() {
         let a = RuleSpec {
-            family: crate::objects::Family::V4,
+            family: crate::model::Family::V4,
             priority: 1000,
             src: Some("10.0.0.1/32".parse().unwrap()),
             dst: Some("0.0.0.0/0".parse().unwrap()),

@@ -1,0 +1,93 @@
+//! The engine: what the verbs and the operator commands share. It opens the
+//! store and the kernel for a call, makes node groups and attachments real
+//! and takes them away ([`apply`]), reads what ADD must keep for DEL
+//! ([`capture`]), and judges the tables gwsteer owns ([`audit`]).
+
+pub mod apply;
+pub mod audit;
+pub mod capture;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::{Config, FirewallBackend};
+use crate::error::Result;
+use crate::kernel::Kernel;
+use crate::model::Backend;
+use crate::store::Store;
+
+pub use apply::{combine, ensure_group, remove_group, teardown};
+pub use capture::capture;
+
+/// How long a call waits for another gwsteer holding the network's lock
+/// when the config does not say (`lockTimeoutMs`), and for the CLI.
+pub const LOCK_WAIT: Duration =
+    Duration::from_millis(crate::config::DEFAULT_LOCK_TIMEOUT_MS as u64);
+
+pub fn open_store(config: &Config) -> Result<Store> {
+    log_lock_wait(Store::open(
+        &config.state_dir,
+        &config.network,
+        config.lock_timeout,
+    )?)
+}
+
+/// [`open_store`] for an ADD, which goes before waiting DELs, CHECKs, GCs.
+pub fn open_store_for_add(config: &Config) -> Result<Store> {
+    log_lock_wait(Store::open_for_add(
+        &config.state_dir,
+        &config.network,
+        config.lock_timeout,
+    )?)
+}
+
+fn log_lock_wait(store: Store) -> Result<Store> {
+    if store.waited > Duration::from_secs(1) {
+        log::warn!(
+            "waited {} ms for the state store lock",
+            store.waited.as_millis()
+        );
+    } else {
+        log::debug!("state store lock taken in {} µs", store.waited.as_micros());
+    }
+    Ok(store)
+}
+
+/// The firewall backend this config's objects are made with, when it needs
+/// one, opened: hand it to [`new_kernel_with`].
+pub fn firewall_backend(config: &Config) -> Result<Option<crate::firewall::Opened>> {
+    if !config.needs_firewall() {
+        return Ok(None);
+    }
+    open_firewall(config.firewall_backend)
+}
+
+/// The backend a `firewallBackend` choice gets, opened: `None` for `none`;
+/// `auto` and `nftables` are nftables. Errors say why it is unusable (code
+/// 50: no `nft`, or the kernel does not answer nf_tables requests).
+pub fn open_firewall(choice: FirewallBackend) -> Result<Option<crate::firewall::Opened>> {
+    match choice {
+        FirewallBackend::None => Ok(None),
+        FirewallBackend::Auto | FirewallBackend::Nftables => {
+            let backend = Backend::Nftables;
+            Ok(Some(crate::firewall::Opened {
+                backend,
+                firewall: crate::firewall::open(backend)?,
+            }))
+        }
+    }
+}
+
+pub fn new_kernel(netns: Option<PathBuf>) -> Result<Box<dyn Kernel>> {
+    new_kernel_with(netns, None)
+}
+
+/// A kernel backend that reuses a firewall [`firewall_backend`] opened.
+pub fn new_kernel_with(
+    netns: Option<PathBuf>,
+    firewall: Option<crate::firewall::Opened>,
+) -> Result<Box<dyn Kernel>> {
+    let mut system = crate::system::System::new(netns)?;
+    system.adopt(firewall);
+    Ok(Box::new(system))
+}

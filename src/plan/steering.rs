@@ -1,0 +1,210 @@
+//! Steering policies (CONTRACT 3.1): a policy's owned table routes as a
+//! node group, and per `match` what the pod adds — `source`: per-pod rules;
+//! `mark`/`connmark`: a member of the policy's firewall set, the policy's
+//! chains and fwmark rules as node groups. Plus the masquerade exemption.
+
+use ipnet::IpNet;
+
+use super::{Facts, Plan, Pod, gateway_routes, host};
+use crate::config::{Config, Match, Policy};
+use crate::model::{
+    Family, FwExemption, FwMember, FwObject, FwPolicy, GroupKey, Marking, NodeGroup, Object,
+    RouteSpec, RuleSpec, TABLE_MAIN,
+};
+
+/// With marks, reverse-path checks must see the mark too.
+pub const SRC_VALID_MARK: &str = "net.ipv4.conf.all.src_valid_mark";
+/// With multipath gateways, skip nexthops whose neighbour is known dead.
+pub const MULTIPATH_USE_NEIGH: &str = "net.ipv4.fib_multipath_use_neigh";
+/// Policies that apply to this pod, in config order.
+pub fn selected<'c>(config: &'c Config, pod: &Pod) -> Vec<&'c Policy> {
+    config
+        .steering
+        .iter()
+        .filter(|p| match &config.pod_args.steering {
+            Some(names) => names.contains(&p.name),
+            None => p
+                .namespaces
+                .as_ref()
+                .is_none_or(|set| pod.namespace.as_ref().is_some_and(|ns| set.contains(ns))),
+        })
+        .collect()
+}
+
+/// The routes of a policy's owned table: one per destination, via that
+/// family's gateways (several gateways: one multipath route).
+pub fn table_routes(policy: &Policy) -> Vec<RouteSpec> {
+    gateway_routes(policy.table, &policy.gateways, &policy.destinations)
+}
+
+/// Per-pod rules of a `source` policy: `from <podIP> lookup <table>` and,
+/// one priority earlier, `from <podIP> to <exclude> lookup main`.
+fn source_rules(policy: &Policy, pod: &Pod) -> Vec<RuleSpec> {
+    let mut rules = Vec::new();
+    for addr in &pod.addresses {
+        let family = Family::of_net(&addr.address);
+        if !policy.serves(family) {
+            continue;
+        }
+        let src = host(&addr.address);
+        for ex in policy
+            .exclude
+            .iter()
+            .filter(|e| Family::of_net(e) == family)
+        {
+            rules.push(RuleSpec {
+                family,
+                priority: policy.priority - 1,
+                src: Some(src),
+                dst: Some(*ex),
+                fwmark: None,
+                fwmask: None,
+                iif: None,
+                table: TABLE_MAIN,
+            });
+        }
+        rules.push(RuleSpec {
+            family,
+            priority: policy.priority,
+            src: Some(src),
+            dst: None,
+            fwmark: None,
+            fwmask: None,
+            iif: None,
+            table: policy.table,
+        });
+    }
+    rules
+}
+
+/// The fwmark rule that sends a mark/connmark policy's packets to its table.
+fn fwmark_rule(policy: &Policy, family: Family, mark: u32, mask: Option<u32>) -> RuleSpec {
+    RuleSpec {
+        family,
+        priority: policy.priority,
+        src: None,
+        dst: None,
+        fwmark: Some(mark),
+        fwmask: mask,
+        iif: None,
+        table: policy.table,
+    }
+}
+
+/// Everything one policy needs for this pod: per-pod objects and node groups.
+pub(super) fn policy_plan(
+    config: &Config,
+    policy: &Policy,
+    pod: &Pod,
+    facts: &Facts,
+    out: &mut Plan,
+) {
+    let fw = facts.firewall;
+    let families: Vec<Family> = [Family::V4, Family::V6]
+        .into_iter()
+        .filter(|f| policy.serves(*f))
+        .filter(|f| {
+            pod.addresses
+                .iter()
+                .any(|a| Family::of_net(&a.address) == *f)
+        })
+        .collect();
+    if families.is_empty() {
+        return;
+    }
+    let mut node: Vec<Object> = table_routes(policy)
+        .into_iter()
+        .map(Object::node_route)
+        .collect();
+    let mut sysctls = Vec::new();
+    if policy.gateways_of(Family::V4).len() > 1 {
+        sysctls.push(MULTIPATH_USE_NEIGH);
+    }
+    let (mark, mask) = match policy.matcher {
+        Match::Source => {
+            out.pod_objects
+                .extend(source_rules(policy, pod).into_iter().map(Object::node_rule));
+            (None, None)
+        }
+        Match::Mark { mark, mask } | Match::Connmark { mark, mask } => (Some(mark), mask),
+    };
+    if let (Some(mark), Some(backend)) = (mark, fw) {
+        let marking = match &policy.matcher {
+            Match::Connmark { .. } => Marking::Connmark {
+                ingress: policy.ingress_interfaces.clone(),
+            },
+            _ => Marking::Mark {
+                egress_to: policy.egress_to.clone(),
+                exclude: policy.exclude.clone(),
+            },
+        };
+        node.push(Object::firewall(
+            backend,
+            FwObject::Policy(FwPolicy {
+                network: config.network.clone(),
+                policy: policy.name.clone(),
+                mark,
+                mask: mask.unwrap_or(u32::MAX),
+                marking,
+            }),
+        ));
+        node.extend(
+            families
+                .iter()
+                .map(|f| Object::node_rule(fwmark_rule(policy, *f, mark, mask))),
+        );
+        for addr in &pod.addresses {
+            if families.contains(&Family::of_net(&addr.address)) {
+                out.pod_objects.push(Object::firewall(
+                    backend,
+                    FwObject::Member(FwMember {
+                        network: config.network.clone(),
+                        policy: policy.name.clone(),
+                        addr: host(&addr.address),
+                    }),
+                ));
+            }
+        }
+        if families.contains(&Family::V4) {
+            sysctls.push(SRC_VALID_MARK);
+        }
+    }
+    out.groups
+        .push(NodeGroup::new(GroupKey::Policy(policy.name.clone()), node));
+    for key in sysctls {
+        let group_key = GroupKey::Sysctl(key.to_string());
+        if !out.groups.iter().any(|g| g.key == group_key) {
+            out.groups
+                .push(NodeGroup::new(group_key, vec![Object::sysctl(key, "1")]));
+        }
+    }
+}
+
+/// Node groups for the masquerade exemption: one per exempted CIDR, so pods
+/// of different subnets never fight over one group's content.
+pub(super) fn exemption_plan(config: &Config, pod: &Pod, facts: &Facts, out: &mut Plan) {
+    let (Some(ex), Some(backend)) = (&config.masquerade_exemption, facts.firewall) else {
+        return;
+    };
+    let mut cidrs: Vec<IpNet> = if ex.cidrs.is_empty() {
+        pod.addresses.iter().map(|a| a.address.trunc()).collect()
+    } else {
+        ex.cidrs.clone()
+    };
+    cidrs.sort();
+    cidrs.dedup();
+    for cidr in cidrs {
+        let key = GroupKey::Exemption(cidr);
+        out.groups.push(NodeGroup::new(
+            key,
+            vec![Object::firewall(
+                backend,
+                FwObject::Exemption(FwExemption {
+                    network: config.network.clone(),
+                    cidrs: vec![cidr],
+                    chains: ex.chains.clone(),
+                }),
+            )],
+        ));
+    }
+}
