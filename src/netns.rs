@@ -88,6 +88,22 @@ impl Netns {
     }
 }
 
+/// Runs `f` on a thread in a new, empty network namespace (tests, as
+/// root). Children spawned from it run there too; the namespace goes when
+/// the thread ends.
+#[cfg(test)]
+pub(crate) fn in_new_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let thread = std::thread::spawn(move || {
+        nix::sched::unshare(CloneFlags::CLONE_NEWNET)
+            .expect("unshare(CLONE_NEWNET): these tests run as root");
+        f()
+    });
+    match thread.join() {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
 fn missing(path: &Path, why: &str) -> Error {
     Error::new(
         code::UNKNOWN_CONTAINER,

@@ -526,19 +526,7 @@ mod tests {
     use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 
     use super::*;
-
-    /// Runs `f` on a thread in a fresh network namespace (just `lo`).
-    fn in_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-        let thread = std::thread::spawn(move || {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-                .expect("unshare(CLONE_NEWNET): these tests run as root");
-            f()
-        });
-        match thread.join() {
-            Ok(v) => v,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-    }
+    use crate::netns::in_new_netns;
 
     fn route_socket() -> Socket {
         let mut sock = Socket::open(NETLINK_ROUTE, 0).unwrap();
@@ -564,7 +552,7 @@ mod tests {
 
     #[test]
     fn the_kernel_answers_gets_dumps_and_refusals_with_their_reason() {
-        in_netns(|| {
+        in_new_netns(|| {
             let mut sock = route_socket();
             let dumped = sock
                 .ask(
@@ -627,7 +615,7 @@ mod tests {
 
     #[test]
     fn a_late_answer_to_an_earlier_request_is_skipped() {
-        in_netns(|| {
+        in_new_netns(|| {
             let mut sock = route_socket();
             let encode = |seq: u32, index: u32| {
                 let mut link = LinkMessage::default();
@@ -656,7 +644,7 @@ mod tests {
 
     #[test]
     fn nfnetlink_uses_the_same_socket() {
-        in_netns(|| {
+        in_new_netns(|| {
             // NFT_MSG_GETGEN: the cheapest question nf_tables answers.
             let mut sock = Socket::open(NETLINK_NETFILTER, 0).unwrap();
             sock.connect_kernel(Duration::from_secs(5)).unwrap();

@@ -91,20 +91,7 @@ mod tests {
     use std::process::Command;
 
     use super::*;
-
-    /// Runs `f` on a thread in a fresh network namespace; `nft` children
-    /// started from it run there too.
-    fn in_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-        let thread = std::thread::spawn(move || {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-                .expect("unshare(CLONE_NEWNET): these tests run as root");
-            f()
-        });
-        match thread.join() {
-            Ok(v) => v,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-    }
+    use crate::netns::in_new_netns;
 
     fn tables_here() -> String {
         let out = Command::new("nft")
@@ -117,7 +104,7 @@ mod tests {
 
     #[test]
     fn the_table_is_made_and_removed_in_the_callers_namespace() {
-        in_netns(|| {
+        in_new_netns(|| {
             assert_eq!(observe("t0").unwrap(), Presence::Missing);
             ensure("t0", "gwl-vrf", &["up0".to_string(), "up1".to_string()]).unwrap();
             assert!(tables_here().contains("table inet gwsteer-vrf-t0"));
