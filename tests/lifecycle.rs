@@ -753,7 +753,7 @@ fn state_directories_are_0700_and_files_0600() {
     }
     let record: Value =
         serde_json::from_slice(&fs::read(net.join("attachments/c1@eth0.json")).unwrap()).unwrap();
-    assert_eq!(record["schema"], 1, "{record}");
+    assert_eq!(record["schema"], 2, "{record}");
     node.del("c1", Some(&pod), &cfg, None);
     node.assert_clean("after DEL");
 }
