@@ -11,8 +11,8 @@ use crate::cni::Env;
 use crate::config::Config;
 use crate::config::gateway::{Bum, Vxlan};
 use crate::error::{Error, Result, code};
+use crate::kernel::rtnl::{NetlinkKernel, V6Address};
 use crate::model::{Backend, Family, Side};
-use crate::netlink::{NetlinkKernel, V6Address};
 use crate::plan::{self, GatewayFacts};
 
 /// What the node says for this attachment. `firewall` is the backend the

@@ -16,27 +16,10 @@ pub mod entry;
 pub mod error;
 pub mod facts;
 pub mod fault;
-pub mod firewall;
 pub mod kernel;
 pub mod logging;
 pub mod model;
-pub mod netlink;
-pub mod netns;
-pub mod nl;
 pub mod ops;
 pub mod plan;
-pub mod podns;
 pub mod store;
-pub mod sysctl;
-pub mod system;
 pub mod verbs;
-pub mod vrf_nat;
-
-// Old paths, kept while the tree moves into its layers; removed at the end.
-pub mod objects {
-    pub use crate::kernel::Kernel;
-    pub use crate::model::*;
-}
-pub mod links {
-    pub use crate::model::{ALIAS, LinkKind, LinkSpec, SavedRoute, SavedUplink};
-}

@@ -55,7 +55,7 @@ fn log_lock_wait(store: Store) -> Result<Store> {
 
 /// The firewall backend this config's objects are made with, when it needs
 /// one, opened: hand it to [`new_kernel_with`].
-pub fn firewall_backend(config: &Config) -> Result<Option<crate::firewall::Opened>> {
+pub fn firewall_backend(config: &Config) -> Result<Option<crate::kernel::nft::Opened>> {
     if !config.needs_firewall() {
         return Ok(None);
     }
@@ -65,14 +65,14 @@ pub fn firewall_backend(config: &Config) -> Result<Option<crate::firewall::Opene
 /// The backend a `firewallBackend` choice gets, opened: `None` for `none`;
 /// `auto` and `nftables` are nftables. Errors say why it is unusable (code
 /// 50: no `nft`, or the kernel does not answer nf_tables requests).
-pub fn open_firewall(choice: FirewallBackend) -> Result<Option<crate::firewall::Opened>> {
+pub fn open_firewall(choice: FirewallBackend) -> Result<Option<crate::kernel::nft::Opened>> {
     match choice {
         FirewallBackend::None => Ok(None),
         FirewallBackend::Auto | FirewallBackend::Nftables => {
             let backend = Backend::Nftables;
-            Ok(Some(crate::firewall::Opened {
+            Ok(Some(crate::kernel::nft::Opened {
                 backend,
-                firewall: crate::firewall::open(backend)?,
+                firewall: crate::kernel::nft::open(backend)?,
             }))
         }
     }
@@ -85,9 +85,9 @@ pub fn new_kernel(netns: Option<PathBuf>) -> Result<Box<dyn Kernel>> {
 /// A kernel backend that reuses a firewall [`firewall_backend`] opened.
 pub fn new_kernel_with(
     netns: Option<PathBuf>,
-    firewall: Option<crate::firewall::Opened>,
+    firewall: Option<crate::kernel::nft::Opened>,
 ) -> Result<Box<dyn Kernel>> {
-    let mut system = crate::system::System::new(netns)?;
+    let mut system = crate::kernel::system::System::new(netns)?;
     system.adopt(firewall);
     Ok(Box::new(system))
 }

@@ -1,8 +1,15 @@
 //! Everything that talks to the kernel. The [`Kernel`] trait is the one door
-//! the engine goes through; [`crate::system::System`] implements it over
+//! the engine goes through; [`crate::kernel::system::System`] implements it over
 //! netlink, /proc/sys and nftables, and tests fake it.
 
+pub mod netns;
+pub mod nft;
+pub mod nl;
+pub mod podns;
 pub mod probe;
+pub mod rtnl;
+pub mod sysctl;
+pub mod system;
 
 pub use probe::{require_vrf, vrf_supported};
 
@@ -10,7 +17,7 @@ use crate::error::Result;
 use crate::model::{Object, Presence, RouteSpec, RuleSpec, SavedUplink};
 
 /// The kernel, as gwsteer sees it. One implementation speaks netlink
-/// ([`crate::netlink::NetlinkKernel`]); tests may fake it.
+/// ([`crate::kernel::rtnl::NetlinkKernel`]); tests may fake it.
 ///
 /// `ensure` is idempotent (an existing identical object is success), `remove`
 /// treats an absent object as success, and `observe` never changes anything.

@@ -1,8 +1,9 @@
 //! The link-level vocabulary: node infrastructure links (the gateway
-//! network's bridge and VXLAN, the `vrf` section's VRF device and veth legs), and what a pod's attachment changes and must put back
-//! (a saved route). Plain data, serialised into the state store; made real
-//! by `crate::netlink` (links, FDB, MTUs, routes) and [`crate::podns`]
-//! (sysctls and nftables inside the pod).
+//! network's bridge and VXLAN, the `vrf` section's VRF device and veth
+//! legs), and what a pod's attachment changes and must put back (a saved
+//! route, an uplink's addresses and routes). Plain data, serialised into
+//! the state store; the kernel layer makes it real (netlink for links, FDB
+//! entries, MTUs and routes; the pod's namespace for sysctls and nftables).
 
 use std::fmt;
 use std::net::IpAddr;

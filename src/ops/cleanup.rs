@@ -118,7 +118,7 @@ pub fn run(state_dir: &Path, dry_run: bool) -> Result<i32> {
     }
     // Links gwsteer made (alias "gwsteer") that no state lists any more:
     // the gateway network's bridge and VXLAN after a lost state store.
-    let mut links = crate::netlink::NetlinkKernel::new(None)?;
+    let mut links = crate::kernel::rtnl::NetlinkKernel::new(None)?;
     for name in links.marked_links()? {
         println!(
             "{}leftover link {name}",
@@ -134,8 +134,8 @@ pub fn run(state_dir: &Path, dry_run: bool) -> Result<i32> {
     }
     // Firewall objects, when nftables is usable here (gwsteer-* tables and
     // gwsteer: RETURN rules in foreign iptables chains).
-    let backend = crate::firewall::Backend::Nftables;
-    match crate::firewall::open(backend) {
+    let backend = crate::model::Backend::Nftables;
+    match crate::kernel::nft::open(backend) {
         Ok(mut fw) => {
             for what in fw.cleanup(dry_run)? {
                 let verb = if dry_run { "would remove" } else { "removed" };

@@ -12,7 +12,7 @@
 //!   `podCidrs`, a node group `vrf.<name>.leak` that goes with the last
 //!   attachment.
 //! - `masquerade`: a node group `vrf.<name>.masquerade` with the nftables
-//!   table of [`crate::vrf_nat`] (conntrack zones), gone with the last pod.
+//!   table of [`crate::kernel::nft::vrf_nat`] (conntrack zones), gone with the last pod.
 //! - [`admit`] / [`status`]: a kernel without VRF gets 103 (ADD) or 50
 //!   (STATUS) naming `CONFIG_NET_VRF`.
 //!
@@ -377,7 +377,7 @@ mod tests {
                 uplinks: vec!["eth1".into()]
             }]
         );
-        let script = crate::vrf_nat::script("vrf-oam", "gl-vrf", &["eth1".into()]);
+        let script = crate::kernel::nft::vrf_nat::script("vrf-oam", "gl-vrf", &["eth1".into()]);
         assert!(
             script.contains("iifname { \"gl-vrf\", \"eth1\" } ct zone set 1"),
             "{script}"

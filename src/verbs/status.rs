@@ -28,7 +28,7 @@ pub fn run(config: &Config) -> Result<()> {
                 store.dir().display()
             ))
         })?;
-    crate::netlink::NetlinkKernel::probe()
+    crate::kernel::rtnl::NetlinkKernel::probe()
         .map_err(|e| unavailable(format!("netlink is not usable: {}", e.msg)))?;
     if config.needs_firewall() {
         let backend = crate::engine::open_firewall(config.firewall_backend).map_err(|e| {
@@ -40,7 +40,8 @@ pub fn run(config: &Config) -> Result<()> {
         log::debug!("firewall backend: {:?}", backend.map(|b| b.backend));
     }
     if let Some(key) = config.needs_nft_command() {
-        let nft = crate::podns::find_nft().map_err(|e| unavailable(format!("{key}: {}", e.msg)))?;
+        let nft = crate::kernel::podns::find_nft()
+            .map_err(|e| unavailable(format!("{key}: {}", e.msg)))?;
         log::debug!("{key}: {}", nft.display());
     }
     crate::facts::status(config)?;

@@ -24,10 +24,10 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::model::{Family, RTPROT_GWSTEER, Side};
-use crate::netlink::{
+use crate::kernel::rtnl::{
     KernelRule, NetlinkKernel, address_family, route_ip, rule_from_message, via_ip,
 };
+use crate::model::{Family, RTPROT_GWSTEER, Side};
 
 use report::table_name;
 pub use report::{Chosen, Hop, MatchedRule, Report, Route, Selectors};

@@ -13,8 +13,8 @@ use netlink_packet_route::rule::RuleAction;
 use serde::{Serialize, Serializer};
 
 use super::Query;
+use crate::kernel::rtnl::{KernelRule, OtherSelectors};
 use crate::model::{RTPROT_GWSTEER, TABLE_MAIN};
-use crate::netlink::{KernelRule, OtherSelectors};
 
 /// The report: `{"chosen", "error", "query", "route", "rule",
 /// "rulesMatched", "table", "tableName"}`.

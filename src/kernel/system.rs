@@ -8,11 +8,12 @@ use std::path::PathBuf;
 use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
-use crate::firewall::{self, Firewall};
+use crate::kernel::Kernel;
+use crate::kernel::nft::{self, Firewall};
+use crate::kernel::rtnl::NetlinkKernel;
+use crate::kernel::sysctl;
 use crate::model::Backend;
-use crate::netlink::NetlinkKernel;
-use crate::objects::{Kernel, Object, Presence, RouteSpec, RuleSpec, SavedUplink, Side};
-use crate::sysctl;
+use crate::model::{Object, Presence, RouteSpec, RuleSpec, SavedUplink, Side};
 
 mod gateway;
 
@@ -32,9 +33,9 @@ impl System {
         })
     }
 
-    /// Use a backend [`firewall::resolve`] already opened (one set of
+    /// Use a backend the engine already opened (one set of
     /// sockets per process, not two).
-    pub fn adopt(&mut self, opened: Option<firewall::Opened>) {
+    pub fn adopt(&mut self, opened: Option<nft::Opened>) {
         if let Some(o) = opened {
             self.firewalls.entry(o.backend).or_insert(o.firewall);
         }
@@ -43,7 +44,7 @@ impl System {
     fn firewall(&mut self, backend: Backend) -> Result<&mut dyn Firewall> {
         let fw = match self.firewalls.entry(backend) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => e.insert(firewall::open(backend)?),
+            std::collections::btree_map::Entry::Vacant(e) => e.insert(nft::open(backend)?),
         };
         Ok(fw.as_mut())
     }

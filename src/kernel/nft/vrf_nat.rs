@@ -15,7 +15,7 @@
 //! `masquerade` is on (a `connmark` steering policy must not use it).
 
 use crate::error::{Error, Result};
-use crate::objects::Presence;
+use crate::model::Presence;
 
 /// The conntrack mark bit of connections that entered the VRF by its leg.
 pub const CT_MARK_BIT: u32 = 0x8000_0000;
@@ -58,14 +58,14 @@ pub fn script(vrf: &str, leg: &str, uplinks: &[String]) -> String {
 
 pub fn ensure(vrf: &str, leg: &str, uplinks: &[String]) -> Result<()> {
     let table = table_name(vrf);
-    crate::podns::nft(&["-f", "-"], &script(vrf, leg, uplinks))?
+    crate::kernel::podns::nft(&["-f", "-"], &script(vrf, leg, uplinks))?
         .map(drop)
         .map_err(|e| Error::kernel(format!("making nftables table inet {table}: {e}")))
 }
 
 pub fn remove(vrf: &str) -> Result<()> {
     let table = table_name(vrf);
-    match crate::podns::nft(&["delete", "table", "inet", &table], "")? {
+    match crate::kernel::podns::nft(&["delete", "table", "inet", &table], "")? {
         Ok(_) => Ok(()),
         Err(e) if e.contains("No such file") => Ok(()),
         Err(e) => Err(Error::kernel(format!(
@@ -76,7 +76,7 @@ pub fn remove(vrf: &str) -> Result<()> {
 
 pub fn observe(vrf: &str) -> Result<Presence> {
     let table = table_name(vrf);
-    match crate::podns::nft(&["-j", "list", "table", "inet", &table], "")? {
+    match crate::kernel::podns::nft(&["-j", "list", "table", "inet", &table], "")? {
         Ok(text) if text.contains("\"masquerade\"") => Ok(Presence::Present),
         Ok(_) => Ok(Presence::Drifted("no masquerade rule".into())),
         Err(e) if e.contains("No such file") => Ok(Presence::Missing),
@@ -91,7 +91,7 @@ mod tests {
     use std::process::Command;
 
     use super::*;
-    use crate::netns::in_new_netns;
+    use crate::kernel::netns::in_new_netns;
 
     fn tables_here() -> String {
         let out = Command::new("nft")

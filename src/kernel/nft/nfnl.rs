@@ -1,6 +1,6 @@
 //! nfnetlink (`NETLINK_NETFILTER`) plumbing of the nftables backend:
 //! messages built in one buffer, attributes parsed in place, and the one
-//! netlink socket of [`crate::nl`] (which reads the answers, the kernel's
+//! netlink socket of [`crate::kernel::nl`] (which reads the answers, the kernel's
 //! errors and extended acks) opened for this protocol. What a request means
 //! and when its answer ends belong to the protocol on top (nf_tables in
 //! `nftables::nfnl`).
@@ -16,8 +16,8 @@
 
 use std::time::Duration;
 
-use crate::nl::{self, NETLINK_NETFILTER};
-pub use crate::nl::{
+use crate::kernel::nl::{self, NETLINK_NETFILTER};
+pub use crate::kernel::nl::{
     Attrs, Ends, Msg, NLA_F_NESTED, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REQUEST,
     NLMSG_ERROR, NlError, Step, c_string,
 };
@@ -96,7 +96,7 @@ impl MsgBuf {
     }
 }
 
-/// A `NETLINK_NETFILTER` socket: the one netlink socket ([`crate::nl`])
+/// A `NETLINK_NETFILTER` socket: the one netlink socket ([`crate::kernel::nl`])
 /// carrying nfnetlink messages, in the namespace it was opened in.
 pub struct Socket(nl::Socket);
 
@@ -161,7 +161,7 @@ fn bodies(messages: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nl::{NLA_F_NET_BYTEORDER, NLMSG_HDRLEN};
+    use crate::kernel::nl::{NLA_F_NET_BYTEORDER, NLMSG_HDRLEN};
 
     #[test]
     fn attributes_round_trip_with_nesting_and_padding() {

@@ -19,7 +19,7 @@ use netlink_packet_route::neighbour::{
 use netlink_packet_route::route::RouteScope;
 
 use super::*;
-use crate::links::{ALIAS, LinkKind, LinkSpec, SavedRoute, SavedUplink};
+use crate::model::{ALIAS, LinkKind, LinkSpec, SavedRoute, SavedUplink};
 
 /// A link as the kernel reports it, reduced to what gwsteer compares.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -993,7 +993,7 @@ impl NetlinkKernel {
             .filter(|a| !matches!(a, IpNet::V6(n) if n.addr().segments()[0] & 0xffc0 == 0xfe80))
             .collect();
         let routes = self
-            .table_routes(crate::objects::TABLE_MAIN)?
+            .table_routes(crate::model::TABLE_MAIN)?
             .into_iter()
             .filter(|(r, proto)| *proto != RTPROT_KERNEL && through(r, dev))
             .map(|(route, protocol)| SavedRoute {
@@ -1062,7 +1062,7 @@ impl NetlinkKernel {
             )
             .map_err(nl(format_args!("releasing {dev} from its VRF")))?;
         }
-        self.give_back(dev, saved, crate::objects::TABLE_MAIN)
+        self.give_back(dev, saved, crate::model::TABLE_MAIN)
     }
 
     pub(crate) fn observe_uplink(&mut self, dev: &str, vrf: &str) -> Result<Presence> {

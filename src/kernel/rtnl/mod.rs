@@ -1,11 +1,11 @@
 //! Netlink backend: [`NetlinkKernel`] makes gwsteer's [`Object`]s real,
 //! removes them and reads them back over rtnetlink.
 //!
-//! One blocking netlink socket ([`crate::nl`]) per network namespace: the
+//! One blocking netlink socket ([`crate::kernel::nl`]) per network namespace: the
 //! node's, opened in [`NetlinkKernel::new`], and the pod's, opened the first
 //! time a pod-side object is touched. A socket belongs for life to the
 //! namespace it was created in, so the pod's socket is created on a
-//! short-lived thread inside the pod's netns ([`crate::netns`]); the
+//! short-lived thread inside the pod's netns ([`crate::kernel::netns`]); the
 //! caller's thread never changes namespace.
 //!
 //! `ensure` and `remove` are one request each (plus one `RTM_GETLINK` per
@@ -34,12 +34,13 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use nix::errno::Errno;
 
 use crate::error::{Error, Result, code};
-use crate::netns::Netns;
-use crate::nl::{self, Ends};
+use crate::kernel::netns::Netns;
+use crate::kernel::nl::{self, Ends};
 
 mod links;
-use crate::objects::{
-    Family, Kernel, NextHop, Object, Presence, RTPROT_GWSTEER, RouteKind, RouteSpec, RuleSpec, Side,
+use crate::kernel::Kernel;
+use crate::model::{
+    Family, NextHop, Object, Presence, RTPROT_GWSTEER, RouteKind, RouteSpec, RuleSpec, Side,
 };
 pub use links::{LinkState, RouteAnswer, V6Address, VxlanState};
 
@@ -1232,7 +1233,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::objects::TABLE_MAIN;
+    use crate::model::TABLE_MAIN;
 
     /// Runs `f` on a thread in a fresh network namespace with `lo` up. The
     /// namespace goes away with the thread and everything opened in it.

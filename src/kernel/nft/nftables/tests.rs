@@ -10,8 +10,7 @@ use serde_json::{Value, json};
 
 use super::testlab::*;
 use super::*;
-use crate::firewall::Marking;
-use crate::firewall::{FwExemption, FwPolicy};
+use crate::model::{FwExemption, FwPolicy, Marking};
 
 const NET: &str = "net1";
 const TABLE: &str = "gwsteer-net1";
@@ -691,8 +690,8 @@ fn exemption_puts_returns_at_the_top_of_foreign_chains() {
 
 #[test]
 fn iptables_readers_see_what_iptables_writes() {
-    use super::xtables::ChainState;
-    use crate::firewall::xtables::Variant;
+    use super::super::foreign::ChainState;
+    use crate::kernel::nft::xtables::Variant;
     in_netns(|| {
         let mut fw = Nftables::new().unwrap();
         let cases = [

@@ -25,12 +25,12 @@ use std::process::{Command, Output};
 
 use ipnet::IpNet;
 
-use super::find_binary;
 use super::legacy;
-use super::nfnl::{DumpedRule, NFPROTO_IPV4, NFPROTO_IPV6, NfSocket};
+use super::messages::{DumpedRule, NFPROTO_IPV4, NFPROTO_IPV6, NfSocket};
+use super::nftables::find_binary;
 use crate::error::{Error, Result, code};
-use crate::firewall::nfnl::{Attrs, c_string};
-use crate::firewall::xtables::{
+use crate::kernel::nft::nfnl::{Attrs, c_string};
+use crate::kernel::nft::xtables::{
     Backslash, CHAIN_PREFIX, COMMENT_PREFIX, LOCK_WAIT_SECS, Variant, legacy_tables, option_value,
     split_words,
 };

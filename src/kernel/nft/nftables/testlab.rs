@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use nix::sched::{CloneFlags, setns};
 use serde_json::Value;
 
-pub use crate::firewall::testutil::{in_netns, run, try_run};
+pub use crate::kernel::nft::testutil::{in_netns, run, try_run};
 
 /// `nft -j list table inet <table>`: its items (sets, chains, rules), or
 /// `None` when there is no such table.

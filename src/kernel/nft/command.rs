@@ -1,7 +1,7 @@
 //! The one way gwsteer runs the `nft` command: arguments, input on stdin,
 //! stdout back, stderr as the refusal. It runs in the network namespace of
 //! the calling thread; to run it in a pod's, call it inside
-//! [`crate::netns::Netns::run`] (the child inherits the thread's namespace).
+//! [`crate::kernel::netns::Netns::run`] (the child inherits the thread's namespace).
 
 use std::io::{self, Write};
 use std::path::Path;

@@ -19,12 +19,6 @@
 //! so it (and every `nft`/`iptables` child) works in the namespace that
 //! thread is in.
 
-pub(crate) mod command;
-mod legacy;
-mod nfnl;
-mod ruleset;
-mod xtables;
-
 #[cfg(test)]
 mod testlab;
 #[cfg(test)]
@@ -35,15 +29,15 @@ use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
-use self::command::NftFailure;
-use self::nfnl::{ElemOp, NFPROTO_INET, NFPROTO_IPV4, NFPROTO_IPV6, NfError, NfSocket};
-use self::ruleset::{
+use super::Firewall;
+use super::command::NftFailure;
+use super::foreign::{ChainState, ReturnRule, Tool, Xtables};
+use super::messages::{ElemOp, NFPROTO_INET, NFPROTO_IPV4, NFPROTO_IPV6, NfError, NfSocket};
+use super::ruleset::{
     FAMILY, Plan, TABLE_PREFIX, TableView, exemption_plan, member_set, policy_plan, table_name,
 };
-use self::xtables::{ChainState, ReturnRule, Tool, Xtables};
-use super::{Firewall, FwExemption, FwMember, FwObject};
 use crate::error::{Error, Result, code};
-use crate::objects::{Family, Presence};
+use crate::model::{Family, FwExemption, FwMember, FwObject, Presence};
 
 /// The nftables firewall backend.
 pub struct Nftables {
@@ -133,7 +127,10 @@ impl Nftables {
 
     /// The rules of one of gwsteer's tables (one netlink dump); `None` when
     /// the table does not exist.
-    fn table_rules(&mut self, table: &str) -> Result<Option<Vec<nfnl::DumpedRule>>, NfError> {
+    fn table_rules(
+        &mut self,
+        table: &str,
+    ) -> Result<Option<Vec<super::messages::DumpedRule>>, NfError> {
         match self.nl.rules(NFPROTO_INET, table, None) {
             Ok(rules) => Ok(Some(rules)),
             Err(e) if e.is_enoent() => Ok(None),
@@ -173,14 +170,16 @@ impl Nftables {
     /// `nft -j -f -` with `input` on stdin; its standard output.
     fn nft(&mut self, input: &Value) -> Result<Vec<u8>> {
         self.nft_runs += 1;
-        command::run(&self.nft, &["-j", "-f", "-"], input.to_string().as_bytes()).map_err(|e| {
-            fw_error(match e {
-                NftFailure::Start(e) => format!("running {}: {e}", self.nft.display()),
-                NftFailure::Wait(e) => format!("waiting for nft: {e}"),
-                NftFailure::Write(e) => format!("writing to nft: {e}"),
-                NftFailure::Refused(stderr) => stderr,
-            })
-        })
+        super::command::run(&self.nft, &["-j", "-f", "-"], input.to_string().as_bytes()).map_err(
+            |e| {
+                fw_error(match e {
+                    NftFailure::Start(e) => format!("running {}: {e}", self.nft.display()),
+                    NftFailure::Wait(e) => format!("waiting for nft: {e}"),
+                    NftFailure::Write(e) => format!("writing to nft: {e}"),
+                    NftFailure::Refused(stderr) => stderr,
+                })
+            },
+        )
     }
 
     // ---- members: the per-pod hot path, netlink only ----
@@ -349,7 +348,7 @@ impl Nftables {
             Presence::Missing => {
                 missing.insert(
                     0,
-                    format!("chain {} is missing", ruleset::exemption_chain(e)),
+                    format!("chain {} is missing", super::ruleset::exemption_chain(e)),
                 );
                 Presence::Drifted(missing.join("; "))
             }
@@ -364,7 +363,7 @@ impl Nftables {
     // ---- cleanup ----
 
     fn cleanup_tables(&mut self, dry_run: bool) -> Result<Vec<String>> {
-        let tables: Vec<nfnl::DumpedTable> = self
+        let tables: Vec<super::messages::DumpedTable> = self
             .nl
             .tables()
             .map_err(|e| fw_error(format!("listing nftables tables: {e}")))?

@@ -11,7 +11,7 @@
 //!
 //! A netlink socket belongs for life to the network namespace of the thread
 //! that opened it, whichever thread uses it later: to talk to a pod's
-//! namespace, open the socket inside it ([`crate::netns::Netns::run`]).
+//! namespace, open the socket inside it ([`crate::kernel::netns::Netns::run`]).
 //!
 //! Wire format (host byte order): `nlmsghdr` (u32 length, u16 type, u16
 //! flags, u32 sequence number, u32 port id), then the protocol's header and
@@ -526,7 +526,7 @@ mod tests {
     use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 
     use super::*;
-    use crate::netns::in_new_netns;
+    use crate::kernel::netns::in_new_netns;
 
     fn route_socket() -> Socket {
         let mut sock = Socket::open(NETLINK_ROUTE, 0).unwrap();

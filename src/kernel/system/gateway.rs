@@ -1,11 +1,11 @@
 //! The gateway network's objects ([`crate::links`]): netlink for links, FDB
-//! entries, MTUs and pod routes; [`crate::podns`] for the pod's sysctls and
+//! entries, MTUs and pod routes; [`crate::kernel::podns`] for the pod's sysctls and
 //! masquerade table. `capture` reads what DEL must put back.
 
 use super::System;
 use crate::error::{Error, Result};
-use crate::objects::{NextHop, Object, Presence, Side};
-use crate::podns;
+use crate::kernel::podns;
+use crate::model::{NextHop, Object, Presence, Side};
 
 /// An uplink is enslaved and given back with what it had (its saved
 /// addresses and routes), never without: see `Kernel::ensure_uplink` and
@@ -22,7 +22,7 @@ impl System {
             Object::Link { link } => self.net.ensure_link(link),
             Object::Address { dev, addr } => self.net.ensure_address(dev, addr),
             Object::VrfMasquerade { vrf, leg, uplinks } => {
-                crate::vrf_nat::ensure(vrf, leg, uplinks)
+                crate::kernel::nft::vrf_nat::ensure(vrf, leg, uplinks)
             }
             // Only with its saved addresses and routes: `Kernel::ensure_uplink`.
             Object::Uplink { .. } => Err(uplink_needs_saved_state(obj)),
@@ -54,7 +54,7 @@ impl System {
         match obj {
             Object::Link { link } => self.net.remove_link(link),
             Object::Address { dev, addr } => self.net.remove_address(dev, addr),
-            Object::VrfMasquerade { vrf, .. } => crate::vrf_nat::remove(vrf),
+            Object::VrfMasquerade { vrf, .. } => crate::kernel::nft::vrf_nat::remove(vrf),
             Object::Uplink { .. } => Err(uplink_needs_saved_state(obj)),
             Object::Fdb { dev, dst } => self.net.remove_fdb(dev, *dst),
             Object::Mtu {
@@ -103,7 +103,7 @@ impl System {
         match obj {
             Object::Link { link } => self.net.observe_link(link),
             Object::Address { dev, addr } => self.net.observe_address(dev, addr),
-            Object::VrfMasquerade { vrf, .. } => crate::vrf_nat::observe(vrf),
+            Object::VrfMasquerade { vrf, .. } => crate::kernel::nft::vrf_nat::observe(vrf),
             Object::Uplink { dev, vrf, .. } => self.net.observe_uplink(dev, vrf),
             Object::Fdb { dev, dst } => self.net.observe_fdb(dev, *dst),
             Object::Mtu {
@@ -154,7 +154,7 @@ impl System {
                 let previous = self
                     .net
                     .route_in_slot(Side::Pod, route)?
-                    .filter(|r| r.protocol != crate::objects::RTPROT_GWSTEER);
+                    .filter(|r| r.protocol != crate::model::RTPROT_GWSTEER);
                 Object::PodRoute {
                     route: route.clone(),
                     previous,

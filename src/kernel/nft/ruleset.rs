@@ -31,10 +31,10 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde_json::{Value, json};
 
-use super::nfnl::DumpedRule;
+use super::messages::DumpedRule;
 use crate::error::{Error, Result};
-use crate::firewall::{FwExemption, FwPolicy, Marking};
 use crate::model::{Family, Presence};
+use crate::model::{FwExemption, FwPolicy, Marking};
 
 /// Every table gwsteer makes is named so; cleanup deletes exactly these.
 pub const TABLE_PREFIX: &str = "gwsteer-";

@@ -9,16 +9,20 @@
 //! first pod that needs them, removed with the last); a pod only adds its
 //! address to a set. The number of firewall rules never grows with pods.
 
+pub mod command;
+mod foreign;
+mod legacy;
+mod messages;
 mod nfnl;
 pub mod nftables;
+mod ruleset;
 #[cfg(test)]
 mod testutil;
+pub mod vrf_nat;
 mod xtables;
 
 use crate::error::Result;
-use crate::model::Presence;
-// Old paths of the model's firewall values, kept while the tree moves into its layers.
-pub use crate::model::{Backend, FwExemption, FwMember, FwObject, FwPolicy, Marking};
+use crate::model::{Backend, FwObject, Presence};
 
 /// A firewall implementation. `ensure` is idempotent, `remove` treats an
 /// absent object as success, `observe` changes nothing. Every object a

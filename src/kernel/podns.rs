@@ -10,9 +10,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result, code};
-use crate::firewall::nftables::command::{self, NftFailure};
-use crate::netns::Netns;
-use crate::objects::Presence;
+use crate::kernel::netns::Netns;
+use crate::kernel::nft::command::{self, NftFailure};
+use crate::model::Presence;
 
 /// Runs `f` on a thread inside the pod's network namespace.
 fn in_pod<T: Send>(netns: Option<&Path>, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
@@ -22,14 +22,16 @@ fn in_pod<T: Send>(netns: Option<&Path>, f: impl FnOnce() -> Result<T> + Send) -
 /// A pod sysctl's value.
 pub fn read_sysctl(netns: Option<&Path>, key: &str) -> Result<String> {
     let key = key.to_string();
-    in_pod(netns, move || crate::sysctl::read(&key)).map_err(|e| e.context("in the pod"))
+    in_pod(netns, move || crate::kernel::sysctl::read(&key)).map_err(|e| e.context("in the pod"))
 }
 
 /// Sets a pod sysctl (unless it has the value already).
 pub fn write_sysctl(netns: Option<&Path>, key: &str, value: &str) -> Result<()> {
     let (key, value) = (key.to_string(), value.to_string());
-    in_pod(netns, move || crate::sysctl::write(&key, &value).map(drop))
-        .map_err(|e| e.context("in the pod"))
+    in_pod(netns, move || {
+        crate::kernel::sysctl::write(&key, &value).map(drop)
+    })
+    .map_err(|e| e.context("in the pod"))
 }
 
 pub fn observe_sysctl(netns: Option<&Path>, key: &str, value: &str) -> Result<Presence> {
@@ -49,7 +51,7 @@ fn table_name(ifname: &str) -> String {
 
 /// The `nft` command the masquerade of router pods and of the VRF runs.
 pub(crate) fn find_nft() -> Result<PathBuf> {
-    crate::firewall::nftables::find_binary("nft").ok_or_else(|| {
+    crate::kernel::nft::nftables::find_binary("nft").ok_or_else(|| {
         Error::new(
             code::NOT_AVAILABLE,
             "masquerade (router pods, vrf.masquerade) needs nftables: the nft command is not installed (looked in $PATH and the sbin directories)",

@@ -2,8 +2,8 @@
 //! the handful of messages gwsteer's hot paths need, so that a pod's set
 //! membership and the "is this policy still intact?" check never exec `nft`.
 //!
-//! The one blocking netlink socket ([`crate::nl`], opened for nfnetlink by
-//! [`crate::firewall::nfnl`], which also has the wire format), opened on
+//! The one blocking netlink socket ([`crate::kernel::nl`], opened for nfnetlink by
+//! [`crate::kernel::nft::nfnl`], which also has the wire format), opened on
 //! the calling thread, connected to the kernel, with extended acks and a
 //! receive timeout. Requests are strictly one at a time; answers are
 //! matched by sequence number, so a late answer to an earlier request that
@@ -13,7 +13,7 @@ use std::fmt;
 use std::io;
 use std::time::Duration;
 
-use crate::firewall::nfnl::{
+use crate::kernel::nft::nfnl::{
     self, Attrs, Ends, Msg, MsgBuf, NFGENMSG_LEN, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
     NLM_F_REQUEST, NLMSG_ERROR, NlError, Step,
 };
