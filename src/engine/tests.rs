@@ -504,6 +504,30 @@ fn a_node_sysctl_is_read_first_and_restored_by_its_last_holder_across_networks()
 }
 
 #[test]
+fn a_node_sysctl_dropped_from_a_changed_plan_is_released_and_restored() {
+    let dir = TempDir::new();
+    let store = open(&dir, "net");
+    let mut kernel = FakeKernel::new();
+    kernel.sysctls.insert(SRC_VALID_MARK.into(), "0".into());
+    let with = policy(
+        "mark",
+        vec![
+            Object::sysctl(SRC_VALID_MARK, "1"),
+            rule(1000, "10.244.0.5/32", 100),
+        ],
+    );
+    add(&store, &mut kernel, "a", &with);
+    assert_eq!(kernel.sysctls[SRC_VALID_MARK], "1");
+    let without = policy("mark", vec![rule(1000, "10.244.0.5/32", 100)]);
+    add(&store, &mut kernel, "a", &without);
+    assert_eq!(kernel.sysctls[SRC_VALID_MARK], "0");
+    let node = store.open_node_scope().unwrap();
+    let key = GroupKey::Sysctl(SRC_VALID_MARK.into());
+    assert!(node.holders(&key).unwrap().is_empty());
+    assert_eq!(node.group(&key).unwrap(), None);
+}
+
+#[test]
 fn a_node_sysctl_found_at_its_value_is_left_as_is_by_the_last_holder() {
     let dir = TempDir::new();
     let store = open(&dir, "net");
