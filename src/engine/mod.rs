@@ -6,6 +6,10 @@
 pub mod apply;
 pub mod audit;
 pub mod capture;
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 use std::time::Duration;
