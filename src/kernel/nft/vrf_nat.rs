@@ -103,6 +103,19 @@ mod tests {
     }
 
     #[test]
+    fn the_script_zones_the_vrf_side_and_masquerades_out_of_the_uplinks() {
+        let script = script("vrf-oam", "gl-vrf", &["eth1".into()]);
+        assert!(
+            script.contains("iifname { \"gl-vrf\", \"eth1\" } ct zone set 1"),
+            "{script}"
+        );
+        assert!(
+            script.contains("oifname { \"eth1\" } masquerade"),
+            "{script}"
+        );
+    }
+
+    #[test]
     fn the_table_is_made_and_removed_in_the_callers_namespace() {
         in_new_netns(|| {
             assert_eq!(observe("t0").unwrap(), Presence::Missing);
