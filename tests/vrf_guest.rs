@@ -9,17 +9,19 @@
 //! "skipped: not in the VRF guest" and returns. With it, a kernel that cannot
 //! make a VRF device fails the test: the guest must have VRF.
 
-mod common;
-mod reliability;
+// The harness of tests/it, shared by path: this file stays a crate of its own
+// (tests/vrf/run.sh builds it alone and runs its binary in the guest).
+#[path = "it/support/mod.rs"]
+mod support;
 
 use std::io::Write;
 use std::time::Duration;
 
-use common::examples::{Run, example_node, load, pod_ips};
-use common::*;
-use reliability::{Node, prev_result};
 use serde_json::Value;
 use serde_json::json;
+use support::examples::{Run, example_node, load, pod_ips};
+use support::reliability::{Node, prev_result};
+use support::*;
 
 const GUEST_ENV: &str = "GWSTEER_VRF_GUEST";
 

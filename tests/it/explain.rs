@@ -4,11 +4,8 @@
 //! The `--json` report's structure and the words of the text form are checked,
 //! and a packet an `unreachable` rule stops: no route, exit 1, and why.
 
-mod asym;
-mod common;
-
-use asym::*;
-use common::*;
+use crate::support::asym::*;
+use crate::support::*;
 use serde_json::{Value, json};
 
 const NET: &str = "explain-net";

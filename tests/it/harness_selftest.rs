@@ -1,15 +1,13 @@
-//! Proves the test harness itself (tests/common) against the real kernel and
+//! Proves the test harness itself (tests/it/support) against the real kernel and
 //! the reference plugins, without gwsteer: namespaces come and go, traffic
 //! flows only where it should, and bridge + host-local conflists run through
 //! both the Rust conflist runner and Debian's libcni.
-
-mod common;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(2);

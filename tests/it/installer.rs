@@ -9,8 +9,6 @@
 //! exactly as it was. Also the static checks of the DaemonSet and the
 //! Containerfile.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -18,7 +16,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::*;
+use crate::support::*;
 use serde_json::{Value, json};
 
 fn script() -> PathBuf {
