@@ -922,7 +922,7 @@ fn settled(mut snap: Value) -> Value {
 
 /// conflist-examples/80-bridge-vrf-egress.conflist, as it is, through
 /// Debian's libcni (the host only sees it refused: no VRF there;
-/// tests/examples_libcni.rs checks that this test exists). The node is the
+/// tests/it/examples_libcni.rs checks that this test exists). The node is the
 /// examples' (eth0 with the default route, eth1 towards the OaM router at
 /// 192.168.2.1); behind the router an OaM server, and the router has no route
 /// to the pods, so only masqueraded traffic can be answered.
