@@ -136,6 +136,9 @@ fn install_upgrade_patch_and_uninstall_on_a_node_tree() {
     new.extend_from_slice(b"gwsteer-upgrade-marker");
     fs::write(&new_bin, &new).unwrap();
     let inode_before = fs::metadata(&installed).unwrap().ino();
+    // Held open until the inode check below, so the filesystem cannot hand
+    // this inode number to a later file (ext4 reuses freed ones at once).
+    let held_open = fs::File::open(&installed).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let reader = {
         let (stop, path, old, new) = (stop.clone(), installed.clone(), old.clone(), new.clone());
@@ -163,6 +166,7 @@ fn install_upgrade_patch_and_uninstall_on_a_node_tree() {
     assert!(reads > 0);
     assert_eq!(fs::read(&installed).unwrap(), new);
     assert_ne!(fs::metadata(&installed).unwrap().ino(), inode_before);
+    drop(held_open);
     let leftovers: Vec<_> = fs::read_dir(tree.bin_dir())
         .unwrap()
         .flatten()
