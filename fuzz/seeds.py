@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes the seed corpus (fuzz/corpus/<target>/) from the conflist examples
-and the shapes of tests/bad_input.rs: valid plugin configs as a runtime hands
+and the shapes of tests/it/bad_input.rs: valid plugin configs as a runtime hands
 them over, then one broken thing each. Rerun after the examples change.
 `FUZZ_MERGE=1 bash fuzz/run.sh` adds the fuzzer's finds that cover new code."""
 import copy, json, os, pathlib

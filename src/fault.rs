@@ -10,7 +10,7 @@
 //! and hold writes and deletes, setting a record aside, destroying a
 //! network's state). Those two choke points call [`state_changed`], so a
 //! test can stop a verb between any two of its steps and prove that a
-//! retried ADD, a DEL or a GC converges from there (tests/crash.rs).
+//! retried ADD, a DEL or a GC converges from there (tests/it/crash.rs).
 //!
 //! The variable is read once per process; unset, empty, `0` or not a number
 //! means "never".

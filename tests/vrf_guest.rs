@@ -9,17 +9,19 @@
 //! "skipped: not in the VRF guest" and returns. With it, a kernel that cannot
 //! make a VRF device fails the test: the guest must have VRF.
 
-mod common;
-mod reliability;
+// The harness of tests/it, shared by path: this file stays a crate of its own
+// (tests/vrf/run.sh builds it alone and runs its binary in the guest).
+#[path = "it/support/mod.rs"]
+mod support;
 
 use std::io::Write;
 use std::time::Duration;
 
-use common::examples::{Run, example_node, load, pod_ips};
-use common::*;
-use reliability::{Node, prev_result};
 use serde_json::Value;
 use serde_json::json;
+use support::examples::{Run, example_node, load, pod_ips};
+use support::reliability::{Node, prev_result};
+use support::*;
 
 const GUEST_ENV: &str = "GWSTEER_VRF_GUEST";
 
@@ -920,7 +922,7 @@ fn settled(mut snap: Value) -> Value {
 
 /// conflist-examples/80-bridge-vrf-egress.conflist, as it is, through
 /// Debian's libcni (the host only sees it refused: no VRF there;
-/// tests/examples_libcni.rs checks that this test exists). The node is the
+/// tests/it/examples_libcni.rs checks that this test exists). The node is the
 /// examples' (eth0 with the default route, eth1 towards the OaM router at
 /// 192.168.2.1); behind the router an OaM server, and the router has no route
 /// to the pods, so only masqueraded traffic can be answered.

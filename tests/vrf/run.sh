@@ -30,7 +30,7 @@ test_bin=$(jq -r 'select(.reason == "compiler-artifact" and .target.name == "vrf
                     and .profile.test == true) | .executable // empty' <<<"$json" | tail -n 1)
 gwsteer_bin=$(jq -r 'select(.reason == "compiler-artifact" and .target.name == "gwsteer"
                        and (.target.kind | index("bin"))) | .executable // empty' <<<"$json" | tail -n 1)
-# The libcni driver (tests/common/libcni.rs) for the tests that run a conflist
+# The libcni driver (tests/it/support/libcni.rs) for the tests that run a conflist
 # through Debian's libcni: built here, since the guest sees this filesystem
 # read-only and without CARGO_TARGET_DIR; GWSTEER_* reaches the guest.
 target_dir=$(cargo metadata --no-deps --format-version 1 | jq -r .target_directory)

@@ -5,13 +5,10 @@
 //! reference `bridge` + `host-local`, chained before gwsteer, through the
 //! harness's conflist runner.
 
-mod asym;
-mod common;
-
 use std::net::IpAddr;
 
-use asym::*;
-use common::*;
+use crate::support::asym::*;
+use crate::support::*;
 use serde_json::{Value, json};
 
 const NET: &str = "steer";

@@ -9,8 +9,6 @@
 //! exactly as it was. Also the static checks of the DaemonSet and the
 //! Containerfile.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -18,7 +16,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::*;
+use crate::support::*;
 use serde_json::{Value, json};
 
 fn script() -> PathBuf {
@@ -138,6 +136,9 @@ fn install_upgrade_patch_and_uninstall_on_a_node_tree() {
     new.extend_from_slice(b"gwsteer-upgrade-marker");
     fs::write(&new_bin, &new).unwrap();
     let inode_before = fs::metadata(&installed).unwrap().ino();
+    // Held open until the inode check below, so the filesystem cannot hand
+    // this inode number to a later file (ext4 reuses freed ones at once).
+    let held_open = fs::File::open(&installed).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let reader = {
         let (stop, path, old, new) = (stop.clone(), installed.clone(), old.clone(), new.clone());
@@ -165,6 +166,7 @@ fn install_upgrade_patch_and_uninstall_on_a_node_tree() {
     assert!(reads > 0);
     assert_eq!(fs::read(&installed).unwrap(), new);
     assert_ne!(fs::metadata(&installed).unwrap().ino(), inode_before);
+    drop(held_open);
     let leftovers: Vec<_> = fs::read_dir(tree.bin_dir())
         .unwrap()
         .flatten()

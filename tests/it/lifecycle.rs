@@ -8,8 +8,6 @@
 //! gwsteer is invoked directly, as a runtime does, with a bridge-shaped
 //! `prevResult`; the CHECK test takes it from the real reference `bridge`.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -18,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
@@ -401,7 +399,7 @@ fn check_names_exactly_the_missing_or_drifted_object() {
     let bridge_result = conflist_add(&node.ns, &primary, "c1", &pod, "eth0", Some(&args))
         .unwrap_or_else(|o| panic!("bridge ADD: {o}"));
     let result = node.add("c1", &pod, &cfg, &bridge_result);
-    let pod4 = common::examples::pod_ips(&result)
+    let pod4 = crate::support::examples::pod_ips(&result)
         .into_iter()
         .find(|a| !a.contains(':'))
         .unwrap();

@@ -3,14 +3,11 @@
 //! long it took; at `logLevel` debug, one line per kernel change (each rule
 //! and route made on ADD and removed on DEL); at info, none of those.
 
-mod asym;
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use asym::*;
-use common::*;
+use crate::support::asym::*;
+use crate::support::*;
 use serde_json::{Value, json};
 
 const NET: &str = "lognet";

@@ -5,14 +5,11 @@
 //! GC and STATUS (CNI 1.1.0, beyond Debian's libcni) by invoking gwsteer
 //! directly with the spec's environment and stdin.
 
-mod asym;
-mod common;
-
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use asym::*;
-use common::*;
+use crate::support::asym::*;
+use crate::support::*;
 use serde_json::{Value, json};
 
 const NET: &str = "steer";
@@ -148,7 +145,7 @@ fn libcni_cycle(tag: &str, version: &str) {
 fn ip_del_rule(ns: &str, selector: &[&str]) {
     let mut args = vec!["rule", "del"];
     args.extend_from_slice(selector);
-    common::ip(ns, args);
+    crate::support::ip(ns, args);
 }
 
 #[test]

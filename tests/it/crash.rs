@@ -29,13 +29,10 @@
 //! The shapes run in parallel, one node namespace each; every call invokes
 //! the binary directly.
 
-mod common;
-mod reliability;
-
 use std::time::Instant;
 
-use common::CniOutcome;
-use reliability::*;
+use crate::support::CniOutcome;
+use crate::support::reliability::*;
 use serde_json::{Value, json};
 
 /// Upper bound on the changes one verb makes here (guards the k loops).

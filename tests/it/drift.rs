@@ -10,14 +10,11 @@
 //! the firewall objects (nftables set element, chains), the fwmark rule
 //! and `net.ipv4.conf.all.src_valid_mark`.
 
-mod common;
-mod reliability;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
-use reliability::*;
+use crate::support::reliability::*;
+use crate::support::*;
 use serde_json::{Value, json};
 
 const NET: &str = "drift";

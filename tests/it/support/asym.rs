@@ -1,6 +1,5 @@
 //! The asymmetric-routing topology of `tests/demo.sh`, for the source-steering
-//! tests (`tests/source_steering.rs`, `tests/libcni.rs`). Needs `mod common;`
-//! declared before `mod asym;` in the test crate.
+//! tests (`source_steering.rs`, `libcni.rs`, `explain.rs`, `logs.rs`).
 //!
 //! ```text
 //!   clib ── rtrb ── eth-b ┐
@@ -20,7 +19,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::common::*;
+use super::*;
 
 pub const POD_V4: &str = "10.244.1.0/24";
 pub const POD_V6: &str = "fd00:244:0:1::/64";
@@ -63,7 +62,7 @@ impl Topo {
         // The node forwards, as a Kubernetes node does.
         let node = lab.router("node");
         // Routers A and B (192.168.1.1, 192.168.2.1), clients A and B
-        // (10.1.0.2, 10.2.0.2): see `common::topo`.
+        // (10.1.0.2, 10.2.0.2): see `support::topo`.
         let rtra = router_link(lab, &node, 'a', &[CLUSTER_V4, CLUSTER_V6]);
         let rtrb = router_link(lab, &node, 'b', &[CLUSTER_V4, CLUSTER_V6]);
         let clia = client_behind(lab, &rtra, 'a');

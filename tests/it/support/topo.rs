@@ -1,5 +1,5 @@
-//! Topology building blocks shared by the test topologies (`tests/asym`,
-//! `tests/fwsteer`, `tests/reliability`, `tests/lifecycle.rs`): a link with
+//! Topology building blocks shared by the test topologies (`asym`,
+//! `fwsteer`, `reliability`, `lifecycle.rs`): a link with
 //! its addresses, the node with an uplink that holds the gateways, and the
 //! routers and clients of the asymmetric topology.
 //!

@@ -1,4 +1,6 @@
-//! Shared helpers for gwsteer's integration tests (`mod common;` in each test file).
+//! Shared helpers for gwsteer's integration tests (`use crate::support::*;` in
+//! each area module of `tests/it`; `tests/vrf_guest.rs` includes this module
+//! with `#[path]`).
 //!
 //! Everything here works inside network namespaces that a [`Lab`] creates and
 //! deletes; nothing touches the root namespace's network configuration.
@@ -13,6 +15,15 @@
 //! - [`examples`]: the conflists of `conflist-examples/` run through libcni.
 //! - [`topo`]: links with addresses, the uplink node, routers and clients of
 //!   the asymmetric topology.
+//!
+//! The scaffolding of some areas, each imported by name where it is used
+//! (`use crate::support::asym::*;`):
+//!
+//! - [`asym`]: the asymmetric-routing topology of the source-steering tests.
+//! - [`fwsteer`]: the firewall steering tests' topology, counters and census.
+//! - [`gwnet`]: pods, routers and read-backs of the gateway network tests.
+//! - [`reliability`]: a node invoked directly, and its state as one snapshot
+//!   (crash, concurrency, drift, CLI, VRF).
 #![allow(dead_code)]
 #![allow(unused_imports)]
 
@@ -24,6 +35,11 @@ pub mod libcni;
 pub mod observe;
 pub mod topo;
 pub mod traffic;
+
+pub mod asym;
+pub mod fwsteer;
+pub mod gwnet;
+pub mod reliability;
 
 pub use cmd::*;
 pub use cni::*;

@@ -1,5 +1,5 @@
 //! The conflists of `conflist-examples/` run through Debian's libcni, as a
-//! runtime runs them: shared by `tests/examples_libcni.rs` (every example, on
+//! runtime runs them: shared by `tests/it/examples_libcni.rs` (every example, on
 //! this machine) and `tests/vrf_guest.rs` (the VRF example, in the qemu
 //! guest, as this machine's kernel has no VRF).
 //!

@@ -1,14 +1,11 @@
-//! `gwsteer explain` in the asymmetric topology (`tests/asym`): a pod's reply
+//! `gwsteer explain` in the asymmetric topology (`support::asym`): a pod's reply
 //! to client B, arriving on cni0, leaves by table main and router A before
 //! steering, and by gwsteer's rule 1000, table 100 and router B after ADD.
 //! The `--json` report's structure and the words of the text form are checked,
 //! and a packet an `unreachable` rule stops: no route, exit 1, and why.
 
-mod asym;
-mod common;
-
-use asym::*;
-use common::*;
+use crate::support::asym::*;
+use crate::support::*;
 use serde_json::{Value, json};
 
 const NET: &str = "explain-net";

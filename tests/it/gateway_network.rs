@@ -9,15 +9,12 @@
 //! only because of the exemption. DEL puts the pods back exactly; DEL of all
 //! pods then `gwsteer cleanup` leaves nothing of gwsteer's.
 
-mod common;
-mod gwnet;
-
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
-use common::*;
-use gwnet::*;
+use crate::support::gwnet::*;
+use crate::support::*;
 use serde_json::{Value, json};
 
 const NET: &str = "gwnet";

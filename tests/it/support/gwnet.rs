@@ -1,8 +1,7 @@
 //! Shared by the gateway network tests (`gateway_network.rs`,
 //! `gateway_network_v6.rs`): pods attached on `net1` by the conflist runner,
 //! the router role, and read-backs of what gwsteer makes on a node (its
-//! marked links, nftables tables). Needs `mod common;` declared before
-//! `mod gwnet;` in the test crate.
+//! marked links, nftables tables).
 #![allow(dead_code)]
 
 use std::net::{IpAddr, SocketAddr};
@@ -10,7 +9,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::common::*;
+use super::*;
 
 /// Two nodes, `nodea` and `nodeb`, on an underlay segment: a switch
 /// namespace `sw` whose bridge `br0` (multicast snooping off) holds port

@@ -6,7 +6,7 @@
 //! Each example gets a small node built with the interfaces, addresses and
 //! gateways it names (eth1 facing its router, eth0 with the default route),
 //! so the files run as they are. The one test-only rewrite
-//! (`common::examples::for_test`): gwsteer's `stateDir` and `logFile` and
+//! (`support::examples::for_test`): gwsteer's `stateDir` and `logFile` and
 //! host-local's `dataDir` point into the test's temp dir, never at the
 //! node's /run, /var/log or /var/lib.
 //! The Multus NetworkAttachmentDefinition's embedded config is extracted from
@@ -18,12 +18,10 @@
 //! lacks: `tests/vrf_guest.rs` runs it through libcni in the qemu guest
 //! (traffic, CHECK, DEL, cleanup); here it must be refused cleanly (103).
 
-mod common;
-
 use std::fs;
 
-use common::examples::{Run, examples_dir, load, node_with_eth1, our_rules, pod_ips, walk};
-use common::*;
+use crate::support::examples::{Run, examples_dir, load, node_with_eth1, our_rules, pod_ips, walk};
+use crate::support::*;
 use serde_json::{Value, json};
 
 /// The JSON of a NetworkAttachmentDefinition's `spec.config: |` block: the

@@ -1,15 +1,13 @@
-//! Proves the test harness itself (tests/common) against the real kernel and
+//! Proves the test harness itself (tests/it/support) against the real kernel and
 //! the reference plugins, without gwsteer: namespaces come and go, traffic
 //! flows only where it should, and bridge + host-local conflists run through
 //! both the Rust conflist runner and Debian's libcni.
-
-mod common;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(2);
@@ -86,6 +84,51 @@ fn lab_cleans_up_on_panic_and_after_crashed_runs() {
     run("ip", ["netns", "add", stale]);
     let _lab = Lab::new("selfstale");
     assert!(!netns_exists(stale), "stale {stale} not removed");
+}
+
+/// A namespace whose pid is a live test binary of another suite (cargo's
+/// `…/deps/<test>-<hash>`, whatever the test binary is called: a checkout
+/// whose tests are still split into several crates) is left alone by
+/// `Lab::new`; once that process is gone, it is stale.
+#[test]
+fn lab_keeps_the_namespaces_of_a_live_suite_from_another_checkout() {
+    let deps = std::env::temp_dir().join(format!(
+        "gwsteer-selftest-{}/target/debug/deps",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&deps).unwrap();
+    let other_suite = deps.join("lifecycle-0123456789abcdef");
+    // A hard link leaves no open writable file that a fork elsewhere in this
+    // process could hold (ETXTBSY); a copy when /tmp is another filesystem.
+    if std::fs::hard_link("/bin/sleep", &other_suite).is_err() {
+        std::fs::copy("/bin/sleep", &other_suite).unwrap();
+    }
+    let mut other = None;
+    for _ in 0..50 {
+        match std::process::Command::new(&other_suite).arg("600").spawn() {
+            Ok(child) => {
+                other = Some(child);
+                break;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!("run {}: {e}", other_suite.display()),
+        }
+    }
+    let mut other = other.expect("the other suite's binary stays busy");
+    let live = format!("gwselflive-{}-0-node", other.id());
+    run("ip", ["netns", "add", &live]);
+    drop(Lab::new("selflive"));
+    let kept = netns_exists(&live);
+    let _ = other.kill();
+    let _ = other.wait();
+    drop(Lab::new("selflive"));
+    let removed = !netns_exists(&live);
+    let _ = try_run("ip", ["netns", "del", &live]);
+    let _ = std::fs::remove_dir_all(deps.ancestors().nth(3).unwrap());
+    assert!(kept, "{live} of a live test binary was taken for stale");
+    assert!(removed, "{live} outlived its process");
 }
 
 #[test]

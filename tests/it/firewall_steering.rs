@@ -19,15 +19,11 @@
 //! through router B" means router B counted packets from the pod to client
 //! B and router A counted none.
 
-mod asym;
-mod common;
-mod fwsteer;
-
 use std::collections::BTreeMap;
 
-use asym::*;
-use common::*;
-use fwsteer::*;
+use crate::support::asym::*;
+use crate::support::fwsteer::*;
+use crate::support::*;
 use serde_json::{Value, json};
 
 const NET: &str = "fwsteer";

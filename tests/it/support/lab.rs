@@ -3,7 +3,7 @@
 //! Names are `gw<tag>-<pid>-<n>-<name>`: the tag says which test made them, the
 //! pid which run, `n` which `Lab` of that run. `Lab::new(tag)` first deletes
 //! namespaces with the same tag left by an earlier run that crashed (its pid is
-//! no longer a live copy of this test binary), so reruns start clean. Drop
+//! no longer a live test binary), so reruns start clean. Drop
 //! deletes every namespace the lab made (also when the test panics) after
 //! killing any process still inside, and removes the temp dir. Set
 //! `GWSTEER_TEST_KEEP=1` to keep both for debugging.
@@ -244,20 +244,28 @@ fn delete_netns(ns: &str) {
     }
 }
 
-/// True when `pid` is a live process running this test binary, from this
-/// checkout or another one (`<test>-<hash>`, any directory, any hash): a
-/// second suite running at the same time from another clone must keep its
-/// namespaces.
-fn is_live_copy_of_me(pid: u32) -> bool {
+/// True when `pid` is a live test binary of this suite, from this checkout
+/// or another one: one named like this one (`<test>-<hash>`, any directory,
+/// any hash), or any test binary cargo built (`…/deps/<test>-<hash>`), so
+/// that a suite from a clone whose tests are still split into several
+/// crates (`lifecycle-<hash>`, `crash-<hash>` …, tags shared with `it`) is
+/// not taken for stale either. A second suite running at the same time
+/// must keep its namespaces.
+fn is_live_test_binary(pid: u32) -> bool {
     let stem = |p: &Path| {
         p.file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .map(|n| n.rsplit_once('-').map_or(n.clone(), |(s, _)| s.to_string()))
     };
-    let Some(mine) = std::env::current_exe().ok().as_deref().and_then(stem) else {
+    let Ok(exe) = fs::read_link(format!("/proc/{pid}/exe")) else {
         return false;
     };
-    fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| stem(&exe) == Some(mine.clone()))
+    let built_by_cargo = exe.parent().and_then(Path::file_name) == Some(OsStr::new("deps"))
+        && exe
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().contains('-'));
+    let mine = std::env::current_exe().ok().as_deref().and_then(stem);
+    built_by_cargo || (mine.is_some() && mine == stem(&exe))
 }
 
 /// The pid in `gw<tag>-<pid>-…`, if `name` has that shape.
@@ -267,7 +275,7 @@ fn pid_of(name: &str, tag: &str) -> Option<u32> {
 }
 
 fn stale(pid: u32) -> bool {
-    pid != std::process::id() && !is_live_copy_of_me(pid)
+    pid != std::process::id() && !is_live_test_binary(pid)
 }
 
 /// Deletes namespaces and temp dirs of this tag left by earlier runs that died.

@@ -23,17 +23,14 @@
 //! is not being deleted (pods about to be added included: the runtime knows
 //! them before it calls ADD), so GC may race a DEL but never an ADD.
 
-mod common;
-mod reliability;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
-use reliability::*;
+use crate::support::reliability::*;
+use crate::support::*;
 use serde_json::{Value, json};
 
 const PODS_PER_NET: u16 = 50;

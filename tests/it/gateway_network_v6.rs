@@ -10,14 +10,11 @@
 //! names a deleted VXLAN, `reconcile` re-makes it, DEL puts the pods back
 //! and `gwsteer cleanup` leaves nothing.
 
-mod common;
-mod gwnet;
-
 use std::net::IpAddr;
 use std::time::Duration;
 
-use common::*;
-use gwnet::*;
+use crate::support::gwnet::*;
+use crate::support::*;
 use serde_json::{Value, json};
 
 const NET: &str = "gwnet6";

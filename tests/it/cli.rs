@@ -5,11 +5,8 @@
 //! objects without a record included — restores the sysctls gwsteer set,
 //! and leaves everything that is not gwsteer's alone; usage errors exit 2.
 
-mod common;
-mod reliability;
-
-use common::*;
-use reliability::*;
+use crate::support::reliability::*;
+use crate::support::*;
 use serde_json::{Value, json};
 
 fn steering(table: u32, priority: u32) -> Value {

@@ -3,8 +3,8 @@
 //! gwsteer invoked directly as a runtime does (optionally with the test-only
 //! fault hook armed), and the node's whole gwsteer-relevant state — rules,
 //! owned tables, the multipath sysctl and the state store — read back as one
-//! JSON value that tests compare with known-good snapshots. Needs `mod
-//! common;` declared before `mod reliability;` in the test crate.
+//! JSON value that tests compare with known-good snapshots. Also used by
+//! `tests/vrf_guest.rs` (`Node`, `prev_result`).
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::common::*;
+use super::*;
 
 /// Gateways on the node's uplink `eth1` (192.0.2.1/24, fd00:192::1/64).
 pub const GW4_A: &str = "192.0.2.254";

@@ -1,10 +1,9 @@
-//! Helpers for the firewall steering tests (`tests/firewall_steering.rs`):
+//! Helpers for the firewall steering tests (`firewall_steering.rs`):
 //! the two firewall backends, a third router and client on the asymmetric
-//! topology of [`crate::asym`], per-flow packet counters in the routers, a
+//! topology of [`super::asym`], per-flow packet counters in the routers, a
 //! census of the node's rules and firewall objects, a search for anything of
 //! gwsteer's left in a namespace, and a fast way to run gwsteer with
-//! synthetic prevResults. Needs `mod common;` and `mod asym;` before
-//! `mod fwsteer;`.
+//! synthetic prevResults.
 //!
 //! ```text
 //!   clia ── rtra ── eth-a ┐  (default route via rtra, v4 and v6)
@@ -24,9 +23,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::asym::*;
-use crate::common::cni::run_captured;
-use crate::common::*;
+use super::asym::*;
+use super::cni::run_captured;
+use super::*;
 
 /// A firewall backend gwsteer can be configured with (`firewallBackend`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,7 +64,7 @@ pub struct RouterC {
 }
 
 pub fn add_router_c(lab: &Lab, t: &Topo) -> RouterC {
-    // Router C 192.168.3.1, client C 10.3.0.2: see `common::topo`.
+    // Router C 192.168.3.1, client C 10.3.0.2: see `support::topo`.
     let rtrc = router_link(lab, &t.node, 'c', &[CLUSTER_V4, CLUSTER_V6]);
     let clic = client_behind(lab, &rtrc, 'c');
     RouterC { rtrc, clic }

@@ -5,11 +5,8 @@
 //! section is still a config error with its field path. On a kernel that
 //! does have VRF this test says "skipped": tests/vrf_guest.rs covers it.
 
-mod common;
-mod reliability;
-
-use common::*;
-use reliability::*;
+use crate::support::reliability::*;
+use crate::support::*;
 use serde_json::{Value, json};
 
 fn vrf_section() -> Value {

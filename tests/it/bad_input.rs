@@ -8,12 +8,10 @@
 //! first) and breaks one thing, so a row that "passes" by failing for some
 //! other reason, or that steers the pod anyway, is caught.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::support::*;
 use serde_json::{Value, json};
 
 const VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
