@@ -23,7 +23,13 @@ fuzz_target!(|data: &[u8]| {
                     })
                     .collect(),
             };
-            let planned = plan::plan(&config, &pod, None);
+            // What ADD plans with the nftables backend, knowing nothing else of
+            // the node (no gateway network facts).
+            let facts = plan::Facts {
+                firewall: Some(gwsteer::model::Backend::Nftables),
+                gateway: None,
+            };
+            let planned = plan::plan(&config, &pod, &facts);
             for obj in &planned.pod_objects {
                 let _ = obj.to_string();
             }

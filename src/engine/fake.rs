@@ -155,14 +155,6 @@ impl Kernel for FakeKernel {
         objs.iter().map(|o| self.observe(o)).collect()
     }
 
-    fn owned_rules(&mut self, tables: &[u32]) -> Result<Vec<RuleSpec>> {
-        Ok(self
-            .rules_with_protocol(tables)?
-            .into_iter()
-            .map(|(spec, _)| spec)
-            .collect())
-    }
-
     fn table_routes(&mut self, table: u32) -> Result<Vec<(RouteSpec, u8)>> {
         self.call(format!("table_routes {table}"))?;
         let mut out: Vec<(RouteSpec, u8)> = self

@@ -30,9 +30,6 @@ pub trait Kernel {
     fn observe_all(&mut self, objs: &[&Object]) -> Result<Vec<Presence>> {
         objs.iter().map(|o| self.observe(o)).collect()
     }
-    /// Every rule in the node namespace carrying [`crate::model::RTPROT_GWSTEER`], or
-    /// pointing at one of `tables` (imposters in owned tables' rules).
-    fn owned_rules(&mut self, tables: &[u32]) -> Result<Vec<RuleSpec>>;
     /// Every route in `table` (node namespace), whoever made it, with the
     /// protocol number it carries.
     fn table_routes(&mut self, table: u32) -> Result<Vec<(RouteSpec, u8)>>;
@@ -68,14 +65,11 @@ pub trait Kernel {
             "this backend cannot read sysctl {key}"
         )))
     }
-    /// Like [`Kernel::owned_rules`], with the protocol each rule carries, so
-    /// that gwsteer's own rules can be told from imposters.
-    fn rules_with_protocol(&mut self, tables: &[u32]) -> Result<Vec<(RuleSpec, u8)>> {
-        let _ = tables;
-        Err(crate::error::Error::kernel(
-            "this backend cannot list rules with their protocol",
-        ))
-    }
+    /// Every rule in the node namespace carrying
+    /// [`crate::model::RTPROT_GWSTEER`], or pointing at one of `tables`
+    /// (imposters in owned tables' rules), with the protocol each carries,
+    /// so that gwsteer's own rules can be told from imposters.
+    fn rules_with_protocol(&mut self, tables: &[u32]) -> Result<Vec<(RuleSpec, u8)>>;
     /// Remove a node rule or route that carries routing protocol `protocol`
     /// (0: any), whoever made it: imposters in owned tables. `remove` only
     /// ever touches objects carrying [`crate::model::RTPROT_GWSTEER`].

@@ -142,10 +142,6 @@ impl Kernel for System {
             .collect()
     }
 
-    fn owned_rules(&mut self, tables: &[u32]) -> Result<Vec<RuleSpec>> {
-        self.net.owned_rules(tables)
-    }
-
     fn table_routes(&mut self, table: u32) -> Result<Vec<(RouteSpec, u8)>> {
         self.net.table_routes(table)
     }

@@ -81,7 +81,7 @@ pub fn run(state_dir: &Path, dry_run: bool) -> Result<i32> {
     }
     // Anything still carrying gwsteer's protocol number (from a lost record),
     // and gwsteer's routes in the tables such rules point at.
-    for rule in kernel.owned_rules(&[])? {
+    for (rule, _) in kernel.rules_with_protocol(&[])? {
         if !matches!(rule.table, 0 | 253..=255) {
             tables.push(rule.table);
         }

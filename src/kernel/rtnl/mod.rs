@@ -9,7 +9,7 @@
 //! caller's thread never changes namespace.
 //!
 //! `ensure` and `remove` are one request each (plus one `RTM_GETLINK` per
-//! device name a route names); only `observe`, `owned_rules` and
+//! device name a route names); only `observe`, `rules_with_protocol` and
 //! `table_routes` dump, and route dumps are filtered to one table by the
 //! kernel (`NETLINK_GET_STRICT_CHK`).
 
@@ -319,14 +319,6 @@ impl Kernel for NetlinkKernel {
             seen.push(route_presence(spec, &dumps[i].1));
         }
         Ok(seen)
-    }
-
-    fn owned_rules(&mut self, tables: &[u32]) -> Result<Vec<RuleSpec>> {
-        Ok(self
-            .rules_with_protocol(tables)?
-            .into_iter()
-            .map(|(spec, _)| spec)
-            .collect())
     }
 
     fn rules_with_protocol(&mut self, tables: &[u32]) -> Result<Vec<(RuleSpec, u8)>> {

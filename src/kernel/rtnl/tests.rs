@@ -651,7 +651,12 @@ fn owned_rules_and_table_routes_read_back_specs() {
             "200",
         ]);
 
-        let mut owned = k.owned_rules(&[100, 1_000_000]).unwrap();
+        let mut owned: Vec<RuleSpec> = k
+            .rules_with_protocol(&[100, 1_000_000])
+            .unwrap()
+            .into_iter()
+            .map(|(spec, _)| spec)
+            .collect();
         owned.sort_by_key(|r| (r.family, r.priority));
         let imposter = RuleSpec {
             src: Some("10.3.0.0/16".parse().unwrap()),
