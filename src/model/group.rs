@@ -121,6 +121,12 @@ impl GroupKey {
         matches!(self, GroupKey::GatewayInfra | GroupKey::VrfInfra(_))
     }
 
+    /// `keys` as a log line lists them: `steering.oam, sysctl.…`.
+    pub fn list(keys: &[GroupKey]) -> String {
+        let names: Vec<String> = keys.iter().map(ToString::to_string).collect();
+        names.join(", ")
+    }
+
     /// A steering policy's group: its routes are the policy's owned table,
     /// one per destination, and nothing per pod.
     pub fn is_policy(&self) -> bool {

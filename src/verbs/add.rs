@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::engine::{ensure_group, new_kernel_with, open_store_for_add, teardown};
 use crate::error::{Error, Result, code};
 use crate::kernel::Kernel;
+use crate::model::GroupKey;
 use crate::plan::{self, Pod};
 use crate::store::{Record, SCHEMA, Store, now};
 
@@ -80,12 +81,7 @@ pub fn run(config: &Config, env: &Env) -> Result<Value> {
         "steered {} address(es): {} rule(s), groups [{}] in {} µs",
         pod.addresses.len(),
         record.objects.len(),
-        record
-            .holds
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", "),
+        GroupKey::list(&record.holds),
         started.elapsed().as_micros()
     );
     Ok(result::convert(prev, config.cni_version))

@@ -8,6 +8,7 @@ use crate::config::{self, Config, DEFAULT_STATE_DIR};
 use crate::engine::{LOCK_WAIT, new_kernel, open_store, teardown};
 use crate::error::{Result, code};
 use crate::kernel::Kernel;
+use crate::model::GroupKey;
 use crate::plan::{self, Pod};
 use crate::store::{AttachmentId, Record, SCHEMA, Store, now};
 
@@ -109,12 +110,7 @@ fn by_record(
     log::info!(
         "removed {} object(s), released [{}] in {} µs",
         record.objects.len(),
-        record
-            .holds
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", "),
+        GroupKey::list(&record.holds),
         started.elapsed().as_micros()
     );
     Ok(())
