@@ -4,8 +4,11 @@
 //! writes are only the ones it ever plans.
 
 use std::fs;
+use std::net::IpAddr;
 use std::path::Path;
+use std::time::Duration;
 
+use crate::support::gwnet::*;
 use crate::support::*;
 use serde_json::{Value, json};
 
@@ -151,4 +154,141 @@ fn names_at_their_limits_work_and_del_past_them_succeeds() {
         before,
         "DEL past a limit wrote into the state dir"
     );
+}
+
+/// A router pod whose gateway interface is named `g"{}$` (legal in Linux;
+/// nft's text syntax reads every one of those characters): ADD makes its
+/// masquerade, a client's traffic leaves masqueraded through it, CHECK
+/// passes, DEL removes the table. Then the client pod and, by name, the
+/// router pod's table are gone.
+#[test]
+fn a_router_pod_interface_named_with_nft_syntax_masquerades_and_goes() {
+    const IFNAME: &str = "g\"{}$";
+    const ROUTER: &str = "192.168.60.254";
+    const OUTSIDE: &str = "10.99.0.1";
+    const ROUTER_ETH0: &str = "10.99.0.2";
+    let lab = Lab::new("hirouter");
+    let node = lab.netns("node");
+    let (client, _dead) = pod_with_peer(
+        &lab,
+        ("client", &["10.98.0.2/24"]),
+        ("client-dead", &["10.98.0.1/24"]),
+        &["10.98.0.1"],
+    );
+    let (router, outside) = pod_with_peer(
+        &lab,
+        ("router", &[&format!("{ROUTER_ETH0}/24")]),
+        ("outside", &[&format!("{OUTSIDE}/24")]),
+        &[OUTSIDE],
+    );
+    let server = TcpServer::start(&outside, sock(OUTSIDE, 8080));
+    let state = lab.subdir("state");
+    let conf = json!({
+        "cniVersion": "1.0.0",
+        "name": "hinet",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": "gwbr0",
+                "isGateway": true,
+                "ipMasq": false,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": "192.168.60.0/24", "rangeStart": "192.168.60.2", "rangeEnd": ROUTER}]],
+                    "dataDir": lab.subdir("ipam"),
+                },
+            },
+            gwsteer_plugin(&state, json!({
+                "logLevel": "debug",
+                "gatewayNetwork": {"router": ROUTER, "masqueradeExemption": false},
+            })),
+        ],
+    });
+    let router_conf = as_router(&conf);
+    let router_args = format!("{};IP={ROUTER}", k8s_cni_args("default", "router", "rtr"));
+    let client_args = k8s_cni_args("default", "client", "cli");
+    let (router_path, client_path) = (netns_path(&router), netns_path(&client));
+
+    let r = conflist_add(
+        &node,
+        &router_conf,
+        "rtr",
+        &router_path,
+        IFNAME,
+        Some(&router_args),
+    )
+    .unwrap_or_else(|o| panic!("ADD of the router pod: {o}"));
+    assert_eq!(link(&router, IFNAME)["ifname"], IFNAME);
+    let table = format!("gwsteer-router-{IFNAME}");
+    assert!(
+        nft_tables(&router).contains(&table),
+        "{:?}",
+        nft_tables(&router)
+    );
+    conflist_check(
+        &node,
+        &router_conf,
+        "rtr",
+        &router_path,
+        IFNAME,
+        Some(&router_args),
+        &r,
+    )
+    .unwrap_or_else(|o| panic!("CHECK of the router pod: {o}"));
+    let c = conflist_add(
+        &node,
+        &conf,
+        "cli",
+        &client_path,
+        "net1",
+        Some(&client_args),
+    )
+    .unwrap_or_else(|o| panic!("ADD of the client pod: {o}"));
+    let pong = tcp_pong(&client, server.addr(), Duration::from_secs(3))
+        .expect("client to the outside through the router pod");
+    assert_eq!(
+        pong.peer,
+        ROUTER_ETH0.parse::<IpAddr>().unwrap(),
+        "the router pod masquerades"
+    );
+
+    conflist_del(
+        &node,
+        &conf,
+        "cli",
+        Some(&client_path),
+        "net1",
+        Some(&client_args),
+        Some(&c),
+    )
+    .unwrap_or_else(|o| panic!("DEL of the client pod: {o}"));
+    conflist_del(
+        &node,
+        &router_conf,
+        "rtr",
+        Some(&router_path),
+        IFNAME,
+        Some(&router_args),
+        Some(&r),
+    )
+    .unwrap_or_else(|o| panic!("DEL of the router pod: {o}"));
+    assert!(
+        !nft_tables(&router).iter().any(|t| t.starts_with("gwsteer")),
+        "{:?}",
+        nft_tables(&router)
+    );
+    // A repeated DEL (the runtime retries) succeeds too.
+    conflist_del(
+        &node,
+        &router_conf,
+        "rtr",
+        Some(&router_path),
+        IFNAME,
+        Some(&router_args),
+        Some(&r),
+    )
+    .unwrap_or_else(|o| panic!("second DEL of the router pod: {o}"));
+    let out = gwsteer_cli(&node, &["cleanup", "--state-dir", state.to_str().unwrap()]);
+    assert!(out.success(), "cleanup: {out}");
+    assert_nothing_left(&node, &state);
 }
