@@ -292,3 +292,60 @@ fn a_router_pod_interface_named_with_nft_syntax_masquerades_and_goes() {
     assert!(out.success(), "cleanup: {out}");
     assert_nothing_left(&node, &state);
 }
+
+/// A forged node-group file (as anyone who can write in the state dir could
+/// leave) names a sysctl gwsteer never plans — `net.ipv4.ip_default_ttl`,
+/// a stand-in for `kernel.core_pattern` that lives in the lab's namespace —
+/// held by a real attachment so that `reconcile` takes it for its own. The
+/// round does not write it, and says so (exit 1, the key named).
+#[test]
+fn reconcile_writes_no_sysctl_that_gwsteer_does_not_plan() {
+    let lab = Lab::new("hisysctl");
+    let node = uplink_node(&lab);
+    let pod = netns_path(&lab.netns("pod"));
+    let state = lab.tmpdir().join("state");
+    let conf = source_config("sysnet", &state, &pod);
+    let add = CniCall::new("ADD", "c1", "eth0", conf).netns(&pod);
+    invoke(&node, &gwsteer_bin(), &add).expect_ok("ADD");
+
+    const KEY: &str = "net.ipv4.ip_default_ttl";
+    let before = lab.read_sysctl(&node, KEY);
+    assert_ne!(before, "7");
+    let net = state.join("sysnet");
+    let group = format!("sysctl.{KEY}");
+    fs::write(
+        net.join("nodes").join(format!("{group}.json")),
+        json!({
+            "schema": 2,
+            "key": group,
+            "objects": [{"object": "sysctl", "key": KEY, "value": "7"}]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    fs::create_dir_all(net.join("holds").join(&group)).unwrap();
+    fs::write(net.join("holds").join(&group).join("c1@eth0"), "").unwrap();
+
+    let state_arg = state.to_str().unwrap();
+    let out = gwsteer_cli(&node, &["reconcile", "--once", "--state-dir", state_arg]);
+    assert_eq!(
+        lab.read_sysctl(&node, KEY),
+        before,
+        "the forged sysctl was written\n{out}"
+    );
+    assert_eq!(out.exit_code, 1, "{out}");
+    let said = format!("{}{}", out.stdout_raw, out.stderr);
+    assert!(
+        said.contains(&format!("sysctl \"{KEY}\" is not one gwsteer sets")),
+        "{out}"
+    );
+    // A second round still refuses it: nothing was "repaired" into place.
+    let out = gwsteer_cli(&node, &["reconcile", "--once", "--state-dir", state_arg]);
+    assert_eq!(out.exit_code, 1, "{out}");
+    assert_eq!(lab.read_sysctl(&node, KEY), before);
+
+    let mut del = add.clone();
+    del.command = "DEL".into();
+    invoke(&node, &gwsteer_bin(), &del).expect_ok("DEL");
+    assert_eq!(lab.read_sysctl(&node, KEY), before);
+}
