@@ -18,6 +18,12 @@ pub const MAX_NETWORK_NAME: usize = 200;
 /// hexadecimal digits.
 pub const MAX_CONTAINER_ID: usize = 200;
 
+/// The longest `stateDir` and `logFile`, in bytes. The deepest path under
+/// the state dir is `<stateDir>/<network>/attachments/<record file>`: with
+/// PATH_MAX 4096 (with its NUL) that leaves 4096 − 1 − 200 − 13 − 255 − 1
+/// = 3626 for the state dir.
+pub const MAX_PATH: usize = 3072;
+
 /// The longest interface name (IFNAMSIZ 16 with its NUL).
 pub const MAX_IFNAME: usize = 15;
 

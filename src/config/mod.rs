@@ -112,7 +112,7 @@ const PLUGIN_KEYS: &[&str] = &[
     "vrf",
 ];
 
-pub use crate::cni::names::{MAX_NETWORK_NAME, valid_cni_name, valid_ifname};
+pub use crate::cni::names::{MAX_NETWORK_NAME, MAX_PATH, valid_cni_name, valid_ifname};
 use crate::cni::names::{ifname_problem, nft_pattern_problem, too_long};
 
 /// A config value that must be the literal name of one interface: a Linux
@@ -330,7 +330,13 @@ impl Config {
 fn absolute_path(v: &At) -> Result<PathBuf> {
     let s = v.str()?;
     if !s.starts_with('/') {
-        return Err(v.err(format!("\"{s}\" is not an absolute path")));
+        return Err(v.err(format!("{s:?} is not an absolute path")));
+    }
+    if s.contains('\0') {
+        return Err(v.err(format!("{s:?} holds a NUL, which no path can")));
+    }
+    if let Some(problem) = too_long(s, MAX_PATH) {
+        return Err(v.err(format!("the path {problem}")));
     }
     Ok(PathBuf::from(s))
 }

@@ -842,3 +842,29 @@ fn unusable_gateways_are_refused_with_the_field() {
     v["steering"][0]["gateways"][1] = json!({"via": "fe80::1", "dev": "eth1"});
     assert!(Config::from_value(&v).is_ok());
 }
+
+#[test]
+fn paths_are_bounded() {
+    let long = format!("/{}", "d/".repeat(MAX_PATH / 2));
+    for key in ["stateDir", "logFile"] {
+        let mut v = base();
+        v[key] = json!(format!("/{}", "x".repeat(MAX_PATH - 1)));
+        assert!(Config::from_value(&v).is_ok(), "{key}");
+        v[key] = json!(long);
+        let e = err_of(v);
+        assert_eq!(
+            e.msg,
+            format!(
+                "{key}: the path is {} bytes long; the limit is {MAX_PATH}",
+                long.len()
+            )
+        );
+        let mut v = base();
+        v[key] = json!("/run/a\u{0}b");
+        assert!(
+            err_of(v)
+                .msg
+                .starts_with(&format!("{key}: \"/run/a\\0b\" holds a NUL"))
+        );
+    }
+}

@@ -117,8 +117,8 @@ fn by_record(
 }
 
 /// DEL of an attachment whose names are over gwsteer's limits (a network
-/// name over [`config::MAX_NETWORK_NAME`], a container id or interface name
-/// over theirs): every ADD refuses such names, so nothing can be recorded
+/// name over [`config::MAX_NETWORK_NAME`], a `stateDir` over
+/// [`config::MAX_PATH`], a container id or interface name over theirs): every ADD refuses such names, so nothing can be recorded
 /// for it, and DEL succeeds without opening the store (whose file names
 /// could not hold them). `None` for every other DEL.
 pub fn beyond_limits(stdin: &[u8]) -> Option<String> {
@@ -130,7 +130,14 @@ pub fn beyond_limits(stdin: &[u8]) -> Option<String> {
             n.len(),
             config::MAX_NETWORK_NAME
         ),
-        _ => Env::beyond_limits()?,
+        _ => match raw.get("stateDir").and_then(Value::as_str) {
+            Some(dir) if dir.len() > config::MAX_PATH => format!(
+                "stateDir: the path is {} bytes long; the limit is {}",
+                dir.len(),
+                config::MAX_PATH
+            ),
+            _ => Env::beyond_limits()?,
+        },
     };
     let log_file = raw
         .get("logFile")

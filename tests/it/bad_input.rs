@@ -96,6 +96,12 @@ fn table() -> Vec<Row> {
             |i| i.config()["stateDir"] = json!("state"),
         ),
         row(
+            "stateDir past its limit",
+            7,
+            "stateDir: the path is 4001 bytes long; the limit is 3072",
+            |i| i.config()["stateDir"] = json!(format!("/{}", "s".repeat(4000))),
+        ),
+        row(
             "bad logLevel",
             7,
             "logLevel: \"verbose\" is not one of",

@@ -147,6 +147,26 @@ fn names_at_their_limits_work_and_del_past_them_succeeds() {
             }
         }
     }
+    // A state dir past its limit (no path under it would fit PATH_MAX).
+    let mut conf = source_config("net", &state, &pod);
+    conf["stateDir"] = json!(format!("{}/{}", state.display(), "s".repeat(4000)));
+    let add = CniCall::new("ADD", "c1", "eth0", conf.clone()).netns(&pod);
+    let out = invoke(&node, &gwsteer_bin(), &add);
+    if out.error_code() != Some(7)
+        || !out
+            .error_msg()
+            .is_some_and(|m| m.contains("stateDir: the path is") && m.contains("the limit is 3072"))
+    {
+        failures.push(format!("ADD with a long stateDir\n{out}"));
+    }
+    let out = invoke(
+        &node,
+        &gwsteer_bin(),
+        &CniCall::new("DEL", "c1", "eth0", conf),
+    );
+    if !out.success() {
+        failures.push(format!("DEL with a long stateDir: must succeed\n{out}"));
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     assert!(gw_rules(&node).is_empty(), "{:?}", gw_rules(&node));
     assert_eq!(
