@@ -35,7 +35,7 @@ pub fn valid_cni_name(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
-/// "longer than N bytes (…)" when `s` is over `max`.
+/// "is N bytes long; the limit is MAX" when `s` is over `max` bytes.
 pub fn too_long(s: &str, max: usize) -> Option<String> {
     (s.len() > max).then(|| format!("is {} bytes long; the limit is {max}", s.len()))
 }
