@@ -34,6 +34,9 @@ pub fn cni(command: &str) -> i32 {
         print(&version_reply(&stdin));
         return 0;
     }
+    if cmd == Command::Del && crate::verbs::del::beyond_limits(&stdin).is_some() {
+        return 0;
+    }
     let config = match Config::from_bytes(&stdin) {
         Ok(c) => c,
         Err(e) => {

@@ -82,15 +82,21 @@ impl Env {
             return Err(Error::new(
                 code::INVALID_ENV,
                 format!(
-                    "CNI_CONTAINERID: \"{container_id}\" must be letters, digits, '_', '.', '-', starting with a letter or digit"
+                    "CNI_CONTAINERID: {container_id:?} must be letters, digits, '_', '.', '-', starting with a letter or digit"
                 ),
             ));
         }
-        let ifname = required("CNI_IFNAME")?;
-        if !names::valid_ifname(&ifname) {
+        if let Some(problem) = names::too_long(&container_id, names::MAX_CONTAINER_ID) {
             return Err(Error::new(
                 code::INVALID_ENV,
-                format!("CNI_IFNAME: \"{ifname}\" is not a valid interface name"),
+                format!("CNI_CONTAINERID: the container id {problem} (it names a state file)"),
+            ));
+        }
+        let ifname = required("CNI_IFNAME")?;
+        if let Some(problem) = names::ifname_problem(&ifname) {
+            return Err(Error::new(
+                code::INVALID_ENV,
+                format!("CNI_IFNAME: {ifname:?} is not a valid interface name: {problem}"),
             ));
         }
         let netns = match cmd {
@@ -120,6 +126,24 @@ impl Env {
             }
         }
         Ok(env)
+    }
+
+    /// For DEL: why nothing can be recorded for the attachment the
+    /// environment names, if so — a container id or interface name over its
+    /// limit, which every ADD refuses (so DEL of one succeeds at once).
+    pub fn beyond_limits() -> Option<String> {
+        if let Some(id) = var("CNI_CONTAINERID").filter(|id| names::valid_cni_name(id))
+            && let Some(problem) = names::too_long(&id, names::MAX_CONTAINER_ID)
+        {
+            return Some(format!("CNI_CONTAINERID: the container id {problem}"));
+        }
+        match var("CNI_IFNAME") {
+            Some(ifname) if ifname.len() > names::MAX_IFNAME => Some(format!(
+                "CNI_IFNAME: {ifname:?} is longer than {} bytes",
+                names::MAX_IFNAME
+            )),
+            _ => None,
+        }
     }
 
     pub fn attachment(&self) -> crate::model::AttachmentId {

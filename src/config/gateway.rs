@@ -189,8 +189,8 @@ fn default_route(family: Family) -> IpNet {
 fn parse_routers(v: &At) -> Result<Vec<IpAddr>> {
     let one = |x: &At| -> Result<IpAddr> {
         let ip = x.ip()?;
-        if ip.is_multicast() || ip.is_unspecified() || ip.is_loopback() {
-            return Err(x.err(format!("{ip} cannot be a router's address")));
+        if let Some(why) = super::steering::unusable_gateway(ip) {
+            return Err(x.err(format!("{ip} cannot be a router's address: {why}")));
         }
         Ok(ip)
     };

@@ -112,13 +112,21 @@ const PLUGIN_KEYS: &[&str] = &[
     "vrf",
 ];
 
-pub use crate::cni::names::{valid_cni_name, valid_ifname};
+pub use crate::cni::names::{MAX_NETWORK_NAME, MAX_PATH, valid_cni_name, valid_ifname};
+use crate::cni::names::{ifname_problem, nft_pattern_problem, too_long};
 
-/// A config value that must be an interface name.
+/// A config value that must be the literal name of one interface: a Linux
+/// interface name, and one that nftables matches as itself (no `*`, no
+/// `\`), since any of them may end up in an `iifname`/`oifname` match.
 pub(crate) fn ifname(v: &At) -> Result<String> {
     let s = v.str()?;
-    if !valid_ifname(s) {
-        return Err(v.err(format!("\"{s}\" is not an interface name")));
+    if let Some(problem) = ifname_problem(s) {
+        return Err(v.err(format!("{s:?} is not an interface name: {problem}")));
+    }
+    if let Some(problem) = nft_pattern_problem(s) {
+        return Err(v.err(format!(
+            "{s:?} is not a literal interface name: {problem} (patterns are not supported; list each interface)"
+        )));
     }
     Ok(s.to_string())
 }
@@ -149,6 +157,11 @@ impl Config {
             return Err(network.err(format!(
                 "{} is not a valid network name (letters, digits, '_', '.', '-'; starting with a letter or digit)",
                 reader::show(network.value)
+            )));
+        }
+        if let Some(problem) = too_long(network_name, MAX_NETWORK_NAME) {
+            return Err(network.err(format!(
+                "the network name {problem} (it names gwsteer's state directory, files and nftables table)"
             )));
         }
         let mut known: Vec<&str> = RUNTIME_KEYS.to_vec();
@@ -317,7 +330,13 @@ impl Config {
 fn absolute_path(v: &At) -> Result<PathBuf> {
     let s = v.str()?;
     if !s.starts_with('/') {
-        return Err(v.err(format!("\"{s}\" is not an absolute path")));
+        return Err(v.err(format!("{s:?} is not an absolute path")));
+    }
+    if s.contains('\0') {
+        return Err(v.err(format!("{s:?} holds a NUL, which no path can")));
+    }
+    if let Some(problem) = too_long(s, MAX_PATH) {
+        return Err(v.err(format!("the path {problem}")));
     }
     Ok(PathBuf::from(s))
 }

@@ -320,7 +320,11 @@ fn parse_policy(item: &At, index: usize) -> Result<Policy> {
 pub fn parse_gateway(v: &At) -> Result<Gateway> {
     let o = v.object()?;
     o.only(&["via", "dev", "weight"])?;
-    let via = o.req("via")?.ip()?;
+    let via_at = o.req("via")?;
+    let via = via_at.ip()?;
+    if let Some(why) = unusable_gateway(via) {
+        return Err(via_at.err(format!("{via} cannot be a gateway: {why}")));
+    }
     let dev = match o.get("dev") {
         None => None,
         Some(d) => Some(ifname(&d)?),
@@ -330,4 +334,21 @@ pub fn parse_gateway(v: &At) -> Result<Gateway> {
         Some(w) => w.u32_in(1, 256)? as u16,
     };
     Ok(Gateway { via, dev, weight })
+}
+
+/// Why `ip` can never be a next hop, if so: the kernel would take
+/// `via 0.0.0.0` (as no gateway at all) and the route would never read back
+/// as planned; the others are not a neighbour's address.
+pub fn unusable_gateway(ip: IpAddr) -> Option<&'static str> {
+    if ip.is_unspecified() {
+        Some("it is the unspecified address")
+    } else if ip.is_multicast() {
+        Some("it is a multicast address")
+    } else if ip.is_loopback() {
+        Some("it is a loopback address")
+    } else if ip == IpAddr::V4(std::net::Ipv4Addr::BROADCAST) {
+        Some("it is the broadcast address")
+    } else {
+        None
+    }
 }

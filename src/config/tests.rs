@@ -720,3 +720,151 @@ fn needs_nft_command_names_the_key_that_runs_nft() {
     vrf["vrf"]["masquerade"] = json!(true);
     assert_eq!(parse(vrf).needs_nft_command(), Some("vrf.masquerade"));
 }
+
+#[test]
+fn network_names_are_bounded_and_the_message_names_the_limit() {
+    let mut v = base();
+    v["name"] = json!("n".repeat(MAX_NETWORK_NAME));
+    assert!(Config::from_value(&v).is_ok());
+    v["name"] = json!("n".repeat(MAX_NETWORK_NAME + 1));
+    let e = err_of(v);
+    assert_eq!(e.code, code::INVALID_CONFIG);
+    assert!(
+        e.msg
+            .starts_with("name: the network name is 201 bytes long; the limit is 200"),
+        "{e}"
+    );
+}
+
+#[test]
+fn interface_names_are_literal() {
+    let cases = [
+        (
+            "eth*",
+            "\"eth*\" is not a literal interface name: holds '*', which nftables reads as a wildcard",
+        ),
+        ("e*t", "holds '*'"),
+        ("eth\\1", "holds '\\', which nftables reads as an escape"),
+        (
+            "eth\u{0}1",
+            "\"eth\\01\" is not an interface name: holds '\\0'",
+        ),
+        (
+            "eth\n1",
+            "\"eth\\n1\" is not an interface name: holds '\\n'",
+        ),
+        ("eth\u{1b}", "holds '\\u{1b}'"),
+        ("eth 1", "holds a space"),
+        ("a/b", "holds '/'"),
+        ("a:b", "holds ':'"),
+        (
+            "0123456789abcdef",
+            "is 16 bytes long; an interface name has at most 15",
+        ),
+    ];
+    for (name, want) in cases {
+        let mut v = base();
+        v["steering"][0]["gateways"][0]["dev"] = json!(name);
+        let e = err_of(v);
+        assert_eq!(e.code, code::INVALID_CONFIG, "{name:?}: {e}");
+        assert!(
+            e.msg.starts_with("steering[0].gateways[0].dev: ") && e.msg.contains(want),
+            "{name:?}: {e}"
+        );
+    }
+    // Literal in nftables and in Linux: '+' (a wildcard only in iptables,
+    // which gwsteer no longer uses) and the characters nft's own syntax
+    // would trip on, since names reach nft as JSON strings.
+    for name in ["eth+", "g\"{}$", "a.b"] {
+        let mut v = base();
+        v["steering"][0]["gateways"][0]["dev"] = json!(name);
+        assert!(Config::from_value(&v).is_ok(), "{name:?}");
+    }
+    // Every interface name of the config is read the same way.
+    let mut v = base();
+    v["steering"][0]["match"] = json!("connmark");
+    v["steering"][0]["mark"] = json!("0x10");
+    v["steering"][0]["ingressInterfaces"] = json!(["eth1", "eth*"]);
+    let e = err_of(v);
+    assert!(
+        e.msg
+            .starts_with("steering[0].ingressInterfaces[1]: \"eth*\" is not a literal"),
+        "{e}"
+    );
+    let mut v = with_vrf(vrf_base());
+    v["vrf"]["uplinks"] = json!(["up\\*"]);
+    let e = err_of(v);
+    assert!(e.msg.starts_with("vrf.uplinks[0]: "), "{e}");
+    let mut v = with_vrf(vrf_base());
+    v["vrf"]["legs"]["vrf"]["name"] = json!("leg*");
+    let e = err_of(v);
+    assert!(e.msg.starts_with("vrf.legs.vrf.name: "), "{e}");
+}
+
+#[test]
+fn unusable_gateways_are_refused_with_the_field() {
+    for (via, why) in [
+        ("0.0.0.0", "it is the unspecified address"),
+        ("::", "it is the unspecified address"),
+        ("255.255.255.255", "it is the broadcast address"),
+        ("224.0.0.1", "it is a multicast address"),
+        ("ff02::1", "it is a multicast address"),
+        ("127.0.0.1", "it is a loopback address"),
+        ("::1", "it is a loopback address"),
+    ] {
+        let mut v = base();
+        v["steering"][0]["gateways"][1]["via"] = json!(via);
+        let e = err_of(v);
+        assert_eq!(e.code, code::INVALID_CONFIG, "{via}: {e}");
+        assert_eq!(
+            e.msg,
+            format!("steering[0].gateways[1].via: {via} cannot be a gateway: {why}")
+        );
+    }
+    let mut v = with_vrf(vrf_base());
+    v["vrf"]["gateways"] = json!([{"via": "0.0.0.0"}]);
+    let e = err_of(v);
+    assert!(
+        e.msg
+            .starts_with("vrf.gateways[0].via: 0.0.0.0 cannot be a gateway"),
+        "{e}"
+    );
+    let mut v = base();
+    v["gatewayNetwork"] = json!({"router": "255.255.255.255"});
+    let e = err_of(v);
+    assert!(
+        e.msg
+            .starts_with("gatewayNetwork.router: 255.255.255.255 cannot be a router's address"),
+        "{e}"
+    );
+    // A link-local IPv6 gateway is a neighbour like any other.
+    let mut v = base();
+    v["steering"][0]["gateways"][1] = json!({"via": "fe80::1", "dev": "eth1"});
+    assert!(Config::from_value(&v).is_ok());
+}
+
+#[test]
+fn paths_are_bounded() {
+    let long = format!("/{}", "d/".repeat(MAX_PATH / 2));
+    for key in ["stateDir", "logFile"] {
+        let mut v = base();
+        v[key] = json!(format!("/{}", "x".repeat(MAX_PATH - 1)));
+        assert!(Config::from_value(&v).is_ok(), "{key}");
+        v[key] = json!(long);
+        let e = err_of(v);
+        assert_eq!(
+            e.msg,
+            format!(
+                "{key}: the path is {} bytes long; the limit is {MAX_PATH}",
+                long.len()
+            )
+        );
+        let mut v = base();
+        v[key] = json!("/run/a\u{0}b");
+        assert!(
+            err_of(v)
+                .msg
+                .starts_with(&format!("{key}: \"/run/a\\0b\" holds a NUL"))
+        );
+    }
+}

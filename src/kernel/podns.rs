@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result, code};
 use crate::kernel::netns::Netns;
 use crate::kernel::nft::command::{self, NftFailure};
+use crate::kernel::nft::json;
 use crate::model::Presence;
 
 /// Runs `f` on a thread inside the pod's network namespace.
@@ -92,37 +93,46 @@ fn run_nft(
     }
 }
 
+/// `nft -j -f -` with `input` in the pod's network namespace.
+fn nft_json_in(
+    netns: Option<&Path>,
+    input: &serde_json::Value,
+) -> Result<std::result::Result<String, String>> {
+    nft_in(netns, &["-j", "-f", "-"], &input.to_string())
+}
+
 /// The whole table in one transaction: made, or replaced if it drifted.
+/// All of it goes as JSON: the interface name is the pod's, and may hold
+/// anything Linux allows (`"`, `{`, `}`, `$` …).
 pub fn ensure_masquerade(netns: Option<&Path>, ifname: &str) -> Result<()> {
     let table = table_name(ifname);
-    // `add table` then `flush table` makes the script idempotent: the
-    // table's content is exactly what follows.
-    let script = format!(
-        "add table inet {table}\n\
-         flush table inet {table}\n\
-         table inet {table} {{\n\
-         \tchain postrouting {{\n\
-         \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
-         \t\toifname != \"{ifname}\" masquerade comment \"gwsteer: router pod\"\n\
-         \t}}\n\
-         }}\n"
-    );
-    nft_in(netns, &["-f", "-"], &script)?
-        .map(drop)
-        .map_err(|e| {
-            Error::kernel(format!(
-                "making nftables table inet {table} in the pod: {e}"
-            ))
-        })
+    let out_of = json::ifname_match("oifname", "!=", &[ifname.to_string()])
+        .map_err(|e| Error::kernel(format!("router pod masquerade: {e}")))?;
+    // `add table` then `flush table` makes it idempotent: the table's
+    // content is exactly what follows.
+    let tx = serde_json::json!({"nftables": [
+        {"add": {"table": json::table(&table)}},
+        {"flush": {"table": json::table(&table)}},
+        json::chain(&table, "postrouting", "nat", "postrouting", 100),
+        json::rule(&table, "postrouting", "gwsteer: router pod", vec![
+            out_of,
+            serde_json::json!({"masquerade": null}),
+        ]),
+    ]});
+    nft_json_in(netns, &tx)?.map(drop).map_err(|e| {
+        Error::kernel(format!(
+            "making nftables table inet {table:?} in the pod: {e}"
+        ))
+    })
 }
 
 fn list(netns: Option<&Path>, ifname: &str) -> Result<Option<String>> {
     let table = table_name(ifname);
-    match nft_in(netns, &["-j", "list", "table", "inet", &table], "")? {
+    match nft_json_in(netns, &json::on_table("list", &table))? {
         Ok(out) => Ok(Some(out)),
         Err(e) if e.contains("No such file") => Ok(None),
         Err(e) => Err(Error::kernel(format!(
-            "reading nftables table inet {table} in the pod: {e}"
+            "reading nftables table inet {table:?} in the pod: {e}"
         ))),
     }
 }
@@ -132,11 +142,11 @@ pub fn remove_masquerade(netns: Option<&Path>, ifname: &str) -> Result<()> {
         return Ok(());
     }
     let table = table_name(ifname);
-    match nft_in(netns, &["delete", "table", "inet", &table], "")? {
+    match nft_json_in(netns, &json::on_table("delete", &table))? {
         Ok(_) => Ok(()),
         Err(e) if e.contains("No such file") => Ok(()),
         Err(e) => Err(Error::kernel(format!(
-            "removing nftables table inet {table} in the pod: {e}"
+            "removing nftables table inet {table:?} in the pod: {e}"
         ))),
     }
 }
@@ -148,6 +158,8 @@ pub fn observe_masquerade(netns: Option<&Path>, ifname: &str) -> Result<Presence
     };
     let json: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Error::kernel(format!("nft printed JSON that does not parse: {e}")))?;
+    // nft lists the name as it was given: escaped where it needed to be.
+    let listed = json::literal_ifname(ifname).unwrap_or_default();
     let rules = json["nftables"].as_array().cloned().unwrap_or_default();
     let found = rules.iter().filter_map(|o| o.get("rule")).any(|rule| {
         let exprs = rule["expr"].as_array().cloned().unwrap_or_default();
@@ -155,7 +167,7 @@ pub fn observe_masquerade(netns: Option<&Path>, ifname: &str) -> Result<Presence
         let out_of = exprs.iter().any(|e| {
             e["match"]["op"] == "!="
                 && e["match"]["left"]["meta"]["key"] == "oifname"
-                && e["match"]["right"] == ifname
+                && e["match"]["right"] == listed.as_str()
         });
         masq && out_of && rule["chain"] == "postrouting"
     });
@@ -163,7 +175,7 @@ pub fn observe_masquerade(netns: Option<&Path>, ifname: &str) -> Result<Presence
         Presence::Present
     } else {
         Presence::Drifted(format!(
-            "table inet {} has no masquerade rule for traffic leaving by interfaces other than {ifname}",
+            "table inet {:?} has no masquerade rule for traffic leaving by interfaces other than {ifname:?}",
             table_name(ifname)
         ))
     })
@@ -213,6 +225,41 @@ mod tests {
         fn drop(&mut self) {
             let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
         }
+    }
+
+    /// Names nft's text syntax would read as syntax or as a pattern reach
+    /// it as JSON strings and are matched exactly.
+    #[test]
+    fn router_interface_names_reach_nft_as_json() {
+        let pod = NamedNetns::new("names");
+        let path = pod.path();
+        for ifname in ["g\"{}$", "g;x#", "gw*", "g\\w"] {
+            ensure_masquerade(Some(&path), ifname).unwrap();
+            ensure_masquerade(Some(&path), ifname).unwrap();
+            assert_eq!(
+                observe_masquerade(Some(&path), ifname).unwrap(),
+                Presence::Present,
+                "{ifname}"
+            );
+            let listed = pod.nft(&["-j", "list", "ruleset"]);
+            let text = String::from_utf8_lossy(&listed.stdout);
+            let want = serde_json::json!(json::literal_ifname(ifname).unwrap()).to_string();
+            assert!(
+                text.contains(&format!("\"right\": {want}")),
+                "{ifname}: {text}"
+            );
+            remove_masquerade(Some(&path), ifname).unwrap();
+            assert_eq!(
+                observe_masquerade(Some(&path), ifname).unwrap(),
+                Presence::Missing
+            );
+            remove_masquerade(Some(&path), ifname).unwrap();
+        }
+        // The one name nft cannot match exactly is refused, not widened.
+        let err = ensure_masquerade(Some(&path), "g\\*").unwrap_err();
+        assert!(err.msg.contains("cannot be matched exactly"), "{err}");
+        let listed = pod.nft(&["list", "ruleset"]);
+        assert!(listed.stdout.is_empty(), "{listed:?}");
     }
 
     #[test]

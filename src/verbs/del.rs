@@ -116,6 +116,39 @@ fn by_record(
     Ok(())
 }
 
+/// DEL of an attachment whose names are over gwsteer's limits (a network
+/// name over [`config::MAX_NETWORK_NAME`], a `stateDir` over
+/// [`config::MAX_PATH`], a container id or interface name over theirs): every ADD refuses such names, so nothing can be recorded
+/// for it, and DEL succeeds without opening the store (whose file names
+/// could not hold them). `None` for every other DEL.
+pub fn beyond_limits(stdin: &[u8]) -> Option<String> {
+    let raw: Value = serde_json::from_slice(stdin).ok()?;
+    let network = raw.get("name").and_then(Value::as_str);
+    let why = match network {
+        Some(n) if config::valid_cni_name(n) && n.len() > config::MAX_NETWORK_NAME => format!(
+            "name: the network name is {} bytes long; the limit is {}",
+            n.len(),
+            config::MAX_NETWORK_NAME
+        ),
+        _ => match raw.get("stateDir").and_then(Value::as_str) {
+            Some(dir) if dir.len() > config::MAX_PATH => format!(
+                "stateDir: the path is {} bytes long; the limit is {}",
+                dir.len(),
+                config::MAX_PATH
+            ),
+            _ => Env::beyond_limits()?,
+        },
+    };
+    let log_file = raw
+        .get("logFile")
+        .and_then(Value::as_str)
+        .filter(|p| p.starts_with('/'))
+        .map(std::path::Path::new);
+    crate::logging::init(log_file, log::LevelFilter::Info);
+    log::warn!("DEL: {why}; no ADD takes such a name, so nothing is recorded: nothing to remove");
+    Some(why)
+}
+
 /// DEL with a configuration that no longer validates: undo by record when
 /// the network name and state directory can still be read from it.
 /// `None` when even that is impossible (the caller reports the config error).

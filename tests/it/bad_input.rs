@@ -96,6 +96,12 @@ fn table() -> Vec<Row> {
             |i| i.config()["stateDir"] = json!("state"),
         ),
         row(
+            "stateDir past its limit",
+            7,
+            "stateDir: the path is 4001 bytes long; the limit is 3072",
+            |i| i.config()["stateDir"] = json!(format!("/{}", "s".repeat(4000))),
+        ),
+        row(
             "bad logLevel",
             7,
             "logLevel: \"verbose\" is not one of",
@@ -118,6 +124,18 @@ fn table() -> Vec<Row> {
             7,
             "steering: expected an array",
             |i| i.config()["steering"] = json!({"name": "oam"}),
+        ),
+        row(
+            "network name one past its limit",
+            7,
+            "name: the network name is 201 bytes long; the limit is 200",
+            |i| i.config()["name"] = json!("n".repeat(201)),
+        ),
+        row(
+            "network name past NAME_MAX",
+            7,
+            "name: the network name is 300 bytes long; the limit is 200",
+            |i| i.config()["name"] = json!("n".repeat(300)),
         ),
         // --- steering[]
         row(
@@ -143,6 +161,64 @@ fn table() -> Vec<Row> {
             7,
             "steering[0].gateways[0].dev: \"eth 1\" is not an interface name",
             |i| i.policy()["gateways"][0]["dev"] = json!("eth 1"),
+        ),
+        row(
+            "gateway dev with a wildcard",
+            7,
+            "steering[0].gateways[0].dev: \"eth*\" is not a literal interface name: holds '*', which nftables reads as a wildcard",
+            |i| i.policy()["gateways"][0]["dev"] = json!("eth*"),
+        ),
+        row(
+            "gateway dev with a backslash",
+            7,
+            "steering[0].gateways[0].dev: \"eth\\\\*\" is not a literal interface name",
+            |i| i.policy()["gateways"][0]["dev"] = json!("eth\\*"),
+        ),
+        row(
+            "gateway dev with a NUL",
+            7,
+            "steering[0].gateways[0].dev: \"eth\\01\" is not an interface name: holds '\\0'",
+            |i| i.policy()["gateways"][0]["dev"] = json!("eth\u{0}1"),
+        ),
+        row(
+            "gateway dev with a newline",
+            7,
+            "steering[0].gateways[0].dev: \"eth\\n1\" is not an interface name: holds '\\n'",
+            |i| i.policy()["gateways"][0]["dev"] = json!("eth\n1"),
+        ),
+        row(
+            "gateway dev of 16 bytes",
+            7,
+            "steering[0].gateways[0].dev: \"eth0123456789abc\" is not an interface name: is 16 bytes long; an interface name has at most 15",
+            |i| i.policy()["gateways"][0]["dev"] = json!("eth0123456789abc"),
+        ),
+        row(
+            "ingress interface with a wildcard",
+            7,
+            "steering[0].ingressInterfaces[0]: \"eth*\" is not a literal interface name",
+            |i| {
+                i.policy()["match"] = json!("connmark");
+                i.policy()["mark"] = json!("0x14");
+                i.policy()["ingressInterfaces"] = json!(["eth*"]);
+            },
+        ),
+        row(
+            "gateway 0.0.0.0",
+            7,
+            "steering[0].gateways[0].via: 0.0.0.0 cannot be a gateway: it is the unspecified address",
+            |i| i.policy()["gateways"][0]["via"] = json!("0.0.0.0"),
+        ),
+        row(
+            "gateway ::",
+            7,
+            "steering[0].gateways[1].via: :: cannot be a gateway: it is the unspecified address",
+            |i| i.policy()["gateways"][1]["via"] = json!("::"),
+        ),
+        row(
+            "gateway 255.255.255.255",
+            7,
+            "steering[0].gateways[0].via: 255.255.255.255 cannot be a gateway: it is the broadcast address",
+            |i| i.policy()["gateways"][0]["via"] = json!("255.255.255.255"),
         ),
         row(
             "unknown key in a gateway",
@@ -293,6 +369,21 @@ fn table() -> Vec<Row> {
             4,
             "CNI_CONTAINERID: \"c1/../../etc\" must be",
             |i| i.call.container_id = "c1/../../etc".into(),
+        ),
+        row(
+            "CNI_CONTAINERID one past its limit",
+            4,
+            "CNI_CONTAINERID: the container id is 201 bytes long; the limit is 200",
+            |i| i.call.container_id = "c".repeat(201),
+        ),
+        row(
+            "CNI_CONTAINERID past NAME_MAX on CHECK",
+            4,
+            "CNI_CONTAINERID: the container id is 250 bytes long; the limit is 200",
+            |i| {
+                i.call.command = "CHECK".into();
+                i.call.container_id = "c".repeat(250);
+            },
         ),
         row(
             "missing CNI_CONTAINERID on DEL",

@@ -11,6 +11,7 @@
 
 pub mod command;
 mod foreign;
+pub mod json;
 mod legacy;
 mod messages;
 mod nfnl;

@@ -14,8 +14,16 @@
 //! through the leak routes. Bit 31 of the conntrack mark is gwsteer's while
 //! `masquerade` is on (a `connmark` steering policy must not use it).
 
+use serde_json::{Value, json};
+
+use super::json;
 use crate::error::{Error, Result};
 use crate::model::Presence;
+
+/// `NF_IP_PRI_RAW`, `NF_IP_PRI_MANGLE`, `NF_IP_PRI_NAT_SRC`.
+const PRIO_RAW: i64 = -300;
+const PRIO_MANGLE: i64 = -150;
+const PRIO_SRCNAT: i64 = 100;
 
 /// The conntrack mark bit of connections that entered the VRF by its leg.
 pub const CT_MARK_BIT: u32 = 0x8000_0000;
@@ -24,48 +32,51 @@ pub fn table_name(vrf: &str) -> String {
     format!("gwsteer-vrf-{vrf}")
 }
 
-fn quoted(names: &[String]) -> String {
-    let list: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
-    format!("{{ {} }}", list.join(", "))
-}
-
-/// The table's script; `add` then `flush` makes it idempotent.
-pub fn script(vrf: &str, leg: &str, uplinks: &[String]) -> String {
+/// The table as one nft JSON transaction; `add` then `flush` makes it
+/// idempotent. Every name goes as a JSON string.
+pub fn transaction(vrf: &str, leg: &str, uplinks: &[String]) -> Result<Value> {
     let table = table_name(vrf);
     let mut zoned = vec![leg.to_string()];
     zoned.extend(uplinks.iter().cloned());
-    format!(
-        "add table inet {table}\n\
-         flush table inet {table}\n\
-         table inet {table} {{\n\
-         \tchain vrfzone {{\n\
-         \t\ttype filter hook prerouting priority raw; policy accept;\n\
-         \t\tiifname {zoned} ct zone set 1 comment \"gwsteer: vrf {vrf}: its own conntrack zone\"\n\
-         \t}}\n\
-         \tchain vrfmark {{\n\
-         \t\ttype filter hook prerouting priority mangle; policy accept;\n\
-         \t\tiifname \"{leg}\" ct state new ct mark set ct mark | {CT_MARK_BIT:#x} comment \"gwsteer: vrf {vrf}: from the pods\"\n\
-         \t}}\n\
-         \tchain vrfnat {{\n\
-         \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
-         \t\tct mark & {CT_MARK_BIT:#x} == {CT_MARK_BIT:#x} oifname {uplinks} masquerade comment \"gwsteer: vrf {vrf}: masquerade\"\n\
-         \t}}\n\
-         }}\n",
-        zoned = quoted(&zoned),
-        uplinks = quoted(uplinks),
-    )
+    let bad = |e: String| Error::kernel(format!("vrf {vrf:?} masquerade: {e}"));
+    let ct_mark = json!({"ct": {"key": "mark"}});
+    Ok(json!({"nftables": [
+        {"add": {"table": json::table(&table)}},
+        {"flush": {"table": json::table(&table)}},
+        json::chain(&table, "vrfzone", "filter", "prerouting", PRIO_RAW),
+        json::chain(&table, "vrfmark", "filter", "prerouting", PRIO_MANGLE),
+        json::chain(&table, "vrfnat", "nat", "postrouting", PRIO_SRCNAT),
+        json::rule(&table, "vrfzone", &format!("gwsteer: vrf {vrf}: its own conntrack zone"), vec![
+            json::ifname_match("iifname", "==", &zoned).map_err(bad)?,
+            json!({"mangle": {"key": {"ct": {"key": "zone"}}, "value": 1}}),
+        ]),
+        json::rule(&table, "vrfmark", &format!("gwsteer: vrf {vrf}: from the pods"), vec![
+            json::ifname_match("iifname", "==", &[leg.to_string()]).map_err(bad)?,
+            json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "new"}}),
+            json!({"mangle": {"key": ct_mark, "value": {"|": [ct_mark, CT_MARK_BIT]}}}),
+        ]),
+        json::rule(&table, "vrfnat", &format!("gwsteer: vrf {vrf}: masquerade"), vec![
+            json!({"match": {"op": "==", "left": {"&": [ct_mark, CT_MARK_BIT]}, "right": CT_MARK_BIT}}),
+            json::ifname_match("oifname", "==", uplinks).map_err(bad)?,
+            json!({"masquerade": null}),
+        ]),
+    ]}))
+}
+
+fn nft_json(input: &Value) -> Result<std::result::Result<String, String>> {
+    crate::kernel::podns::nft(&["-j", "-f", "-"], &input.to_string())
 }
 
 pub fn ensure(vrf: &str, leg: &str, uplinks: &[String]) -> Result<()> {
     let table = table_name(vrf);
-    crate::kernel::podns::nft(&["-f", "-"], &script(vrf, leg, uplinks))?
+    nft_json(&transaction(vrf, leg, uplinks)?)?
         .map(drop)
         .map_err(|e| Error::kernel(format!("making nftables table inet {table}: {e}")))
 }
 
 pub fn remove(vrf: &str) -> Result<()> {
     let table = table_name(vrf);
-    match crate::kernel::podns::nft(&["delete", "table", "inet", &table], "")? {
+    match nft_json(&json::on_table("delete", &table))? {
         Ok(_) => Ok(()),
         Err(e) if e.contains("No such file") => Ok(()),
         Err(e) => Err(Error::kernel(format!(
@@ -76,7 +87,7 @@ pub fn remove(vrf: &str) -> Result<()> {
 
 pub fn observe(vrf: &str) -> Result<Presence> {
     let table = table_name(vrf);
-    match crate::kernel::podns::nft(&["-j", "list", "table", "inet", &table], "")? {
+    match nft_json(&json::on_table("list", &table))? {
         Ok(text) if text.contains("\"masquerade\"") => Ok(Presence::Present),
         Ok(_) => Ok(Presence::Drifted("no masquerade rule".into())),
         Err(e) if e.contains("No such file") => Ok(Presence::Missing),
@@ -102,17 +113,37 @@ mod tests {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The table as nft lists it back, as text.
+    fn listed(vrf: &str) -> String {
+        let out = Command::new("nft")
+            .args(["list", "table", "inet", &table_name(vrf)])
+            .output()
+            .expect("running nft");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     #[test]
-    fn the_script_zones_the_vrf_side_and_masquerades_out_of_the_uplinks() {
-        let script = script("vrf-oam", "gl-vrf", &["eth1".into()]);
-        assert!(
-            script.contains("iifname { \"gl-vrf\", \"eth1\" } ct zone set 1"),
-            "{script}"
-        );
-        assert!(
-            script.contains("oifname { \"eth1\" } masquerade"),
-            "{script}"
-        );
+    fn the_table_zones_the_vrf_side_and_masquerades_out_of_the_uplinks() {
+        in_new_netns(|| {
+            ensure("vrf-oam", "gl-vrf", &["eth1".into()]).unwrap();
+            let text = listed("vrf-oam");
+            for want in [
+                "type filter hook prerouting priority raw; policy accept;",
+                "iifname { \"eth1\", \"gl-vrf\" } ct zone set 1 comment \"gwsteer: vrf vrf-oam: its own conntrack zone\"",
+                "type filter hook prerouting priority mangle; policy accept;",
+                "iifname \"gl-vrf\" ct state new ct mark set ct mark | 0x80000000 comment \"gwsteer: vrf vrf-oam: from the pods\"",
+                "type nat hook postrouting priority srcnat; policy accept;",
+                "ct mark 0x80000000/1 oifname \"eth1\" masquerade comment \"gwsteer: vrf vrf-oam: masquerade\"",
+            ] {
+                assert!(text.contains(want), "{want}\n{text}");
+            }
+            // Names nft's text syntax would trip on go as JSON.
+            ensure("v\"{$", "l\"{}$", &["u;#".into(), "u+".into()]).unwrap();
+            assert_eq!(observe("v\"{$").unwrap(), Presence::Present);
+            remove("v\"{$").unwrap();
+            assert_eq!(observe("v\"{$").unwrap(), Presence::Missing);
+        });
     }
 
     #[test]
