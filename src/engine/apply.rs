@@ -5,6 +5,7 @@
 //! and restored by their last holder; an uplink gets back what it had.
 //! Teardown never stops at the first failure.
 
+use super::owner::Owner;
 use crate::error::{Error, Result, code};
 use crate::kernel::Kernel;
 use crate::model::{GroupKey, Object, Presence, Restore, Side};
@@ -196,17 +197,39 @@ fn gone_with_netns(obj: &Object, err: &Error) -> bool {
     obj.side() == Side::Pod && err.code == code::UNKNOWN_CONTAINER
 }
 
-/// Undo everything a record says: per-pod objects, then holds (removing
+/// Undo everything a record says: per-pod objects it still owns (one a
+/// newer ADD took over is left to that attachment), then holds (removing
 /// groups nobody holds any more). Never stops at the first error; the
 /// record is left for a retry when anything failed.
 pub fn teardown(store: &Store, kernel: &mut dyn Kernel, record: &Record) -> Result<()> {
     let mut errors = Vec::new();
     for obj in record.objects.iter().rev() {
+        match super::owner::owner(store, &record.id, obj) {
+            Ok(Owner::Mine { .. }) => {}
+            Ok(Owner::Other(holder)) => {
+                log::info!("{obj}: owned by {holder} (made by a newer ADD), left to it");
+                continue;
+            }
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
         log::debug!("remove {obj}");
         match kernel.remove(obj) {
             Ok(()) => {}
             Err(e) if gone_with_netns(obj, &e) => {}
-            Err(e) => errors.push(e),
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        }
+        // Also without an entry of its own: a killed DEL may have left the
+        // entry's directory behind, empty.
+        if super::owner::tracked(obj)
+            && let Err(e) = super::owner::release(store, &record.id, obj)
+        {
+            errors.push(e);
         }
     }
     for key in &record.holds {

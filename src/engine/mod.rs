@@ -8,6 +8,9 @@ pub mod audit;
 pub mod capture;
 #[cfg(test)]
 mod fake;
+pub mod owner;
+#[cfg(test)]
+mod owner_tests;
 #[cfg(test)]
 mod tests;
 

@@ -88,7 +88,8 @@ pub fn run(config: &Config, env: &Env) -> Result<Value> {
 }
 
 /// Node groups first, then the record's per-pod objects (the plan's,
-/// completed by `engine::capture`).
+/// completed by `engine::capture`), which this ADD owns from here on, even
+/// when an older record lists them too (`engine::owner`).
 fn make_real(
     store: &Store,
     kernel: &mut dyn Kernel,
@@ -99,6 +100,7 @@ fn make_real(
         store.hold(&group.key, &record.id)?;
         ensure_group(store, kernel, group)?;
     }
+    crate::engine::owner::claim(store, record)?;
     for obj in &record.objects {
         log::debug!("ensure {obj}");
         kernel.ensure(obj)?;
