@@ -6,6 +6,9 @@
 pub mod apply;
 pub mod audit;
 pub mod capture;
+pub mod claims;
+#[cfg(test)]
+mod claims_tests;
 #[cfg(test)]
 mod fake;
 pub mod owner;
