@@ -228,3 +228,31 @@ fn a_corrupt_policy_group_file_is_reported_and_the_last_del_removes_its_routes()
     assert_nothing_left(&t.node, &state_dir(&lab), NET, &[100]);
     del_pod(&t.node, &steer, &a);
 }
+
+/// The same for a group made before policies claimed their table (no claim
+/// in the node scope): the DEL's config says which table.
+#[test]
+fn a_corrupt_group_without_claims_is_found_by_the_configs_table() {
+    let lab = Lab::new("owncor1");
+    let t = Topo::build(&lab);
+    let steer = oam_conflist(&lab, NET, "1.1.0");
+    let a = add_pod(&lab, &t.node, &steer, "pod", "ctra", "default");
+    let node_scope = state_dir(&lab).join(".node");
+    for dir in ["holds", "nodes"] {
+        for entry in std::fs::read_dir(node_scope.join(dir)).unwrap().flatten() {
+            if entry.file_name().to_string_lossy().starts_with("claim.") {
+                let path = entry.path();
+                if path.is_dir() {
+                    std::fs::remove_dir_all(&path).unwrap();
+                } else {
+                    std::fs::remove_file(&path).unwrap();
+                }
+            }
+        }
+    }
+    let group = state_dir(&lab).join(NET).join("nodes/steering.oam.json");
+    std::fs::write(&group, b"not json").unwrap();
+    gwsteer_call(&t.node, &steer, "DEL", &a, Some(&a.result)).expect_ok("last DEL");
+    assert_nothing_left(&t.node, &state_dir(&lab), NET, &[100]);
+    del_pod(&t.node, &steer, &a);
+}
