@@ -51,6 +51,16 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The priorities of this policy's rules: its own and, for a `source`
+    /// policy with `exclude`, `priority − 1` for the exclusion rules.
+    pub fn rule_priorities(&self) -> Vec<u32> {
+        if matches!(self.matcher, Match::Source) && !self.exclude.is_empty() {
+            vec![self.priority, self.priority - 1]
+        } else {
+            vec![self.priority]
+        }
+    }
+
     pub fn gateways_of(&self, family: Family) -> Vec<&Gateway> {
         self.gateways
             .iter()
@@ -87,9 +97,43 @@ pub(super) fn parse_policies(v: &At) -> Result<Vec<Policy>> {
                 return Err(clash(&format!("priority {}", policy.priority), other));
             }
         }
+        priority_collision(&policies, &policy, index)?;
         policies.push(policy);
     }
     Ok(policies)
+}
+
+/// A policy's rules must not share a priority with another policy's: at one
+/// priority the kernel tries rules in insertion order, so which policy wins
+/// would depend on which pod came first. A `source` policy with `exclude`
+/// also uses `priority − 1`.
+fn priority_collision(earlier: &[Policy], policy: &Policy, index: usize) -> Result<()> {
+    let role = |p: &Policy, priority: u32| {
+        if priority == p.priority {
+            "steering rule"
+        } else {
+            "exclusion rules"
+        }
+    };
+    for (i, other) in earlier.iter().enumerate() {
+        let mine = policy.rule_priorities();
+        let Some(at) = other
+            .rule_priorities()
+            .into_iter()
+            .find(|p| mine.contains(p))
+        else {
+            continue;
+        };
+        return Err(Error::config(format!(
+            "steering[{index}].priority: {} puts the {} of policy \"{}\" at {at}, where steering[{i}] (policy \"{}\") has its {}; give them priorities that do not meet (a source policy with exclude also uses priority − 1)",
+            policy.priority,
+            role(policy, at),
+            policy.name,
+            other.name,
+            role(other, at),
+        )));
+    }
+    Ok(())
 }
 
 pub(super) fn parse_mark(v: &At) -> Result<u32> {

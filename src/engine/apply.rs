@@ -5,6 +5,7 @@
 //! and restored by their last holder; an uplink gets back what it had.
 //! Teardown never stops at the first failure.
 
+use super::owner::Owner;
 use crate::error::{Error, Result, code};
 use crate::kernel::Kernel;
 use crate::model::{GroupKey, Object, Presence, Restore, Side};
@@ -20,11 +21,17 @@ use crate::store::{NodeGroup, Record, Store};
 /// group reads the value before first writing it and keeps it, so that the
 /// last holder of any network restores it.
 pub fn ensure_group(store: &Store, kernel: &mut dyn Kernel, planned: &NodeGroup) -> Result<()> {
-    let stored = match store.group(&planned.key) {
-        Ok(g) => g,
-        Err(e) if e.code == code::STATE => None,
+    let (stored, corrupt) = match store.group(&planned.key) {
+        Ok(g) => (g, false),
+        Err(e) if e.code == code::STATE => (None, true),
         Err(e) => return Err(e),
     };
+    if stored.is_none() {
+        // First made in this store: is its table or priority another
+        // network's? (After a corrupt file was set aside, the kernel's
+        // objects are this store's own: only the node scope is asked.)
+        super::claims::take(store, kernel, planned, !corrupt)?;
+    }
     let mut group = planned.clone();
     if let Some(old) = &stored {
         group.restore = old.restore.clone();
@@ -176,16 +183,24 @@ pub fn remove_group(store: &Store, kernel: &mut dyn Kernel, key: &GroupKey) -> R
         Err(e) if e.code == code::STATE => None,
         Err(e) => return Err(e),
     };
-    if let Some(group) = group {
+    if let Some(group) = &group {
         let mut errors = Vec::new();
         for obj in group.objects.iter().rev() {
             log::debug!("remove {obj} (last holder of {key} gone)");
-            if let Err(e) = remove_member(store, kernel, &group, obj) {
+            if let Err(e) = remove_member(store, kernel, group, obj) {
                 errors.push(e);
             }
         }
         if let Some(e) = combine(errors) {
             return Err(e);
+        }
+    }
+    let tables = super::claims::release(store, key, group.as_ref().map(|g| g.claims.as_slice()))?;
+    if group.is_none() {
+        // The group's file is gone (set aside as corrupt): what it made
+        // can still be found in the table it claimed.
+        for table in tables {
+            super::claims::sweep_table(kernel, table)?;
         }
     }
     store.delete_group(key)
@@ -196,17 +211,39 @@ fn gone_with_netns(obj: &Object, err: &Error) -> bool {
     obj.side() == Side::Pod && err.code == code::UNKNOWN_CONTAINER
 }
 
-/// Undo everything a record says: per-pod objects, then holds (removing
+/// Undo everything a record says: per-pod objects it still owns (one a
+/// newer ADD took over is left to that attachment), then holds (removing
 /// groups nobody holds any more). Never stops at the first error; the
 /// record is left for a retry when anything failed.
 pub fn teardown(store: &Store, kernel: &mut dyn Kernel, record: &Record) -> Result<()> {
     let mut errors = Vec::new();
     for obj in record.objects.iter().rev() {
+        match super::owner::owner(store, &record.id, obj) {
+            Ok(Owner::Mine { .. }) => {}
+            Ok(Owner::Other(holder)) => {
+                log::info!("{obj}: owned by {holder} (made by a newer ADD), left to it");
+                continue;
+            }
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
         log::debug!("remove {obj}");
         match kernel.remove(obj) {
             Ok(()) => {}
             Err(e) if gone_with_netns(obj, &e) => {}
-            Err(e) => errors.push(e),
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        }
+        // Also without an entry of its own: a killed DEL may have left the
+        // entry's directory behind, empty.
+        if super::owner::tracked(obj)
+            && let Err(e) = super::owner::release(store, &record.id, obj)
+        {
+            errors.push(e);
         }
     }
     for key in &record.holds {

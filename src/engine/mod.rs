@@ -6,8 +6,14 @@
 pub mod apply;
 pub mod audit;
 pub mod capture;
+pub mod claims;
+#[cfg(test)]
+mod claims_tests;
 #[cfg(test)]
 mod fake;
+pub mod owner;
+#[cfg(test)]
+mod owner_tests;
 #[cfg(test)]
 mod tests;
 

@@ -77,6 +77,11 @@ pub struct NodeGroup {
     /// when its last holder goes.
     #[serde(default, skip_serializing_if = "Restore::is_empty")]
     pub restore: Restore,
+    /// Node-wide claims this group holds in the node scope (a steering
+    /// policy's table and rule priorities: [`GroupKey::TableClaim`],
+    /// [`GroupKey::PriorityClaim`]), released with the group.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub claims: Vec<GroupKey>,
 }
 
 impl NodeGroup {
@@ -87,6 +92,7 @@ impl NodeGroup {
             key,
             objects,
             restore: Restore::default(),
+            claims: Vec::new(),
         }
     }
 }
@@ -112,6 +118,16 @@ pub enum GroupKey {
     VrfLeak(String),
     /// `vrf.<name>.masquerade`: the VRF's masquerade table.
     VrfMasquerade(String),
+    /// `owner.<hash>`: who owns one per-pod node object (see
+    /// [`GroupKey::owner_of`]). Its one holder is the attachment whose ADD
+    /// last made the object; it has no group file, only the holder.
+    Owner(u64),
+    /// `claim.table.<id>`, in the node scope: the networks' policies that
+    /// use routing table `id` (holder `<network>@steering.<policy>`).
+    TableClaim(u32),
+    /// `claim.priority.<n>`, in the node scope: the networks' policies
+    /// whose rules use priority `n`.
+    PriorityClaim(u32),
 }
 
 impl GroupKey {
@@ -132,6 +148,20 @@ impl GroupKey {
     pub fn is_policy(&self) -> bool {
         matches!(self, GroupKey::Policy(_))
     }
+
+    /// The owner entry of a per-pod object: a stable hash (64-bit FNV-1a)
+    /// of the object as records store it, so that two records listing the
+    /// same kernel object (a pod address reused after a lost DEL) meet at
+    /// one entry, whatever else they hold.
+    pub fn owner_of(obj: &Object) -> GroupKey {
+        let text = serde_json::to_vec(obj).unwrap_or_default();
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in text {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        GroupKey::Owner(hash)
+    }
 }
 
 impl fmt::Display for GroupKey {
@@ -146,6 +176,9 @@ impl fmt::Display for GroupKey {
             GroupKey::VrfInfra(name) => write!(f, "infra.vrf.{name}"),
             GroupKey::VrfLeak(name) => write!(f, "vrf.{name}.leak"),
             GroupKey::VrfMasquerade(name) => write!(f, "vrf.{name}.masquerade"),
+            GroupKey::Owner(hash) => write!(f, "owner.{hash:016x}"),
+            GroupKey::TableClaim(table) => write!(f, "claim.table.{table}"),
+            GroupKey::PriorityClaim(priority) => write!(f, "claim.priority.{priority}"),
         }
     }
 }
@@ -181,6 +214,26 @@ impl FromStr for GroupKey {
                 .parse()
                 .map(GroupKey::Exemption)
                 .map_err(|_| bad());
+        }
+        if let Some(hex) = s.strip_prefix("owner.") {
+            if hex.len() != 16 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad());
+            }
+            return u64::from_str_radix(hex, 16)
+                .map(GroupKey::Owner)
+                .map_err(|_| bad());
+        }
+        let number = |n: &str| {
+            if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            n.parse::<u32>().map_err(|_| bad())
+        };
+        if let Some(n) = s.strip_prefix("claim.table.") {
+            return number(n).map(GroupKey::TableClaim);
+        }
+        if let Some(n) = s.strip_prefix("claim.priority.") {
+            return number(n).map(GroupKey::PriorityClaim);
         }
         if let Some(rest) = s.strip_prefix("vrf.") {
             if let Some(name) = rest.strip_suffix(".leak") {
@@ -285,6 +338,9 @@ mod tests {
             GroupKey::VrfInfra("vrf-oam".into()),
             GroupKey::VrfLeak("vrf-oam".into()),
             GroupKey::VrfMasquerade("vrf-oam".into()),
+            GroupKey::Owner(0x0123_4567_89ab_cdef),
+            GroupKey::TableClaim(100),
+            GroupKey::PriorityClaim(999),
         ];
         let names: Vec<String> = keys.iter().map(ToString::to_string).collect();
         // The names of schema 1, unchanged.
@@ -299,6 +355,9 @@ mod tests {
                 "infra.vrf.vrf-oam",
                 "vrf.vrf-oam.leak",
                 "vrf.vrf-oam.masquerade",
+                "owner.0123456789abcdef",
+                "claim.table.100",
+                "claim.priority.999",
             ]
         );
         for (key, name) in keys.iter().zip(&names) {
@@ -311,6 +370,11 @@ mod tests {
             "nodes",
             "exemption.10.0.0.0",
             "vrf.x",
+            "owner.123",
+            "owner.0123456789abcdeg",
+            "claim.table.",
+            "claim.table.-1",
+            "claim.priority.4294967296",
         ] {
             assert!(bad.parse::<GroupKey>().is_err(), "{bad:?}");
         }

@@ -232,8 +232,17 @@ fn tidy_node_scope(
         let mut holders = 0;
         for holder in node.holders(&key)? {
             let (net, group) = holder.split_once('@').unwrap_or((holder.as_str(), ""));
+            // A group whose file was set aside as corrupt is not gone while
+            // attachments still hold it: its last DEL finds its table by the
+            // claim.
             let gone = match nets.get(net) {
-                Some(n) => !n.groups.iter().any(|g| g.key.to_string() == group),
+                Some(n) => {
+                    !n.groups.iter().any(|g| g.key.to_string() == group)
+                        && !n
+                            .records
+                            .iter()
+                            .any(|r| r.holds.iter().any(|k| k.to_string() == group))
+                }
                 None => !state_dir.join(net).exists(),
             };
             if !gone {

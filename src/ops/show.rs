@@ -59,18 +59,30 @@ pub fn run(state_dir: &Path, json: bool) -> Result<i32> {
             }));
         }
         let mut groups = Vec::new();
+        let mut corrupt: Vec<String> = corrupt
+            .iter()
+            .map(|c| c.moved_to.display().to_string())
+            .collect();
         for key in store.group_keys()? {
-            let objects = match store.group(&key)? {
-                Some(g) => observed(kernel.as_mut(), &g.objects, &mut problems)?,
-                None => Vec::new(),
+            let objects = match store.group(&key) {
+                Ok(Some(g)) => observed(kernel.as_mut(), &g.objects, &mut problems)?,
+                Ok(None) => Vec::new(),
+                // Set aside by the store; its objects are unknown.
+                Err(e) if e.code == crate::error::code::STATE => {
+                    corrupt.push(e.msg);
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
             groups.push(
                 json!({"key": key, "holders": store.holders(&key)?.len(), "objects": objects}),
             );
         }
         problems += corrupt.len();
-        networks.push(json!({"network": network, "attachments": atts, "nodeGroups": groups,
-            "corrupt": corrupt.iter().map(|c| c.moved_to.display().to_string()).collect::<Vec<_>>()}));
+        networks.push(
+            json!({"network": network, "attachments": atts, "nodeGroups": groups,
+            "corrupt": corrupt}),
+        );
     }
     if json {
         println!("{}", json!({"networks": networks, "problems": problems}));

@@ -77,6 +77,20 @@ fn source_rules(policy: &Policy, pod: &Pod) -> Vec<RuleSpec> {
     rules
 }
 
+/// What a policy takes on the node, that no other gwsteer network may
+/// use: its table, and the priorities of its rules (`priority − 1` too for
+/// a `source` policy's exclusion rules).
+pub fn claims(policy: &Policy) -> Vec<GroupKey> {
+    let mut out = vec![GroupKey::TableClaim(policy.table)];
+    out.extend(
+        policy
+            .rule_priorities()
+            .into_iter()
+            .map(GroupKey::PriorityClaim),
+    );
+    out
+}
+
 /// The fwmark rule that sends a mark/connmark policy's packets to its table.
 fn fwmark_rule(policy: &Policy, family: Family, mark: u32, mask: Option<u32>) -> RuleSpec {
     RuleSpec {
@@ -169,8 +183,9 @@ pub(super) fn policy_plan(
             sysctls.push(SRC_VALID_MARK);
         }
     }
-    out.groups
-        .push(NodeGroup::new(GroupKey::Policy(policy.name.clone()), node));
+    let mut group = NodeGroup::new(GroupKey::Policy(policy.name.clone()), node);
+    group.claims = claims(policy);
+    out.groups.push(group);
     for key in sysctls {
         let group_key = GroupKey::Sysctl(key.to_string());
         if !out.groups.iter().any(|g| g.key == group_key) {

@@ -68,9 +68,19 @@ pub fn run(config: &Config, env: &Env) -> Result<Value> {
         replace_old(&store, kernel.as_mut(), old, &record)?;
     }
     store.put(&record)?;
-    if let Err(e) = make_real(&store, kernel.as_mut(), &plan.groups, &record) {
+    if let Err((e, touched)) = make_real(&store, kernel.as_mut(), &plan.groups, &record) {
         log::error!("{e}; undoing this ADD");
-        if let Err(undo) = teardown(&store, kernel.as_mut(), &record) {
+        // Per-pod objects this ADD never reached are not its to remove: the
+        // same rule may be another attachment's (a refused table claim).
+        let undo = if touched || old.is_some() {
+            record.clone()
+        } else {
+            Record {
+                objects: Vec::new(),
+                ..record.clone()
+            }
+        };
+        if let Err(undo) = teardown(&store, kernel.as_mut(), &undo) {
             log::error!("undo incomplete, record kept for DEL/GC: {undo}");
         } else {
             store.delete(&id)?;
@@ -88,20 +98,25 @@ pub fn run(config: &Config, env: &Env) -> Result<Value> {
 }
 
 /// Node groups first, then the record's per-pod objects (the plan's,
-/// completed by `engine::capture`).
+/// completed by `engine::capture`), which this ADD owns from here on, even
+/// when an older record lists them too (`engine::owner`). On failure, also
+/// whether the per-pod objects were reached.
 fn make_real(
     store: &Store,
     kernel: &mut dyn Kernel,
     groups: &[crate::model::NodeGroup],
     record: &Record,
-) -> Result<()> {
+) -> std::result::Result<(), (Error, bool)> {
     for group in groups {
-        store.hold(&group.key, &record.id)?;
-        ensure_group(store, kernel, group)?;
+        store
+            .hold(&group.key, &record.id)
+            .and_then(|()| ensure_group(store, kernel, group))
+            .map_err(|e| (e, false))?;
     }
+    crate::engine::owner::claim(store, record).map_err(|e| (e, true))?;
     for obj in &record.objects {
         log::debug!("ensure {obj}");
-        kernel.ensure(obj)?;
+        kernel.ensure(obj).map_err(|e| (e, true))?;
     }
     Ok(())
 }

@@ -16,7 +16,16 @@ pub fn run(config: &Config, env: &Env) -> Result<()> {
     // Declared before the store, so dropped after its lock: see `by_record`.
     let mut kernel = None;
     let store = open_store(config)?;
-    match by_record(&store, env, &config.network, &mut kernel) {
+    // A steering policy's table, for a group whose file is lost.
+    let table_of = |key: &GroupKey| match key {
+        GroupKey::Policy(name) => config
+            .steering
+            .iter()
+            .find(|p| &p.name == name)
+            .map(|p| p.table),
+        _ => None,
+    };
+    match by_record(&store, env, &config.network, &mut kernel, &table_of) {
         Err(e) if e.code == code::STATE => {
             // The record was unreadable (and is set aside): remove what the
             // config and prevResult say this attachment made, so no rule is
@@ -75,11 +84,17 @@ fn by_plan(store: &Store, config: &Config, env: &Env) -> Result<()> {
 /// elements waits for the kernel's deferred clean-up (an RCU grace period,
 /// ~30 ms on the benchmark VM), and concurrent DELs must not queue for the
 /// lock behind each other's waits.
+///
+/// `table_of` gives a steering policy's table from the config (`None`
+/// without one): when the record's policy group file is lost (set aside as
+/// corrupt) and this DEL is its last holder, gwsteer's routes in that table
+/// and rules pointing at it are removed too, as nothing else knows them.
 fn by_record(
     store: &Store,
     env: &Env,
     network: &str,
     kernel: &mut Option<Box<dyn Kernel>>,
+    table_of: &dyn Fn(&GroupKey) -> Option<u32>,
 ) -> Result<()> {
     let id: AttachmentId = env.attachment();
     crate::logging::set_context(format!(
@@ -104,7 +119,21 @@ fn by_record(
             .clone()
             .or_else(|| record.netns.as_ref().map(Into::into));
         let kernel = kernel.insert(new_kernel(netns)?);
+        let lost: Vec<(&GroupKey, u32)> = record
+            .holds
+            .iter()
+            .filter_map(|k| table_of(k).map(|t| (k, t)))
+            .filter(|(k, _)| !matches!(store.group(k), Ok(Some(_))))
+            .collect();
         teardown(store, kernel.as_mut(), &record)?;
+        for (key, table) in lost {
+            if store.unheld(key)? {
+                log::warn!(
+                    "group {key}: its file was lost; removing gwsteer's objects of table {table}"
+                );
+                crate::engine::claims::sweep_table(kernel.as_mut(), table)?;
+            }
+        }
     }
     store.delete(&id)?;
     log::info!(
@@ -173,7 +202,7 @@ pub fn lenient(stdin: &[u8]) -> Option<Result<Value>> {
     log::warn!("configuration does not validate; removing by record only");
     let mut kernel = None;
     let outcome = Store::open(state_dir.as_ref(), network, LOCK_WAIT)
-        .and_then(|store| by_record(&store, &env, network, &mut kernel))
+        .and_then(|store| by_record(&store, &env, network, &mut kernel, &|_| None))
         .map(|()| Value::Null);
     Some(outcome)
 }

@@ -271,6 +271,32 @@ fn table() -> Vec<Row> {
             },
         ),
         row(
+            "exclusion rules at another policy's priority",
+            7,
+            "steering[1].priority: 1001 puts the exclusion rules of policy \"oam2\" at 1000, where steering[0] (policy \"oam\") has its steering rule",
+            |i| {
+                i.policy()["priority"] = json!(1000);
+                let mut second = i.policy().clone();
+                second["name"] = json!("oam2");
+                second["table"] = json!(101);
+                second["priority"] = json!(1001);
+                i.config()["steering"].as_array_mut().unwrap().push(second);
+            },
+        ),
+        row(
+            "steering rule at another policy's exclusion priority",
+            7,
+            "steering[1].priority: 999 puts the steering rule of policy \"oam2\" at 999, where steering[0] (policy \"oam\") has its exclusion rules",
+            |i| {
+                i.policy()["priority"] = json!(1000);
+                let mut second = i.policy().clone();
+                second["name"] = json!("oam2");
+                second["table"] = json!(101);
+                second["priority"] = json!(999);
+                i.config()["steering"].as_array_mut().unwrap().push(second);
+            },
+        ),
+        row(
             "bad CIDR",
             7,
             "steering[0].exclude[1]: \"10.96.0.0/33\" is not a CIDR",

@@ -812,16 +812,12 @@ fn sysctls(fw: Fw, tag: &str) {
     );
     set("0", "0");
 
-    // Two networks (one state dir, as on a node) share the node's sysctl.
+    // Two networks (one state dir, as on a node) share the node's sysctl
+    // (each with its own table and rule priority: CONTRACT 4).
     let other = "fwsteer2";
-    let connmark = fw_config(
-        fw,
-        other,
-        &state,
-        json!([connmark_policy(
-            "ret", 101, "0x15", "eth-b", RTR_B_V4, RTR_B_V6
-        )]),
-    );
+    let mut ret = connmark_policy("ret", 101, "0x15", "eth-b", RTR_B_V4, RTR_B_V6);
+    ret["priority"] = json!(1100);
+    let connmark = fw_config(fw, other, &state, json!([ret]));
     run_one(&node, Call::add(&mark, 0)).expect_ok("ADD");
     run_one(&node, Call::add(&connmark, 0)).expect_ok("ADD");
     assert_eq!(values(), ("1".into(), "0".into()), "two networks attached");

@@ -27,6 +27,7 @@ mod gateway_network_v6;
 mod bad_input;
 mod hardening_input;
 mod lifecycle;
+mod ownership;
 
 // Reliability: killed mid-call, concurrent calls, drift and the CLI that repairs it.
 mod cli;

@@ -496,6 +496,9 @@ fn add_result_is_the_prev_result_in_the_config_version() {
     let t = Topo::build(&lab);
     for (i, version) in ["1.0.0", "1.1.0"].into_iter().enumerate() {
         let network = format!("steer{i}");
+        // Each network its own table and rule priority (CONTRACT 4).
+        let mut policy = source_policy("oam", 100 + i as u32);
+        policy["priority"] = json!(1000 + 100 * i);
         let conf = bridge_conflist(
             &network,
             version,
@@ -505,10 +508,7 @@ fn add_result_is_the_prev_result_in_the_config_version() {
                 &format!("fd00:244:0:{}::/64", i + 1),
             ],
             &lab.subdir(&format!("ipam{i}")),
-            gwsteer_plugin(
-                &state_dir(&lab),
-                json!({"steering": [source_policy("oam", 100 + i as u32)]}),
-            ),
+            gwsteer_plugin(&state_dir(&lab), json!({"steering": [policy]})),
         );
         let pod_ns = lab.netns(&format!("pod{i}"));
         let cid = format!("ctr{i}");
