@@ -38,15 +38,31 @@
 //! removes it), never a count that silently drifts. "Am I the last holder?"
 //! reads one directory entry, so it costs the same with 1 or 1000 pods.
 
-use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
-use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+//!
+//! The store is root's ([`file`]): a state directory anyone else can
+//! write is refused, nothing in it is followed through a symlink, and only
+//! regular root-owned files are read; anything else where a record, a
+//! group or a holder list belongs is set aside in `corrupt/`, as is a
+//! record or group whose content names another attachment or group than
+//! its file name. The lock holds only while the locked file is still the
+//! one at the lock path ([`lock`]).
+
+mod file;
+mod holds;
+mod lock;
+#[cfg(test)]
+mod tests;
+
+use std::fs::File;
+use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result, code};
+use file::Entry;
+use lock::Turn;
 
 pub use crate::model::{AttachmentId, GroupKey, NodeGroup, OLDEST_SCHEMA, Record, SCHEMA};
 
@@ -64,6 +80,13 @@ pub struct Corrupt {
 /// An open, locked store for one network. The lock is released on drop.
 pub struct Store {
     dir: PathBuf,
+    /// `<network>/`, locked too (see [`lock`]); released before `lock`.
+    net: File,
+    attachments: File,
+    nodes: File,
+    holds: File,
+    /// The state directory, for the node scope next to this store.
+    state: File,
     lock: File,
     /// How long taking the lock took.
     pub waited: Duration,
@@ -77,65 +100,61 @@ pub fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn mkdir(path: &Path) -> Result<()> {
-    match DirBuilder::new().recursive(true).mode(0o700).create(path) {
-        Ok(()) => Ok(()),
-        Err(e) => Err(Error::io(format!("creating {}", path.display()), e)),
-    }
+/// Which of the store's directories a file is in.
+#[derive(Clone, Copy)]
+enum Sub {
+    Attachments,
+    Nodes,
+    Holds,
 }
 
-/// The lock file; with `create`, made if absent. The first call on a new
-/// store makes the subdirectories before it makes the lock file, and every
-/// call that does not find the lock file makes them too: whoever gets
-/// past here finds them, also when several first calls race (a process
-/// that found `<network>/` made by another's `mkdir` would otherwise write
-/// into a subdirectory that does not exist yet).
-fn open_lock(path: &Path, create: bool) -> std::io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(create)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
-}
-
-/// Who is asking for a store's lock (see the module notes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Turn {
-    /// An ADD: says it waits, and goes before the others.
-    Add,
-    /// Anyone else: lets waiting ADDs go first.
-    AfterAdds,
-    /// The node-wide store: taken inside a network's lock, briefly.
-    Plain,
-}
-
-/// Backoff between two tries of a lock.
-struct Backoff {
-    start: Instant,
-    wait: Duration,
-    pause: Duration,
-}
-
-impl Backoff {
-    fn new(wait: Duration) -> Backoff {
-        Backoff {
-            start: Instant::now(),
-            wait,
-            pause: Duration::from_micros(200),
+impl Sub {
+    fn name(self) -> &'static str {
+        match self {
+            Sub::Attachments => "attachments",
+            Sub::Nodes => "nodes",
+            Sub::Holds => "holds",
         }
     }
+}
 
-    /// Sleep before the next try; false once `wait` has passed.
-    fn pause(&mut self) -> bool {
-        if self.start.elapsed() >= self.wait {
-            return false;
-        }
-        std::thread::sleep(self.pause);
-        self.pause = (self.pause * 2).min(Duration::from_millis(10));
-        true
+/// Set entry `name` of `from` (at `<dir>/<prefix>`) aside as
+/// `corrupt/<name>.<time>` (`corrupt/holds.<key>….<time>` for what was in
+/// `holds/`): renamed, never followed or read; logged.
+fn set_aside_in(
+    net: &File,
+    dir: &Path,
+    from: (&File, &str),
+    name: &str,
+    reason: String,
+) -> Result<Corrupt> {
+    let (from_dir, prefix) = from;
+    let corrupt_path = dir.join("corrupt");
+    let corrupt = file::private_dir(net, &corrupt_path, "corrupt", true)?
+        .ok_or_else(|| Error::new(code::IO, format!("{} vanished", corrupt_path.display())))?;
+    let file = dir.join(format!("{prefix}{name}"));
+    let origin = match prefix.strip_prefix("holds/") {
+        Some(_) => prefix.replace('/', "."),
+        None => String::new(),
+    };
+    let mut to = format!("{origin}{name}.{}", now());
+    if file::stat_entry(&corrupt, &to).ok().flatten().is_some() {
+        to = format!("{to}.{}", std::process::id());
     }
+    file::rename(from_dir, name, &corrupt, &to)
+        .map_err(|e| Error::io(format!("setting aside {}", file.display()), e))?;
+    let moved_to = corrupt_path.join(&to);
+    crate::fault::state_changed(&format_args!("set aside {}", file.display()));
+    log::error!(
+        "state record {} is unreadable ({reason}); set aside as {}",
+        file.display(),
+        moved_to.display()
+    );
+    Ok(Corrupt {
+        file,
+        moved_to,
+        reason,
+    })
 }
 
 impl Store {
@@ -143,117 +162,71 @@ impl Store {
     /// most `wait`, after any ADD that is waiting for it. A timeout is CNI
     /// error 11 ("try again later").
     pub fn open(state_dir: &Path, network: &str, wait: Duration) -> Result<Store> {
-        Store::open_as(state_dir, network, wait, Turn::AfterAdds)
+        Store::open_as(state_dir, network, wait, Turn::AfterAdds, true).map(Option::unwrap)
     }
 
     /// [`Store::open`] for an ADD: it goes before every other caller that
     /// is waiting (pod starts are what kubelet waits on).
     pub fn open_for_add(state_dir: &Path, network: &str, wait: Duration) -> Result<Store> {
-        Store::open_as(state_dir, network, wait, Turn::Add)
+        Store::open_as(state_dir, network, wait, Turn::Add, true).map(Option::unwrap)
     }
 
-    fn open_as(state_dir: &Path, network: &str, wait: Duration, turn: Turn) -> Result<Store> {
-        let dir = state_dir.join(network);
-        let lock_path = dir.join("lock");
-        let lock = match open_lock(&lock_path, false) {
-            Ok(f) => f,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                for sub in ["attachments", "nodes", "holds"] {
-                    mkdir(&dir.join(sub))?;
-                }
-                open_lock(&lock_path, true)
-                    .map_err(|e| Error::io(format!("opening {}", lock_path.display()), e))?
-            }
-            Err(e) => return Err(Error::io(format!("opening {}", lock_path.display()), e)),
-        };
-        let mut backoff = Backoff::new(wait);
-        let timeout = |why: &str| {
-            Error::new(
-                code::TRY_AGAIN_LATER,
-                format!(
-                    "state store {} {why}; gave up after {} ms",
-                    lock_path.display(),
-                    wait.as_millis()
-                ),
-            )
-        };
-        let adds_path = dir.join("lock.add");
-        // `lock.add` is made by the first ADD that has to wait; where it is
-        // missing, no ADD ever waited here.
-        let open_adds = |create: bool| match open_lock(&adds_path, create) {
-            Ok(f) => Ok(Some(f)),
-            Err(e) if e.kind() == ErrorKind::NotFound && !create => Ok(None),
-            Err(e) => Err(Error::io(format!("opening {}", adds_path.display()), e)),
-        };
-        // Is an ADD waiting? (Taking `lock.add` exclusively for an instant
-        // succeeds only when no ADD holds it shared.)
-        let add_waiting = |adds: &File| match adds.try_lock() {
-            Ok(()) => {
-                let _ = adds.unlock();
-                Ok(false)
-            }
-            Err(TryLockError::WouldBlock) => Ok(true),
-            Err(TryLockError::Error(e)) => {
-                Err(Error::io(format!("locking {}", adds_path.display()), e))
-            }
-        };
-        let mut adds: Option<File> = None;
-        let mut announced = false;
-        loop {
-            match lock.try_lock() {
-                Ok(()) if turn != Turn::AfterAdds => break,
-                Ok(()) => {
-                    if adds.is_none() {
-                        adds = open_adds(false)?;
-                    }
-                    match &adds {
-                        // An ADD started waiting meanwhile: it goes first.
-                        Some(a) if add_waiting(a)? => {
-                            let _ = lock.unlock();
-                        }
-                        _ => break,
-                    }
-                }
-                Err(TryLockError::WouldBlock) => {
-                    if turn == Turn::Add && !announced {
-                        if adds.is_none() {
-                            adds = open_adds(true)?;
-                        }
-                        // Shared with other waiting ADDs; only another
-                        // caller's instant probe holds it exclusively.
-                        announced = adds.as_ref().is_some_and(|a| a.try_lock_shared().is_ok());
-                    }
-                }
-                Err(TryLockError::Error(e)) => {
-                    return Err(Error::io(format!("locking {}", lock_path.display()), e));
-                }
-            }
-            if !backoff.pause() {
-                return Err(timeout("is locked by another gwsteer"));
-            }
-            // The others wait here, off the lock, while any ADD waits.
-            if turn == Turn::AfterAdds {
-                if adds.is_none() {
-                    adds = open_adds(false)?;
-                }
-                if let Some(a) = &adds {
-                    while add_waiting(a)? {
-                        if !backoff.pause() {
-                            return Err(timeout("was wanted by pod starts (ADD) all the while"));
-                        }
-                    }
-                }
-            }
+    /// [`Store::open`] when there is nothing to do without a store (DEL):
+    /// `None`, and nothing made, when the state directory or the network's
+    /// directory does not exist (or the state directory is not a
+    /// directory). A store that exists is locked as by [`Store::open`].
+    pub fn open_existing(state_dir: &Path, network: &str, wait: Duration) -> Result<Option<Store>> {
+        Store::open_as(state_dir, network, wait, Turn::AfterAdds, false)
+    }
+
+    fn open_as(
+        state_dir: &Path,
+        network: &str,
+        wait: Duration,
+        turn: Turn,
+        create: bool,
+    ) -> Result<Option<Store>> {
+        match file::open_state_dir(state_dir, create)? {
+            Some(state) => Store::open_in(state, state_dir, network, wait, turn, create),
+            None => Ok(None),
         }
-        // The ADD has the lock: it no longer waits (closing `adds` would
-        // release it too).
-        drop(adds);
-        Ok(Store {
+    }
+
+    /// The store `network` in the state directory `state` (at `state_dir`).
+    /// Once `<network>/` exists its subdirectories are made too: whoever
+    /// gets past here finds them, also when several first calls race.
+    fn open_in(
+        state: File,
+        state_dir: &Path,
+        network: &str,
+        wait: Duration,
+        turn: Turn,
+        create: bool,
+    ) -> Result<Option<Store>> {
+        let dir = state_dir.join(network);
+        let Some(net) = file::private_dir(&state, &dir, network, create)? else {
+            return Ok(None);
+        };
+        let sub = |name: &str| -> Result<File> {
+            let path = dir.join(name);
+            file::private_dir(&net, &path, name, true)?
+                .ok_or_else(|| Error::new(code::IO, format!("{} vanished", path.display())))
+        };
+        let (attachments, nodes, holds) = (sub("attachments")?, sub("nodes")?, sub("holds")?);
+        let set_aside =
+            |name: &str, why: String| set_aside_in(&net, &dir, (&net, ""), name, why).map(|_| ());
+        let (lock, waited) = lock::take(&net, &dir, wait, turn, &set_aside)?;
+        Ok(Some(Store {
             dir,
+            net,
+            attachments,
+            nodes,
+            holds,
+            state,
             lock,
-            waited: backoff.start.elapsed(),
+            waited,
             wait,
-        })
+        }))
     }
 
     pub fn dir(&self) -> &Path {
@@ -276,7 +249,12 @@ impl Store {
     /// same bound on the wait. Take it only while holding a network's lock.
     pub fn open_node_scope(&self) -> Result<Store> {
         let root = self.dir.parent().unwrap_or(Path::new("/"));
-        let node = Store::open_as(root, NODE_SCOPE, self.wait, Turn::Plain)?;
+        let state = self
+            .state
+            .try_clone()
+            .map_err(|e| Error::io(format!("opening {}", root.display()), e))?;
+        let node = Store::open_in(state, root, NODE_SCOPE, self.wait, Turn::Plain, true)?
+            .ok_or_else(|| Error::new(code::IO, format!("{NODE_SCOPE} vanished")))?;
         if node.waited > Duration::from_secs(1) {
             log::warn!(
                 "waited {} ms for the node-wide state lock",
@@ -286,120 +264,149 @@ impl Store {
         Ok(node)
     }
 
-    fn record_path(&self, id: &AttachmentId) -> PathBuf {
-        self.dir
-            .join("attachments")
-            .join(format!("{}.json", id.stem()))
+    fn sub(&self, sub: Sub) -> &File {
+        match sub {
+            Sub::Attachments => &self.attachments,
+            Sub::Nodes => &self.nodes,
+            Sub::Holds => &self.holds,
+        }
     }
 
-    fn group_path(&self, key: &GroupKey) -> PathBuf {
-        self.dir.join("nodes").join(format!("{key}.json"))
+    fn path(&self, sub: Sub, name: &str) -> PathBuf {
+        self.dir.join(sub.name()).join(name)
     }
 
-    fn holds_dir(&self, key: &GroupKey) -> PathBuf {
-        self.dir.join("holds").join(key.to_string())
+    /// Set entry `name` of `sub` aside in `corrupt/` (see [`set_aside_in`]).
+    fn set_aside(&self, sub: Sub, name: &str, reason: String) -> Result<Corrupt> {
+        let prefix = format!("{}/", sub.name());
+        let corrupt = set_aside_in(&self.net, &self.dir, (self.sub(sub), &prefix), name, reason)?;
+        Ok(corrupt)
     }
 
-    /// Write `value` to `path` atomically (temp file + rename), mode 0600.
-    fn write_json<T: Serialize>(&self, path: &Path, value: &T) -> Result<()> {
+    /// Write `value` to `name` in `sub` atomically (temp file + rename), mode 0600.
+    fn write_json<T: Serialize>(&self, sub: Sub, name: &str, value: &T) -> Result<()> {
+        let path = self.path(sub, name);
         let text = serde_json::to_vec_pretty(value)
             .map_err(|e| Error::new(code::STATE, format!("encoding {}: {e}", path.display())))?;
-        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-        let write = || -> std::io::Result<()> {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(&text)?;
-            fs::rename(&tmp, path)
-        };
-        write().map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            Error::io(format!("writing {}", path.display()), e)
-        })?;
+        let dir = self.sub(sub);
+        let mut written = file::write_atomic(dir, name, &text);
+        if written
+            .as_ref()
+            .is_err_and(|e| matches!(e.raw_os_error(), Some(libc::EISDIR | libc::ENOTEMPTY)))
+        {
+            // A directory where the file goes: set it aside, then write.
+            self.set_aside(sub, name, "a directory, not a regular file".into())?;
+            written = file::write_atomic(dir, name, &text);
+        }
+        written.map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
         crate::fault::state_changed(&format_args!("wrote {}", path.display()));
         Ok(())
     }
 
-    /// Read a JSON file. `Ok(None)` if it does not exist; a file that does
-    /// not parse, or has an unknown schema, is moved to `corrupt/` and
-    /// reported as an error (code 102).
-    fn read_json<T: for<'de> Deserialize<'de>>(&self, path: &Path) -> Result<Option<T>> {
-        let bytes = match fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+    /// Read `name` in `sub`: `Missing` if it does not exist; an entry that is
+    /// not a regular file of ours, does not parse, has an unknown schema or
+    /// fails `names_itself` is set aside.
+    fn load<T: for<'de> Deserialize<'de>>(
+        &self,
+        sub: Sub,
+        name: &str,
+        names_itself: impl Fn(&T) -> Result<(), String>,
+    ) -> Result<Loaded<T>> {
+        let path = self.path(sub, name);
+        let reason = match file::open_entry(self.sub(sub), name, false) {
+            Ok(Entry::Missing) => return Ok(Loaded::Missing),
+            Ok(Entry::NotOurs(why)) => why,
+            Ok(Entry::File(mut f)) => {
+                let mut bytes = Vec::new();
+                f.read_to_end(&mut bytes)
+                    .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+                match parse_versioned::<T>(&bytes).and_then(|v| names_itself(&v).map(|()| v)) {
+                    Ok(v) => return Ok(Loaded::Value(v)),
+                    Err(reason) => reason,
+                }
+            }
             Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
         };
-        match parse_versioned::<T>(&bytes) {
-            Ok(v) => Ok(Some(v)),
-            Err(reason) => {
-                let c = self.set_aside(path, reason)?;
-                Err(Error::new(
-                    code::STATE,
-                    format!(
-                        "state record {} is unreadable ({}); set aside as {}",
-                        c.file.display(),
-                        c.reason,
-                        c.moved_to.display()
-                    ),
-                ))
-            }
+        Ok(Loaded::SetAside(self.set_aside(sub, name, reason)?))
+    }
+
+    /// [`Store::load`] for one file: a set-aside file is an error (code 102).
+    fn read_json<T: for<'de> Deserialize<'de>>(
+        &self,
+        sub: Sub,
+        name: &str,
+        names_itself: impl Fn(&T) -> Result<(), String>,
+    ) -> Result<Option<T>> {
+        match self.load(sub, name, names_itself)? {
+            Loaded::Missing => Ok(None),
+            Loaded::Value(v) => Ok(Some(v)),
+            Loaded::SetAside(c) => Err(Error::new(
+                code::STATE,
+                format!(
+                    "state record {} is unreadable ({}); set aside as {}",
+                    c.file.display(),
+                    c.reason,
+                    c.moved_to.display()
+                ),
+            )),
         }
     }
 
-    fn set_aside(&self, path: &Path, reason: String) -> Result<Corrupt> {
-        let corrupt_dir = self.dir.join("corrupt");
-        mkdir(&corrupt_dir)?;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let moved_to = corrupt_dir.join(format!("{name}.{}", now()));
-        fs::rename(path, &moved_to)
-            .map_err(|e| Error::io(format!("setting aside {}", path.display()), e))?;
-        crate::fault::state_changed(&format_args!("set aside {}", path.display()));
-        log::error!(
-            "state record {} is unreadable ({reason}); set aside as {}",
-            path.display(),
-            moved_to.display()
-        );
-        Ok(Corrupt {
-            file: path.to_path_buf(),
-            moved_to,
-            reason,
-        })
+    /// A record must name the attachment of its file name, in this network.
+    fn names_attachment(&self, stem: &str) -> impl Fn(&Record) -> Result<(), String> {
+        let network = self.network();
+        move |r: &Record| {
+            if r.id.stem() != stem || r.network != network {
+                return Err(format!(
+                    "it names attachment {} of network {:?}, not {stem} of {network:?}",
+                    r.id.stem(),
+                    r.network
+                ));
+            }
+            Ok(())
+        }
     }
 
     pub fn get(&self, id: &AttachmentId) -> Result<Option<Record>> {
-        self.read_json(&self.record_path(id))
+        let stem = id.stem();
+        let names = self.names_attachment(&stem);
+        self.read_json(Sub::Attachments, &format!("{stem}.json"), names)
     }
 
     pub fn put(&self, record: &Record) -> Result<()> {
-        self.write_json(&self.record_path(&record.id), record)
+        let name = format!("{}.json", record.id.stem());
+        self.write_json(Sub::Attachments, &name, record)
     }
 
     pub fn delete(&self, id: &AttachmentId) -> Result<()> {
-        remove_file(&self.record_path(id))
+        self.remove(Sub::Attachments, &format!("{}.json", id.stem()))
+    }
+
+    fn remove(&self, sub: Sub, name: &str) -> Result<()> {
+        let path = self.path(sub, name);
+        file::unlink(self.sub(sub), name)
+            .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
+        crate::fault::state_changed(&format_args!("removed {}", path.display()));
+        Ok(())
+    }
+
+    fn names(&self, dir: &File, path: &Path, first: bool) -> Result<Vec<String>> {
+        file::names(dir, first).map_err(|e| Error::io(format!("reading {}", path.display()), e))
     }
 
     /// Every readable record, and the ones that were set aside.
     pub fn list(&self) -> Result<(Vec<Record>, Vec<Corrupt>)> {
         let mut records = Vec::new();
         let mut corrupt = Vec::new();
-        for path in list_dir(&self.dir.join("attachments"))? {
-            if path.extension().is_none_or(|e| e != "json") {
+        let dir = self.dir.join("attachments");
+        for name in self.names(&self.attachments, &dir, false)? {
+            let Some(stem) = name.strip_suffix(".json") else {
                 continue;
-            }
-            let bytes = match fs::read(&path) {
-                Ok(b) => b,
-                Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
             };
-            match parse_versioned::<Record>(&bytes) {
-                Ok(r) => records.push(r),
-                Err(reason) => corrupt.push(self.set_aside(&path, reason)?),
+            match self.load(Sub::Attachments, &name, self.names_attachment(stem))? {
+                Loaded::Missing => {}
+                Loaded::Value(r) => records.push(r),
+                Loaded::SetAside(c) => corrupt.push(c),
             }
         }
         records.sort_by(|a, b| a.id.cmp(&b.id));
@@ -407,21 +414,31 @@ impl Store {
     }
 
     pub fn group(&self, key: &GroupKey) -> Result<Option<NodeGroup>> {
-        self.read_json(&self.group_path(key))
+        let names_itself = |g: &NodeGroup| {
+            if g.key == *key {
+                Ok(())
+            } else {
+                Err(format!("it names group {}, not {key}", g.key))
+            }
+        };
+        self.read_json(Sub::Nodes, &format!("{key}.json"), names_itself)
     }
 
     pub fn put_group(&self, group: &NodeGroup) -> Result<()> {
-        self.write_json(&self.group_path(&group.key), group)
+        self.write_json(Sub::Nodes, &format!("{}.json", group.key), group)
     }
 
     pub fn delete_group(&self, key: &GroupKey) -> Result<()> {
-        remove_file(&self.group_path(key))?;
-        match fs::remove_dir(self.holds_dir(key)) {
-            Ok(()) => {
+        self.remove(Sub::Nodes, &format!("{key}.json"))?;
+        let name = key.to_string();
+        match file::rmdir_if_empty(&self.holds, &name) {
+            Ok(true) => {
                 crate::fault::state_changed(&format_args!("removed holders of {key}"));
                 Ok(())
             }
-            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::DirectoryNotEmpty) => {
+            Ok(false) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+                self.set_aside(Sub::Holds, &name, "not a directory".into())?;
                 Ok(())
             }
             Err(e) => Err(Error::io("removing holders directory", e)),
@@ -430,13 +447,14 @@ impl Store {
 
     /// Keys of every node group on record.
     pub fn group_keys(&self) -> Result<Vec<GroupKey>> {
-        let mut keys: Vec<GroupKey> = list_dir(&self.dir.join("nodes"))?
+        let dir = self.dir.join("nodes");
+        let mut keys: Vec<GroupKey> = self
+            .names(&self.nodes, &dir, false)?
             .iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "json"))
-            .filter_map(|p| {
-                let stem = p.file_stem()?.to_string_lossy().into_owned();
-                stem.parse()
-                    .map_err(|e| log::warn!("{}: ignored: {e}", p.display()))
+            .filter_map(|name| {
+                name.strip_suffix(".json")?
+                    .parse()
+                    .map_err(|e| log::warn!("{}: ignored: {e}", dir.join(name).display()))
                     .ok()
             })
             .collect();
@@ -444,95 +462,11 @@ impl Store {
         Ok(keys)
     }
 
-    /// Record that `id` needs group `key`.
-    pub fn hold(&self, key: &GroupKey, id: &AttachmentId) -> Result<()> {
-        self.hold_by(key, &id.stem())
-    }
-
-    /// Record that `holder` (a file name) needs group `key`.
-    pub fn hold_by(&self, key: &GroupKey, holder: &str) -> Result<()> {
-        let dir = self.holds_dir(key);
-        let path = dir.join(holder);
-        let create = || {
-            OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .open(&path)
-        };
-        match create() {
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                mkdir(&dir)?;
-                create().map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
-            }
-            Err(e) => return Err(Error::io(format!("creating {}", path.display()), e)),
-        }
-        crate::fault::state_changed(&format_args!("wrote {}", path.display()));
-        Ok(())
-    }
-
-    /// Drop `id`'s hold on `key`; true when nobody holds the group any more.
-    pub fn release(&self, key: &GroupKey, id: &AttachmentId) -> Result<bool> {
-        self.release_by(key, &id.stem())
-    }
-
-    /// Drop `holder`'s hold on `key`; true when nobody holds the group any more.
-    pub fn release_by(&self, key: &GroupKey, holder: &str) -> Result<bool> {
-        let dir = self.holds_dir(key);
-        remove_file(&dir.join(holder))?;
-        // "Am I the last?" without listing the directory: rmdir succeeds only
-        // when it is empty, and the kernel stops at the first entry it finds.
-        // (read_dir asks for 32 KiB of entries at once: with 1000 holders on
-        // tmpfs that is ~0.25 ms per DEL.) The next hold re-creates it.
-        match fs::remove_dir(&dir) {
-            Ok(()) => {
-                crate::fault::state_changed(&format_args!("removed holders of {key}"));
-                Ok(true)
-            }
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(true),
-            Err(e) if e.kind() == ErrorKind::DirectoryNotEmpty => Ok(false),
-            Err(e) => Err(Error::io(format!("removing {}", dir.display()), e)),
-        }
-    }
-
-    /// True when no attachment holds group `key`.
-    pub fn unheld(&self, key: &GroupKey) -> Result<bool> {
-        match fs::read_dir(self.holds_dir(key)) {
-            Ok(mut entries) => Ok(entries.next().is_none()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(true),
-            Err(e) => Err(Error::io("reading holders", e)),
-        }
-    }
-
-    /// Attachments holding group `key` (for show/GC; not on the hot path).
-    pub fn holders(&self, key: &GroupKey) -> Result<Vec<String>> {
-        let mut names: Vec<String> = list_dir(&self.holds_dir(key))?
-            .iter()
-            .filter_map(|p| p.file_name().map(|s| s.to_string_lossy().into_owned()))
-            .collect();
-        names.sort();
-        Ok(names)
-    }
-
-    /// Remove a holder file by its name (as returned by [`Store::holders`]).
-    pub fn drop_holder(&self, key: &GroupKey, holder: &str) -> Result<()> {
-        remove_file(&self.holds_dir(key).join(holder))
-    }
-
-    /// Is `holder` (a holder file name) an attachment with a record?
-    pub fn has_record_stem(&self, holder: &str) -> bool {
-        self.dir
-            .join("attachments")
-            .join(format!("{holder}.json"))
-            .exists()
-    }
-
     /// Remove the network's whole state directory (cleanup).
     pub fn destroy(self) -> Result<()> {
-        let dir = self.dir.clone();
-        fs::remove_dir_all(&dir)
+        let Store { dir, lock, net, .. } = self;
+        // remove_dir_all does not follow symlinks it finds in the tree.
+        std::fs::remove_dir_all(&dir)
             .or_else(|e| {
                 if e.kind() == ErrorKind::NotFound {
                     Ok(())
@@ -542,9 +476,17 @@ impl Store {
             })
             .map_err(|e| Error::io(format!("removing {}", dir.display()), e))?;
         crate::fault::state_changed(&format_args!("removed {}", dir.display()));
-        drop(self.lock);
+        drop(net);
+        drop(lock);
         Ok(())
     }
+}
+
+/// A file of the store, read.
+enum Loaded<T> {
+    Missing,
+    Value(T),
+    SetAside(Corrupt),
 }
 
 fn parse_versioned<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, String> {
@@ -561,385 +503,19 @@ fn parse_versioned<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, Stri
     serde_json::from_value(value).map_err(|e| e.to_string())
 }
 
-fn remove_file(path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io(format!("removing {}", path.display()), e)),
-    }
-    crate::fault::state_changed(&format_args!("removed {}", path.display()));
-    Ok(())
-}
-
-fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
-    match fs::read_dir(dir) {
-        Ok(entries) => Ok(entries.filter_map(|e| e.ok().map(|e| e.path())).collect()),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(Error::io(format!("reading {}", dir.display()), e)),
-    }
-}
-
 /// Networks that have a state directory under `state_dir` (not the node scope).
 pub fn networks(state_dir: &Path) -> Result<Vec<String>> {
-    let mut names: Vec<String> = list_dir(state_dir)?
-        .iter()
-        .filter(|p| p.join("lock").exists())
-        .filter_map(|p| p.file_name().map(|s| s.to_string_lossy().into_owned()))
+    let entries = match std::fs::read_dir(state_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(format!("reading {}", state_dir.display()), e)),
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| std::fs::symlink_metadata(e.path().join("lock")).is_ok())
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
         .filter(|n| !n.starts_with('.'))
         .collect();
     names.sort();
     Ok(names)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::PermissionsExt;
-
-    fn tmp(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("gwsteer-store-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        d
-    }
-
-    fn id(c: &str) -> AttachmentId {
-        AttachmentId {
-            container_id: c.into(),
-            ifname: "eth0".into(),
-        }
-    }
-
-    fn record(c: &str) -> Record {
-        Record {
-            schema: SCHEMA,
-            network: "net".into(),
-            id: id(c),
-            netns: None,
-            pod_namespace: Some("default".into()),
-            pod_name: None,
-            objects: vec![],
-            holds: vec![GroupKey::Policy("oam".into())],
-            created: 1,
-        }
-    }
-
-    #[test]
-    fn records_round_trip_with_private_modes() {
-        let root = tmp("rt");
-        let s = Store::open(&root, "net", Duration::from_secs(1)).unwrap();
-        s.put(&record("c1")).unwrap();
-        assert_eq!(s.get(&id("c1")).unwrap(), Some(record("c1")));
-        assert_eq!(s.get(&id("c2")).unwrap(), None);
-        let dir_mode = fs::metadata(root.join("net/attachments"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(dir_mode & 0o777, 0o700);
-        let file_mode = fs::metadata(root.join("net/attachments/c1@eth0.json"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(file_mode & 0o777, 0o600);
-        s.delete(&id("c1")).unwrap();
-        s.delete(&id("c1")).unwrap();
-        assert_eq!(s.list().unwrap().0.len(), 0);
-        fs::remove_dir_all(root).unwrap();
-    }
-
-    #[test]
-    fn corrupt_records_are_set_aside_not_fatal() {
-        let root = tmp("corrupt");
-        let s = Store::open(&root, "net", Duration::from_secs(1)).unwrap();
-        s.put(&record("good")).unwrap();
-        fs::write(
-            root.join("net/attachments/bad@eth0.json"),
-            b"{\"schema\":1,",
-        )
-        .unwrap();
-        fs::write(
-            root.join("net/attachments/old@eth0.json"),
-            b"{\"schema\":99}",
-        )
-        .unwrap();
-        let e = s.get(&id("bad")).unwrap_err();
-        assert_eq!(e.code, code::STATE);
-        assert!(e.msg.contains("set aside"), "{}", e.msg);
-        let (records, corrupt) = s.list().unwrap();
-        assert_eq!(records.len(), 1);
-        assert_eq!(corrupt.len(), 1);
-        assert!(corrupt[0].reason.contains("schema 99"));
-        assert_eq!(fs::read_dir(root.join("net/corrupt")).unwrap().count(), 2);
-        fs::remove_dir_all(root).unwrap();
-    }
-
-    /// An attachment record and a node group as the gwsteer that still had
-    /// the iptables firewall backend wrote them (a connmark ADD with
-    /// `firewallBackend: "iptables"`).
-    const IPTABLES_RECORD: &str = r#"{
-  "schema": 1,
-  "network": "net",
-  "containerId": "ctr1",
-  "ifname": "eth0",
-  "netns": "/run/netns/pod1",
-  "podNamespace": "default",
-  "podName": "pod1",
-  "objects": [
-    {
-      "object": "firewall",
-      "backend": "iptables",
-      "firewall": {
-        "fw": "member",
-        "network": "net",
-        "policy": "ret",
-        "addr": "10.244.1.5/32"
-      }
-    }
-  ],
-  "holds": [
-    "steering.ret",
-    "sysctl.net.ipv4.conf.all.src_valid_mark",
-    "exemption.10.244.0.0_16"
-  ],
-  "created": 1796311112
-}"#;
-    const IPTABLES_GROUP: &str = r#"{
-  "schema": 1,
-  "key": "steering.ret",
-  "objects": [
-    {
-      "object": "route",
-      "dst": "0.0.0.0/0",
-      "table": 100,
-      "kind": "unicast",
-      "nexthops": [
-        {
-          "via": "192.168.2.1",
-          "dev": "eth-b",
-          "weight": 1
-        }
-      ]
-    },
-    {
-      "object": "firewall",
-      "backend": "iptables",
-      "firewall": {
-        "fw": "policy",
-        "network": "net",
-        "policy": "ret",
-        "mark": 20,
-        "mask": 4294967295,
-        "marking": {
-          "mode": "connmark",
-          "ingress": [
-            "eth-b"
-          ]
-        }
-      }
-    },
-    {
-      "object": "rule",
-      "family": "inet",
-      "priority": 1000,
-      "fwmark": 20,
-      "table": 100
-    }
-  ]
-}"#;
-
-    /// The iptables backend is gone: its records are set aside as corrupt
-    /// (code 102, no panic) with a reason saying so, not read as nftables
-    /// objects (whose removal would succeed and forget the iptables rules).
-    #[test]
-    fn records_of_the_retired_iptables_backend_are_set_aside() {
-        // They are in the format this gwsteer reads and writes: with backend
-        // nftables they parse and write back to the same JSON.
-        for text in [IPTABLES_RECORD, IPTABLES_GROUP] {
-            let nft = text.replace("\"iptables\"", "\"nftables\"");
-            let written = if text == IPTABLES_RECORD {
-                serde_json::to_string_pretty(&parse_versioned::<Record>(nft.as_bytes()).unwrap())
-            } else {
-                serde_json::to_string_pretty(&parse_versioned::<NodeGroup>(nft.as_bytes()).unwrap())
-            };
-            assert_eq!(written.unwrap(), nft);
-        }
-
-        let root = tmp("iptables");
-        let s = Store::open(&root, "net", Duration::from_secs(1)).unwrap();
-        let record = root.join("net/attachments/ctr1@eth0.json");
-        let group = root.join("net/nodes/steering.ret.json");
-        fs::write(&record, IPTABLES_RECORD).unwrap();
-        fs::write(&group, IPTABLES_GROUP).unwrap();
-        for e in [
-            s.get(&id("ctr1")).unwrap_err(),
-            s.group(&GroupKey::Policy("ret".into())).unwrap_err(),
-        ] {
-            assert_eq!(e.code, code::STATE, "{}", e.msg);
-            assert!(
-                e.msg.contains(crate::model::RETIRED_IPTABLES) && e.msg.contains("set aside"),
-                "{}",
-                e.msg
-            );
-        }
-        assert!(!record.exists() && !group.exists());
-        assert_eq!(fs::read_dir(root.join("net/corrupt")).unwrap().count(), 2);
-        assert_eq!(s.get(&id("ctr1")).unwrap(), None);
-        assert_eq!(s.group(&GroupKey::Policy("ret".into())).unwrap(), None);
-
-        fs::write(&record, IPTABLES_RECORD).unwrap();
-        let (records, corrupt) = s.list().unwrap();
-        assert!(records.is_empty());
-        assert_eq!(corrupt.len(), 1);
-        assert!(
-            corrupt[0].reason.contains(crate::model::RETIRED_IPTABLES),
-            "{}",
-            corrupt[0].reason
-        );
-        fs::remove_dir_all(root).unwrap();
-    }
-
-    #[test]
-    fn holds_count_by_files() {
-        let root = tmp("holds");
-        let s = Store::open(&root, "net", Duration::from_secs(1)).unwrap();
-        let g = GroupKey::Policy("g".into());
-        s.hold(&g, &id("a")).unwrap();
-        s.hold(&g, &id("b")).unwrap();
-        s.hold(&g, &id("b")).unwrap();
-        assert!(!s.release(&g, &id("a")).unwrap());
-        assert!(s.release(&g, &id("b")).unwrap());
-        assert!(s.release(&g, &id("b")).unwrap());
-        fs::remove_dir_all(root).unwrap();
-    }
-
-    #[test]
-    fn lock_times_out_with_try_again_later() {
-        let root = tmp("lock");
-        let held = Store::open(&root, "net", Duration::from_secs(1)).unwrap();
-        let t = Instant::now();
-        let e = match Store::open(&root, "net", Duration::from_millis(100)) {
-            Err(e) => e,
-            Ok(_) => panic!("second lock must not be granted"),
-        };
-        assert_eq!(e.code, code::TRY_AGAIN_LATER);
-        assert!(t.elapsed() >= Duration::from_millis(100));
-        drop(held);
-        Store::open(&root, "net", Duration::from_millis(100)).unwrap();
-        fs::remove_dir_all(root).unwrap();
-    }
-
-    /// A DEL, CHECK or GC does not take the lock while an ADD waits for it,
-    /// even when the lock is free at that moment: it gives up with 11 after
-    /// its wait. Another ADD is not held back.
-    #[test]
-    fn others_do_not_take_the_lock_while_an_add_waits() {
-        let root = tmp("addwaits");
-        drop(Store::open(&root, "net", Duration::from_secs(1)).unwrap());
-        let adds = open_lock(&root.join("net/lock.add"), true).unwrap();
-        adds.lock_shared().unwrap(); // as an ADD waiting for the lock does
-        let t = Instant::now();
-        let e = match Store::open(&root, "net", Duration::from_millis(100)) {
-            Err(e) => e,
-            Ok(_) => panic!("the lock went to a DEL while an ADD waited"),
-        };
-        assert_eq!(e.code, code::TRY_AGAIN_LATER);
-        assert!(e.msg.contains("pod starts (ADD)"), "{}", e.msg);
-        assert!(t.elapsed() >= Duration::from_millis(100));
-        drop(Store::open_for_add(&root, "net", Duration::from_millis(100)).unwrap());
-        adds.unlock().unwrap();
-        drop(Store::open(&root, "net", Duration::from_millis(100)).unwrap());
-        fs::remove_dir_all(root).unwrap();
-    }
-
-    /// An ADD that has waited a while (backing off to 10 ms between tries)
-    /// gets the lock before a DEL that arrives just as it is freed and
-    /// tries every 200 µs: without the ADD's turn, the DEL would win.
-    #[test]
-    fn a_waiting_add_gets_the_lock_before_a_del_that_polls_faster() {
-        use std::sync::{Arc, Mutex};
-        let root = tmp("addfirst");
-        let held = Store::open(&root, "net", Duration::from_secs(1)).unwrap();
-        let order = Arc::new(Mutex::new(Vec::new()));
-        let caller = |add: bool| {
-            let (root, order) = (root.clone(), order.clone());
-            std::thread::spawn(move || {
-                let wait = Duration::from_secs(5);
-                let s = if add {
-                    Store::open_for_add(&root, "net", wait)
-                } else {
-                    Store::open(&root, "net", wait)
-                }
-                .unwrap();
-                order.lock().unwrap().push(if add { "ADD" } else { "DEL" });
-                std::thread::sleep(Duration::from_millis(20));
-                drop(s);
-            })
-        };
-        let add = caller(true);
-        std::thread::sleep(Duration::from_millis(60));
-        let del = caller(false);
-        std::thread::sleep(Duration::from_millis(2));
-        drop(held);
-        add.join().unwrap();
-        del.join().unwrap();
-        assert_eq!(*order.lock().unwrap(), ["ADD", "DEL"]);
-        fs::remove_dir_all(root).unwrap();
-    }
-
-    /// What a second first call sees while the first is still making the
-    /// store: `<network>/` made, no lock file, no subdirectories yet.
-    #[test]
-    fn a_store_directory_without_lock_gets_its_subdirectories() {
-        let root = tmp("firstrace");
-        fs::create_dir_all(root.join("net")).unwrap();
-        let s = Store::open(&root, "net", Duration::from_secs(1)).unwrap();
-        s.put(&record("c1")).unwrap();
-        s.hold(&GroupKey::Policy("g".into()), &id("c1")).unwrap();
-        assert_eq!(s.get(&id("c1")).unwrap(), Some(record("c1")));
-        fs::remove_dir_all(root).unwrap();
-    }
-
-    /// A store written by the previous release (schema 1) is read as it is:
-    /// nothing is set aside, and a group written back is schema 2.
-    #[test]
-    fn a_schema_1_store_is_read_not_set_aside() {
-        let root = tmp("schema1");
-        let s = Store::open(&root, "oldnet", Duration::from_secs(1)).unwrap();
-        let fixture = |name: &str| {
-            fs::read(
-                Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("tests/fixtures/schema1")
-                    .join(name),
-            )
-            .unwrap()
-        };
-        fs::write(
-            s.dir().join("attachments/c1@eth0.json"),
-            fixture("record.json"),
-        )
-        .unwrap();
-        fs::write(
-            s.dir().join("nodes/steering.egress.json"),
-            fixture("policy-group.json"),
-        )
-        .unwrap();
-        let (records, corrupt) = s.list().unwrap();
-        assert!(corrupt.is_empty(), "{corrupt:?}");
-        assert_eq!(records.len(), 1);
-        assert_eq!(records[0].schema, 1);
-        let key = GroupKey::Policy("egress".into());
-        assert_eq!(s.group_keys().unwrap(), vec![key.clone()]);
-        let g = s.group(&key).unwrap().expect("the schema 1 group");
-        assert_eq!(g.schema, 1);
-        s.put_group(&NodeGroup {
-            schema: SCHEMA,
-            ..g
-        })
-        .unwrap();
-        let text = fs::read_to_string(s.dir().join("nodes/steering.egress.json")).unwrap();
-        assert!(
-            text.contains("\"schema\": 2") || text.contains("\"schema\":2"),
-            "{text}"
-        );
-        fs::remove_dir_all(root).unwrap();
-    }
 }
