@@ -25,6 +25,7 @@ mod gateway_network_v6;
 
 // The CNI verbs end to end, hostile input, and what a runtime sees.
 mod bad_input;
+mod hardening_store;
 mod lifecycle;
 
 // Reliability: killed mid-call, concurrent calls, drift and the CLI that repairs it.
