@@ -60,6 +60,11 @@ fn is(st: &FileStat, what: SFlag) -> bool {
     SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == what
 }
 
+fn is_symlink<P: ?Sized + nix::NixPath>(dir: &File, name: &P) -> bool {
+    nix::sys::stat::fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+        .is_ok_and(|st| is(&st, SFlag::S_IFLNK))
+}
+
 /// Why a directory that sits above the state directory cannot be trusted.
 fn ancestor_problem(st: &FileStat) -> Option<String> {
     let mode = st.st_mode & 0o7777;
@@ -108,11 +113,41 @@ fn refuse(code: u32, path: &Path, why: &str) -> Error {
 pub(super) fn open_state_dir(path: &Path, create: bool) -> Result<Option<File>> {
     let absolute = std::path::absolute(path)
         .map_err(|e| Error::io(format!("state directory {}", path.display()), e))?;
-    // The longest existing prefix with its symlinks resolved (the kernel's
-    // protected_symlinks keeps others' links in sticky directories out), then
-    // the rest, to make.
+    let mut parts = Vec::new();
+    for c in absolute.components() {
+        match c {
+            Component::Normal(n) => parts.push(n.to_owned()),
+            Component::RootDir | Component::CurDir => {}
+            // Resolved below, as a symlink is.
+            Component::ParentDir | Component::Prefix(_) => {
+                return walk(&resolved(path, &absolute)?, create)?
+                    .ok_or_else(|| symlink_raced(path));
+            }
+        }
+    }
+    match walk(&parts, create)? {
+        Some(dir) => Ok(dir),
+        // A symlink on the way (checked where it points, as the kernel's
+        // protected_symlinks keeps others' links in sticky directories out).
+        None => walk(&resolved(path, &absolute)?, create)?.ok_or_else(|| symlink_raced(path)),
+    }
+}
+
+fn symlink_raced(path: &Path) -> Error {
+    Error::new(
+        code::IO,
+        format!(
+            "state directory {}: a symbolic link on the way changed while it was checked",
+            path.display()
+        ),
+    )
+}
+
+/// The components of `absolute`, symlinks and `..` resolved in the longest
+/// prefix that exists; the rest as given.
+fn resolved(path: &Path, absolute: &Path) -> Result<Vec<std::ffi::OsString>> {
     let mut missing = Vec::new();
-    let mut existing = absolute.as_path();
+    let mut existing = absolute;
     let base = loop {
         match std::fs::canonicalize(existing) {
             Ok(p) => break p,
@@ -144,6 +179,14 @@ pub(super) fn open_state_dir(path: &Path, create: bool) -> Result<Option<File>> 
         }
         parts.push(name);
     }
+    Ok(parts)
+}
+
+/// Walk `parts` from `/` without following a symlink, checking each
+/// directory: `Ok(None)` when a component is a symlink (resolve, walk
+/// again); `Ok(Some(None))` when the state directory is missing, or not a
+/// directory, and `create` is false.
+fn walk(parts: &[std::ffi::OsString], create: bool) -> Result<Option<Option<File>>> {
     let mut dir = File::open("/").map_err(|e| Error::io("opening /", e))?;
     let mut at = PathBuf::from("/");
     if let Some(why) = fstat(&dir).ok().and_then(|st| ancestor_problem(&st)) {
@@ -164,7 +207,18 @@ pub(super) fn open_state_dir(path: &Path, create: bool) -> Result<Option<File>> 
                 openat(&dir, name.as_os_str(), DIR_FLAGS, Mode::empty())
                     .map_err(|e| Error::io(format!("opening {}", at.display()), e.into()))?
             }
-            Err(Errno::ENOENT | Errno::ENOTDIR) if !create => return Ok(None),
+            Err(Errno::ENOENT) if !create => return Ok(Some(None)),
+            Err(Errno::ELOOP) => return Ok(None),
+            Err(Errno::ENOTDIR) => {
+                // O_DIRECTORY on a symlink says ENOTDIR, as on a file.
+                if is_symlink(&dir, name.as_os_str()) {
+                    return Ok(None);
+                }
+                if !create {
+                    return Ok(Some(None));
+                }
+                return Err(refuse(code::INVALID_CONFIG, &at, "not a directory"));
+            }
             Err(e) => return Err(Error::io(format!("opening {}", at.display()), e.into())),
         };
         let st = fstat(&fd).map_err(|e| Error::io(format!("{}", at.display()), e.into()))?;
@@ -178,7 +232,7 @@ pub(super) fn open_state_dir(path: &Path, create: bool) -> Result<Option<File>> 
         }
         dir = File::from(fd);
     }
-    Ok(Some(dir))
+    Ok(Some(Some(dir)))
 }
 
 /// A directory of the store, opened without following it.
@@ -203,6 +257,10 @@ pub(super) fn open_dir(parent: &File, name: &str, create: bool) -> io::Result<Di
         }
         Err(Errno::ENOENT | Errno::ENAMETOOLONG) => return Ok(Dir::Missing),
         Err(Errno::ELOOP) => return Ok(Dir::NotOurs("a symbolic link".into())),
+        // O_DIRECTORY on a symlink says ENOTDIR, as on a file.
+        Err(Errno::ENOTDIR) if is_symlink(parent, name) => {
+            return Ok(Dir::NotOurs("a symbolic link".into()));
+        }
         Err(Errno::ENOTDIR) => return Ok(Dir::NotOurs("not a directory".into())),
         Err(e) => return Err(e.into()),
     };

@@ -731,3 +731,32 @@ fn open_existing_makes_nothing_and_still_locks() {
     assert!(Store::open_existing(&root, "net", wait).unwrap().is_some());
     fs::remove_dir_all(root).unwrap();
 }
+
+/// A state directory reached through a symlink is checked where it points:
+/// a root-owned link to a private directory is fine; to a directory that
+/// others can write, refused, naming the directory.
+#[test]
+fn a_state_dir_behind_a_symlink_is_checked_where_it_points() {
+    let base = tmp("statelink");
+    let real = base.join("real");
+    fs::create_dir_all(&real).unwrap();
+    fs::set_permissions(&real, fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::symlink(&real, base.join("link")).unwrap();
+    let s = Store::open(&base.join("link"), "net", Duration::from_millis(100)).unwrap();
+    s.put(&record("c1")).unwrap();
+    assert!(real.join("net/attachments/c1@eth0.json").exists());
+    drop(s);
+    // Made below the link, and through a "..".
+    fs::create_dir(real.join("sub")).unwrap();
+    let below = base.join("link/sub/../deeper");
+    drop(Store::open(&below, "net", Duration::from_millis(100)).unwrap());
+    assert!(real.join("deeper/net/lock").exists());
+    fs::set_permissions(&real, fs::Permissions::from_mode(0o777)).unwrap();
+    let e = match Store::open(&base.join("link"), "net", Duration::from_millis(100)) {
+        Err(e) => e,
+        Ok(_) => panic!("a world-writable state directory behind a symlink was accepted"),
+    };
+    assert_eq!(e.code, code::INVALID_CONFIG);
+    assert!(e.msg.contains(&real.display().to_string()), "{}", e.msg);
+    fs::remove_dir_all(base).unwrap();
+}
