@@ -390,6 +390,19 @@ pub(super) fn write_atomic(dir: &File, name: &str, bytes: &[u8]) -> io::Result<(
     ))
 }
 
+/// Can a file be made in `dir`? A new file (`O_EXCL`, never through a
+/// symlink) written and removed.
+pub(super) fn probe_writable(dir: &File) -> io::Result<()> {
+    let flags =
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let name = temp_name();
+    let fd = openat(dir, name.as_str(), flags, FILE_MODE)?;
+    let written = File::from(fd).write_all(b"ok");
+    let removed = unlinkat(dir, name.as_str(), UnlinkatFlags::NoRemoveDir);
+    written?;
+    Ok(removed?)
+}
+
 /// Remove file `name` from `dir` (a symlink itself, never its target);
 /// absent is success.
 pub(super) fn unlink(dir: &File, name: &str) -> io::Result<()> {

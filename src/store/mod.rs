@@ -233,6 +233,11 @@ impl Store {
         &self.dir
     }
 
+    /// Can this store be written (STATUS)? A file made and removed in it.
+    pub fn probe_writable(&self) -> std::io::Result<()> {
+        file::probe_writable(&self.net)
+    }
+
     /// The network this store belongs to ([`NODE_SCOPE`] for node-wide state).
     pub fn network(&self) -> String {
         self.dir
