@@ -362,3 +362,77 @@ fn a_pod_name_cannot_forge_a_log_line() {
         assert!(!line.contains('\u{1b}'), "{line:?}");
     }
 }
+
+/// Holds a store's lock the way gwsteer does (`<network>/` and its `lock`,
+/// both flock'ed) from `flock` processes in their own process group,
+/// killed on drop.
+struct Holder(std::process::Child);
+
+impl Holder {
+    fn start(net: &Path) -> Holder {
+        use std::os::unix::process::CommandExt;
+        let child = std::process::Command::new("flock")
+            .arg(net)
+            .arg("flock")
+            .arg(net.join("lock"))
+            .args(["sleep", "30"])
+            .process_group(0)
+            .spawn()
+            .expect("run flock (util-linux)");
+        let holder = Holder(child);
+        wait_for(
+            "flock to hold the lock",
+            std::time::Duration::from_secs(5),
+            || {
+                std::process::Command::new("flock")
+                    .args(["-n", "-E", "75"])
+                    .arg(net.join("lock"))
+                    .arg("true")
+                    .status()
+                    .is_ok_and(|s| s.code() == Some(75))
+            },
+        );
+        holder
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let pgid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.0.wait();
+    }
+}
+
+/// The lock file removed, or replaced, while a holder has the store: an
+/// ADD arriving then does not run alongside it, it tries again later
+/// (code 11) and gets in once the holder is gone (before: it made a fresh
+/// lock file, locked it and ran).
+#[test]
+fn a_lock_file_removed_or_replaced_mid_call_keeps_the_next_caller_out() {
+    let node = Node::new("hslockgone");
+    let mut cfg = node.config();
+    cfg["lockTimeoutMs"] = json!(400);
+    node.add("c0", 1);
+    let net = node.net_dir();
+    for replace in [false, true] {
+        let holder = Holder::start(&net);
+        if replace {
+            fs::write(net.join("lock.new"), b"").unwrap();
+            fs::rename(net.join("lock.new"), net.join("lock")).unwrap();
+        } else {
+            fs::remove_file(net.join("lock")).unwrap();
+        }
+        let out = node.call("ADD", "c1", &cfg, 2);
+        assert_eq!(out.error_code(), Some(11), "replaced: {replace}\n{out}");
+        assert_eq!(node.rules().len(), 1, "only c0's rule: {:?}", node.rules());
+        drop(holder);
+    }
+    node.call("ADD", "c1", &cfg, 2)
+        .expect_ok("ADD once the holder is gone");
+    assert_eq!(node.rules().len(), 2);
+    for (cid, n) in [("c1", 2), ("c0", 1)] {
+        node.call("DEL", cid, &cfg, n).expect_ok("DEL");
+    }
+    assert!(node.rules().is_empty());
+}
