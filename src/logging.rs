@@ -200,9 +200,16 @@ mod tests {
     /// not a regular file.
     #[test]
     fn the_log_file_is_not_followed_through_a_symlink() {
+        struct Cleanup(std::path::PathBuf);
+        impl Drop for Cleanup {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
         let dir = std::env::temp_dir().join(format!("gwsteer-logfile-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        let _cleanup = Cleanup(dir.clone());
         let target = dir.join("target");
         std::fs::write(&target, b"precious\n").unwrap();
         let link = dir.join("gwsteer.log");

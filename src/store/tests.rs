@@ -365,6 +365,23 @@ fn open_lock(path: &Path, create: bool) -> std::io::Result<File> {
 // Hostile input: the store is root's, the lock means what it says, records
 // name themselves, and a DEL finds "nothing recorded" whatever the store.
 
+/// A scratch path for one test, removed when the guard drops (also when
+/// the test fails).
+fn scratch(tag: &str) -> (PathBuf, Cleanup) {
+    let path = tmp(tag);
+    (path.clone(), Cleanup(path))
+}
+
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if fs::remove_dir_all(&self.0).is_err() {
+            let _ = fs::remove_file(&self.0);
+        }
+    }
+}
+
 /// A file outside the store and its bytes, to check it is never touched.
 struct Outside {
     dir: PathBuf,
@@ -423,7 +440,7 @@ fn corrupt_names(root: &Path) -> Vec<String> {
 #[test]
 fn symlinks_planted_in_the_store_are_never_followed() {
     use std::os::unix::fs::symlink;
-    let root = tmp("symlinks");
+    let (root, _cleanup) = scratch("symlinks");
     let out = Outside::new(&root);
     let net = root.join("net");
     // The lock (dangling: the old code created its target).
@@ -489,7 +506,7 @@ fn symlinks_planted_in_the_store_are_never_followed() {
 /// belongs is set aside, never read (a fifo would block the read).
 #[test]
 fn entries_that_are_not_regular_files_of_ours_are_set_aside() {
-    let root = tmp("notours");
+    let (root, _cleanup) = scratch("notours");
     let s = Store::open(&root, "net", Duration::from_secs(1)).unwrap();
     let fifo = root.join("net/nodes/steering.f.json");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
@@ -524,7 +541,7 @@ fn entries_that_are_not_regular_files_of_ours_are_set_aside() {
 /// (before: read as the attachment of the file name).
 #[test]
 fn a_record_that_names_another_attachment_is_set_aside() {
-    let root = tmp("names");
+    let (root, _cleanup) = scratch("names");
     let s = Store::open(&root, "net", Duration::from_secs(1)).unwrap();
     let text = serde_json::to_vec(&record("victim")).unwrap();
     fs::write(root.join("net/attachments/other@eth0.json"), &text).unwrap();
@@ -558,7 +575,7 @@ fn a_record_that_names_another_attachment_is_set_aside() {
 /// again from the records (before: "Not a directory", code 5).
 #[test]
 fn a_holds_entry_that_is_a_file_is_set_aside_and_remade_from_records() {
-    let root = tmp("holdsfile");
+    let (root, _cleanup) = scratch("holdsfile");
     let s = Store::open(&root, "net", Duration::from_secs(1)).unwrap();
     let g = GroupKey::Policy("oam".into());
     for c in ["a", "b"] {
@@ -591,7 +608,7 @@ fn a_lock_file_removed_or_replaced_while_held_keeps_others_out() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     for replace in [false, true] {
-        let root = tmp(if replace { "lockrepl" } else { "lockrm" });
+        let (root, _cleanup) = scratch(if replace { "lockrepl" } else { "lockrm" });
         let inside = Arc::new(AtomicUsize::new(0));
         let overlaps = Arc::new(AtomicUsize::new(0));
         let section = |s: Store, inside: &AtomicUsize, overlaps: &AtomicUsize| {
@@ -653,7 +670,7 @@ fn a_lock_file_removed_or_replaced_while_held_keeps_others_out() {
 #[test]
 fn a_state_dir_others_can_write_is_refused() {
     use std::os::unix::fs::chown;
-    let base = tmp("unsafe");
+    let (base, _cleanup) = scratch("unsafe");
     fs::create_dir_all(&base).unwrap();
     let open = |state: &Path| match Store::open(state, "net", Duration::from_millis(100)) {
         Ok(_) => panic!("{} was accepted", state.display()),
@@ -706,7 +723,7 @@ fn a_state_dir_others_can_write_is_refused() {
 /// the state directory is; a store that exists is locked as always.
 #[test]
 fn open_existing_makes_nothing_and_still_locks() {
-    let root = tmp("existing");
+    let (root, _cleanup) = scratch("existing");
     let wait = Duration::from_millis(100);
     assert!(Store::open_existing(&root, "net", wait).unwrap().is_none());
     assert!(!root.exists());
@@ -737,7 +754,7 @@ fn open_existing_makes_nothing_and_still_locks() {
 /// others can write, refused, naming the directory.
 #[test]
 fn a_state_dir_behind_a_symlink_is_checked_where_it_points() {
-    let base = tmp("statelink");
+    let (base, _cleanup) = scratch("statelink");
     let real = base.join("real");
     fs::create_dir_all(&real).unwrap();
     fs::set_permissions(&real, fs::Permissions::from_mode(0o700)).unwrap();
