@@ -9,6 +9,7 @@
 //! nodes/<key>.json              one NodeGroup per node-level group of objects
 //! holds/<key>/<cid>@<ifname>    empty file: this attachment needs group <key>
 //! corrupt/<file>.<unix-time>    unreadable records, set aside for a human
+//!                               (`holds.<key>….<unix-time>` from `holds/`)
 //! ```
 //!
 //! Node-wide state that several networks share lives in the same layout
@@ -37,7 +38,6 @@
 //! steps can leave a holder too many (then GC or DEL of that attachment
 //! removes it), never a count that silently drifts. "Am I the last holder?"
 //! reads one directory entry, so it costs the same with 1 or 1000 pods.
-
 //!
 //! The store is root's ([`file`]): a state directory anyone else can
 //! write is refused, nothing in it is followed through a symlink, and only
