@@ -39,13 +39,13 @@
 //! removes it), never a count that silently drifts. "Am I the last holder?"
 //! reads one directory entry, so it costs the same with 1 or 1000 pods.
 //!
-//! The store is root's ([`file`]): a state directory anyone else can
+//! The store is root's (`file.rs`): a state directory anyone else can
 //! write is refused, nothing in it is followed through a symlink, and only
 //! regular root-owned files are read; anything else where a record, a
 //! group or a holder list belongs is set aside in `corrupt/`, as is a
 //! record or group whose content names another attachment or group than
 //! its file name. The lock holds only while the locked file is still the
-//! one at the lock path ([`lock`]).
+//! one at the lock path (`lock.rs`).
 
 mod file;
 mod holds;
