@@ -42,6 +42,15 @@ pub fn open_store(config: &Config) -> Result<Store> {
     )?)
 }
 
+/// [`open_store`] when a missing store means nothing to do (DEL): `None`
+/// when the state directory or the network's directory does not exist,
+/// and nothing is made.
+pub fn open_existing_store(config: &Config) -> Result<Option<Store>> {
+    Store::open_existing(&config.state_dir, &config.network, config.lock_timeout)?
+        .map(log_lock_wait)
+        .transpose()
+}
+
 /// [`open_store`] for an ADD, which goes before waiting DELs, CHECKs, GCs.
 pub fn open_store_for_add(config: &Config) -> Result<Store> {
     log_lock_wait(Store::open_for_add(

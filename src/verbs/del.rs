@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::cni::{Command, Env, result};
 use crate::config::{self, Config, DEFAULT_STATE_DIR};
-use crate::engine::{LOCK_WAIT, new_kernel, open_store, teardown};
+use crate::engine::{LOCK_WAIT, new_kernel, open_existing_store, teardown};
 use crate::error::{Result, code};
 use crate::kernel::Kernel;
 use crate::model::GroupKey;
@@ -15,7 +15,12 @@ use crate::store::{AttachmentId, Record, SCHEMA, Store, now};
 pub fn run(config: &Config, env: &Env) -> Result<()> {
     // Declared before the store, so dropped after its lock: see `by_record`.
     let mut kernel = None;
-    let store = open_store(config)?;
+    // No store, nothing recorded: DEL ends (a state directory that is a
+    // file, read-only, or without this network is not made for a DEL).
+    let Some(store) = open_existing_store(config)? else {
+        log::info!("no state store for this network; nothing to remove");
+        return Ok(());
+    };
     // A steering policy's table, for a group whose file is lost.
     let table_of = |key: &GroupKey| match key {
         GroupKey::Policy(name) => config
@@ -201,8 +206,11 @@ pub fn lenient(stdin: &[u8]) -> Option<Result<Value>> {
     crate::logging::init(log_file, log::LevelFilter::Info);
     log::warn!("configuration does not validate; removing by record only");
     let mut kernel = None;
-    let outcome = Store::open(state_dir.as_ref(), network, LOCK_WAIT)
-        .and_then(|store| by_record(&store, &env, network, &mut kernel, &|_| None))
+    let outcome = Store::open_existing(state_dir.as_ref(), network, LOCK_WAIT)
+        .and_then(|store| match store {
+            Some(store) => by_record(&store, &env, network, &mut kernel, &|_| None),
+            None => Ok(()),
+        })
         .map(|()| Value::Null);
     Some(outcome)
 }

@@ -3,8 +3,6 @@
 //! config needs them, VRF support for `vrf`. Any failure is CNI code 50,
 //! "not available".
 
-use std::fs;
-
 use crate::config::Config;
 use crate::engine::open_store;
 use crate::error::{Error, Result, code};
@@ -19,15 +17,12 @@ pub fn run(config: &Config) -> Result<()> {
             e.msg
         ))
     })?;
-    let probe = store.dir().join(format!(".status.{}", std::process::id()));
-    fs::write(&probe, b"ok")
-        .and_then(|()| fs::remove_file(&probe))
-        .map_err(|e| {
-            unavailable(format!(
-                "state directory {} is not writable: {e}",
-                store.dir().display()
-            ))
-        })?;
+    store.probe_writable().map_err(|e| {
+        unavailable(format!(
+            "state directory {} is not writable: {e}",
+            store.dir().display()
+        ))
+    })?;
     crate::kernel::rtnl::NetlinkKernel::probe()
         .map_err(|e| unavailable(format!("netlink is not usable: {}", e.msg)))?;
     if config.needs_firewall() {

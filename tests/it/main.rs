@@ -26,6 +26,7 @@ mod gateway_network_v6;
 // The CNI verbs end to end, hostile input, and what a runtime sees.
 mod bad_input;
 mod hardening_input;
+mod hardening_store;
 mod lifecycle;
 mod ownership;
 

@@ -1,0 +1,449 @@
+//! The store's files, opened relative to directory descriptors that were
+//! checked once, never through a symbolic link.
+//!
+//! The store is root's, the way sshd's StrictModes and systemd-tmpfiles
+//! want it: every directory from `/` down to the state directory is owned
+//! by root (or by the user gwsteer runs as) and writable by nobody else
+//! unless it has the sticky bit (`/tmp` is a fine ancestor); the state
+//! directory and every directory gwsteer makes in it are writable by
+//! their owner only. A directory that is not is refused with an error that
+//! names it. Inside, every file is opened with `O_NOFOLLOW` relative to its
+//! directory's descriptor, temporary files with `O_EXCL` under a name
+//! nobody can guess, and an entry that is not a regular file of ours
+//! (symlink, fifo, directory, another owner) is never read: the caller sets
+//! it aside.
+
+use std::fs::File;
+use std::hash::{BuildHasher, RandomState};
+use std::io::{self, Write};
+use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, openat, renameat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat, mkdirat};
+use nix::unistd::{UnlinkatFlags, unlinkat};
+
+use crate::error::{Error, Result, code};
+
+const DIR_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC);
+
+/// Reading a record or opening a lock: a fifo must not block the open.
+const FILE_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_NONBLOCK)
+    .union(OFlag::O_CLOEXEC);
+
+/// Files and directories of the store: 0600 and 0700.
+const FILE_MODE: Mode = Mode::S_IRUSR.union(Mode::S_IWUSR);
+const DIR_MODE: Mode = Mode::S_IRWXU;
+
+/// Root, or the user gwsteer runs as (as sshd trusts root or the user).
+pub(super) fn trusted(uid: u32) -> bool {
+    uid == 0 || uid == nix::unistd::geteuid().as_raw()
+}
+
+fn kind(st: &FileStat) -> &'static str {
+    match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
+        SFlag::S_IFREG => "a regular file",
+        SFlag::S_IFDIR => "a directory",
+        SFlag::S_IFLNK => "a symbolic link",
+        SFlag::S_IFIFO => "a fifo",
+        SFlag::S_IFSOCK => "a socket",
+        _ => "a device",
+    }
+}
+
+fn is(st: &FileStat, what: SFlag) -> bool {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == what
+}
+
+fn is_symlink<P: ?Sized + nix::NixPath>(dir: &File, name: &P) -> bool {
+    nix::sys::stat::fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+        .is_ok_and(|st| is(&st, SFlag::S_IFLNK))
+}
+
+/// Why a directory that sits above the state directory cannot be trusted.
+fn ancestor_problem(st: &FileStat) -> Option<String> {
+    let mode = st.st_mode & 0o7777;
+    if !trusted(st.st_uid) {
+        Some(format!("owned by uid {}, not root", st.st_uid))
+    } else if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+        Some(format!(
+            "writable by group or others without the sticky bit (mode {mode:04o})"
+        ))
+    } else {
+        None
+    }
+}
+
+/// Why the state directory, or a directory of the store, cannot be trusted.
+pub(super) fn private_problem(st: &FileStat) -> Option<String> {
+    let mode = st.st_mode & 0o7777;
+    if !is(st, SFlag::S_IFDIR) {
+        Some(format!("{}, not a directory", kind(st)))
+    } else if !trusted(st.st_uid) {
+        Some(format!("owned by uid {}, not root", st.st_uid))
+    } else if mode & 0o022 != 0 {
+        Some(format!("writable by group or others (mode {mode:04o})"))
+    } else {
+        None
+    }
+}
+
+fn refuse(code: u32, path: &Path, why: &str) -> Error {
+    Error::new(
+        code,
+        format!(
+            "state directory {}: {why}; the state store must be writable by root only \
+             (every directory up to / root's, and not writable by others unless sticky)",
+            path.display()
+        ),
+    )
+}
+
+/// Open the configured state directory, checking every directory from `/`
+/// down (once per open, not per file). Missing directories are made (0700)
+/// with `create`; without it, a state directory that does not exist (or is
+/// not a directory) is `Ok(None)`: nothing was ever recorded there.
+/// A directory others can write is refused with code 7 (the config's
+/// `stateDir` is unsafe), naming it.
+pub(super) fn open_state_dir(path: &Path, create: bool) -> Result<Option<File>> {
+    let absolute = std::path::absolute(path)
+        .map_err(|e| Error::io(format!("state directory {}", path.display()), e))?;
+    let mut parts = Vec::new();
+    for c in absolute.components() {
+        match c {
+            Component::Normal(n) => parts.push(n.to_owned()),
+            Component::RootDir | Component::CurDir => {}
+            // Resolved below, as a symlink is.
+            Component::ParentDir | Component::Prefix(_) => {
+                return walk(&resolved(path, &absolute)?, create)?
+                    .ok_or_else(|| symlink_raced(path));
+            }
+        }
+    }
+    match walk(&parts, create)? {
+        Some(dir) => Ok(dir),
+        // A symlink on the way (checked where it points, as the kernel's
+        // protected_symlinks keeps others' links in sticky directories out).
+        None => walk(&resolved(path, &absolute)?, create)?.ok_or_else(|| symlink_raced(path)),
+    }
+}
+
+fn symlink_raced(path: &Path) -> Error {
+    Error::new(
+        code::IO,
+        format!(
+            "state directory {}: a symbolic link on the way changed while it was checked",
+            path.display()
+        ),
+    )
+}
+
+/// The components of `absolute`, symlinks and `..` resolved in the longest
+/// prefix that exists; the rest as given.
+fn resolved(path: &Path, absolute: &Path) -> Result<Vec<std::ffi::OsString>> {
+    let mut missing = Vec::new();
+    let mut existing = absolute;
+    let base = loop {
+        match std::fs::canonicalize(existing) {
+            Ok(p) => break p,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
+                match (existing.file_name(), existing.parent()) {
+                    (Some(name), Some(parent)) => {
+                        missing.push(name.to_owned());
+                        existing = parent;
+                    }
+                    _ => return Err(Error::io(format!("state directory {}", path.display()), e)),
+                }
+            }
+            Err(e) => return Err(Error::io(format!("state directory {}", path.display()), e)),
+        }
+    };
+    let mut parts: Vec<std::ffi::OsString> = base
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_owned()),
+            _ => None,
+        })
+        .collect();
+    for name in missing.into_iter().rev() {
+        if name == ".." {
+            return Err(Error::config(format!(
+                "stateDir {}: \"..\" below a directory that does not exist",
+                path.display()
+            )));
+        }
+        parts.push(name);
+    }
+    Ok(parts)
+}
+
+/// Walk `parts` from `/` without following a symlink, checking each
+/// directory: `Ok(None)` when a component is a symlink (resolve, walk
+/// again); `Ok(Some(None))` when the state directory is missing, or not a
+/// directory, and `create` is false.
+fn walk(parts: &[std::ffi::OsString], create: bool) -> Result<Option<Option<File>>> {
+    let mut dir = File::open("/").map_err(|e| Error::io("opening /", e))?;
+    let mut at = PathBuf::from("/");
+    if let Some(why) = fstat(&dir).ok().and_then(|st| ancestor_problem(&st)) {
+        return Err(refuse(code::INVALID_CONFIG, &at, &why));
+    }
+    for (i, name) in parts.iter().enumerate() {
+        at.push(name);
+        let last = i + 1 == parts.len();
+        let fd = match openat(&dir, name.as_os_str(), DIR_FLAGS, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) if create => {
+                match mkdirat(&dir, name.as_os_str(), DIR_MODE) {
+                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Err(e) => {
+                        return Err(Error::io(format!("creating {}", at.display()), e.into()));
+                    }
+                }
+                openat(&dir, name.as_os_str(), DIR_FLAGS, Mode::empty())
+                    .map_err(|e| Error::io(format!("opening {}", at.display()), e.into()))?
+            }
+            Err(Errno::ENOENT) if !create => return Ok(Some(None)),
+            Err(Errno::ELOOP) => return Ok(None),
+            Err(Errno::ENOTDIR) => {
+                // O_DIRECTORY on a symlink says ENOTDIR, as on a file.
+                if is_symlink(&dir, name.as_os_str()) {
+                    return Ok(None);
+                }
+                if !create {
+                    return Ok(Some(None));
+                }
+                return Err(refuse(code::INVALID_CONFIG, &at, "not a directory"));
+            }
+            Err(e) => return Err(Error::io(format!("opening {}", at.display()), e.into())),
+        };
+        let st = fstat(&fd).map_err(|e| Error::io(format!("{}", at.display()), e.into()))?;
+        let problem = if last {
+            private_problem(&st)
+        } else {
+            ancestor_problem(&st)
+        };
+        if let Some(why) = problem {
+            return Err(refuse(code::INVALID_CONFIG, &at, &why));
+        }
+        dir = File::from(fd);
+    }
+    Ok(Some(Some(dir)))
+}
+
+/// A directory of the store, opened without following it.
+pub(super) enum Dir {
+    Missing,
+    Ours(File),
+    /// Not a directory of ours that nobody else can write: never entered.
+    NotOurs(String),
+}
+
+/// Open directory `name` in `parent`, made (0700) where missing with
+/// `create`, without following a symlink.
+pub(super) fn open_dir(parent: &File, name: &str, create: bool) -> io::Result<Dir> {
+    let fd = match openat(parent, name, DIR_FLAGS, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) if create => {
+            match mkdirat(parent, name, DIR_MODE) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+            openat(parent, name, DIR_FLAGS, Mode::empty())?
+        }
+        Err(Errno::ENOENT | Errno::ENAMETOOLONG) => return Ok(Dir::Missing),
+        Err(Errno::ELOOP) => return Ok(Dir::NotOurs("a symbolic link".into())),
+        // O_DIRECTORY on a symlink says ENOTDIR, as on a file.
+        Err(Errno::ENOTDIR) if is_symlink(parent, name) => {
+            return Ok(Dir::NotOurs("a symbolic link".into()));
+        }
+        Err(Errno::ENOTDIR) => return Ok(Dir::NotOurs("not a directory".into())),
+        Err(e) => return Err(e.into()),
+    };
+    match private_problem(&fstat(&fd)?) {
+        Some(why) => Ok(Dir::NotOurs(why)),
+        None => Ok(Dir::Ours(File::from(fd))),
+    }
+}
+
+/// Open directory `name` of the store in `parent` ([`open_dir`]) and
+/// refuse it (code 5, naming `path`) unless it is a directory of ours that
+/// nobody else can write.
+pub(super) fn private_dir(
+    parent: &File,
+    path: &Path,
+    name: &str,
+    create: bool,
+) -> Result<Option<File>> {
+    match open_dir(parent, name, create)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?
+    {
+        Dir::Missing => Ok(None),
+        Dir::Ours(f) => Ok(Some(f)),
+        Dir::NotOurs(why) => Err(refuse(code::IO, path, &why)),
+    }
+}
+
+/// An entry of the store, opened without following it.
+pub(super) enum Entry {
+    Missing,
+    File(File),
+    /// Not a regular file of ours: never read, set aside by the caller.
+    NotOurs(String),
+}
+
+/// What a directory entry is, and that it is ours, without opening it.
+pub(super) fn stat_entry(dir: &File, name: &str) -> io::Result<Option<FileStat>> {
+    match nix::sys::stat::fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(st)),
+        Err(Errno::ENOENT | Errno::ENAMETOOLONG) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Open file `name` in `dir` read-only, without following a symlink and
+/// without blocking on a fifo; made (0600) where missing with `create`.
+/// A name too long to exist is missing.
+pub(super) fn open_entry(dir: &File, name: &str, create: bool) -> io::Result<Entry> {
+    let flags = if create {
+        FILE_FLAGS | OFlag::O_CREAT
+    } else {
+        FILE_FLAGS
+    };
+    let fd = match openat(dir, name, flags, FILE_MODE) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT | Errno::ENAMETOOLONG) if !create => return Ok(Entry::Missing),
+        Err(Errno::ELOOP) => return Ok(Entry::NotOurs("a symbolic link".into())),
+        Err(Errno::ENXIO) => return Ok(Entry::NotOurs("a socket or device".into())),
+        Err(e) => return Err(e.into()),
+    };
+    let st = fstat(&fd)?;
+    if !is(&st, SFlag::S_IFREG) {
+        return Ok(Entry::NotOurs(format!("{}, not a regular file", kind(&st))));
+    }
+    if !trusted(st.st_uid) {
+        return Ok(Entry::NotOurs(format!(
+            "owned by uid {}, not root",
+            st.st_uid
+        )));
+    }
+    Ok(Entry::File(File::from(fd)))
+}
+
+/// Make an empty file `name` in `dir` (0600) if there is none; an entry
+/// there that is not a regular file of ours is reported, not followed.
+pub(super) fn touch(dir: &File, name: &str) -> io::Result<Option<String>> {
+    let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_NOFOLLOW;
+    match openat(
+        dir,
+        name,
+        flags | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        FILE_MODE,
+    ) {
+        Ok(fd) => {
+            let st = fstat(&fd)?;
+            if !is(&st, SFlag::S_IFREG) || !trusted(st.st_uid) {
+                return Ok(Some(format!("{} owned by uid {}", kind(&st), st.st_uid)));
+            }
+            Ok(None)
+        }
+        Err(Errno::ELOOP) => Ok(Some("a symbolic link".into())),
+        Err(e @ (Errno::EISDIR | Errno::ENXIO)) => Ok(Some(format!("not a regular file ({e})"))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A name for a temporary file that nobody can predict.
+fn temp_name() -> String {
+    let noise = RandomState::new().hash_one((std::process::id(), std::time::Instant::now()));
+    format!(".tmp.{}.{noise:016x}", std::process::id())
+}
+
+/// Write `bytes` to `name` in `dir` atomically: a new temporary file
+/// (`O_EXCL`, 0600, an unguessable name, a fresh one if it exists), then
+/// renamed over `name` (which replaces a symlink there, never follows it).
+pub(super) fn write_atomic(dir: &File, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let flags =
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    for _ in 0..16 {
+        let tmp = temp_name();
+        let fd = match openat(dir, tmp.as_str(), flags, FILE_MODE) {
+            Ok(fd) => fd,
+            Err(Errno::EEXIST) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let written = File::from(fd)
+            .write_all(bytes)
+            .and_then(|()| Ok(renameat(dir, tmp.as_str(), dir, name)?));
+        if written.is_err() {
+            let _ = unlinkat(dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+        }
+        return written;
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "no free temporary file name after 16 tries",
+    ))
+}
+
+/// Can a file be made in `dir`? A new file (`O_EXCL`, never through a
+/// symlink) written and removed.
+pub(super) fn probe_writable(dir: &File) -> io::Result<()> {
+    let flags =
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let name = temp_name();
+    let fd = openat(dir, name.as_str(), flags, FILE_MODE)?;
+    let written = File::from(fd).write_all(b"ok");
+    let removed = unlinkat(dir, name.as_str(), UnlinkatFlags::NoRemoveDir);
+    written?;
+    Ok(removed?)
+}
+
+/// Remove file `name` from `dir` (a symlink itself, never its target);
+/// absent is success.
+pub(super) fn unlink(dir: &File, name: &str) -> io::Result<()> {
+    match unlinkat(dir, name, UnlinkatFlags::NoRemoveDir) {
+        Ok(()) | Err(Errno::ENOENT | Errno::ENAMETOOLONG) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Remove directory `name` from `dir` if it is empty: `Ok(true)` when it is
+/// gone (or was never there), `Ok(false)` when it still has entries.
+pub(super) fn rmdir_if_empty(dir: &File, name: &str) -> io::Result<bool> {
+    match unlinkat(dir, name, UnlinkatFlags::RemoveDir) {
+        Ok(()) | Err(Errno::ENOENT) => Ok(true),
+        Err(Errno::ENOTEMPTY | Errno::EEXIST) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Move entry `name` of `dir` to `to` in `into` (never across file systems).
+pub(super) fn rename(dir: &File, name: &str, into: &File, to: &str) -> io::Result<()> {
+    Ok(renameat(dir, name, into, to)?)
+}
+
+/// The entries of `dir` (not `.` and `..`; names that are not UTF-8, which
+/// gwsteer never makes, are skipped); with `first`, at most one.
+pub(super) fn names(dir: &File, first: bool) -> io::Result<Vec<String>> {
+    let d = nix::dir::Dir::openat(dir, ".", DIR_FLAGS, Mode::empty())?;
+    let mut out = Vec::new();
+    for entry in d {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        if let Ok(name) = std::str::from_utf8(name) {
+            out.push(name.to_owned());
+            if first {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
