@@ -187,3 +187,27 @@ fn the_last_holder_of_a_corrupt_group_sweeps_its_claimed_table() {
     let node = store.open_node_scope().unwrap();
     assert!(node.group_keys().unwrap().is_empty());
 }
+
+/// A policy group whose file was set aside (corrupt) while its claims stay
+/// held by the same network: the next ADD takes back its own routes in the
+/// table instead of taking them for another network's.
+#[test]
+fn a_group_whose_file_was_lost_takes_back_its_own_table() {
+    let dir = TempDir::new("lost");
+    let mut kernel = FakeKernel::new();
+    let store = Store::open(&dir.0, "net", Duration::from_secs(5)).unwrap();
+    let oam = policy("oam", 100, 1000, "10.30.0.1");
+    add(&store, &mut kernel, &oam).unwrap();
+    // The group file goes (set aside by `show`, or lost); its route and
+    // claims stay.
+    std::fs::remove_file(store.dir().join("nodes/steering.oam.json")).unwrap();
+    kernel
+        .foreign_routes
+        .push((route_spec(100, "10.30.0.1"), RTPROT_GWSTEER));
+    add(&store, &mut kernel, &oam).unwrap();
+    assert!(store.group(&oam.key).unwrap().is_some());
+    // Another network's claim still refuses it.
+    let other = Store::open(&dir.0, "other", Duration::from_secs(5)).unwrap();
+    let e = add(&other, &mut kernel, &policy("oam", 100, 1010, "10.30.0.1")).unwrap_err();
+    assert!(e.msg.contains("\"net\""), "{e}");
+}

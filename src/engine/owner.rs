@@ -5,7 +5,9 @@
 //!
 //! The owner of a per-pod node object is the one holder of the group
 //! [`GroupKey::owner_of`] the object (`holds/owner.<hash>/<attachment>` in
-//! the network's store; no group file). ADD claims every object of its
+//! the network's store; no group file), one per pod address (or host veth)
+//! whatever the number of objects made for it; an older record keeps what
+//! only it lists for that address. ADD claims every object of its
 //! record: a single directory read per object, whatever the number of pods
 //! on the node; only when another live attachment held the object (a reuse)
 //! is that attachment's record read and rewritten without it. An object
@@ -106,12 +108,22 @@ pub fn owner(store: &Store, id: &AttachmentId, obj: &Object) -> Result<Owner> {
     if holders.contains(&me) {
         return Ok(Owner::Mine { entry: true });
     }
-    Ok(
-        match holders.into_iter().find(|h| store.has_record_stem(h)) {
-            Some(other) => Owner::Other(other),
-            None => Owner::Mine { entry: false },
-        },
-    )
+    // The entry is per address: another attachment that holds it owns
+    // `obj` only if its record lists `obj` too (a reused address where the
+    // new pod needs the same rule); what only this record made for the
+    // address is still this record's to remove.
+    for other in holders.into_iter().filter(|h| store.has_record_stem(h)) {
+        let lists_it = holder_id(&other)
+            .map(|oid| match store.get(&oid) {
+                Ok(Some(r)) => r.objects.contains(obj),
+                _ => false,
+            })
+            .unwrap_or(false);
+        if lists_it {
+            return Ok(Owner::Other(other));
+        }
+    }
+    Ok(Owner::Mine { entry: false })
 }
 
 /// After `obj` is removed: `id` gives up its owner entry.

@@ -231,12 +231,48 @@ fn a_re_add_keeps_its_entry_and_pod_objects_get_none() {
     );
 }
 
-/// The owner key is a stable hash of the object: the same object gives the
-/// same key in every release (it names files in the store).
+/// The owner key is a stable hash of what the object is for, the pod's
+/// address (it names files in the store): every rule of one address meets
+/// at one entry, another address has its own.
 #[test]
-fn the_owner_key_is_stable() {
+fn the_owner_key_is_one_per_address_and_stable() {
     let key = GroupKey::owner_of(&rule(1000, "10.244.0.5/32", 100));
     assert_eq!(key, GroupKey::owner_of(&rule(1000, "10.244.0.5/32", 100)));
+    assert_eq!(key, GroupKey::owner_of(&rule(999, "10.244.0.5/32", 254)));
     assert_ne!(key, GroupKey::owner_of(&rule(1000, "10.244.0.6/32", 100)));
-    assert_eq!(key.to_string(), "owner.92eaea5b14a5d078");
+    assert_eq!(key.to_string(), "owner.1d212089dbccb16c");
+}
+
+/// A reused address where the new pod needs less than the old one made:
+/// what only the stale record lists for that address is still its to
+/// remove; what the new pod needs too is the new pod's.
+#[test]
+fn a_stale_record_still_removes_what_only_it_made_for_a_reused_address() {
+    let dir = TempDir::new("only");
+    let store = store(&dir);
+    let mut kernel = FakeKernel::new();
+    let exclusion = Object::node_rule(RuleSpec {
+        dst: Some("10.96.0.0/12".parse().unwrap()),
+        ..match rule(999, "10.244.0.5/32", 254) {
+            Object::Rule { spec, .. } => spec,
+            _ => unreachable!(),
+        }
+    });
+    let a = record(
+        "a",
+        vec![exclusion.clone(), rule(1000, "10.244.0.5/32", 100)],
+    );
+    add(&store, &mut kernel, &a);
+    let b = record("b", vec![rule(1000, "10.244.0.5/32", 100)]);
+    add(&store, &mut kernel, &b);
+    del(&store, &mut kernel, "a");
+    let present = kernel.present();
+    assert!(present.contains(&RULE.to_string()), "{present:?}");
+    assert!(
+        !present.iter().any(|p| p.contains("10.96.0.0/12")),
+        "{present:?}"
+    );
+    assert_eq!(kernel.calls_to("remove").len(), 1, "{:?}", kernel.calls);
+    del(&store, &mut kernel, "b");
+    assert!(kernel.present().is_empty(), "{:?}", kernel.present());
 }

@@ -9,7 +9,7 @@ use std::str::FromStr;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{Object, SavedUplink};
+use super::{FwObject, Object, SavedUplink, Side};
 
 /// Version of the record and group file format. 2: a group's `restore` is
 /// typed (`{"sysctls": {…}, "uplinks": {dev: SavedUplink}}`); schema 1 kept
@@ -150,13 +150,46 @@ impl GroupKey {
     }
 
     /// The owner entry of a per-pod object: a stable hash (64-bit FNV-1a)
-    /// of the object as records store it, so that two records listing the
-    /// same kernel object (a pod address reused after a lost DEL) meet at
-    /// one entry, whatever else they hold.
+    /// of what the object is for (the pod address, the host veth; else the
+    /// object as records store it), so that two records of one address (a
+    /// pod address reused after a lost DEL) meet at one entry.
     pub fn owner_of(obj: &Object) -> GroupKey {
-        let text = serde_json::to_vec(obj).unwrap_or_default();
+        // What the object is *for*: a pod's address (its rules, its firewall
+        // membership, its leak route) or the host end of its veth. One
+        // entry per address, not per object: a dual-stack `source` pod
+        // with exclusions has two entries, not five, and an address reused
+        // by a new pod moves all that was made for it at once.
+        let identity = match obj {
+            Object::Rule {
+                spec,
+                side: Side::Node,
+            } if spec.src.is_some() => format!(
+                "addr {}",
+                spec.src
+                    .map(|s| s.addr())
+                    .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]))
+            ),
+            Object::Firewall {
+                firewall: FwObject::Member(m),
+                ..
+            } => format!("addr {}", m.addr.addr()),
+            Object::Route {
+                spec,
+                side: Side::Node,
+            } if spec.dst.prefix_len() == spec.dst.max_prefix_len() => {
+                format!("addr {}", spec.dst.addr())
+            }
+            Object::Mtu {
+                ifname,
+                side: Side::Node,
+                ..
+            } => format!("link {ifname}"),
+            other => {
+                String::from_utf8_lossy(&serde_json::to_vec(other).unwrap_or_default()).into_owned()
+            }
+        };
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in text {
+        for byte in identity.bytes() {
             hash ^= u64::from(byte);
             hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
         }
