@@ -1,10 +1,9 @@
 //! A table or priority is one network's: claims in the node scope and in
 //! the kernel, against the in-memory kernel.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use super::fake::FakeKernel;
+use super::fake::{FakeKernel, TempDir};
 use super::{ensure_group, remove_group};
 use crate::error::code;
 use crate::kernel::Kernel as _;
@@ -12,23 +11,6 @@ use crate::model::{
     AttachmentId, GroupKey, NextHop, NodeGroup, Object, RTPROT_GWSTEER, RouteKind, RouteSpec,
 };
 use crate::store::Store;
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let path =
-            std::env::temp_dir().join(format!("gwsteer-claims-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn route_spec(table: u32, via: &str) -> RouteSpec {
     RouteSpec {
@@ -70,14 +52,14 @@ fn add(store: &Store, kernel: &mut FakeKernel, group: &NodeGroup) -> crate::erro
 
 #[test]
 fn a_table_or_priority_of_another_network_is_refused_naming_it_until_it_goes() {
-    let dir = TempDir::new("net");
+    let dir = TempDir::new();
     let mut kernel = FakeKernel::new();
     let oam = policy("oam", 100, 1000, "10.30.0.1");
     {
-        let first = Store::open(&dir.0, "first", Duration::from_secs(5)).unwrap();
+        let first = Store::open(dir.path(), "first", Duration::from_secs(5)).unwrap();
         add(&first, &mut kernel, &oam).unwrap();
     }
-    let second = Store::open(&dir.0, "second", Duration::from_secs(5)).unwrap();
+    let second = Store::open(dir.path(), "second", Duration::from_secs(5)).unwrap();
     for (group, what) in [
         (policy("other", 100, 1100, "10.30.0.9"), "table 100"),
         (
@@ -98,10 +80,10 @@ fn a_table_or_priority_of_another_network_is_refused_naming_it_until_it_goes() {
         );
     }
     drop(second);
-    let first = Store::open(&dir.0, "first", Duration::from_secs(5)).unwrap();
+    let first = Store::open(dir.path(), "first", Duration::from_secs(5)).unwrap();
     remove_group(&first, &mut kernel, &oam.key).unwrap();
     drop(first);
-    let second = Store::open(&dir.0, "second", Duration::from_secs(5)).unwrap();
+    let second = Store::open(dir.path(), "second", Duration::from_secs(5)).unwrap();
     // The claim went with the first network's group.
     kernel.calls.clear();
     add(
@@ -138,12 +120,12 @@ fn a_table_or_priority_of_another_network_is_refused_naming_it_until_it_goes() {
 /// this store did not make give the other user away.
 #[test]
 fn gwsteer_routes_in_the_table_that_this_store_did_not_make_refuse_it() {
-    let dir = TempDir::new("kernel");
+    let dir = TempDir::new();
     let mut kernel = FakeKernel::new();
     kernel
         .foreign_routes
         .push((route_spec(100, "10.30.0.7"), RTPROT_GWSTEER));
-    let store = Store::open(&dir.0, "net", Duration::from_secs(5)).unwrap();
+    let store = Store::open(dir.path(), "net", Duration::from_secs(5)).unwrap();
     let e = add(&store, &mut kernel, &policy("oam", 100, 1000, "10.30.0.1")).unwrap_err();
     assert_eq!(e.code, code::INVALID_CONFIG);
     assert!(
@@ -161,9 +143,9 @@ fn gwsteer_routes_in_the_table_that_this_store_did_not_make_refuse_it() {
 /// removes gwsteer's routes and rules of the table it claimed.
 #[test]
 fn the_last_holder_of_a_corrupt_group_sweeps_its_claimed_table() {
-    let dir = TempDir::new("corrupt");
+    let dir = TempDir::new();
     let mut kernel = FakeKernel::new();
-    let store = Store::open(&dir.0, "net", Duration::from_secs(5)).unwrap();
+    let store = Store::open(dir.path(), "net", Duration::from_secs(5)).unwrap();
     let oam = policy("oam", 100, 1000, "10.30.0.1");
     add(&store, &mut kernel, &oam).unwrap();
     let fwmark = Object::node_rule(crate::model::RuleSpec {
@@ -193,9 +175,9 @@ fn the_last_holder_of_a_corrupt_group_sweeps_its_claimed_table() {
 /// table instead of taking them for another network's.
 #[test]
 fn a_group_whose_file_was_lost_takes_back_its_own_table() {
-    let dir = TempDir::new("lost");
+    let dir = TempDir::new();
     let mut kernel = FakeKernel::new();
-    let store = Store::open(&dir.0, "net", Duration::from_secs(5)).unwrap();
+    let store = Store::open(dir.path(), "net", Duration::from_secs(5)).unwrap();
     let oam = policy("oam", 100, 1000, "10.30.0.1");
     add(&store, &mut kernel, &oam).unwrap();
     // The group file goes (set aside by `show`, or lost); its route and
@@ -207,7 +189,7 @@ fn a_group_whose_file_was_lost_takes_back_its_own_table() {
     add(&store, &mut kernel, &oam).unwrap();
     assert!(store.group(&oam.key).unwrap().is_some());
     // Another network's claim still refuses it.
-    let other = Store::open(&dir.0, "other", Duration::from_secs(5)).unwrap();
+    let other = Store::open(dir.path(), "other", Duration::from_secs(5)).unwrap();
     let e = add(&other, &mut kernel, &policy("oam", 100, 1010, "10.30.0.1")).unwrap_err();
     assert!(e.msg.contains("\"net\""), "{e}");
 }

@@ -4,6 +4,8 @@
 //! would read), and fails the calls it is told to.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::error::{Error, Result, code};
 use crate::kernel::Kernel;
@@ -254,5 +256,32 @@ impl Kernel for FakeKernel {
             _ => {}
         }
         Ok(())
+    }
+}
+
+/// A state directory of its own, removed when the test ends (also when it
+/// fails).
+pub(super) struct TempDir(PathBuf);
+
+impl TempDir {
+    pub(super) fn new() -> TempDir {
+        static COUNT: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "gwsteer-engine-{}-{}",
+            std::process::id(),
+            COUNT.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        TempDir(path)
+    }
+
+    pub(super) fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

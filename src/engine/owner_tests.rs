@@ -1,10 +1,9 @@
 //! One object, one owner: two records that list the same per-pod rule (a
 //! pod address reused after a lost DEL), against the in-memory kernel.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use super::fake::FakeKernel;
+use super::fake::{FakeKernel, TempDir};
 use super::owner::{self, Owner};
 use super::{ensure_group, teardown};
 use crate::model::{
@@ -13,24 +12,8 @@ use crate::model::{
 };
 use crate::store::Store;
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let path = std::env::temp_dir().join(format!("gwsteer-owner-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn store(dir: &TempDir) -> Store {
-    Store::open(&dir.0, "net", Duration::from_secs(5)).unwrap()
+    Store::open(dir.path(), "net", Duration::from_secs(5)).unwrap()
 }
 
 fn id(container: &str) -> AttachmentId {
@@ -109,7 +92,7 @@ const RULE: &str = "inet rule 1000: from 10.244.0.5 lookup 100";
 
 #[test]
 fn the_newest_add_owns_a_reused_address_and_the_stale_del_leaves_it() {
-    let dir = TempDir::new("reuse");
+    let dir = TempDir::new();
     let store = store(&dir);
     let mut kernel = FakeKernel::new();
     let a = record("a", vec![rule(1000, "10.244.0.5/32", 100)]);
@@ -150,7 +133,7 @@ fn the_newest_add_owns_a_reused_address_and_the_stale_del_leaves_it() {
 /// the newer owner's entry keeps it from removing it.
 #[test]
 fn a_record_without_owner_entries_loses_to_a_newer_add() {
-    let dir = TempDir::new("legacy");
+    let dir = TempDir::new();
     let store = store(&dir);
     let mut kernel = FakeKernel::new();
     let a = record("a", vec![rule(1000, "10.244.0.5/32", 100)]);
@@ -180,7 +163,7 @@ fn a_record_without_owner_entries_loses_to_a_newer_add() {
 /// lists it; the next ADD takes the entry over.
 #[test]
 fn an_owner_without_a_record_owns_nothing() {
-    let dir = TempDir::new("orphan");
+    let dir = TempDir::new();
     let store = store(&dir);
     let mut kernel = FakeKernel::new();
     let obj = rule(1000, "10.244.0.5/32", 100);
@@ -204,7 +187,7 @@ fn an_owner_without_a_record_owns_nothing() {
 /// (the pod's own namespace) get none.
 #[test]
 fn a_re_add_keeps_its_entry_and_pod_objects_get_none() {
-    let dir = TempDir::new("readd");
+    let dir = TempDir::new();
     let store = store(&dir);
     let mut kernel = FakeKernel::new();
     let pod_side = Object::PodSysctl {
@@ -248,7 +231,7 @@ fn the_owner_key_is_one_per_address_and_stable() {
 /// remove; what the new pod needs too is the new pod's.
 #[test]
 fn a_stale_record_still_removes_what_only_it_made_for_a_reused_address() {
-    let dir = TempDir::new("only");
+    let dir = TempDir::new();
     let store = store(&dir);
     let mut kernel = FakeKernel::new();
     let exclusion = Object::node_rule(RuleSpec {

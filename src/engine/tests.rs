@@ -2,12 +2,10 @@
 //! a state store in a temporary directory: no root, no namespaces.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use super::audit::{foreign_in_tables, owned_tables};
-use super::fake::FakeKernel;
+use super::fake::{FakeKernel, TempDir};
 use super::{capture, combine, ensure_group, remove_group, teardown};
 use crate::error::{Error, code};
 use crate::model::{
@@ -17,33 +15,6 @@ use crate::model::{
 use crate::store::Store;
 
 const SRC_VALID_MARK: &str = "net.ipv4.conf.all.src_valid_mark";
-
-/// A state directory of its own, removed when the test ends (also when it
-/// fails).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static COUNT: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "gwsteer-engine-{}-{}",
-            std::process::id(),
-            COUNT.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn open(dir: &TempDir, network: &str) -> Store {
     Store::open(dir.path(), network, Duration::from_secs(5)).unwrap()
