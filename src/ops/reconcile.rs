@@ -35,7 +35,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::engine::audit::{Imposter, owned_tables, route_slots};
-use crate::engine::{self as verbs, LOCK_WAIT};
+use crate::engine::{self, LOCK_WAIT};
 use crate::error::{Result, code};
 use crate::kernel::Kernel;
 use crate::model::{Object, Presence, RTPROT_GWSTEER, Restore, RuleSpec, Side};
@@ -195,7 +195,7 @@ fn tidy_store(
             "removed",
             "remove",
             format!("{name}: node group {} (nobody holds it)", group.key),
-            || verbs::remove_group(store, kernel, &group.key),
+            || engine::remove_group(store, kernel, &group.key),
         );
     }
     net.groups = kept;
@@ -261,7 +261,7 @@ fn tidy_node_scope(
                 "removed",
                 "remove",
                 format!("node-wide group {key} (nobody holds it)"),
-                || verbs::remove_group(&node, kernel, &key),
+                || engine::remove_group(&node, kernel, &key),
             );
         }
     }
@@ -437,7 +437,7 @@ fn ensure_recorded(
                 continue;
             }
             let netns = r.netns.as_ref().map(PathBuf::from);
-            match verbs::new_kernel(netns) {
+            match engine::new_kernel(netns) {
                 Ok(mut pod_kernel) => {
                     ensure_objects(&whose, &pod, None, pod_kernel.as_mut(), &present, round)
                 }
@@ -488,7 +488,7 @@ pub fn run(
 ) -> Result<i32> {
     let every = interval.unwrap_or(std::time::Duration::from_secs(60));
     loop {
-        let mut kernel = verbs::new_kernel(None)?;
+        let mut kernel = engine::new_kernel(None)?;
         let outcome = round(state_dir, dry_run, kernel.as_mut());
         if let Ok(round) = &outcome {
             for line in &round.changes {

@@ -1,4 +1,4 @@
-//! The gateway network's objects ([`crate::links`]): netlink for links, FDB
+//! The gateway network's objects (`crate::model` links, MTUs, routes): netlink for links, FDB
 //! entries, MTUs and pod routes; [`crate::kernel::podns`] for the pod's sysctls and
 //! masquerade table. `capture` reads what DEL must put back.
 
