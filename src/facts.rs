@@ -8,8 +8,8 @@ use std::net::{IpAddr, Ipv6Addr};
 use serde_json::Value;
 
 use crate::cni::Env;
-use crate::config::Config;
 use crate::config::gateway::{Bum, Vxlan};
+use crate::config::{Config, SideChoice};
 use crate::error::{Error, Result, code};
 use crate::kernel::rtnl::{NetlinkKernel, V6Address};
 use crate::model::{Backend, Family, Side};
@@ -21,7 +21,73 @@ pub fn collect(config: &Config, env: &Env, firewall: Option<Backend>) -> Result<
     Ok(plan::Facts {
         firewall,
         gateway: gateway(config, env)?,
+        pod_link: pod_link(config, env)?,
     })
+}
+
+/// Whether prevResult lists an interface outside the sandbox (a host-side
+/// veth, a bridge): `None` when it lists no interfaces at all.
+fn lists_host_side(prev: Option<&Value>) -> Option<bool> {
+    let list = prev?["interfaces"].as_array().filter(|l| !l.is_empty())?;
+    Some(
+        list.iter()
+            .any(|i| i["sandbox"].as_str().is_none_or(str::is_empty)),
+    )
+}
+
+/// Pod interfaces of these kinds have a peer on the host side: their
+/// traffic reaches the node through it.
+const KINDS_WITH_HOST_PEER: &[&str] = &["veth", "netkit"];
+
+/// The attachment's pod interface, when a steering policy selects the
+/// pod: whether it has a host-side peer and, when a policy may steer on
+/// the pod side, its index there. prevResult answers for the common case
+/// (a primary that reports its host-side veth); otherwise the kind of the
+/// pod's interface does (one `RTM_GETLINK` in the pod's namespace): veth
+/// and netkit have a host-side peer, macvlan, ipvlan, a moved device or a
+/// VF do not.
+fn pod_link(config: &Config, env: &Env) -> Result<Option<plan::PodLink>> {
+    let probe_pod = plan::Pod {
+        namespace: env.pod_namespace.clone(),
+        ..plan::Pod::default()
+    };
+    let selected = plan::selected(config, &probe_pod);
+    if selected.is_empty() {
+        return Ok(None);
+    }
+    let mut link = plan::PodLink {
+        ifname: env.ifname.clone(),
+        ..plan::PodLink::default()
+    };
+    let host_side = lists_host_side(config.prev_result.as_ref());
+    let forced_pod = selected.iter().any(|p| p.side == SideChoice::Pod);
+    if host_side == Some(true) && !forced_pod {
+        return Ok(Some(link));
+    }
+    let Some(netns) = &env.netns else {
+        return Ok(Some(link));
+    };
+    let mut net = NetlinkKernel::new(Some(netns.clone()))?;
+    let state = net.get_link(Side::Pod, &env.ifname)?.ok_or_else(|| {
+        Error::kernel(format!(
+            "no device named {} in the pod's network namespace (did the primary plugin make it?)",
+            env.ifname
+        ))
+    })?;
+    link.index = Some(state.index);
+    if host_side != Some(true) {
+        let ifname = &env.ifname;
+        link.peerless = match state.kind.as_deref() {
+            Some(kind) if KINDS_WITH_HOST_PEER.contains(&kind) => None,
+            Some(kind) => Some(format!(
+                "{ifname} is a {kind} device, with no host-side peer"
+            )),
+            None => Some(format!(
+                "{ifname} is a device of no kind (a moved host device or a VF), with no host-side peer"
+            )),
+        };
+    }
+    Ok(Some(link))
 }
 
 /// A probe destination per family: nothing routes it specially, so the

@@ -6,7 +6,7 @@ pub mod gateway;
 pub mod steering;
 pub mod vrf;
 
-pub use steering::{Gateway, Match, Policy};
+pub use steering::{Gateway, Match, Policy, SideChoice};
 
 use std::path::PathBuf;
 
@@ -217,8 +217,10 @@ impl Config {
         let vrf = match root.get("vrf") {
             None => None,
             Some(v) => {
-                let tables: Vec<(String, u32)> =
-                    steering.iter().map(|p| (p.name.clone(), p.table)).collect();
+                let tables: Vec<(String, u32)> = steering
+                    .iter()
+                    .filter_map(|p| Some((p.name.clone(), p.table?)))
+                    .collect();
                 Some(vrf::parse(&v, &tables)?)
             }
         };

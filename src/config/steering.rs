@@ -27,6 +27,35 @@ pub enum Match {
     Connmark { mark: u32, mask: Option<u32> },
 }
 
+/// Where a policy steers an attachment (`side`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SideChoice {
+    /// The pod side when the attachment's pod interface has no host-side
+    /// peer (macvlan, ipvlan, host-device, a VF) and the policy is `source`
+    /// or `connmark`; the node side otherwise.
+    #[default]
+    Auto,
+    /// Always on the node (the reply takes the detour through the primary
+    /// when the interface has no host-side peer).
+    Node,
+    /// Always inside the pod, where the reply leaves by its own interface.
+    Pod,
+}
+
+impl SideChoice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SideChoice::Auto => "auto",
+            SideChoice::Node => "node",
+            SideChoice::Pod => "pod",
+        }
+    }
+}
+
+/// Policies past this index cannot steer on the pod side: the pod-side
+/// table id holds the policy's index in 8 bits (see `plan::pod`).
+pub const POD_SIDE_POLICIES: usize = 256;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gateway {
     pub via: IpAddr,
@@ -37,7 +66,13 @@ pub struct Gateway {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     pub name: String,
-    pub table: u32,
+    /// The node-side table; `None` only with `side: "pod"` (the pod side
+    /// uses a table of its own per interface).
+    pub table: Option<u32>,
+    /// Where the policy steers (`side`).
+    pub side: SideChoice,
+    /// The policy's position in `steering`.
+    pub index: usize,
     pub priority: u32,
     pub matcher: Match,
     pub gateways: Vec<Gateway>,
@@ -90,8 +125,8 @@ pub(super) fn parse_policies(v: &At) -> Result<Vec<Policy>> {
             if other.name == policy.name {
                 return Err(clash(&format!("name \"{}\"", policy.name), other));
             }
-            if other.table == policy.table {
-                return Err(clash(&format!("table {}", policy.table), other));
+            if let (Some(table), true) = (policy.table, other.table == policy.table) {
+                return Err(clash(&format!("table {table}"), other));
             }
             if other.priority == policy.priority {
                 return Err(clash(&format!("priority {}", policy.priority), other));
@@ -225,7 +260,22 @@ fn parse_policy(item: &At, index: usize) -> Result<Policy> {
         "egressTo",
         "ingressInterfaces",
         "namespaces",
+        "side",
     ])?;
+    let side = match o.get("side") {
+        None => SideChoice::Auto,
+        Some(v) => match v.str()? {
+            "auto" => SideChoice::Auto,
+            "node" => SideChoice::Node,
+            "pod" => SideChoice::Pod,
+            other => return Err(v.err(format!("\"{other}\" is not one of auto, node, pod"))),
+        },
+    };
+    if side != SideChoice::Node && index >= POD_SIDE_POLICIES {
+        return Err(o.err(format!(
+            "only the first {POD_SIDE_POLICIES} policies can steer on the pod side (a pod-side table id holds the policy's index): set \"side\": \"node\""
+        )));
+    }
     let name_at = o.req("name")?;
     let name = name_at.str()?;
     if name.is_empty()
@@ -236,13 +286,29 @@ fn parse_policy(item: &At, index: usize) -> Result<Policy> {
     {
         return Err(name_at.err(format!("\"{name}\" must be 1 to 15 of a-z, 0-9 and '-'")));
     }
-    let table_at = o.req("table")?;
-    let table = table_at.u32_in(1, u32::MAX)?;
-    if matches!(table, 253..=255) {
-        return Err(table_at.err(format!(
-            "{table} is a reserved table (253 default, 254 main, 255 local)"
-        )));
-    }
+    let table = match (o.get("table"), side) {
+        (Some(t), SideChoice::Pod) => {
+            return Err(t.err(
+                "not used with side \"pod\": inside the pod gwsteer uses a table of its own per interface, which no other attachment can have",
+            ));
+        }
+        (None, SideChoice::Pod) => None,
+        (None, _) => {
+            return Err(Error::config(format!(
+                "{}.table: required (unless side is \"pod\")",
+                o.path
+            )));
+        }
+        (Some(table_at), _) => {
+            let table = table_at.u32_in(1, u32::MAX)?;
+            if matches!(table, 253..=255) {
+                return Err(table_at.err(format!(
+                    "{table} is a reserved table (253 default, 254 main, 255 local)"
+                )));
+            }
+            Some(table)
+        }
+    };
     let priority = match o.get("priority") {
         Some(p) => {
             let n = p.u64()?;
@@ -285,6 +351,11 @@ fn parse_policy(item: &At, index: usize) -> Result<Policy> {
             Match::Source
         }
         "mark" => {
+            if side == SideChoice::Pod {
+                return Err(o.req("match")?.err(
+                    "\"mark\" steers on the node only; inside the pod use \"source\" or \"connmark\"",
+                ));
+            }
             let (mark, mask) = mark_of(&o)?;
             Match::Mark { mark, mask }
         }
@@ -298,12 +369,35 @@ fn parse_policy(item: &At, index: usize) -> Result<Policy> {
                 .err(format!("\"{other}\" is not one of source, mark, connmark")));
         }
     };
-    let gateways_at = o.req("gateways")?;
-    let gateways = gateways_at.list_of(parse_gateway)?;
-    if gateways.is_empty() {
-        return Err(gateways_at.err("at least one gateway is required"));
-    }
-    let destinations = destinations(&o, &gateways)?;
+    // On the pod side the gateways may come from prevResult (the gateway
+    // of each of the interface's addresses).
+    let gateways = match (o.get("gateways"), side) {
+        (None, SideChoice::Pod) => Vec::new(),
+        (None, _) => {
+            return Err(Error::config(format!(
+                "{}.gateways: required (unless side is \"pod\", where prevResult's gateways serve)",
+                o.path
+            )));
+        }
+        (Some(gateways_at), _) => {
+            let gateways = gateways_at.list_of(parse_gateway)?;
+            if gateways.is_empty() {
+                return Err(gateways_at.err("at least one gateway is required"));
+            }
+            gateways
+        }
+    };
+    let destinations = if gateways.is_empty() {
+        match o.get("destinations") {
+            Some(d) => d.list_of(|x| x.cidr())?,
+            None => ["0.0.0.0/0", "::/0"]
+                .iter()
+                .filter_map(|s| s.parse::<IpNet>().ok())
+                .collect(),
+        }
+    } else {
+        destinations(&o, &gateways)?
+    };
     if let Some(d) = o.get("destinations")
         && destinations.is_empty()
     {
@@ -320,6 +414,16 @@ fn parse_policy(item: &At, index: usize) -> Result<Policy> {
         Some(v) => v.list_of(ifname)?,
     };
     match matcher {
+        Match::Connmark { .. } if side == SideChoice::Pod && !ingress_interfaces.is_empty() => {
+            return Err(o.req("ingressInterfaces")?.err(
+                "not used with side \"pod\": inside the pod, connections are marked as they arrive on the attachment's own interface",
+            ));
+        }
+        Match::Connmark { .. } if side == SideChoice::Pod => {
+            if let Some(v) = o.get("egressTo") {
+                return Err(v.err("only used with match \"mark\""));
+            }
+        }
         Match::Connmark { .. } if ingress_interfaces.is_empty() => {
             return Err(match o.get("ingressInterfaces") {
                 Some(v) => v.err("at least one interface is required"),
@@ -349,6 +453,8 @@ fn parse_policy(item: &At, index: usize) -> Result<Policy> {
     Ok(Policy {
         name: name.to_string(),
         table,
+        side,
+        index,
         priority,
         matcher,
         gateways,

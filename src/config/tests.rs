@@ -868,3 +868,78 @@ fn paths_are_bounded() {
         );
     }
 }
+
+#[test]
+fn side_pod_needs_neither_table_nor_gateways_and_refuses_what_it_does_not_use() {
+    let pod_policy = |extra: Value| {
+        let mut p = json!({"name": "lan", "side": "pod"});
+        for (k, v) in extra.as_object().unwrap() {
+            p[k] = v.clone();
+        }
+        json!({"cniVersion": "1.0.0", "name": "lan", "type": "gwsteer", "steering": [p]})
+    };
+    let c = Config::from_value(&pod_policy(json!({}))).unwrap();
+    let p = &c.steering[0];
+    assert_eq!(p.side, SideChoice::Pod);
+    assert_eq!(p.table, None);
+    assert!(p.gateways.is_empty());
+    assert_eq!(p.destinations.len(), 2, "{:?}", p.destinations);
+    let cases = [
+        (
+            json!({"table": 200}),
+            "steering[0].table: not used with side \"pod\"",
+        ),
+        (
+            json!({"match": "mark", "mark": "0x1"}),
+            "steering[0].match: \"mark\" steers on the node only",
+        ),
+        (
+            json!({"match": "connmark", "mark": "0x1", "ingressInterfaces": ["eth1"]}),
+            "steering[0].ingressInterfaces: not used with side \"pod\"",
+        ),
+        (
+            json!({"side": "inside"}),
+            "steering[0].side: \"inside\" is not one of auto, node, pod",
+        ),
+    ];
+    for (extra, want) in cases {
+        let e = err_of(pod_policy(extra.clone()));
+        assert!(e.msg.starts_with(want), "{extra}: {e}");
+    }
+    // Connmark on the pod side needs no ingressInterfaces.
+    let c = Config::from_value(&pod_policy(json!({"match": "connmark", "mark": "0x14"}))).unwrap();
+    assert!(c.steering[0].ingress_interfaces.is_empty());
+}
+
+#[test]
+fn auto_and_node_sides_still_need_a_table_and_gateways() {
+    for side in [None, Some("auto"), Some("node")] {
+        let mut v = base();
+        if let Some(side) = side {
+            v["steering"][0]["side"] = json!(side);
+        }
+        let mut no_table = v.clone();
+        no_table["steering"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("table");
+        let e = err_of(no_table);
+        assert!(
+            e.msg
+                .starts_with("steering[0].table: required (unless side is \"pod\")"),
+            "{side:?}: {e}"
+        );
+        let mut no_gw = v.clone();
+        no_gw["steering"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("gateways");
+        let e = err_of(no_gw);
+        assert!(
+            e.msg.starts_with("steering[0].gateways: required"),
+            "{side:?}: {e}"
+        );
+        let c = Config::from_value(&v).unwrap();
+        assert_eq!(c.steering[0].table, Some(100));
+    }
+}

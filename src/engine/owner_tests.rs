@@ -65,6 +65,7 @@ fn record(container: &str, objects: Vec<Object>) -> Record {
         objects,
         holds: vec![oam().key],
         created: 0,
+        notes: Vec::new(),
     }
 }
 

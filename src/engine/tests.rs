@@ -38,6 +38,7 @@ fn record(container: &str, objects: Vec<Object>, holds: Vec<GroupKey>) -> Record
         objects,
         holds,
         created: 0,
+        notes: Vec::new(),
     }
 }
 

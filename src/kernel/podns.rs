@@ -181,6 +181,139 @@ pub fn observe_masquerade(netns: Option<&Path>, ifname: &str) -> Result<Presence
     })
 }
 
+/// A pod-side `connmark` policy's table: one per policy and interface, so
+/// two attachments of a pod never share one.
+fn connmark_table(policy: &str, ifname: &str) -> String {
+    format!("gwsteer-{policy}-{ifname}")
+}
+
+/// `ct mark` or `meta mark` as an nft JSON expression.
+fn mark_of(key: &str) -> serde_json::Value {
+    match key {
+        "ct" => serde_json::json!({"ct": {"key": "mark"}}),
+        _ => serde_json::json!({"meta": {"key": "mark"}}),
+    }
+}
+
+/// `mark` under `mask`, keeping the other bits of `key`'s mark.
+fn masked(key: &str, mark: u32, mask: u32) -> serde_json::Value {
+    if mask == u32::MAX {
+        return serde_json::json!(mark);
+    }
+    serde_json::json!({"|": [{"&": [mark_of(key), !mask]}, mark & mask]})
+}
+
+/// The pod side of a `connmark` policy, in one transaction: new connections
+/// arriving on `ifname` get `mark` (under `mask`) in conntrack; the pod's
+/// own packets of a connection so marked get it on the packet in the route
+/// hook of `output`, so the kernel routes them again by the pod's fwmark
+/// rule, whatever source address the application chose.
+pub fn ensure_connmark(
+    netns: Option<&Path>,
+    policy: &str,
+    ifname: &str,
+    mark: u32,
+    mask: u32,
+) -> Result<()> {
+    let table = connmark_table(policy, ifname);
+    let arriving = json::ifname_match("iifname", "==", &[ifname.to_string()])
+        .map_err(|e| Error::kernel(format!("pod connmark: {e}")))?;
+    let connection_is_marked = if mask == u32::MAX {
+        serde_json::json!({"match": {"op": "==", "left": mark_of("ct"), "right": mark}})
+    } else {
+        serde_json::json!({"match": {"op": "==",
+            "left": {"&": [mark_of("ct"), mask]}, "right": mark & mask}})
+    };
+    let tx = serde_json::json!({"nftables": [
+        {"add": {"table": json::table(&table)}},
+        {"flush": {"table": json::table(&table)}},
+        json::chain(&table, "prerouting", "filter", "prerouting", -150),
+        json::rule(&table, "prerouting", "gwsteer: connections arriving here", vec![
+            arriving,
+            serde_json::json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["new"]}}),
+            serde_json::json!({"mangle": {"key": mark_of("ct"), "value": masked("ct", mark, mask)}}),
+        ]),
+        json::chain(&table, "output", "route", "output", -150),
+        json::rule(&table, "output", "gwsteer: replies leave where the request came in", vec![
+            connection_is_marked,
+            serde_json::json!({"mangle": {"key": mark_of("meta"), "value": masked("meta", mark, mask)}}),
+        ]),
+    ]});
+    nft_json_in(netns, &tx)?.map(drop).map_err(|e| {
+        Error::kernel(format!(
+            "making nftables table inet {table:?} in the pod: {e}"
+        ))
+    })
+}
+
+fn list_table(netns: Option<&Path>, table: &str) -> Result<Option<serde_json::Value>> {
+    match nft_json_in(netns, &json::on_table("list", table))? {
+        Ok(out) => serde_json::from_str(&out)
+            .map(Some)
+            .map_err(|e| Error::kernel(format!("nft printed JSON that does not parse: {e}"))),
+        Err(e) if e.contains("No such file") => Ok(None),
+        Err(e) => Err(Error::kernel(format!(
+            "reading nftables table inet {table:?} in the pod: {e}"
+        ))),
+    }
+}
+
+pub fn remove_connmark(netns: Option<&Path>, policy: &str, ifname: &str) -> Result<()> {
+    let table = connmark_table(policy, ifname);
+    match nft_json_in(netns, &json::on_table("delete", &table))? {
+        Ok(_) => Ok(()),
+        Err(e) if e.contains("No such file") => Ok(()),
+        Err(e) => Err(Error::kernel(format!(
+            "removing nftables table inet {table:?} in the pod: {e}"
+        ))),
+    }
+}
+
+/// Present when the table has both rules, for `ifname` and `mark`.
+pub fn observe_connmark(
+    netns: Option<&Path>,
+    policy: &str,
+    ifname: &str,
+    mark: u32,
+    mask: u32,
+) -> Result<Presence> {
+    let table = connmark_table(policy, ifname);
+    let Some(json) = list_table(netns, &table)? else {
+        return Ok(Presence::Missing);
+    };
+    let listed = json::literal_ifname(ifname).unwrap_or_default();
+    let rules: Vec<&serde_json::Value> = json["nftables"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|o| o.get("rule")).collect())
+        .unwrap_or_default();
+    let text = |r: &serde_json::Value| r["expr"].to_string();
+    let marks = rules.iter().any(|r| {
+        r["chain"] == "prerouting"
+            && r["expr"].as_array().is_some_and(|e| {
+                e.iter().any(|x| {
+                    x["match"]["left"]["meta"]["key"] == "iifname"
+                        && x["match"]["right"] == listed.as_str()
+                })
+            })
+            && text(r).contains("\"mangle\"")
+            && text(r).contains(&(mark & mask).to_string())
+    });
+    let restores = rules.iter().any(|r| {
+        r["chain"] == "output"
+            && text(r).contains("\"mangle\"")
+            && text(r).contains(&(mark & mask).to_string())
+    });
+    Ok(match (marks, restores) {
+        (true, true) => Presence::Present,
+        (false, _) => Presence::Drifted(format!(
+            "table inet {table:?} does not mark connections arriving on {ifname:?} with {mark:#x}"
+        )),
+        (_, false) => Presence::Drifted(format!(
+            "table inet {table:?} does not give replies the mark {mark:#x}"
+        )),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::process::Command;
@@ -260,6 +393,46 @@ mod tests {
         assert!(err.msg.contains("cannot be matched exactly"), "{err}");
         let listed = pod.nft(&["list", "ruleset"]);
         assert!(listed.stdout.is_empty(), "{listed:?}");
+    }
+
+    #[test]
+    fn a_pod_side_connmark_table_is_made_observed_and_removed_in_the_pod() {
+        let pod = NamedNetns::new("connmark");
+        let path = pod.path();
+        let table = "gwsteer-vip-net1";
+        assert_eq!(
+            observe_connmark(Some(&path), "vip", "net1", 0x14, u32::MAX).unwrap(),
+            Presence::Missing
+        );
+        for _ in 0..2 {
+            ensure_connmark(Some(&path), "vip", "net1", 0x14, u32::MAX).unwrap();
+        }
+        assert_eq!(
+            observe_connmark(Some(&path), "vip", "net1", 0x14, u32::MAX).unwrap(),
+            Presence::Present
+        );
+        let listed = pod.nft(&["list", "table", "inet", table]);
+        let text = String::from_utf8_lossy(&listed.stdout);
+        assert!(text.contains("iifname \"net1\" ct state new ct mark set 0x00000014"), "{text}");
+        assert!(text.contains("ct mark 0x00000014 meta mark set 0x00000014"), "{text}");
+        // Another mark is drift, not presence.
+        assert!(matches!(
+            observe_connmark(Some(&path), "vip", "net1", 0x15, u32::MAX).unwrap(),
+            Presence::Drifted(_)
+        ));
+        // A mask keeps the other bits of both marks.
+        ensure_connmark(Some(&path), "vip", "net1", 0x100, 0xff00).unwrap();
+        let listed = pod.nft(&["list", "table", "inet", table]);
+        let text = String::from_utf8_lossy(&listed.stdout);
+        // nft folds the kept bits with the set bit: (m & 0xffff00ff) | 0x100.
+        assert!(text.contains("ct mark set ct mark & 0xffff01ff | 0x00000100"), "{text}");
+        assert!(text.contains("ct mark & 0x0000ff00 == 0x00000100"), "{text}");
+        remove_connmark(Some(&path), "vip", "net1").unwrap();
+        remove_connmark(Some(&path), "vip", "net1").unwrap();
+        assert_eq!(
+            observe_connmark(Some(&path), "vip", "net1", 0x100, 0xff00).unwrap(),
+            Presence::Missing
+        );
     }
 
     #[test]

@@ -64,6 +64,10 @@ pub struct Record {
     #[serde(default)]
     pub holds: Vec<GroupKey>,
     pub created: u64,
+    /// What ADD chose that a person should know (the side each policy
+    /// acts on; a node side that relies on a detour), shown by `show`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// Node-level objects shared by attachments, removed with their last holder.

@@ -108,6 +108,17 @@ pub enum Object {
     /// Inside a router pod: traffic leaving by any interface but `ifname`
     /// is masqueraded (an nftables table of gwsteer's in the pod).
     PodMasquerade { ifname: String },
+    /// Inside a pod, a `connmark` policy on the pod side: connections that
+    /// arrive on `ifname` get `mark` (under `mask`) on the connection, and
+    /// the pod's replies get it back on the packet before routing (an
+    /// nftables table of gwsteer's in the pod, one per policy and
+    /// interface).
+    PodConnmark {
+        policy: String,
+        ifname: String,
+        mark: u32,
+        mask: u32,
+    },
 }
 
 impl Object {
@@ -137,9 +148,10 @@ impl Object {
             | Object::Uplink { .. }
             | Object::VrfMasquerade { .. }
             | Object::Fdb { .. } => Side::Node,
-            Object::PodRoute { .. } | Object::PodSysctl { .. } | Object::PodMasquerade { .. } => {
-                Side::Pod
-            }
+            Object::PodRoute { .. }
+            | Object::PodSysctl { .. }
+            | Object::PodMasquerade { .. }
+            | Object::PodConnmark { .. } => Side::Pod,
         }
     }
 
@@ -277,6 +289,21 @@ impl fmt::Display for Object {
                     f,
                     "{side}nftables masquerade out of every interface but {ifname}"
                 )
+            }
+            Object::PodConnmark {
+                policy,
+                ifname,
+                mark,
+                mask,
+            } => {
+                write!(
+                    f,
+                    "{side}nftables connmark {policy}: connections arriving on {ifname} marked {mark:#x}"
+                )?;
+                if *mask != u32::MAX {
+                    write!(f, "/{mask:#x}")?;
+                }
+                Ok(())
             }
         }
     }

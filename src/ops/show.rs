@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use crate::engine::{LOCK_WAIT, new_kernel};
 use crate::error::Result;
 use crate::kernel::Kernel;
-use crate::model::{Object, Presence};
+use crate::model::{Object, Presence, Side};
 use crate::store::{self, Store};
 
 fn presence_text(p: &Presence) -> String {
@@ -38,6 +38,38 @@ fn observed(
         .collect())
 }
 
+/// A record's objects, observed: node-side ones through `kernel`, pod-side
+/// ones in the pod's namespace (the record's netns), or marked
+/// "pod namespace gone" when it no longer exists (DEL or GC will come).
+fn observed_record(
+    kernel: &mut dyn Kernel,
+    record: &store::Record,
+    problems: &mut usize,
+) -> Result<Vec<Value>> {
+    let (pod, node): (Vec<Object>, Vec<Object>) = record
+        .objects
+        .iter()
+        .cloned()
+        .partition(|o| o.side() == Side::Pod);
+    let mut out = observed(kernel, &node, problems)?;
+    if pod.is_empty() {
+        return Ok(out);
+    }
+    let netns = record.netns.as_ref().map(std::path::PathBuf::from);
+    let seen = new_kernel(netns).and_then(|mut k| observed(k.as_mut(), &pod, problems));
+    match seen {
+        Ok(seen) => out.extend(seen),
+        Err(e) if e.code == crate::error::code::UNKNOWN_CONTAINER => {
+            out.extend(
+                pod.iter()
+                    .map(|o| json!({"object": o.to_string(), "state": "pod namespace gone"})),
+            );
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(out)
+}
+
 /// `gwsteer show [--json]`: every attachment and node group of every
 /// network, each object marked present, MISSING or DRIFTED. Exit 1 when
 /// anything is not as recorded (or a record was corrupt).
@@ -50,12 +82,11 @@ pub fn run(state_dir: &Path, json: bool) -> Result<i32> {
         let (records, corrupt) = store.list()?;
         let mut atts = Vec::new();
         for r in &records {
-            // Pod-side objects need the pod's namespace; node-side ones do not.
-            let objects = observed(kernel.as_mut(), &r.objects, &mut problems)?;
+            let objects = observed_record(kernel.as_mut(), r, &mut problems)?;
             atts.push(json!({
                 "containerID": r.id.container_id, "ifname": r.id.ifname,
                 "pod": format!("{}/{}", r.pod_namespace.as_deref().unwrap_or("-"), r.pod_name.as_deref().unwrap_or("-")),
-                "holds": r.holds, "objects": objects,
+                "holds": r.holds, "objects": objects, "notes": r.notes,
             }));
         }
         let mut groups = Vec::new();
@@ -119,6 +150,9 @@ fn show_table(networks: &[Value]) -> String {
         }
         for a in n["attachments"].as_array().into_iter().flatten() {
             let who = format!("{}/{}", s(&a["containerID"]), s(&a["ifname"]));
+            for note in a["notes"].as_array().into_iter().flatten() {
+                notes.push(format!("network {net}, {who}: {}", s(note)));
+            }
             let objects = a["objects"].as_array().cloned().unwrap_or_default();
             if objects.is_empty() {
                 rows.push([

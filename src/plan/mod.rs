@@ -5,9 +5,11 @@
 //! verb, the CLI and the unit tests see the same answer.
 //!
 //! One file per feature: [`steering`] (CONTRACT 3.1 and the masquerade
-//! exemption), [`gateway`] (3.2), [`vrf`] (3.3).
+//! exemption), [`pod`] (3.1's `side`: steering inside the pod),
+//! [`gateway`] (3.2), [`vrf`] (3.3).
 
 pub mod gateway;
+pub mod pod;
 pub mod steering;
 pub mod vrf;
 
@@ -18,6 +20,7 @@ use crate::config::{Config, Gateway};
 use crate::model::{Backend, Family, NextHop, NodeGroup, Object, RouteKind, RouteSpec};
 
 pub use gateway::GatewayFacts;
+pub use pod::PodLink;
 pub use steering::{MULTIPATH_USE_NEIGH, SRC_VALID_MARK, selected, table_routes};
 
 /// Who the pod is, as far as planning cares.
@@ -36,6 +39,33 @@ pub struct Plan {
     /// Shared node-level groups this attachment needs (made by the first
     /// holder, removed with the last).
     pub groups: Vec<NodeGroup>,
+    /// What the plan chose that a person should know: the side each
+    /// policy acts on, and what it could not steer.
+    pub notes: Vec<Note>,
+}
+
+/// Something the plan chose that a person should know; a `warning` when
+/// the attachment may not be steered as meant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub warning: bool,
+    pub text: String,
+}
+
+impl Note {
+    pub fn info(text: String) -> Note {
+        Note {
+            warning: false,
+            text,
+        }
+    }
+
+    pub fn warning(text: String) -> Note {
+        Note {
+            warning: true,
+            text,
+        }
+    }
 }
 
 /// What the node says, collected by the `facts` module before planning.
@@ -47,6 +77,8 @@ pub struct Facts {
     pub firewall: Option<Backend>,
     /// The gateway network's node facts, when the config has one.
     pub gateway: Option<GatewayFacts>,
+    /// The attachment's pod interface, when a policy selects the pod.
+    pub pod_link: Option<PodLink>,
 }
 
 /// `addr` as a host prefix (/32, /128).
@@ -126,6 +158,7 @@ pub(crate) mod tests {
         Facts {
             firewall: Some(Backend::Nftables),
             gateway: None,
+            pod_link: None,
         }
     }
 

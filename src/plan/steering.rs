@@ -5,11 +5,11 @@
 
 use ipnet::IpNet;
 
-use super::{Facts, Plan, Pod, gateway_routes, host};
+use super::{Facts, Plan, Pod, gateway_routes, host, pod};
 use crate::config::{Config, Match, Policy};
 use crate::model::{
     Family, FwExemption, FwMember, FwObject, FwPolicy, GroupKey, Marking, NodeGroup, Object,
-    RouteSpec, RuleSpec, TABLE_MAIN,
+    RouteSpec, RuleSpec, Side, TABLE_MAIN,
 };
 
 /// With marks, reverse-path checks must see the mark too.
@@ -31,15 +31,19 @@ pub fn selected<'c>(config: &'c Config, pod: &Pod) -> Vec<&'c Policy> {
         .collect()
 }
 
-/// The routes of a policy's owned table: one per destination, via that
-/// family's gateways (several gateways: one multipath route).
+/// The routes of a policy's owned node table: one per destination, via
+/// that family's gateways (several gateways: one multipath route). None
+/// for a policy that steers on the pod side only.
 pub fn table_routes(policy: &Policy) -> Vec<RouteSpec> {
-    gateway_routes(policy.table, &policy.gateways, &policy.destinations)
+    match policy.table {
+        Some(table) => gateway_routes(table, &policy.gateways, &policy.destinations),
+        None => Vec::new(),
+    }
 }
 
 /// Per-pod rules of a `source` policy: `from <podIP> lookup <table>` and,
 /// one priority earlier, `from <podIP> to <exclude> lookup main`.
-fn source_rules(policy: &Policy, pod: &Pod) -> Vec<RuleSpec> {
+fn source_rules(policy: &Policy, table: u32, pod: &Pod) -> Vec<RuleSpec> {
     let mut rules = Vec::new();
     for addr in &pod.addresses {
         let family = Family::of_net(&addr.address);
@@ -71,7 +75,7 @@ fn source_rules(policy: &Policy, pod: &Pod) -> Vec<RuleSpec> {
             fwmark: None,
             fwmask: None,
             iif: None,
-            table: policy.table,
+            table,
         });
     }
     rules
@@ -81,7 +85,7 @@ fn source_rules(policy: &Policy, pod: &Pod) -> Vec<RuleSpec> {
 /// use: its table, and the priorities of its rules (`priority − 1` too for
 /// a `source` policy's exclusion rules).
 pub fn claims(policy: &Policy) -> Vec<GroupKey> {
-    let mut out = vec![GroupKey::TableClaim(policy.table)];
+    let mut out: Vec<GroupKey> = policy.table.map(GroupKey::TableClaim).into_iter().collect();
     out.extend(
         policy
             .rule_priorities()
@@ -92,7 +96,13 @@ pub fn claims(policy: &Policy) -> Vec<GroupKey> {
 }
 
 /// The fwmark rule that sends a mark/connmark policy's packets to its table.
-fn fwmark_rule(policy: &Policy, family: Family, mark: u32, mask: Option<u32>) -> RuleSpec {
+fn fwmark_rule(
+    policy: &Policy,
+    table: u32,
+    family: Family,
+    mark: u32,
+    mask: Option<u32>,
+) -> RuleSpec {
     RuleSpec {
         family,
         priority: policy.priority,
@@ -101,7 +111,7 @@ fn fwmark_rule(policy: &Policy, family: Family, mark: u32, mask: Option<u32>) ->
         fwmark: Some(mark),
         fwmask: mask,
         iif: None,
-        table: policy.table,
+        table,
     }
 }
 
@@ -113,6 +123,19 @@ pub(super) fn policy_plan(
     facts: &Facts,
     out: &mut Plan,
 ) {
+    let link = facts.pod_link.as_ref();
+    out.notes.extend(pod::side_note(policy, link));
+    if pod::side_of(policy, link) == Side::Pod {
+        if let Some(link) = link {
+            pod::policy_plan(policy, pod, link, out);
+        }
+        return;
+    }
+    // A node-side policy always has a table (config: required unless
+    // side is "pod").
+    let Some(table) = policy.table else {
+        return;
+    };
     let fw = facts.firewall;
     let families: Vec<Family> = [Family::V4, Family::V6]
         .into_iter()
@@ -136,8 +159,11 @@ pub(super) fn policy_plan(
     }
     let (mark, mask) = match policy.matcher {
         Match::Source => {
-            out.pod_objects
-                .extend(source_rules(policy, pod).into_iter().map(Object::node_rule));
+            out.pod_objects.extend(
+                source_rules(policy, table, pod)
+                    .into_iter()
+                    .map(Object::node_rule),
+            );
             (None, None)
         }
         Match::Mark { mark, mask } | Match::Connmark { mark, mask } => (Some(mark), mask),
@@ -165,7 +191,7 @@ pub(super) fn policy_plan(
         node.extend(
             families
                 .iter()
-                .map(|f| Object::node_rule(fwmark_rule(policy, *f, mark, mask))),
+                .map(|f| Object::node_rule(fwmark_rule(policy, table, *f, mark, mask))),
         );
         for addr in &pod.addresses {
             if families.contains(&Family::of_net(&addr.address)) {

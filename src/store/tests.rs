@@ -28,6 +28,7 @@ fn record(c: &str) -> Record {
         objects: vec![],
         holds: vec![GroupKey::Policy("oam".into())],
         created: 1,
+        notes: Vec::new(),
     }
 }
 

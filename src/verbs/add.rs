@@ -46,7 +46,15 @@ pub fn run(config: &Config, env: &Env) -> Result<Value> {
         objects: plan.pod_objects.clone(),
         holds: plan.groups.iter().map(|g| g.key.clone()).collect(),
         created: now(),
+        notes: plan.notes.iter().map(|n| n.text.clone()).collect(),
     };
+    for note in &plan.notes {
+        if note.warning {
+            log::warn!("{}", note.text);
+        } else {
+            log::info!("{}", note.text);
+        }
+    }
 
     let store = open_store_for_add(config)?;
     let old = match store.get(&id) {

@@ -27,7 +27,7 @@ pub fn run(config: &Config, env: &Env) -> Result<()> {
             .steering
             .iter()
             .find(|p| &p.name == name)
-            .map(|p| p.table),
+            .and_then(|p| p.table),
         _ => None,
     };
     match by_record(&store, env, &config.network, &mut kernel, &table_of) {
@@ -60,6 +60,7 @@ fn by_plan(store: &Store, config: &Config, env: &Env) -> Result<()> {
     let facts = plan::Facts {
         firewall: firewall.as_ref().map(|f| f.backend),
         gateway: None,
+        pod_link: None,
     };
     let plan = plan::plan(config, &pod, &facts);
     if plan.pod_objects.is_empty() && plan.groups.is_empty() {
@@ -75,6 +76,7 @@ fn by_plan(store: &Store, config: &Config, env: &Env) -> Result<()> {
         objects: plan.pod_objects,
         holds: plan.groups.into_iter().map(|g| g.key).collect(),
         created: now(),
+        notes: Vec::new(),
     };
     log::warn!(
         "record unreadable: removing {} object(s) by config and prevResult",

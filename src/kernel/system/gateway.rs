@@ -44,6 +44,12 @@ impl System {
             Object::PodMasquerade { ifname } => {
                 podns::ensure_masquerade(self.pod_netns.as_deref(), ifname)
             }
+            Object::PodConnmark {
+                policy,
+                ifname,
+                mark,
+                mask,
+            } => podns::ensure_connmark(self.pod_netns.as_deref(), policy, ifname, *mark, *mask),
             other => Err(Error::kernel(format!(
                 "{other}: not a gateway network object"
             ))),
@@ -95,6 +101,9 @@ impl System {
             Object::PodMasquerade { ifname } => {
                 podns::remove_masquerade(self.pod_netns.as_deref(), ifname)
             }
+            Object::PodConnmark { policy, ifname, .. } => {
+                podns::remove_connmark(self.pod_netns.as_deref(), policy, ifname)
+            }
             _ => Ok(()),
         }
     }
@@ -120,6 +129,12 @@ impl System {
             Object::PodMasquerade { ifname } => {
                 podns::observe_masquerade(self.pod_netns.as_deref(), ifname)
             }
+            Object::PodConnmark {
+                policy,
+                ifname,
+                mark,
+                mask,
+            } => podns::observe_connmark(self.pod_netns.as_deref(), policy, ifname, *mark, *mask),
             other => Err(Error::kernel(format!(
                 "{other}: not a gateway network object"
             ))),

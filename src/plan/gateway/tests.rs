@@ -11,6 +11,7 @@ fn nft(gateway: GatewayFacts) -> Facts {
     Facts {
         firewall: Some(crate::model::Backend::Nftables),
         gateway: Some(gateway),
+        pod_link: None,
     }
 }
 
