@@ -413,8 +413,14 @@ mod tests {
         );
         let listed = pod.nft(&["list", "table", "inet", table]);
         let text = String::from_utf8_lossy(&listed.stdout);
-        assert!(text.contains("iifname \"net1\" ct state new ct mark set 0x00000014"), "{text}");
-        assert!(text.contains("ct mark 0x00000014 meta mark set 0x00000014"), "{text}");
+        assert!(
+            text.contains("iifname \"net1\" ct state new ct mark set 0x00000014"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ct mark 0x00000014 meta mark set 0x00000014"),
+            "{text}"
+        );
         // Another mark is drift, not presence.
         assert!(matches!(
             observe_connmark(Some(&path), "vip", "net1", 0x15, u32::MAX).unwrap(),
@@ -425,8 +431,14 @@ mod tests {
         let listed = pod.nft(&["list", "table", "inet", table]);
         let text = String::from_utf8_lossy(&listed.stdout);
         // nft folds the kept bits with the set bit: (m & 0xffff00ff) | 0x100.
-        assert!(text.contains("ct mark set ct mark & 0xffff01ff | 0x00000100"), "{text}");
-        assert!(text.contains("ct mark & 0x0000ff00 == 0x00000100"), "{text}");
+        assert!(
+            text.contains("ct mark set ct mark & 0xffff01ff | 0x00000100"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ct mark & 0x0000ff00 == 0x00000100"),
+            "{text}"
+        );
         remove_connmark(Some(&path), "vip", "net1").unwrap();
         remove_connmark(Some(&path), "vip", "net1").unwrap();
         assert_eq!(

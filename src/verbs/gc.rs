@@ -2,10 +2,12 @@
 //! lists in `cni.dev/valid-attachments`, and node groups nobody holds.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 
 use crate::config::Config;
 use crate::engine::{combine, new_kernel, open_store, remove_group, teardown};
 use crate::error::{Error, Result};
+use crate::model::Side;
 
 pub fn run(config: &Config) -> Result<()> {
     crate::logging::set_context(format!("GC net={}", config.network));
@@ -33,11 +35,19 @@ pub fn run(config: &Config) -> Result<()> {
     let mut errors = Vec::new();
     let mut kernel = None;
     for record in &stale {
-        let k = match &mut kernel {
-            Some(k) => k,
-            None => kernel.insert(new_kernel(None)?),
-        };
         log::info!("stale attachment {}: removing", record.id);
+        // Pod-side objects live in the pod's namespace, which the record
+        // names (GC has no CNI_NETNS); one gone takes them with it.
+        let mut pod_kernel = None;
+        let k = if record.objects.iter().any(|o| o.side() == Side::Pod) {
+            let netns = record.netns.as_ref().map(PathBuf::from);
+            pod_kernel.insert(new_kernel(netns)?)
+        } else {
+            match &mut kernel {
+                Some(k) => k,
+                None => kernel.insert(new_kernel(None)?),
+            }
+        };
         match teardown(&store, k.as_mut(), record) {
             Ok(()) => store.delete(&record.id)?,
             Err(e) => errors.push(e.context(format!("GC of {}", record.id))),

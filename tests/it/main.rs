@@ -17,6 +17,7 @@ mod support;
 mod explain;
 mod firewall_steering;
 mod logs;
+mod multihomed;
 mod source_steering;
 
 // The gateway network (bridge + VXLAN to a router pod), IPv4 and IPv6 underlay.
