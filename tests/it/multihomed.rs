@@ -313,7 +313,43 @@ fn macvlan_replies_leave_by_net1_from_inside_the_pod_on_a_strict_rp_filter_node(
     assert!(text.contains("on the pod side of net1"), "{text}");
     assert!(!text.contains("MISSING"), "{text}");
 
-    // CHECK passes, then names a pod-side rule removed by hand.
+    // explain on the node names the pod's steering and the way to see it;
+    // with --netns it shows the pod's path: gwsteer's rule, out of net1.
+    let state = t.state.to_str().unwrap();
+    let from = v4.to_string();
+    let node_view = gwsteer_cli(
+        &t.node,
+        &["explain", CLIENT4, "--from", &from, "--state-dir", state],
+    );
+    assert!(
+        node_view.stdout_raw.contains(&format!(
+            "{v4} is steered inside its pod by network lan (ctr1/net1)"
+        )),
+        "{}",
+        node_view.stdout_raw
+    );
+    let pod_path = netns_path(&t.pod);
+    assert!(
+        node_view
+            .stdout_raw
+            .contains(&format!("--netns {pod_path}")),
+        "{}",
+        node_view.stdout_raw
+    );
+    let pod_view = gwsteer_cli(
+        &t.node,
+        &[
+            "explain", CLIENT4, "--from", &from, "--netns", &pod_path, "--json",
+        ],
+    );
+    let report: Value = serde_json::from_str(&pod_view.stdout_raw).unwrap();
+    assert_eq!(report["rule"]["gwsteer"], true, "{report}");
+    assert_eq!(report["rule"]["priority"], 1000, "{report}");
+    assert_eq!(report["chosen"]["dev"], "net1", "{report}");
+    assert_eq!(report["chosen"]["via"], "192.168.60.1", "{report}");
+
+    // CHECK passes, then names a pod-side rule removed by hand; reconcile
+    // puts it back.
     t.run(&nad, "check", "net1").expect_ok("CHECK");
     let table = tables_of_rules(&t.pod).into_iter().next().unwrap();
     ip(

@@ -16,6 +16,7 @@ mod report;
 mod tests;
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 use ipnet::IpNet;
 use netlink_packet_route::route::{RouteAttribute, RouteFlags, RouteMessage};
@@ -30,9 +31,10 @@ use crate::kernel::rtnl::{
 use crate::model::{Family, RTPROT_GWSTEER, Side};
 
 use report::table_name;
-pub use report::{Chosen, Hop, MatchedRule, Report, Route, Selectors};
+pub use report::{Chosen, Hop, MatchedRule, PodSide, Report, Route, Selectors};
 
-const USAGE: &str = "usage: gwsteer explain <ip> [--from <ip>] [--iif <dev>] [--mark <m>] [--json]
+const USAGE: &str =
+    "usage: gwsteer explain <ip> [--from <ip>] [--iif <dev>] [--mark <m>] [--netns <path>] [--json]
 
 The path a packet to <ip> takes on this node: the policy rule that matched
 (priority, selectors, whether gwsteer made it), the table, the route (prefix,
@@ -41,7 +43,12 @@ nexthops and multipath weights), and the nexthop and device chosen.
   --iif <dev>   the device it came in on (cni0 for a pod's packet); without
                 it the packet is one the node itself sends
   --mark <m>    its firewall mark (decimal or 0x hex)
-  --json        one JSON object instead of text";
+  --netns <path>  the path inside this network namespace (a pod's, e.g.
+                /var/run/netns/<name>): where a pod-side policy steers
+  --json        one JSON object instead of text
+
+With --from, an address a policy steers inside its pod (side \"pod\") is
+named, with the --netns that shows the pod's own path.";
 
 /// The packet asked about; in the report `{"dst", "from", "iif", "mark"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -50,9 +57,15 @@ pub struct Query {
     pub from: Option<IpAddr>,
     pub iif: Option<String>,
     pub mark: Option<u32>,
+    /// `--netns`: the namespace whose path is explained (the node's without).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netns: Option<PathBuf>,
     /// `--json`: how to print the report, not part of it.
     #[serde(skip)]
     pub json: bool,
+    /// `--state-dir`: where to look for pod-side steering of `from`.
+    #[serde(skip)]
+    pub state_dir: PathBuf,
 }
 
 fn parse_mark(text: &str) -> std::result::Result<u32, String> {
@@ -77,7 +90,9 @@ pub fn parse(args: &[String]) -> std::result::Result<Query, String> {
         from: None,
         iif: None,
         mark: None,
+        netns: None,
         json: false,
+        state_dir: PathBuf::from(crate::config::DEFAULT_STATE_DIR),
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -91,9 +106,8 @@ pub fn parse(args: &[String]) -> std::result::Result<Query, String> {
             "--from" => q.from = Some(parse_ip(&value("--from")?, "--from")?),
             "--iif" => q.iif = Some(value("--iif")?),
             "--mark" => q.mark = Some(parse_mark(&value("--mark")?)?),
-            "--state-dir" => {
-                value("--state-dir")?;
-            }
+            "--netns" => q.netns = Some(PathBuf::from(value("--netns")?)),
+            "--state-dir" => q.state_dir = PathBuf::from(value("--state-dir")?),
             other if other.starts_with('-') => return Err(format!("unknown option {other}")),
             other if dst.is_none() => dst = Some(parse_ip(other, "destination")?),
             other => return Err(format!("unexpected argument {other:?}")),
@@ -383,9 +397,55 @@ fn deciding_rule<'a>(
         })
 }
 
-/// Asks the kernel about `q`: its rules, the FIB entry that matched and the
-/// route it resolved.
+/// Asks the kernel about `q` in the node's namespace, or in `--netns`'s:
+/// its rules, the FIB entry that matched and the route it resolved. On the
+/// node, a `--from` address that a policy steers inside its pod is named.
 pub fn explain(q: &Query) -> Result<Report> {
+    match &q.netns {
+        Some(path) => crate::kernel::netns::Netns::open_pod(Some(path))?.run(|| explain_here(q)),
+        None => {
+            let mut report = explain_here(q)?;
+            report.pod_side = q.from.and_then(|from| pod_side_of(&q.state_dir, from));
+            Ok(report)
+        }
+    }
+}
+
+/// The attachment whose pod-side steering acts on packets from `from`, if
+/// one does (a pod-side rule `from <from>`, or a pod-side connmark policy
+/// on the attachment that has that address). The store is read without
+/// its lock; anything unreadable is no answer.
+fn pod_side_of(state_dir: &std::path::Path, from: IpAddr) -> Option<PodSide> {
+    let host = IpNet::from(from);
+    for network in crate::store::networks(state_dir).ok()? {
+        let Ok(store) = crate::store::Store::open(state_dir, &network, crate::engine::LOCK_WAIT)
+        else {
+            continue;
+        };
+        let Ok((records, _)) = store.list() else {
+            continue;
+        };
+        for r in records {
+            let steered = r.objects.iter().any(|o| match o {
+                crate::model::Object::Rule {
+                    spec,
+                    side: Side::Pod,
+                } => spec.src == Some(host),
+                _ => false,
+            });
+            if steered {
+                return Some(PodSide {
+                    network,
+                    attachment: r.id.to_string(),
+                    netns: r.netns.clone(),
+                });
+            }
+        }
+    }
+    None
+}
+
+fn explain_here(q: &Query) -> Result<Report> {
     let mut kernel = NetlinkKernel::new(None)?;
     let iif = match &q.iif {
         Some(name) => Some(
@@ -421,5 +481,6 @@ pub fn explain(q: &Query) -> Result<Report> {
         route,
         rule: rule.map(MatchedRule::of),
         rules_matched: matching.iter().map(|r| r.spec.priority).collect(),
+        pod_side: None,
     })
 }

@@ -35,6 +35,19 @@ pub struct Report {
     /// The route's table, and its name.
     pub table: Option<u32>,
     pub table_name: Option<String>,
+    /// When `from` is steered inside its pod (side "pod"): whose steering,
+    /// and the namespace that shows its path (`--netns`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_side: Option<PodSide>,
+}
+
+/// `{"network", "attachment", "netns"}`: the attachment whose pod-side
+/// steering acts on the packet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PodSide {
+    pub network: String,
+    pub attachment: String,
+    pub netns: Option<String>,
 }
 
 /// The rule that decided: `{"action", "gwsteer", "priority", "protocol",
@@ -355,7 +368,8 @@ impl fmt::Display for Report {
         }
         let Some(route) = &self.route else {
             let why = self.error.as_deref().unwrap_or("no route");
-            return writeln!(f, "  route    none: {why}");
+            writeln!(f, "  route    none: {why}")?;
+            return self.write_pod_side(f);
         };
         writeln!(f, "  table    {}", route.table_name)?;
         let whose = if route.gwsteer { " (gwsteer's)" } else { "" };
@@ -372,12 +386,34 @@ impl fmt::Display for Report {
             }
         }
         match &self.chosen {
-            Some(chosen) => writeln!(f, "  chosen   {chosen}"),
+            Some(chosen) => writeln!(f, "  chosen   {chosen}")?,
             None => writeln!(
                 f,
                 "  chosen   none: {}",
                 self.error.as_deref().unwrap_or("?")
+            )?,
+        }
+        self.write_pod_side(f)
+    }
+}
+
+impl Report {
+    fn write_pod_side(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (Some(pod), Some(from)) = (&self.pod_side, self.query.from) else {
+            return Ok(());
+        };
+        writeln!(
+            f,
+            "  pod side {from} is steered inside its pod by network {} ({}): this is the node's path, not the reply's",
+            pod.network, pod.attachment
+        )?;
+        match &pod.netns {
+            Some(netns) => writeln!(
+                f,
+                "           the pod's: gwsteer explain {} --from {from} --netns {netns}",
+                self.query.dst
             ),
+            None => Ok(()),
         }
     }
 }

@@ -78,7 +78,9 @@ fn query() -> Query {
         from: Some("10.244.1.5".parse().unwrap()),
         iif: Some("cni0".into()),
         mark: None,
+        netns: None,
         json: false,
+        state_dir: std::path::PathBuf::new(),
     }
 }
 
@@ -293,6 +295,7 @@ fn report() -> Report {
         rules_matched: vec![999, 1000, 32766],
         table: Some(100),
         table_name: Some("100".into()),
+        pod_side: None,
     }
 }
 
@@ -322,6 +325,7 @@ fn report_json_keeps_its_keys_and_shapes() {
         rules_matched: vec![],
         table: None,
         table_name: None,
+        pod_side: None,
         query: Query {
             from: None,
             iif: None,
@@ -387,4 +391,34 @@ fn report_text_names_each_step() {
          \x20 rule     none identified\n\
          \x20 route    none: Network is unreachable (os error 101)\n"
     );
+}
+
+#[test]
+fn an_address_steered_inside_its_pod_is_named_with_the_way_to_its_path() {
+    let mut r = report();
+    r.route = None;
+    r.chosen = None;
+    r.error = Some("Network is unreachable (os error 101)".into());
+    r.pod_side = Some(PodSide {
+        network: "lan".into(),
+        attachment: "ctr1/net1".into(),
+        netns: Some("/run/netns/pod".into()),
+    });
+    let text = r.to_string();
+    assert!(
+        text.ends_with(
+            "  route    none: Network is unreachable (os error 101)\n\
+             \x20 pod side 10.244.1.5 is steered inside its pod by network lan (ctr1/net1): this is the node's path, not the reply's\n\
+             \x20          the pod's: gwsteer explain 10.2.0.2 --from 10.244.1.5 --netns /run/netns/pod\n"
+        ),
+        "{text}"
+    );
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(
+        json["podSide"],
+        json!({"network": "lan", "attachment": "ctr1/net1", "netns": "/run/netns/pod"})
+    );
+    // Without it, the key is absent: `--json` output keeps its keys.
+    r.pod_side = None;
+    assert!(serde_json::to_value(&r).unwrap().get("podSide").is_none());
 }
