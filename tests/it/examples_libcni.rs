@@ -20,7 +20,9 @@
 
 use std::fs;
 
-use crate::support::examples::{Run, examples_dir, load, node_with_eth1, our_rules, pod_ips, walk};
+use crate::support::examples::{
+    Run, example_node, examples_dir, load, node_with_eth1, our_rules, pod_ips, walk,
+};
 use crate::support::*;
 use serde_json::{Value, json};
 
@@ -290,6 +292,76 @@ fn example_70_multus_nad_gateway_network() {
     gateway_network("ex70", conf, "70-nad.conflist");
 }
 
+/// The Multus NAD for a macvlan `net1` steered inside the pod: a pod with
+/// the primary's `eth0` (default route) and the NAD's `net1`; a client
+/// behind the LAN router is answered by net1's address and by a VIP on
+/// the pod's `lo`; gwsteer's rules and tables are in the pod, none on the
+/// node; DEL leaves nothing.
+#[test]
+fn example_90_multus_nad_macvlan_pod_side() {
+    let file = "90-multus-macvlan-pod-side-nad.yaml";
+    let yaml = fs::read_to_string(examples_dir().join(file)).unwrap();
+    assert!(yaml.contains("kind: NetworkAttachmentDefinition"));
+    let conf = nad_config(&yaml);
+    let lab = Lab::new("ex90");
+    let (node, rtr) = example_node(
+        &lab,
+        &["192.168.60.2/24"],
+        &["192.168.60.1/24", "fd00:60::1/64"],
+    );
+    lab.sysctls(
+        &rtr,
+        &[
+            ("net.ipv4.ip_forward", "1"),
+            ("net.ipv6.conf.all.forwarding", "1"),
+        ],
+    );
+    lab.sysctl(&node, "net.ipv4.conf.all.rp_filter", "1");
+    let cli = lab.netns("cli");
+    wire(
+        &lab,
+        (&rtr, "up0", &["10.9.0.1/24", "fd00:9::1/64"]),
+        (&cli, "eth0", &["10.9.0.2/24", "fd00:9::2/64"]),
+    );
+    lab.route(&cli, &["add", "default", "via", "10.9.0.1"]);
+    lab.route(&cli, &["add", "default", "via", "fd00:9::1"]);
+    let pod = lab.netns("pod");
+    // The primary: a veth with the pod's default route (what the cluster's
+    // CNI gives every pod).
+    wire(
+        &lab,
+        (&pod, "eth0", &["10.244.1.5/24"]),
+        (&node, "vethpod", &["10.244.1.1/24"]),
+    );
+    lab.route(&pod, &["add", "default", "via", "10.244.1.1"]);
+    ip(&pod, ["addr", "add", "203.0.113.7/32", "dev", "lo"]);
+    let run = Run::new(&lab, &node, &conf, "90-nad.conflist");
+    let args = k8s_cni_args("default", "web-0", "c1");
+    let result = run.add_check(&pod, "c1", "net1", &args);
+    let ips = pod_ips(&result);
+    let v4 = ips.iter().find(|i| !i.contains(':')).unwrap().clone();
+    ip(&rtr, ["route", "add", "203.0.113.7/32", "via", &v4]);
+    wait_no_tentative(&pod, std::time::Duration::from_secs(5));
+    let server = TcpServer::start(&pod, "[::]:0".parse().unwrap());
+    let port = server.addr().port();
+    for addr in ips.iter().map(String::as_str).chain(["203.0.113.7"]) {
+        let to = std::net::SocketAddr::new(addr.parse().unwrap(), port);
+        tcp_request(&cli, to, std::time::Duration::from_secs(3))
+            .unwrap_or_else(|e| panic!("{file}: {addr} not answered: {e}"));
+    }
+    assert!(our_rules(&node).is_empty(), "{:?}", our_rules(&node));
+    let in_pod = our_rules(&pod);
+    for ip in &ips {
+        assert!(
+            in_pod.iter().any(|r| r["src"] == ip.as_str()),
+            "{file}: {in_pod:?}"
+        );
+    }
+    run.del(&pod, "c1", "net1", &args);
+    assert!(our_rules(&pod).is_empty(), "{:?}", our_rules(&pod));
+    run.assert_clean();
+}
+
 /// The VRF egress example and the test of `tests/vrf_guest.rs` that runs it
 /// through libcni in the qemu guest (`bash tests/vrf/run.sh`).
 const VRF_EXAMPLE: &str = "80-bridge-vrf-egress.conflist";
@@ -413,6 +485,7 @@ fn every_example_is_run_by_libcni() {
         "60-bridge-connmark-oam-return.conflist",
         "70-multus-gateway-network-nad.yaml",
         VRF_EXAMPLE,
+        "90-multus-macvlan-pod-side-nad.yaml",
     ];
     let guest = fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vrf_guest.rs"),
