@@ -643,14 +643,18 @@ enum Mode {
     SourceAlt,
     Connmark,
     GwClient,
+    /// `source` with `side: "pod"`: the steering inside the pod's
+    /// namespace, on the same pod and interface as sbr (sbr's own job).
+    PodSide,
     Sbr,
 }
 
-const MODES: [Mode; 5] = [
+const MODES: [Mode; 6] = [
     Mode::Source,
     Mode::SourceAlt,
     Mode::Connmark,
     Mode::GwClient,
+    Mode::PodSide,
     Mode::Sbr,
 ];
 
@@ -661,6 +665,7 @@ impl Mode {
             Mode::SourceAlt => "gwsteer source, alt build",
             Mode::Connmark => "gwsteer connmark",
             Mode::GwClient => "gwsteer gw-net client",
+            Mode::PodSide => "gwsteer source, pod side",
             Mode::Sbr => "sbr",
         }
     }
@@ -670,6 +675,7 @@ impl Mode {
             Mode::Source | Mode::SourceAlt => "bench-src",
             Mode::Connmark => "bench-cm",
             Mode::GwClient => "bench-gw",
+            Mode::PodSide => "bench-pod",
             Mode::Sbr => "bench-sbr",
         }
     }
@@ -690,6 +696,7 @@ impl Mode {
             Mode::SourceAlt => "src-alt",
             Mode::Connmark => "cm",
             Mode::GwClient => "gw",
+            Mode::PodSide => "pod",
             Mode::Sbr => "sbr",
         }
     }
@@ -861,6 +868,13 @@ impl Lab {
                     "routes": ["0.0.0.0/0"], "keep": ["10.244.0.0/16", "10.96.0.0/12"]
                 });
             }
+            Mode::PodSide => {
+                // The gateways are prevResult's, as sbr takes the interface's.
+                conf["steering"] = json!([{
+                    "name": "lan", "side": "pod", "priority": SOURCE_PRIORITY,
+                    "exclude": SOURCE_EXCLUDE
+                }]);
+            }
             Mode::Sbr => {}
         }
         conf
@@ -920,7 +934,12 @@ impl Lab {
                 path: format!("/run/netns/{}-n{}-g{i}", self.prefix, node.level),
                 index: i,
             },
-            Mode::Sbr if i == MEASURED => node.sbr_pod.clone(),
+            Mode::Sbr | Mode::PodSide if i == MEASURED => node.sbr_pod.clone(),
+            Mode::PodSide => Pod {
+                ns: format!("{}-n{}-p{i}", self.prefix, node.level),
+                path: format!("/run/netns/{}-n{}-p{i}", self.prefix, node.level),
+                index: i,
+            },
             Mode::Sbr => Pod {
                 ns: format!("{}-n{}-s{i}", self.prefix, node.level),
                 path: format!("/run/netns/{}-n{}-s{i}", self.prefix, node.level),
@@ -1486,9 +1505,12 @@ fn prepopulate(lab: &mut Lab, available: &[Mode], res: &mut Results) -> Res<()> 
         let level = lab.nodes[n].level;
         // The plugins must run in this node's namespace, not the last one entered.
         enter(&lab.nodes[n].file)?;
+        // The pod side has nothing on the node: like sbr's, its cost does
+        // not depend on the node's attachments, and each needs a pod of its
+        // own; it is measured without background attachments, as sbr is.
         for &mode in available
             .iter()
-            .filter(|m| m.is_gwsteer() && **m != Mode::SourceAlt)
+            .filter(|m| m.is_gwsteer() && !matches!(m, Mode::SourceAlt | Mode::PodSide))
         {
             if level > 0 {
                 eprintln!(
@@ -1900,7 +1922,7 @@ fn concurrent_one(lab: &mut Lab, mode: Mode, n: usize) -> Res<ConcurrentResult> 
         for &i in ids.iter().chain([&amid]) {
             let pod = lab.pod_for(&lab.nodes[idx], mode, i);
             match mode {
-                Mode::Sbr => make_sbr_pod(&mut lab.nodes[idx], &pod)?,
+                Mode::Sbr | Mode::PodSide => make_sbr_pod(&mut lab.nodes[idx], &pod)?,
                 Mode::GwClient => make_gw_pod(&mut lab.nodes[idx], &pod)?,
                 _ => {}
             }

@@ -17,11 +17,27 @@ use crate::plan::{self, GatewayFacts};
 
 /// What the node says for this attachment. `firewall` is the backend the
 /// caller opened (when the config needs one).
-pub fn collect(config: &Config, env: &Env, firewall: Option<Backend>) -> Result<plan::Facts> {
+/// A probe that needs netlink opens it in `net` (for the node and, lazily,
+/// the pod's `CNI_NETNS`), where the caller finds it to make the changes
+/// with: one set of sockets per process, not two.
+pub fn collect(
+    config: &Config,
+    env: &Env,
+    firewall: Option<Backend>,
+    net: &mut Option<NetlinkKernel>,
+) -> Result<plan::Facts> {
     Ok(plan::Facts {
         firewall,
-        gateway: gateway(config, env)?,
-        pod_link: pod_link(config, env)?,
+        gateway: gateway(config, env, net)?,
+        pod_link: pod_link(config, env, net)?,
+    })
+}
+
+/// The connection in `slot`, opened on first use.
+fn netlink<'a>(env: &Env, slot: &'a mut Option<NetlinkKernel>) -> Result<&'a mut NetlinkKernel> {
+    Ok(match slot {
+        Some(net) => net,
+        None => slot.insert(NetlinkKernel::new(env.netns.clone())?),
     })
 }
 
@@ -46,7 +62,11 @@ const KINDS_WITH_HOST_PEER: &[&str] = &["veth", "netkit"];
 /// pod's interface does (one `RTM_GETLINK` in the pod's namespace): veth
 /// and netkit have a host-side peer, macvlan, ipvlan, a moved device or a
 /// VF do not.
-fn pod_link(config: &Config, env: &Env) -> Result<Option<plan::PodLink>> {
+fn pod_link(
+    config: &Config,
+    env: &Env,
+    slot: &mut Option<NetlinkKernel>,
+) -> Result<Option<plan::PodLink>> {
     let probe_pod = plan::Pod {
         namespace: env.pod_namespace.clone(),
         ..plan::Pod::default()
@@ -64,16 +84,30 @@ fn pod_link(config: &Config, env: &Env) -> Result<Option<plan::PodLink>> {
     if host_side == Some(true) && !forced_pod {
         return Ok(Some(link));
     }
-    let Some(netns) = &env.netns else {
+    if env.netns.is_none() {
         return Ok(Some(link));
+    }
+    let probed = netlink(env, slot).and_then(|net| {
+        net.get_link(Side::Pod, &env.ifname)?.ok_or_else(|| {
+            Error::kernel(format!(
+                "no device named {} in the pod's network namespace (did the primary plugin make it?)",
+                env.ifname
+            ))
+        })
+    });
+    let state = match probed {
+        Ok(state) => state,
+        // Only a policy forced to the pod side needs the answer; `auto`
+        // steers on the node, as it would without the probe.
+        Err(e) if !forced_pod => {
+            log::warn!(
+                "reading {} in the pod to choose the steering side: {e}; steering on the node side",
+                env.ifname
+            );
+            return Ok(Some(link));
+        }
+        Err(e) => return Err(e),
     };
-    let mut net = NetlinkKernel::new(Some(netns.clone()))?;
-    let state = net.get_link(Side::Pod, &env.ifname)?.ok_or_else(|| {
-        Error::kernel(format!(
-            "no device named {} in the pod's network namespace (did the primary plugin make it?)",
-            env.ifname
-        ))
-    })?;
     link.index = Some(state.index);
     if host_side != Some(true) {
         let ifname = &env.ifname;
@@ -114,7 +148,11 @@ pub fn host_veth(prev: Option<&Value>, bridge: &str) -> Option<String> {
 /// The gateway network's facts (`None` when the config has none). Errors
 /// for what the node makes impossible (an MTU over the underlay's) are
 /// config errors.
-fn gateway(config: &Config, env: &Env) -> Result<Option<GatewayFacts>> {
+fn gateway(
+    config: &Config,
+    env: &Env,
+    slot: &mut Option<NetlinkKernel>,
+) -> Result<Option<GatewayFacts>> {
     let Some(gw) = &config.gateway else {
         return Ok(None);
     };
@@ -125,7 +163,7 @@ fn gateway(config: &Config, env: &Env) -> Result<Option<GatewayFacts>> {
     };
     let mut underlay_mtu = None;
     if let Some(vx) = &gw.vxlan {
-        let mut net = NetlinkKernel::new(None)?;
+        let net = netlink(env, slot)?;
         let family = vx.bum.family();
         // The source the kernel would choose towards the first remote that
         // is not this node (an IPv6 underlay's VXLAN prefers it).
@@ -164,7 +202,7 @@ fn gateway(config: &Config, env: &Env) -> Result<Option<GatewayFacts>> {
         underlay_mtu = Some(mtu);
         if family == Family::V6 {
             facts.local = Some(IpAddr::V6(vxlan_source_v6(
-                &mut net,
+                net,
                 vx,
                 &underlay,
                 first_prefsrc,
@@ -286,6 +324,19 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn host_side_interfaces_are_those_outside_the_sandbox() {
+        let bridge = json!({"interfaces": [
+            {"name": "cni0"}, {"name": "veth1", "sandbox": ""},
+            {"name": "eth0", "sandbox": "/run/netns/p"}]});
+        assert_eq!(lists_host_side(Some(&bridge)), Some(true));
+        let macvlan = json!({"interfaces": [{"name": "net1", "sandbox": "/run/netns/p"}]});
+        assert_eq!(lists_host_side(Some(&macvlan)), Some(false));
+        assert_eq!(lists_host_side(Some(&json!({"interfaces": []}))), None);
+        assert_eq!(lists_host_side(Some(&json!({"ips": []}))), None);
+        assert_eq!(lists_host_side(None), None);
+    }
 
     #[test]
     fn the_host_veth_is_the_primarys_interface_outside_the_pod() {

@@ -101,12 +101,50 @@ pub fn new_kernel(netns: Option<PathBuf>) -> Result<Box<dyn Kernel>> {
     new_kernel_with(netns, None)
 }
 
+/// [`teardown`] of a record found in the store, with no `CNI_NETNS` (GC,
+/// cleanup): through `node` (opened on first use), or, when the record has
+/// pod-side objects, through a kernel for the pod's namespace the record
+/// names (one that is gone took those objects with it).
+pub fn teardown_stored(
+    store: &Store,
+    node: &mut Option<Box<dyn Kernel>>,
+    record: &crate::store::Record,
+) -> Result<()> {
+    if record
+        .objects
+        .iter()
+        .any(|o| o.side() == crate::model::Side::Pod)
+    {
+        let netns = record.netns.as_ref().map(PathBuf::from);
+        let mut pod = new_kernel(netns)?;
+        return teardown(store, pod.as_mut(), record);
+    }
+    let kernel = match node {
+        Some(k) => k,
+        None => node.insert(new_kernel(None)?),
+    };
+    teardown(store, kernel.as_mut(), record)
+}
+
 /// A kernel backend that reuses a firewall [`firewall_backend`] opened.
 pub fn new_kernel_with(
     netns: Option<PathBuf>,
     firewall: Option<crate::kernel::nft::Opened>,
 ) -> Result<Box<dyn Kernel>> {
-    let mut system = crate::kernel::system::System::new(netns)?;
+    new_kernel_reusing(netns, firewall, None)
+}
+
+/// Like [`new_kernel_with`], also reusing the netlink connection
+/// `facts::collect` opened for the same `netns`, if it opened one.
+pub fn new_kernel_reusing(
+    netns: Option<PathBuf>,
+    firewall: Option<crate::kernel::nft::Opened>,
+    netlink: Option<crate::kernel::rtnl::NetlinkKernel>,
+) -> Result<Box<dyn Kernel>> {
+    let mut system = match netlink {
+        Some(net) => crate::kernel::system::System::with_netlink(net, netns),
+        None => crate::kernel::system::System::new(netns)?,
+    };
     system.adopt(firewall);
     Ok(Box::new(system))
 }

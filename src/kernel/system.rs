@@ -26,11 +26,20 @@ pub struct System {
 
 impl System {
     pub fn new(pod_netns: Option<PathBuf>) -> Result<System> {
-        Ok(System {
-            net: NetlinkKernel::new(pod_netns.clone())?,
+        Ok(System::with_netlink(
+            NetlinkKernel::new(pod_netns.clone())?,
+            pod_netns,
+        ))
+    }
+
+    /// Over a netlink connection already open for `pod_netns` (the one the
+    /// facts were read through).
+    pub fn with_netlink(net: NetlinkKernel, pod_netns: Option<PathBuf>) -> System {
+        System {
+            net,
             firewalls: BTreeMap::new(),
             pod_netns,
-        })
+        }
     }
 
     /// Use a backend the engine already opened (one set of

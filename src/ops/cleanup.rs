@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::engine::{LOCK_WAIT, new_kernel, remove_group, teardown};
+use crate::engine::{LOCK_WAIT, new_kernel, remove_group, teardown_stored};
 use crate::error::Result;
 use crate::model::{Object, RTPROT_GWSTEER};
 use crate::store::{self, Store};
@@ -14,6 +14,7 @@ use crate::store::{self, Store};
 /// node, state included, and what a lost store left carrying its marks.
 pub fn run(state_dir: &Path, dry_run: bool) -> Result<i32> {
     let mut kernel = new_kernel(None)?;
+    let mut records_kernel = None;
     let mut tables = Vec::new();
     for network in store::networks(state_dir)? {
         let store = Store::open(state_dir, &network, LOCK_WAIT)?;
@@ -29,7 +30,8 @@ pub fn run(state_dir: &Path, dry_run: bool) -> Result<i32> {
                 r.id
             );
             if !dry_run {
-                teardown(&store, kernel.as_mut(), r)?;
+                // Pod-side objects in the pod's namespace the record names.
+                teardown_stored(&store, &mut records_kernel, r)?;
                 store.delete(&r.id)?;
             }
         }

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::cni::{Env, result};
 use crate::config::Config;
-use crate::engine::{ensure_group, new_kernel_with, open_store_for_add, teardown};
+use crate::engine::{ensure_group, new_kernel_reusing, open_store_for_add, teardown};
 use crate::error::{Error, Result, code};
 use crate::kernel::Kernel;
 use crate::model::GroupKey;
@@ -34,7 +34,13 @@ pub fn run(config: &Config, env: &Env) -> Result<Value> {
         addresses: result::pod_addresses(prev, &env.ifname)?,
     };
     let firewall = crate::engine::firewall_backend(config)?;
-    let facts = crate::facts::collect(config, env, firewall.as_ref().map(|f| f.backend))?;
+    let mut netlink = None;
+    let facts = crate::facts::collect(
+        config,
+        env,
+        firewall.as_ref().map(|f| f.backend),
+        &mut netlink,
+    )?;
     let plan = plan::plan(config, &pod, &facts);
     let mut record = Record {
         schema: SCHEMA,
@@ -70,7 +76,7 @@ pub fn run(config: &Config, env: &Env) -> Result<Value> {
         );
         return Ok(result::convert(prev, config.cni_version));
     }
-    let mut kernel = new_kernel_with(env.netns.clone(), firewall)?;
+    let mut kernel = new_kernel_reusing(env.netns.clone(), firewall, netlink)?;
     record.objects = crate::engine::capture(kernel.as_mut(), &plan.pod_objects, old.as_ref())?;
     if let Some(old) = &old {
         replace_old(&store, kernel.as_mut(), old, &record)?;

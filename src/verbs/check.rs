@@ -5,7 +5,7 @@
 
 use crate::cni::{Env, result};
 use crate::config::Config;
-use crate::engine::{new_kernel_with, open_store};
+use crate::engine::{new_kernel_reusing, open_store};
 use crate::error::{Error, Result, code};
 use crate::kernel::Kernel;
 use crate::model::{Object, Presence};
@@ -27,6 +27,7 @@ pub fn run(config: &Config, env: &Env) -> Result<()> {
     })?;
     let mut problems = Vec::new();
     let mut firewall = None;
+    let mut netlink = None;
     if let Some(prev) = &config.prev_result {
         let pod = Pod {
             namespace: env.pod_namespace.clone(),
@@ -34,7 +35,12 @@ pub fn run(config: &Config, env: &Env) -> Result<()> {
             addresses: result::pod_addresses(prev, &env.ifname)?,
         };
         firewall = crate::engine::firewall_backend(config)?;
-        let facts = crate::facts::collect(config, env, firewall.as_ref().map(|f| f.backend))?;
+        let facts = crate::facts::collect(
+            config,
+            env,
+            firewall.as_ref().map(|f| f.backend),
+            &mut netlink,
+        )?;
         let want = plan::plan(config, &pod, &facts);
         // Recorded objects carry what ADD read (previous values): compare
         // them as planned. A keep route ADD found in place is not recorded.
@@ -50,7 +56,7 @@ pub fn run(config: &Config, env: &Env) -> Result<()> {
     if record.objects.is_empty() && record.holds.is_empty() {
         return report(problems);
     }
-    let mut kernel = new_kernel_with(env.netns.clone(), firewall)?;
+    let mut kernel = new_kernel_reusing(env.netns.clone(), firewall, netlink)?;
     observe_all(kernel.as_mut(), &record.objects, &mut problems)?;
     let mut held = Vec::new();
     for key in &record.holds {

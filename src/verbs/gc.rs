@@ -2,12 +2,10 @@
 //! lists in `cni.dev/valid-attachments`, and node groups nobody holds.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 
 use crate::config::Config;
-use crate::engine::{combine, new_kernel, open_store, remove_group, teardown};
+use crate::engine::{combine, new_kernel, open_store, remove_group, teardown_stored};
 use crate::error::{Error, Result};
-use crate::model::Side;
 
 pub fn run(config: &Config) -> Result<()> {
     crate::logging::set_context(format!("GC net={}", config.network));
@@ -37,18 +35,8 @@ pub fn run(config: &Config) -> Result<()> {
     for record in &stale {
         log::info!("stale attachment {}: removing", record.id);
         // Pod-side objects live in the pod's namespace, which the record
-        // names (GC has no CNI_NETNS); one gone takes them with it.
-        let mut pod_kernel = None;
-        let k = if record.objects.iter().any(|o| o.side() == Side::Pod) {
-            let netns = record.netns.as_ref().map(PathBuf::from);
-            pod_kernel.insert(new_kernel(netns)?)
-        } else {
-            match &mut kernel {
-                Some(k) => k,
-                None => kernel.insert(new_kernel(None)?),
-            }
-        };
-        match teardown(&store, k.as_mut(), record) {
+        // names (GC has no CNI_NETNS).
+        match teardown_stored(&store, &mut kernel, record) {
             Ok(()) => store.delete(&record.id)?,
             Err(e) => errors.push(e.context(format!("GC of {}", record.id))),
         }

@@ -627,3 +627,113 @@ fn two_nads_in_one_pod_get_two_tables_and_each_del_removes_its_own() {
     assert!(gw_routes_in(&t.pod).is_empty());
     t.run(&b, "del", "net2").expect_ok("NAD b DEL after GC");
 }
+
+/// `auto` without a host-side interface in prevResult asks the pod: a veth
+/// (what Calico's result looks like) stays on the node; a macvlan, with a
+/// prevResult that lists no interfaces at all, goes into the pod.
+#[test]
+fn auto_asks_the_pod_interface_when_prevresult_does_not_say() {
+    let t = Topo::build("mhauto");
+    let server = TcpServer::start(&t.pod, "[::]:0".parse().unwrap());
+    let plugin = |prev: Value| {
+        let mut c = t.gwsteer(json!([{"name": "lan", "table": 300,
+            "gateways": [{"via": "192.168.60.1"}]}]));
+        c["cniVersion"] = json!("1.0.0");
+        c["name"] = json!("direct");
+        c["prevResult"] = prev;
+        c
+    };
+    let add = |ifname: &str, conf: Value| {
+        let call = CniCall::new("ADD", "ctr9", ifname, conf).netns(&netns_path(&t.pod));
+        invoke(&t.node, &gwsteer_bin(), &call)
+    };
+    let del = |ifname: &str, conf: Value| {
+        let call = CniCall::new("DEL", "ctr9", ifname, conf).netns(&netns_path(&t.pod));
+        invoke(&t.node, &gwsteer_bin(), &call).expect_ok("DEL");
+    };
+    // The primary's eth0 (a veth), reported with its sandbox only.
+    let eth0 = ip(&t.pod, ["-j", "-4", "addr", "show", "dev", "eth0"]);
+    let eth0: Value = serde_json::from_str(&eth0).unwrap();
+    let local = eth0[0]["addr_info"][0]["local"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let veth_prev = json!({"cniVersion": "1.0.0",
+        "interfaces": [{"name": "eth0", "sandbox": netns_path(&t.pod)}],
+        "ips": [{"interface": 0, "address": format!("{local}/24")}]});
+    add("eth0", plugin(veth_prev.clone())).expect_ok("ADD on a veth");
+    assert!(
+        gw_rules_in(&t.node).contains(&format!("inet 1000: from {local} lookup 300")),
+        "{:?}",
+        gw_rules_in(&t.node)
+    );
+    assert!(gw_rules_in(&t.pod).is_empty());
+    assert!(!t.log_text().contains("pod side"), "{}", t.log_text());
+    del("eth0", plugin(veth_prev));
+    assert!(gw_rules_in(&t.node).is_empty());
+
+    // A macvlan made by hand, and a prevResult with addresses only.
+    ip(
+        &t.node,
+        [
+            "link", "add", "mv9", "link", "ext0", "type", "macvlan", "mode", "bridge",
+        ],
+    );
+    ip(&t.node, ["link", "set", "mv9", "netns", t.pod.as_str()]);
+    ip(&t.pod, ["link", "set", "mv9", "name", "net9"]);
+    ip(&t.pod, ["addr", "add", "192.168.60.50/24", "dev", "net9"]);
+    ip(&t.pod, ["link", "set", "net9", "up"]);
+    let mv_prev = json!({"cniVersion": "1.0.0",
+        "ips": [{"address": "192.168.60.50/24", "gateway": "192.168.60.1"}]});
+    add("net9", plugin(mv_prev.clone())).expect_ok("ADD on a macvlan");
+    assert!(
+        t.log_text()
+            .contains("on the pod side of net9 (net9 is a macvlan device"),
+        "{}",
+        t.log_text()
+    );
+    assert!(gw_rules_in(&t.node).is_empty());
+    assert!(t.answered("192.168.60.50".parse().unwrap(), &server));
+    del("net9", plugin(mv_prev));
+    assert!(gw_rules_in(&t.pod).is_empty());
+    assert!(gw_routes_in(&t.pod).is_empty());
+}
+
+/// `gwsteer cleanup` removes pod-side objects inside the pod the record
+/// names (rules, table routes, the connmark nftables table).
+#[test]
+fn cleanup_removes_pod_side_objects_inside_the_pod() {
+    let t = Topo::build("mhclean");
+    let nad = t.nad(
+        "lan",
+        0,
+        t.gwsteer(json!([
+            {"name": "lan", "side": "pod"},
+            {"name": "vip", "side": "pod", "match": "connmark", "mark": "0x14", "priority": 1100}
+        ])),
+    );
+    t.run(&nad, "add", "net1").expect_ok("NAD ADD");
+    assert!(!gw_rules_in(&t.pod).is_empty());
+    assert_eq!(
+        gw_nft_tables_in(&t.pod),
+        vec!["gwsteer-vip-net1".to_string()]
+    );
+    let out = gwsteer_cli(
+        &t.node,
+        &["cleanup", "--state-dir", t.state.to_str().unwrap()],
+    );
+    assert!(out.success(), "{out}");
+    assert!(gw_rules_in(&t.pod).is_empty(), "{:?}", gw_rules_in(&t.pod));
+    assert!(
+        gw_routes_in(&t.pod).is_empty(),
+        "{:?}",
+        gw_routes_in(&t.pod)
+    );
+    assert!(
+        gw_nft_tables_in(&t.pod).is_empty(),
+        "{:?}",
+        gw_nft_tables_in(&t.pod)
+    );
+    t.run(&nad, "del", "net1")
+        .expect_ok("NAD DEL after cleanup");
+}
