@@ -51,7 +51,7 @@ pub fn cni(command: &str) -> i32 {
             return 1;
         }
     };
-    crate::logging::init(config.log_file.as_deref(), config.log_level);
+    crate::logging::init_plugin(config.log_file.as_deref(), config.log_level);
     if config.cni_version < cmd.since() {
         let e = Error::new(
             code::INCOMPATIBLE_VERSION,

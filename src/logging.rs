@@ -24,6 +24,19 @@ static LOGGER: OnceLock<Logger> = OnceLock::new();
 /// Install the logger once per process. A log file that cannot be opened
 /// falls back to stderr (and says so there): logging never fails a call.
 pub fn init(file: Option<&Path>, level: log::LevelFilter) {
+    init_capped(file, level, log::LevelFilter::Trace)
+}
+
+/// The plugin's logger (a CNI verb): as [`init`], but what goes to stderr
+/// is only warnings and errors. The runtime copies a plugin's stderr raw
+/// into its own log (containerd's journal), where an info line per ADD and
+/// DEL of every pod does not belong; `logFile` gets `logLevel`.
+pub fn init_plugin(file: Option<&Path>, level: log::LevelFilter) {
+    init_capped(file, level, log::LevelFilter::Warn)
+}
+
+fn init_capped(file: Option<&Path>, level: log::LevelFilter, stderr_cap: log::LevelFilter) {
+    let mut on_stderr = file.is_none();
     let mut fallback_note = None;
     let sink: Box<dyn Write + Send> = match file {
         None => Box::new(std::io::stderr()),
@@ -31,9 +44,15 @@ pub fn init(file: Option<&Path>, level: log::LevelFilter) {
             Ok(f) => Box::new(f),
             Err(e) => {
                 fallback_note = Some(format!("cannot open logFile {}: {e}", path.display()));
+                on_stderr = true;
                 Box::new(std::io::stderr())
             }
         },
+    };
+    let level = if on_stderr {
+        level.min(stderr_cap)
+    } else {
+        level
     };
     let logger = LOGGER.get_or_init(|| Logger {
         sink: Mutex::new(sink),

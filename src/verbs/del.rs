@@ -180,7 +180,7 @@ pub fn beyond_limits(stdin: &[u8]) -> Option<String> {
         .and_then(Value::as_str)
         .filter(|p| p.starts_with('/'))
         .map(std::path::Path::new);
-    crate::logging::init(log_file, log::LevelFilter::Info);
+    crate::logging::init_plugin(log_file, log::LevelFilter::Info);
     log::warn!("DEL: {why}; no ADD takes such a name, so nothing is recorded: nothing to remove");
     Some(why)
 }
@@ -205,7 +205,7 @@ pub fn lenient(stdin: &[u8]) -> Option<Result<Value>> {
         .and_then(Value::as_str)
         .filter(|p| p.starts_with('/'))
         .map(std::path::Path::new);
-    crate::logging::init(log_file, log::LevelFilter::Info);
+    crate::logging::init_plugin(log_file, log::LevelFilter::Info);
     log::warn!("configuration does not validate; removing by record only");
     let mut kernel = None;
     let outcome = Store::open_existing(state_dir.as_ref(), network, LOCK_WAIT)

@@ -191,3 +191,61 @@ fn later_adds_leave_right_table_routes_alone_and_repair_drifted_ones() {
         assert!(our_rules(&t.node, family).is_empty());
     }
 }
+
+/// Without `logFile`, stderr (which containerd copies raw into its journal)
+/// carries warnings and errors only: nothing for an ADD or DEL that went
+/// well, the error line for one that did not.
+#[test]
+fn without_a_log_file_stderr_has_warnings_and_errors_only() {
+    let lab = Lab::new("logstderr");
+    let t = Topo::build(&lab);
+    let primary = conflist(&lab, NET, "1.0.0", None);
+    let pod_ns = lab.netns("pod");
+    let result = conflist_add(
+        &t.node,
+        &primary,
+        "ctr1",
+        &netns_path(&pod_ns),
+        "eth0",
+        None,
+    )
+    .unwrap_or_else(|o| panic!("primary ADD: {o}"));
+    let plugin = |policy: Value| {
+        let mut c = gwsteer_plugin(&state_dir(&lab), json!({"steering": [policy]}));
+        c["cniVersion"] = json!("1.0.0");
+        c["name"] = json!(NET);
+        c["prevResult"] = result.clone();
+        c
+    };
+    let call = |verb: &str, conf: Value| {
+        invoke(
+            &t.node,
+            &gwsteer_bin(),
+            &CniCall::new(verb, "ctr1", "eth0", conf).netns(&netns_path(&pod_ns)),
+        )
+    };
+    let add = call("ADD", plugin(source_policy("oam", 100)));
+    assert!(add.success(), "{add}");
+    assert_eq!(add.stderr, "", "an ADD that went well wrote to stderr");
+    let del = call("DEL", plugin(source_policy("oam", 100)));
+    assert!(del.success(), "{del}");
+    assert_eq!(del.stderr, "", "a DEL that went well wrote to stderr");
+    // A gateway the node cannot reach: the ADD fails, and says so there.
+    let mut bad = source_policy("oam", 100);
+    bad["gateways"] = json!([{"via": "203.0.113.99"}]);
+    let failed = call("ADD", plugin(bad));
+    assert!(!failed.success(), "{failed}");
+    let errors: Vec<&str> = failed
+        .stderr
+        .lines()
+        .filter(|l| l.split_whitespace().nth(2) == Some("ERROR"))
+        .collect();
+    assert!(!errors.is_empty(), "no ERROR line on stderr:\n{failed}");
+    assert!(
+        !failed
+            .stderr
+            .lines()
+            .any(|l| l.split_whitespace().nth(2) == Some("INFO")),
+        "{failed}"
+    );
+}
