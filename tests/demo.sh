@@ -47,6 +47,9 @@ done
 for n in node router-a router-b; do
     ip netns exec "$(ns "$n")" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
 done
+# Requests from client-b arrive on eth-b, away from the default route:
+# reverse-path filtering must be loose (2) for them to be let in at all.
+ip netns exec "$(ns node)" sysctl -qw net.ipv4.conf.all.rp_filter=2 net.ipv4.conf.default.rp_filter=2
 link() { # ns-a if-a ns-b if-b
     ip -n "$(ns "$1")" link add "$2" type veth peer name "$4" netns "$(ns "$3")"
     ip -n "$(ns "$1")" link set "$2" up
@@ -95,6 +98,17 @@ cat > "$work/conflist.json" <<JSON
   ]
 }
 JSON
+# Replies by the door the request came in: connmark.
+python3 - "$work/conflist.json" "$work/connmark.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["plugins"][1]["steering"] = [{
+    "name": "oam", "table": 100, "match": "connmark", "mark": "0x14",
+    "ingressInterfaces": ["eth-b"],
+    "gateways": [{"via": "192.168.2.1", "dev": "eth-b"}, {"via": "fd00:2::1", "dev": "eth-b"}]}]
+c["plugins"][1]["firewallBackend"] = "nftables"
+json.dump(c, open(sys.argv[2], "w"))
+PY
 # The same conflist without gwsteer, to show the problem.
 python3 - "$work/conflist.json" "$work/plain.json" <<'PY'
 import json, sys
@@ -163,6 +177,20 @@ cni ADD "$work/plain.json" > "$work/plain-result.json"
 addresses "$work/plain-result.json"
 ask client-b "$pod4"
 cni DEL "$work/plain.json" >/dev/null
+
+say "4. Every client answered by the door its request came in: match \"connmark\""
+cni ADD "$work/connmark.json" > "$work/result.json"
+addresses "$work/result.json"
+echo "  Connections that arrive on eth-b are marked; the pod's replies carry the mark"
+echo "  back and one fwmark rule sends them to table 100, via router-b. Everything else"
+echo "  (client-a's connections, the pod's own) keeps the default route."
+run ip -n "$(ns node)" rule show
+ask client-a "$pod4"
+ask client-b "$pod4"
+ask client-a "[$pod6]"
+ask client-b "[$pod6]"
+cni DEL "$work/connmark.json" >/dev/null
+echo "  after DEL: $(ip -n "$(ns node)" rule show | grep -c 'lookup 100' || true) rule(s) to table 100, nftables tables of gwsteer: $(ip netns exec "$(ns node)" nft list tables | grep -c gwsteer || true)"
 
 say "gwsteer's log of this demo"
 cat "$work/gwsteer.log"
