@@ -270,3 +270,41 @@ mod tests {
         }
     }
 }
+
+/// `major.minor` of a kernel release string (`6.18.44-fc-v1147` → (6, 18)).
+pub fn release_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.trim().split(['.', '-']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// Can an existing nf_tables set element's timeout be updated (Linux
+/// 6.10, "set element timeout update support")? Before that, an add of an
+/// element that is there changes nothing, silently: an expiry given to a
+/// pod's element would never take effect. Read once per process.
+pub fn element_timeout_updates() -> bool {
+    static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ANSWER.get_or_init(|| {
+        fs::read_to_string("/proc/sys/kernel/osrelease")
+            .ok()
+            .and_then(|r| release_version(&r))
+            .is_some_and(|v| v >= (6, 10))
+    })
+}
+
+#[cfg(test)]
+mod release_tests {
+    use super::*;
+
+    #[test]
+    fn release_versions_compare_as_numbers() {
+        assert_eq!(release_version("6.18.44-fc-v1147"), Some((6, 18)));
+        assert_eq!(release_version("6.1.0-28-amd64\n"), Some((6, 1)));
+        assert_eq!(release_version("6.10"), Some((6, 10)));
+        assert_eq!(release_version("garbage"), None);
+        assert!(release_version("6.9.12").unwrap() < (6, 10));
+        assert!(release_version("6.10.0").unwrap() >= (6, 10));
+        assert!(release_version("7.0.1").unwrap() >= (6, 10));
+    }
+}

@@ -186,26 +186,37 @@ impl Nftables {
 
     fn member_op(&mut self, m: &FwMember, op: ElemOp) -> Result<()> {
         let (table, set, key) = member_target(m)?;
-        self.nl
-            .set_element(op, NFPROTO_INET, &table, &set, &key)
-            .map_err(|e| {
-                let doing = match op {
-                    ElemOp::Add => "adding",
-                    ElemOp::Delete => "removing",
-                };
-                let what = FwObject::Member(m.clone());
-                if e.is_enoent() {
-                    fw_error(format!(
-                        "{doing} {what}: the firewall objects of policy {}/{} are missing \
+        // A pod's element goes by expiring where the kernel can: no
+        // deleting transaction, no wait at close (see `ElemOp::Expire`).
+        let op = match op {
+            ElemOp::Delete if crate::kernel::probe::element_timeout_updates() => ElemOp::Expire,
+            other => other,
+        };
+        let done = match self.nl.set_element(op, NFPROTO_INET, &table, &set, &key) {
+            // A set without the timeout flag (made before it had one).
+            Err(e) if op == ElemOp::Expire && e.errno() == Some(libc::EINVAL) => self
+                .nl
+                .set_element(ElemOp::Delete, NFPROTO_INET, &table, &set, &key),
+            other => other,
+        };
+        done.map_err(|e| {
+            let doing = match op {
+                ElemOp::Add => "adding",
+                ElemOp::Delete | ElemOp::Expire => "removing",
+            };
+            let what = FwObject::Member(m.clone());
+            if e.is_enoent() {
+                fw_error(format!(
+                    "{doing} {what}: the firewall objects of policy {}/{} are missing \
                          (table {FAMILY} {table} has no set {set}); the policy must be made first",
-                        m.network, m.policy
-                    ))
-                } else {
-                    fw_error(format!(
-                        "{doing} {what} (table {FAMILY} {table}, set {set}): {e}"
-                    ))
-                }
-            })
+                    m.network, m.policy
+                ))
+            } else {
+                fw_error(format!(
+                    "{doing} {what} (table {FAMILY} {table}, set {set}): {e}"
+                ))
+            }
+        })
     }
 
     fn observe_member(&mut self, m: &FwMember) -> Result<Presence> {

@@ -74,7 +74,7 @@ const MAX_COMMENT: usize = 127;
 /// [`Stmt`], set or chain to nft JSON changes, so that installed rules are
 /// recognised as outdated and re-made (the `rendering_is_pinned` test
 /// fails until this is done).
-pub const RULESET_VERSION: u32 = 2;
+pub const RULESET_VERSION: u32 = 3;
 
 pub fn table_name(network: &str) -> String {
     format!("{TABLE_PREFIX}{network}")
@@ -575,7 +575,8 @@ impl Plan {
     #[cfg(test)]
     fn rendering(&self) -> Value {
         json!({
-            "sets": self.sets.iter().map(set_json).collect::<Vec<_>>(),
+            // As on a kernel with element timeout updates, whatever this one has.
+            "sets": self.sets.iter().map(|s| set_json_with(s, true)).collect::<Vec<_>>(),
             "chains": self.chains.iter().map(|c| json!({
                 "name": c.name, "type": c.kind, "hook": c.hook, "prio": c.prio,
                 "rules": c.rules.iter().map(|r| rule_json(r)).collect::<Vec<_>>(),
@@ -665,6 +666,9 @@ impl Plan {
             cmds.push(json!({"flush": {"chain": chain}}));
             cmds.push(json!({"delete": {"chain": chain}}));
         }
+        // Member sets kept as they are: an `add` of today's shape would fail
+        // on one of the earlier (flag-less) shape.
+        let mut kept: BTreeSet<&str> = BTreeSet::new();
         for name in &self.owned_sets {
             let existing = view.and_then(|v| v.sets.get(name));
             let Some(shape) = owned_set_shape(name) else {
@@ -672,11 +676,18 @@ impl Plan {
             };
             let member = shape.constant.is_none();
             let fits = |e: &SetView| {
-                e.key == key_type(shape.family) && e.flags == strings(&set_json(&shape)["flags"])
+                e.key == key_type(shape.family)
+                    && if member {
+                        member_flags_fit(&e.flags)
+                    } else {
+                        e.flags == strings(&set_json(&shape)["flags"])
+                    }
             };
             match existing {
                 // A member set of the right shape keeps its elements.
-                Some(e) if member && fits(e) => {}
+                Some(e) if member && fits(e) => {
+                    kept.insert(name);
+                }
                 // Wrong shape: `add` would fail on it; a plain delete.
                 Some(e) if !fits(e) => {
                     cmds.push(json!({"delete": {"set": {"family": FAMILY, "table": self.table, "name": name}}}));
@@ -694,7 +705,7 @@ impl Plan {
                 _ => {}
             }
         }
-        for set in &self.sets {
+        for set in self.sets.iter().filter(|s| !kept.contains(s.name.as_str())) {
             let mut def = set_json(set);
             def["family"] = json!(FAMILY);
             def["table"] = json!(self.table);
@@ -896,15 +907,36 @@ fn rule_json(rule: &[Stmt]) -> Vec<Value> {
 }
 
 /// A set's definition (name, type, flags, elements) as nft JSON.
+/// A member set has `flags timeout` where the kernel can update an
+/// element's timeout: a pod's element then goes by expiring, not by a
+/// deleting transaction (see `messages::ElemOp::Expire`).
 fn set_json(set: &SetDef) -> Value {
+    set_json_with(set, crate::kernel::probe::element_timeout_updates())
+}
+
+/// [`set_json`] with the kernel's answer given (`timeouts`).
+fn set_json_with(set: &SetDef, timeouts: bool) -> Value {
     let mut def = json!({"name": set.name, "type": key_type(set.family)});
-    if let Some(cidrs) = &set.constant {
-        def["flags"] = json!(["constant", "interval"]);
-        if !cidrs.is_empty() {
-            def["elem"] = json!(cidrs.iter().map(element).collect::<Vec<_>>());
+    match &set.constant {
+        Some(cidrs) => {
+            def["flags"] = json!(["constant", "interval"]);
+            if !cidrs.is_empty() {
+                def["elem"] = json!(cidrs.iter().map(element).collect::<Vec<_>>());
+            }
         }
+        None if timeouts => {
+            def["flags"] = json!(["timeout"]);
+        }
+        None => {}
     }
     def
+}
+
+/// Flags a member set may have and keep its elements: none (made by a
+/// version before expiring removal, or on a kernel without it) or
+/// `timeout`. Either works: removal falls back to a delete without it.
+fn member_flags_fit(flags: &[String]) -> bool {
+    flags.is_empty() || flags == ["timeout"]
 }
 
 /// The named sets an nft JSON expression list refers to (`"@name"`).
@@ -1156,7 +1188,7 @@ mod tests {
     /// so bump RULESET_VERSION, then update PINNED.
     #[test]
     fn rendering_is_pinned() {
-        const PINNED: u64 = 0xea7f_5333_813b_16b1;
+        const PINNED: u64 = 0x3d64_9e02_4c85_0ae5;
         let samples = [
             policy_plan(&mark_policy(
                 &["203.0.113.0/24", "fd00::/8"],
