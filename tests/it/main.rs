@@ -38,6 +38,7 @@ mod crash;
 mod drift;
 
 // Real runtimes and the shipped files: libcni, the conflist examples, the installer.
+mod cnitool;
 mod examples;
 mod examples_libcni;
 mod installer;

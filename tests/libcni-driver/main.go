@@ -5,6 +5,14 @@
 // Usage:
 //
 //	libcni-driver add|check|del|cached <conflist.json> <netns-path> <container-id> <ifname> [K=V;K=V]
+//	libcni-driver cnitool add|check|del <network-name> <netns-path>
+//
+// The cnitool form behaves as upstream's cnitool (which Debian does not
+// ship): the conflist whose "name" is <network-name> is found in
+// $NETCONFPATH (default /etc/cni/net.d) by libcni's LoadConfList, the
+// interface is $CNI_IFNAME (default eth0), $CNI_ARGS are the CNI args, and
+// the container id is "cnitool-" and the first 20 hex digits of the
+// netns path's SHA-512.
 //
 // Environment: CNI_PATH (colon-separated plugin dirs, required) and
 // CNI_CACHE_DIR (libcni's cache dir; required so tests never share
@@ -21,6 +29,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha512"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -63,13 +72,52 @@ func fail(err error) {
 	os.Exit(1)
 }
 
+// cnitoolArgs rewrites the cnitool form into the driver's own arguments.
+func cnitoolArgs(args []string) (op string, list *libcni.NetworkConfigList, netns, id, ifName, cniArgs string) {
+	if len(args) != 3 {
+		fmt.Fprintln(os.Stderr, "usage: libcni-driver cnitool add|check|del <network-name> <netns-path>")
+		os.Exit(2)
+	}
+	dir := os.Getenv("NETCONFPATH")
+	if dir == "" {
+		dir = "/etc/cni/net.d"
+	}
+	l, err := libcni.LoadConfList(dir, args[1])
+	if err != nil {
+		fail(err)
+	}
+	ifName = os.Getenv("CNI_IFNAME")
+	if ifName == "" {
+		ifName = "eth0"
+	}
+	id = fmt.Sprintf("cnitool-%x", sha512.Sum512([]byte(args[2])))[:len("cnitool-")+20]
+	return args[0], l, args[2], id, ifName, os.Getenv("CNI_ARGS")
+}
+
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "cnitool" {
+		op, list, netns, id, ifName, cniArgs := cnitoolArgs(os.Args[2:])
+		run(op, list, netns, id, ifName, cniArgs)
+		return
+	}
 	if len(os.Args) < 6 || len(os.Args) > 7 {
 		fmt.Fprintln(os.Stderr, usage)
 		os.Exit(2)
 	}
 	op, confPath, netnsPath, containerID, ifName := os.Args[1], os.Args[2], os.Args[3], os.Args[4], os.Args[5]
+	list, err := libcni.ConfListFromFile(confPath)
+	if err != nil {
+		fail(err)
+	}
+	cniArgs := ""
+	if len(os.Args) == 7 {
+		cniArgs = os.Args[6]
+	}
+	run(op, list, netnsPath, containerID, ifName, cniArgs)
+}
 
+func run(op string, list *libcni.NetworkConfigList, netnsPath, containerID, ifName, cniArgs string) {
+	var err error
 	cniPath := os.Getenv("CNI_PATH")
 	if cniPath == "" {
 		fmt.Fprintln(os.Stderr, "libcni-driver: CNI_PATH is not set")
@@ -81,18 +129,13 @@ func main() {
 		os.Exit(2)
 	}
 
-	list, err := libcni.ConfListFromFile(confPath)
-	if err != nil {
-		fail(err)
-	}
-
 	rt := &libcni.RuntimeConf{
 		ContainerID: containerID,
 		NetNS:       netnsPath,
 		IfName:      ifName,
 	}
-	if len(os.Args) == 7 {
-		if rt.Args, err = parseArgs(os.Args[6]); err != nil {
+	if cniArgs != "" {
+		if rt.Args, err = parseArgs(cniArgs); err != nil {
 			fail(err)
 		}
 	}
