@@ -19,6 +19,10 @@ PACKAGES=(
   iputils-ping # ping, with -M do for don't-fragment probes
   procps       # sysctl
   kmod         # modprobe
+  podman       # a real container runtime (CNI backend) for tests/it/podman.rs
+  buildah      # podman build of the FROM-scratch image
+  runc         # podman's OCI runtime here (crun refuses this machine's hybrid cgroups)
+  busybox-static # the test pods' image
 )
 
 # What the tests actually execute or read; if all of it is there, skip apt.
@@ -29,7 +33,7 @@ NEEDED_PATHS=(
   /usr/lib/cni/sbr
   /usr/share/gocode/src/github.com/containernetworking/cni/libcni/api.go
 )
-NEEDED_COMMANDS=(go ip bridge nft iptables iptables-legacy iptables-nft socat tcpdump conntrack jq ping sysctl modprobe)
+NEEDED_COMMANDS=(go ip bridge nft iptables iptables-legacy iptables-nft socat tcpdump conntrack jq ping sysctl modprobe podman buildah runc busybox)
 
 missing=()
 for p in "${NEEDED_PATHS[@]}"; do

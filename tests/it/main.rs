@@ -30,6 +30,7 @@ mod hardening_input;
 mod hardening_store;
 mod lifecycle;
 mod ownership;
+mod podman;
 
 // Reliability: killed mid-call, concurrent calls, drift and the CLI that repairs it.
 mod cli;

@@ -33,6 +33,7 @@ pub mod examples;
 pub mod lab;
 pub mod libcni;
 pub mod observe;
+pub mod podman;
 pub mod topo;
 pub mod traffic;
 
