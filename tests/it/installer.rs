@@ -545,7 +545,8 @@ fn daemonset_and_containerfile_hold_what_the_install_needs() {
         "path: /opt/cni/bin",
         "path: /etc/cni/net.d",
         "initContainers:",
-        "/opt/gwsteer/install.sh",
+        "command: [\"/usr/local/bin/gwsteer\"]",
+        "args: [\"install\", \"--patch\", \"auto\", \"--plugin\", \"/config/plugin.json\"]",
         "args: [\"reconcile\", \"--interval\", \"60s\"]",
     ] {
         assert!(ds.contains(needle), "daemonset.yaml lacks {needle:?}");
@@ -562,8 +563,40 @@ fn daemonset_and_containerfile_hold_what_the_install_needs() {
     plugin["cniVersion"] = json!("1.0.0");
     plugin["name"] = json!("kindnet");
     gwsteer::config::Config::from_value(&plugin).expect("plugin.json validates");
+    // The image: the static binary FROM scratch, nothing else — no shell,
+    // so no step of the install may need one.
     let cf = fs::read_to_string(dir.join("Containerfile")).unwrap();
-    assert!(cf.matches("FROM ").count() >= 2, "multi-stage");
-    assert!(cf.contains("cargo build --release"));
-    assert!(cf.contains("install/install.sh"));
+    let steps: Vec<&str> = cf
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "FROM scratch",
+            "COPY target/release/gwsteer /usr/local/bin/gwsteer",
+            "ENTRYPOINT [\"/usr/local/bin/gwsteer\"]",
+            "CMD [\"version\"]",
+        ]
+    );
+    assert!(
+        cf.contains("cargo build --release"),
+        "says how to build the binary"
+    );
+    assert!(
+        !dir.join("install.sh").exists(),
+        "gwsteer install replaced install.sh"
+    );
+    // The build context is the binary alone.
+    let ignore = fs::read_to_string(dir.join("../.dockerignore")).unwrap();
+    let rules: Vec<&str> = ignore.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(rules, ["*", "!target/release/gwsteer"]);
+    // Every container command is the binary itself: no shell in the image.
+    for line in ds
+        .lines()
+        .filter(|l| l.trim_start().starts_with("command:"))
+    {
+        assert!(line.contains("[\"/usr/local/bin/gwsteer\"]"), "{line}");
+    }
 }
