@@ -582,7 +582,10 @@ fn options_parse_like_the_shell_installer() {
     .unwrap();
     assert_eq!(o.patch, Some(Target::Named("10-x.conf".into())));
     assert!(o.uninstall);
-    assert_eq!(super::parse(&args(&["--help"]), base.clone()).unwrap(), None);
+    assert_eq!(
+        super::parse(&args(&["--help"]), base.clone()).unwrap(),
+        None
+    );
     assert!(
         super::parse(&args(&["--bogus"]), base.clone())
             .unwrap_err()
