@@ -1,4 +1,5 @@
-//! The operator CLI (no `CNI_COMMAND`): version, show, explain, reconcile, cleanup.
+//! The operator CLI (no `CNI_COMMAND`): version, show, explain, reconcile,
+//! cleanup, install.
 //! Exit codes: 0 ok, 1 found problems, 2 usage error.
 
 use std::path::PathBuf;
@@ -19,6 +20,10 @@ commands:
   explain <ip> [--from IP] [--iif DEV] [--mark M] [--json]
                                 the path a packet takes: matching rule, table,
                                 route, nexthop, device (gwsteer explain --help)
+  install [--bin FILE] [--conflist FILE] [--patch auto|FILE] [--plugin FILE]
+          [--uninstall]         put gwsteer on a node: the binary into the CNI
+                                bin dir, chained after the primary CNI
+                                (gwsteer install --help)
 
 options:
   --state-dir DIR               state store root (default /run/cni/gwsteer)
@@ -81,6 +86,9 @@ pub fn run(args: &[String]) -> i32 {
     }
     if cmd == "explain" {
         return crate::ops::explain::run(&args[1..]);
+    }
+    if cmd == "install" {
+        return crate::ops::install::run(&args[1..]);
     }
     let opts = match parse(&args[1..]) {
         Ok(o) => o,

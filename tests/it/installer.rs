@@ -1,13 +1,15 @@
-//! `install/install.sh` on a temp directory tree standing in for a node
+//! `gwsteer install` on a temp directory tree standing in for a node
 //! (`opt/cni/bin`, `etc/cni/net.d`, under a path with a space in it, so that
 //! argument handling is tested too): fresh install; upgrade in place (the
 //! binary is replaced by rename: its inode changes, and a reader looping over
 //! it meanwhile only ever sees the whole old or the whole new file, never a
 //! part); chaining gwsteer after a single-plugin `.conf` (a `.conflist`
 //! that Debian's libcni loads and runs ADD/DEL from, with the installed
-//! binary on `CNI_PATH`); re-patching is idempotent; uninstall leaves the tree
-//! exactly as it was. Also the static checks of the DaemonSet and the
-//! Containerfile.
+//! binary on `CNI_PATH`); re-patching is idempotent to the byte; uninstall
+//! leaves the tree exactly as it was, also after the primary rewrote its
+//! file; bad input (a read-only conf dir included) changes nothing; a record
+//! the shell installer left is undone. Also the static checks of the
+//! DaemonSet and the Containerfile.
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -19,8 +21,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::support::*;
 use serde_json::{Value, json};
 
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("install/install.sh")
+/// `gwsteer install`, the command under test.
+fn installer() -> Command {
+    let mut cmd = Command::new(gwsteer_bin());
+    cmd.arg("install");
+    cmd
 }
 
 struct Tree {
@@ -41,15 +46,14 @@ impl Tree {
         self.root.join("etc/cni/net.d")
     }
 
-    /// Runs install.sh with the tree's directories; (exit code, output).
+    /// Runs the installer with the tree's directories; (exit code, output).
     fn install(&self, args: &[&str]) -> (i32, String) {
-        let out = Command::new("bash")
-            .arg(script())
+        let out = installer()
             .args(args)
             .env("CNI_BIN_DIR", self.bin_dir())
             .env("CNI_CONF_DIR", self.conf_dir())
             .output()
-            .expect("run install.sh");
+            .expect("run gwsteer install");
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -60,8 +64,21 @@ impl Tree {
 
     fn install_ok(&self, args: &[&str]) -> String {
         let (code, text) = self.install(args);
-        assert_eq!(code, 0, "install.sh {args:?}:\n{text}");
+        assert_eq!(code, 0, "gwsteer install {args:?}:\n{text}");
         text
+    }
+
+    /// Every file under the root with its inode: (relative path, contents, inode).
+    fn snapshot_inodes(&self) -> Vec<(String, Vec<u8>, u64)> {
+        self.snapshot()
+            .into_iter()
+            .map(|(p, bytes, _)| {
+                let ino = fs::symlink_metadata(self.root.join(p.trim_end_matches('/')))
+                    .unwrap()
+                    .ino();
+                (p, bytes, ino)
+            })
+            .collect()
     }
 
     /// Every file under the root: (relative path, contents, mode).
@@ -203,7 +220,9 @@ fn install_upgrade_patch_and_uninstall_on_a_node_tree() {
     assert_eq!(plugins[0]["ipam"], primary_conf(&lab)["ipam"]);
     assert_eq!(plugins[1]["type"], "gwsteer");
 
-    // Patching again (auto: the file the runtime uses) changes nothing.
+    // Patching again (auto: the file the runtime uses) changes nothing,
+    // byte for byte: no file is written anew (same inodes).
+    let patched = tree.snapshot_inodes();
     tree.install_ok(&[
         "--bin",
         new_bin.to_str().unwrap(),
@@ -214,6 +233,11 @@ fn install_upgrade_patch_and_uninstall_on_a_node_tree() {
     ]);
     let again: Value = serde_json::from_slice(&fs::read(&conflist_path).unwrap()).unwrap();
     assert_eq!(again, conflist);
+    assert_eq!(
+        tree.snapshot_inodes(),
+        patched,
+        "a second run writes nothing"
+    );
 
     // libcni loads it and runs it, with the installed gwsteer on CNI_PATH.
     let node = lab.router("node");
@@ -302,31 +326,210 @@ fn install_refuses_bad_input_and_changes_nothing() {
     let lab = Lab::new("inst3");
     let tree = Tree::new(&lab);
     let bin = gwsteer_bin();
-    let before = tree.snapshot();
     let bad = lab.tmpdir().join("bad.json");
     fs::write(&bad, "{not json").unwrap();
-    for args in [
-        vec!["--bogus"],
-        vec!["--bin", "/nonexistent/gwsteer"],
-        vec!["--bin", bin.to_str().unwrap(), "--patch", "nope.conflist"],
-        vec!["--bin", bin.to_str().unwrap(), "--patch", "auto"],
-        vec![
-            "--bin",
-            bin.to_str().unwrap(),
-            "--conflist",
-            bad.to_str().unwrap(),
-        ],
-    ] {
-        let (code, text) = tree.install(&args);
-        assert_ne!(code, 0, "install.sh {args:?} must fail:\n{text}");
-        assert!(text.contains("install.sh: "), "{text}");
+    let not_gwsteer = lab.tmpdir().join("not-gwsteer.json");
+    fs::write(&not_gwsteer, r#"{"type": "bridge"}"#).unwrap();
+    let bin = bin.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--bogus"], "unknown argument: --bogus"),
+        (
+            vec!["--bin", "/nonexistent/gwsteer"],
+            "/nonexistent/gwsteer",
+        ),
+        (
+            vec!["--bin", bin, "--patch", "nope.conflist"],
+            "nope.conflist does not exist",
+        ),
+        (vec!["--bin", bin, "--patch", "auto"], "no conf file"),
+        (
+            vec!["--bin", bin, "--conflist", bad.to_str().unwrap()],
+            "bad.json: not a conflist",
+        ),
+    ];
+    let before = tree.snapshot();
+    for (args, why) in &cases {
+        let (code, text) = tree.install(args);
+        assert_ne!(code, 0, "gwsteer install {args:?} must fail:\n{text}");
+        assert!(
+            text.contains("gwsteer install: ") && text.contains(why),
+            "{why}: {text}"
+        );
+        // Everything is checked before the first write: the binary is not
+        // installed either (the shell installer installed it first).
+        assert_eq!(
+            tree.snapshot(),
+            before,
+            "gwsteer install {args:?} changed the tree"
+        );
     }
-    // The binary may have been installed before the conflist step failed;
-    // nothing half-written or temporary is left.
+    // With a primary: an unparsable one, and a plugin object that is none.
+    let primary = tree.conf_dir().join("10-kindnet.conflist");
+    fs::write(&primary, "{\"cniVersion\": \"0.3.1\", \"plugins\": [").unwrap();
+    let before = tree.snapshot();
+    let (code, text) = tree.install(&["--bin", bin, "--patch", "auto"]);
+    assert_ne!(code, 0, "{text}");
+    assert!(
+        text.contains(&format!("{}: not valid JSON", primary.display())),
+        "{text}"
+    );
+    assert_eq!(tree.snapshot(), before);
+    write_json(
+        &primary,
+        &json!({"cniVersion": "0.3.1", "name": "kindnet", "plugins": [{"type": "ptp"}]}),
+    );
+    let before = tree.snapshot();
+    let (code, text) =
+        tree.install(&["--patch", "auto", "--plugin", not_gwsteer.to_str().unwrap()]);
+    assert_ne!(code, 0, "{text}");
+    assert!(
+        text.contains("not-gwsteer.json: must be a JSON object with \"type\": \"gwsteer\""),
+        "{text}"
+    );
+    assert_eq!(tree.snapshot(), before);
     let after: Vec<String> = tree.snapshot().into_iter().map(|(p, _, _)| p).collect();
     for p in &after {
         assert!(!p.contains(".gwsteer-tmp"), "temp file left: {p}");
     }
+    tree.install_ok(&["--uninstall"]);
+    assert_eq!(tree.snapshot(), before);
+}
+
+/// A conf dir on a read-only mount (root may write anywhere else): a clear
+/// error naming it, exit 1, and nothing installed, the binary included. The
+/// mount is made in a private mount namespace of the one command.
+#[test]
+fn a_read_only_conf_dir_is_refused_and_nothing_is_installed() {
+    let lab = Lab::new("inst4");
+    let tree = Tree::new(&lab);
+    write_json(
+        &tree.conf_dir().join("10-kindnet.conflist"),
+        &json!({"cniVersion": "0.3.1", "name": "kindnet", "plugins": [{"type": "ptp"}]}),
+    );
+    let before = tree.snapshot();
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@""#)
+        .arg("sh")
+        .arg(tree.conf_dir())
+        .arg(gwsteer_bin())
+        .args(["install", "--patch", "auto"])
+        .env("CNI_BIN_DIR", tree.bin_dir())
+        .env("CNI_CONF_DIR", tree.conf_dir())
+        .output()
+        .expect("unshare");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!("{} is not writable", tree.conf_dir().display()))
+            && text.contains("Read-only file system"),
+        "{text}"
+    );
+    assert_eq!(tree.snapshot(), before);
+}
+
+/// kindnet writes its conflist anew from its template when it restarts;
+/// chaining again (`rollout restart`, or a node agent) must then keep that
+/// newer file as the one to restore. The shell installer restored the first,
+/// stale one, and left an unparsable rewritten file empty on uninstall.
+#[test]
+fn uninstall_after_the_primary_wrote_its_file_anew_restores_the_new_one() {
+    let lab = Lab::new("inst5");
+    let tree = Tree::new(&lab);
+    let path = tree.conf_dir().join("10-kindnet.conflist");
+    let list = |mtu: u32| json!({"cniVersion": "0.3.1", "name": "kindnet", "plugins": [{"type": "ptp", "mtu": mtu}]});
+    write_json(&path, &list(1500));
+    let bin = gwsteer_bin();
+    let bin = bin.to_str().unwrap();
+    tree.install_ok(&["--bin", bin, "--patch", "auto"]);
+    write_json(&path, &list(1400));
+    let restarted = fs::read(&path).unwrap();
+    let text = tree.install_ok(&["--bin", bin, "--patch", "auto"]);
+    assert!(text.contains("chained gwsteer into"), "{text}");
+    tree.install_ok(&["--uninstall"]);
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        restarted,
+        "the newer file comes back"
+    );
+
+    // Rewritten unparsable: an error naming it, the file as it is.
+    tree.install_ok(&["--bin", bin, "--patch", "auto"]);
+    fs::write(&path, "{\"cniVersion\": broken").unwrap();
+    let (code, text) = tree.install(&["--uninstall"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains(&format!("{}: not valid JSON", path.display())),
+        "{text}"
+    );
+    assert_eq!(
+        fs::read_to_string(&path).unwrap(),
+        "{\"cniVersion\": broken"
+    );
+    assert!(
+        tree.bin_dir().join("gwsteer").exists(),
+        "kept: a chain may name it"
+    );
+    write_json(&path, &list(1400));
+    tree.install_ok(&["--uninstall"]);
+    assert!(!tree.bin_dir().join("gwsteer").exists());
+    assert!(!tree.conf_dir().join(".gwsteer-install").exists());
+}
+
+/// A node the shell installer patched (its record: `orig` copied with its
+/// mode, `wrote`, and `sha` as `sha256sum` printed it) is undone by
+/// `gwsteer install --uninstall`, byte for byte.
+#[test]
+fn a_record_the_shell_installer_left_is_undone() {
+    let lab = Lab::new("inst6");
+    let tree = Tree::new(&lab);
+    let conf = tree.conf_dir().join("10-podnet.conf");
+    fs::write(
+        &conf,
+        serde_json::to_string_pretty(&primary_conf(&lab)).unwrap() + "\n",
+    )
+    .unwrap();
+    fs::set_permissions(&conf, fs::Permissions::from_mode(0o640)).unwrap();
+    let before = tree.snapshot();
+    // What install.sh --patch 10-podnet.conf left behind.
+    let record = tree
+        .conf_dir()
+        .join(".gwsteer-install/patch-10-podnet.conf");
+    fs::create_dir_all(&record).unwrap();
+    assert!(
+        Command::new("cp")
+            .arg("-p")
+            .arg(&conf)
+            .arg(record.join("orig"))
+            .status()
+            .unwrap()
+            .success()
+    );
+    fs::write(record.join("wrote"), "10-podnet.conflist\n").unwrap();
+    let mut list = json!({"cniVersion": "1.0.0", "name": "podnet", "plugins": [primary_conf(&lab), {"type": "gwsteer"}]});
+    list["plugins"][0].as_object_mut().unwrap().remove("name");
+    list["plugins"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("cniVersion");
+    let produced = tree.conf_dir().join("10-podnet.conflist");
+    fs::write(
+        &produced,
+        serde_json::to_string_pretty(&list).unwrap() + "\n",
+    )
+    .unwrap();
+    fs::remove_file(&conf).unwrap();
+    let sha = Command::new("sha256sum").arg(&produced).output().unwrap();
+    let sha = String::from_utf8_lossy(&sha.stdout);
+    fs::write(
+        record.join("sha"),
+        format!("{}\n", sha.split(' ').next().unwrap()),
+    )
+    .unwrap();
+    fs::copy(gwsteer_bin(), tree.bin_dir().join("gwsteer")).unwrap();
+    // Chaining again sees its own product and changes nothing.
+    let text = tree.install_ok(&["--patch", "auto"]);
+    assert!(text.contains("already chains gwsteer"), "{text}");
     tree.install_ok(&["--uninstall"]);
     assert_eq!(tree.snapshot(), before);
 }
@@ -342,7 +545,8 @@ fn daemonset_and_containerfile_hold_what_the_install_needs() {
         "path: /opt/cni/bin",
         "path: /etc/cni/net.d",
         "initContainers:",
-        "/opt/gwsteer/install.sh",
+        "command: [\"/usr/local/bin/gwsteer\"]",
+        "args: [\"install\", \"--patch\", \"auto\", \"--plugin\", \"/config/plugin.json\"]",
         "args: [\"reconcile\", \"--interval\", \"60s\"]",
     ] {
         assert!(ds.contains(needle), "daemonset.yaml lacks {needle:?}");
@@ -359,8 +563,40 @@ fn daemonset_and_containerfile_hold_what_the_install_needs() {
     plugin["cniVersion"] = json!("1.0.0");
     plugin["name"] = json!("kindnet");
     gwsteer::config::Config::from_value(&plugin).expect("plugin.json validates");
+    // The image: the static binary FROM scratch, nothing else — no shell,
+    // so no step of the install may need one.
     let cf = fs::read_to_string(dir.join("Containerfile")).unwrap();
-    assert!(cf.matches("FROM ").count() >= 2, "multi-stage");
-    assert!(cf.contains("cargo build --release"));
-    assert!(cf.contains("install/install.sh"));
+    let steps: Vec<&str> = cf
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "FROM scratch",
+            "COPY target/release/gwsteer /usr/local/bin/gwsteer",
+            "ENTRYPOINT [\"/usr/local/bin/gwsteer\"]",
+            "CMD [\"version\"]",
+        ]
+    );
+    assert!(
+        cf.contains("cargo build --release"),
+        "says how to build the binary"
+    );
+    assert!(
+        !dir.join("install.sh").exists(),
+        "gwsteer install replaced install.sh"
+    );
+    // The build context is the binary alone.
+    let ignore = fs::read_to_string(dir.join("../.dockerignore")).unwrap();
+    let rules: Vec<&str> = ignore.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(rules, ["*", "!target/release/gwsteer"]);
+    // Every container command is the binary itself: no shell in the image.
+    for line in ds
+        .lines()
+        .filter(|l| l.trim_start().starts_with("command:"))
+    {
+        assert!(line.contains("[\"/usr/local/bin/gwsteer\"]"), "{line}");
+    }
 }
