@@ -1,6 +1,7 @@
 //! The operator's commands (CONTRACT 6) beyond the CNI verbs: reconcile,
-//! show, cleanup, and explain. The CLI parses argv into them.
+//! show, cleanup, explain, and the node agent. The CLI parses argv into them.
 
+pub mod agent;
 pub mod cleanup;
 pub mod explain;
 pub mod reconcile;
