@@ -31,7 +31,8 @@ mod hardening_store;
 mod lifecycle;
 mod ownership;
 
-// Reliability: killed mid-call, concurrent calls, drift and the CLI that repairs it.
+// Reliability: killed mid-call, concurrent calls, drift, the CLI and the agent that repair it.
+mod agent;
 mod cli;
 mod concurrency;
 mod crash;
