@@ -208,6 +208,22 @@ fn table_default(kind: u16) -> Want {
     })
 }
 
+/// The rounds that held the locks over 50 ms, with the lines before each.
+fn slow_rounds(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    let mut out = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        let held = l
+            .split("state locks held ")
+            .nth(1)
+            .and_then(|t| t.trim_end_matches(" µs").parse::<u64>().ok());
+        if held.is_some_and(|us| us > 50_000) {
+            out.push(lines[i.saturating_sub(4)..=i].join("\n"));
+        }
+    }
+    out.join("\n--\n")
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[i]
@@ -287,20 +303,10 @@ fn a_deleted_rule_or_table_route_is_back_within_100ms_p99_over_100_deletions() {
         holds[holds.len() / 2],
         holds[holds.len() - 1],
     );
-    if std::env::var_os("AGENT_DEBUG").is_some() {
-        let log = agent.log();
-        let lines: Vec<&str> = log.lines().collect();
-        for (i, l) in lines.iter().enumerate() {
-            if let Some(t) = l.split("state locks held ").nth(1) {
-                if t.trim_end_matches(" µs").parse::<u64>().unwrap_or(0) > 50_000 {
-                    eprintln!("{}", lines[i.saturating_sub(4)..=i].join("\n"));
-                }
-            }
-        }
-    }
     assert!(
         p99 <= Duration::from_millis(100),
-        "p99 {p99:?} over 100 ms (p50 {p50:?})"
+        "p99 {p99:?} over 100 ms (p50 {p50:?}); slow rounds:\n{}",
+        slow_rounds(&agent.log())
     );
     let log = agent.log();
     assert!(
