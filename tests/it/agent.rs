@@ -642,3 +642,96 @@ fn records_of(state: &Path) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// `(family, table, set)` of the nftables set that holds `addr`, and the
+/// first chain of that table with rules.
+fn connmark_objects(ns: &str, addr: &str) -> (String, String, String, String) {
+    let rs = nft_ruleset(ns);
+    let items = rs["nftables"].as_array().cloned().unwrap_or_default();
+    let set = items
+        .iter()
+        .map(|i| &i["set"])
+        .find(|s| s["elem"].to_string().contains(&format!("\"{addr}\"")))
+        .unwrap_or_else(|| panic!("no set holds {addr}: {rs}"))
+        .clone();
+    let s = |v: &Value, k: &str| v[k].as_str().unwrap().to_string();
+    let (family, table) = (s(&set, "family"), s(&set, "table"));
+    let chain = items
+        .iter()
+        .filter_map(|i| i.get("rule"))
+        .find(|r| r["family"] == family.as_str() && r["table"] == table.as_str())
+        .map(|r| s(r, "chain"))
+        .expect("a chain with rules");
+    (family, table, s(&set, "name"), chain)
+}
+
+#[test]
+fn nftables_objects_are_repaired_on_their_notifications() {
+    let node = Node::new("agnft");
+    let config = node.config(NET, connmark_lb());
+    let prev = prev_result("10.244.1", "fd00:244:0:1", 5, &node.pod_netns);
+    let out = node.add("c1", &config, &prev);
+    assert!(out.success(), "ADD: {out}");
+    let good = node.snapshot(&[160]);
+    let (family, table, set, chain) = connmark_objects(&node.ns, "10.244.1.5");
+    // The interval is the default minute: only a notification can start a
+    // round within the second allowed.
+    let agent = Agent::start(&node, &["--no-adopt"]);
+    let elem = "{ 10.244.1.5 }".to_string();
+    let drifts: [(&str, Vec<&str>, &str); 3] = [
+        (
+            "set element deleted",
+            vec!["delete", "element", &family, &table, &set, &elem],
+            "re-created missing nftables firewall member 10.244.1.5 of agent/lb",
+        ),
+        (
+            "policy chain flushed",
+            vec!["flush", "chain", &family, &table, &chain],
+            "repaired drifted nftables firewall policy agent/lb mark 0x14",
+        ),
+        (
+            "table deleted",
+            vec!["delete", "table", &family, &table],
+            "re-created missing nftables firewall policy agent/lb mark 0x14",
+        ),
+    ];
+    for (what, args, says) in drifts {
+        node.lab.exec(&node.ns, "nft", &args);
+        let t0 = Instant::now();
+        assert!(
+            eventually(Duration::from_secs(1), || node.snapshot(&[160]) == good),
+            "{what}: not repaired within 1 s:\n{}",
+            agent.log()
+        );
+        eprintln!(
+            "nftables {what}: repaired, seen by polling after {:?}",
+            t0.elapsed()
+        );
+        assert!(
+            agent.log().contains(says),
+            "{what}: logged {says:?}:\n{}",
+            agent.log()
+        );
+    }
+    assert!(
+        agent.log().contains("agent: round (nftables "),
+        "rounds started by nftables notifications:\n{}",
+        agent.log()
+    );
+    // A repair's own notifications start one more round, which finds
+    // nothing; then the agent is quiet.
+    std::thread::sleep(Duration::from_millis(300));
+    let rounds = agent.log().matches("agent: round").count();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        agent.log().matches("agent: round").count(),
+        rounds,
+        "no round without a change:\n{}",
+        agent.log()
+    );
+    assert!(
+        rounds <= 1 + 2 * 3,
+        "{rounds} rounds for 3 repairs:\n{}",
+        agent.log()
+    );
+}
