@@ -17,13 +17,15 @@ commands:
                                 pointing at them; every DUR (default 60s; 500ms,
                                 30s, 5m, 1h), or once with --once
   agent [--interval DUR] [--sweep-grace DUR] [--no-adopt] [--cni-cache-dir DIR]
-                                the node agent: repairs on kernel notifications
+        [--cni-conf-dir DIR]    the node agent: repairs on kernel notifications
                                 (rules, routes, links, addresses, nftables) and
                                 every DUR (default 60s); removes records whose
                                 network namespace is gone for the grace (default
                                 5m); steers pods libcni's cache (default
-                                /var/lib/cni/results) lists and gwsteer missed;
-                                stops on SIGTERM/SIGINT (exit 0)
+                                /var/lib/cni/results) lists and gwsteer missed,
+                                with their cached conflist or, when that has no
+                                gwsteer, their network's in the conf dir (default
+                                /etc/cni/net.d); stops on SIGTERM/SIGINT (exit 0)
   cleanup [--dry-run]           remove everything gwsteer made on this node, state included
   explain <ip> [--from IP] [--iif DEV] [--mark M] [--json]
                                 the path a packet takes: matching rule, table,
@@ -47,6 +49,7 @@ struct Opts {
     sweep_grace: Option<std::time::Duration>,
     no_adopt: bool,
     cni_cache_dir: Option<PathBuf>,
+    cni_conf_dir: Option<PathBuf>,
 }
 
 fn parse(args: &[String]) -> std::result::Result<Opts, String> {
@@ -59,6 +62,7 @@ fn parse(args: &[String]) -> std::result::Result<Opts, String> {
         sweep_grace: None,
         no_adopt: false,
         cni_cache_dir: None,
+        cni_conf_dir: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -86,6 +90,13 @@ fn parse(args: &[String]) -> std::result::Result<Opts, String> {
                     it.next()
                         .map(PathBuf::from)
                         .ok_or("--cni-cache-dir needs a directory")?,
+                );
+            }
+            "--cni-conf-dir" => {
+                opts.cni_conf_dir = Some(
+                    it.next()
+                        .map(PathBuf::from)
+                        .ok_or("--cni-conf-dir needs a directory")?,
                 );
             }
             "--state-dir" => {
@@ -121,10 +132,13 @@ pub fn run(args: &[String]) -> i32 {
         }
     };
     if cmd != "agent"
-        && (opts.sweep_grace.is_some() || opts.no_adopt || opts.cni_cache_dir.is_some())
+        && (opts.sweep_grace.is_some()
+            || opts.no_adopt
+            || opts.cni_cache_dir.is_some()
+            || opts.cni_conf_dir.is_some())
     {
         eprintln!(
-            "gwsteer {cmd}: --sweep-grace, --no-adopt and --cni-cache-dir are agent options\n\n{USAGE}"
+            "gwsteer {cmd}: --sweep-grace, --no-adopt, --cni-cache-dir and --cni-conf-dir are agent options\n\n{USAGE}"
         );
         return 2;
     }
@@ -154,6 +168,7 @@ pub fn run(args: &[String]) -> i32 {
             agent.sweep_grace = opts.sweep_grace.unwrap_or(agent.sweep_grace);
             agent.adopt = !opts.no_adopt;
             agent.cni_cache_dir = opts.cni_cache_dir.clone().unwrap_or(agent.cni_cache_dir);
+            agent.cni_conf_dir = opts.cni_conf_dir.clone().unwrap_or(agent.cni_conf_dir);
             crate::ops::agent::run(agent)
         }
         "cleanup" => crate::ops::cleanup::run(&opts.state_dir, opts.dry_run),

@@ -524,107 +524,145 @@ fn chained_conflist(node: &Node) -> Value {
     )
 }
 
-#[test]
-fn a_pod_libcni_attached_without_gwsteer_is_adopted_as_its_add_would_have_steered_it() {
-    let node = Node::new("agadopt");
-    let conflist = chained_conflist(&node);
-    let conf_path = node.lab.tmpdir().join("10-agent.conflist");
-    write_json(&conf_path, &conflist);
-    let cache = node.lab.subdir("cni-cache");
-    let args = k8s_cni_args("oam", "web-0", "c1");
-    let add = libcni(
+/// `libcni-driver <op>` of `conflist` for pod `cid` in `netns`.
+fn libcni_op(
+    node: &Node,
+    op: &str,
+    conflist: &Path,
+    netns: &str,
+    cid: &str,
+    cache: &Path,
+) -> CniOutcome {
+    let args = k8s_cni_args("oam", &format!("web-{cid}"), cid);
+    libcni(
         &node.ns,
-        "add",
-        &conf_path,
-        &node.pod_netns,
-        "c1",
+        op,
+        conflist,
+        netns,
+        cid,
         "eth0",
         Some(&args),
-        &cache,
-    );
-    let result = add.expect_ok("libcni add");
+        cache,
+    )
+}
+
+/// The store snapshot's entry of one attachment's record.
+fn record_of(node: &Node, cid: &str) -> Value {
+    store_snapshot(&node.state)[format!("{NET}/attachments/{cid}@eth0.json")].clone()
+}
+
+#[test]
+fn pods_libcni_attached_without_gwsteer_are_adopted_as_their_add_would_have_steered_them() {
+    let node = Node::new("agadopt");
+    let conflist = chained_conflist(&node);
+    let conf_dir = node.lab.subdir("net.d");
+    let chained = conf_dir.join("10-agent.conflist");
+    write_json(&chained, &conflist);
+    let mut plain_list = conflist.clone();
+    plain_list["plugins"].as_array_mut().unwrap().pop();
+    let plain = node.lab.tmpdir().join("primary-only.conflist");
+    write_json(&plain, &plain_list);
+    let cache = node.lab.subdir("cni-cache");
+    let pod2 = netns_path(&node.lab.netns("pod2"));
+
+    // c1: the chained conflist through libcni, then gwsteer's part undone
+    // by its own DEL ("the ADD never reached gwsteer"; the runtime's veth,
+    // addresses and cache stay).
+    let result =
+        libcni_op(&node, "add", &chained, &node.pod_netns, "c1", &cache).expect_ok("libcni add c1");
     let steered = node.snapshot(&[TABLE]);
+    let c1_record = record_of(&node, "c1");
     assert!(
         node.gw_rules().iter().any(|r| r.contains("10.244.1.2")),
         "ADD through libcni steers: {:?}",
         node.gw_rules()
     );
-    let results = cache.join("results");
-    let entry = results.join(format!("{NET}-c1-eth0"));
+    let entry = cache.join("results").join(format!("{NET}-c1-eth0"));
     let cached: Value = serde_json::from_str(&std::fs::read_to_string(&entry).unwrap()).unwrap();
     assert_eq!(cached["kind"], "cniCacheV1");
+    let mut without_result = cached.clone();
+    without_result["result"] = Value::Null;
     assert!(
-        !cached.to_string().contains(&node.pod_netns)
-            || cached["result"].to_string().contains(&node.pod_netns),
+        !without_result.to_string().contains(&node.pod_netns)
+            && cached["result"].to_string().contains(&node.pod_netns),
         "libcni 1.1 keeps no netns path but the result's sandbox: {cached}"
     );
-
-    // "ADD never reached gwsteer": gwsteer's part undone by its own DEL
-    // (the runtime's veth, addresses and cache stay).
     let mut plugin = conflist["plugins"][1].clone();
     plugin["name"] = json!(NET);
     plugin["cniVersion"] = json!("1.0.0");
-    let del = node.call(
-        "DEL",
-        "c1",
-        &plugin,
-        Some(&result),
-        &[("CNI_ARGS", args.clone())],
-    );
+    let args = k8s_cni_args("oam", "web-c1", "c1");
+    let del = node.call("DEL", "c1", &plugin, Some(&result), &[("CNI_ARGS", args)]);
     assert!(del.success(), "gwsteer DEL: {del}");
     assert!(node.gw_rules().is_empty(), "{:?}", node.gw_rules());
-    let missed = node.snapshot(&[TABLE]);
-    assert_ne!(missed, steered);
 
-    let results_arg = results.display().to_string();
-    let off = Agent::start(&node, &["--no-adopt", "--cni-cache-dir", &results_arg]);
+    // c2: started while the primary's file had lost gwsteer.
+    libcni_op(&node, "add", &plain, &pod2, "c2", &cache).expect_ok("libcni add c2");
+    assert!(node.gw_rules().is_empty(), "{:?}", node.gw_rules());
+    let missed = node.snapshot(&[TABLE]);
+
+    let results = cache.join("results").display().to_string();
+    let conf = conf_dir.display().to_string();
+    let flags = ["--cni-cache-dir", &results, "--cni-conf-dir", &conf];
+    let mut off_flags = vec!["--no-adopt"];
+    off_flags.extend(flags);
+    let off = Agent::start(&node, &off_flags);
     assert!(!off.log().contains("adopted"), "{}", off.log());
     assert_eq!(node.snapshot(&[TABLE]), missed, "--no-adopt adopts nothing");
     drop(off);
 
-    let agent = Agent::start(&node, &["--cni-cache-dir", &results_arg]);
+    let agent = Agent::start(&node, &flags);
+    let log = agent.log();
     assert!(
-        agent.log().contains(&format!(
+        log.contains(&format!(
             "adopted c1/eth0 of network {NET} (netns {}",
             node.pod_netns
         )),
-        "adopted at start, logged:\n{}",
-        agent.log()
+        "c1 adopted at start with its cached conflist, logged:\n{log}"
     );
-    assert_state(
-        "adopted: as the ADD through libcni left the node",
-        &steered,
-        &node.snapshot(&[TABLE]),
-        &|| agent.log(),
+    assert!(
+        log.contains(&format!("adopted c2/eth0 of network {NET} (netns {pod2}"))
+            && log.contains(&format!(
+                "steered with the gwsteer entry of {}",
+                chained.display()
+            )),
+        "c2 adopted with today's conflist of its network, logged:\n{log}"
     );
-    // The adopting ADD logged to logFile as an ADD does.
+    // c1 exactly as its ADD through libcni left it: record and objects.
+    assert_eq!(record_of(&node, "c1"), c1_record, "c1's record:\n{log}");
+    let rules = node.gw_rules();
+    assert!(
+        rules.iter().any(|r| r.contains("10.244.1.2"))
+            && rules.iter().any(|r| r.contains("10.244.1.3")),
+        "{rules:?}"
+    );
+    assert_eq!(node.snapshot(&[TABLE])["routes"], steered["routes"]);
+    // The adopting ADDs logged to logFile as ADDs do.
     let node_log = std::fs::read_to_string(&node.log).unwrap_or_default();
     assert!(
         node_log
-            .matches("ADD c1/eth0 net=agent pod=oam/web-0")
+            .matches("ADD c1/eth0 net=agent pod=oam/web-c1")
             .count()
-            >= 2,
+            >= 2
+            && node_log.contains("ADD c2/eth0 net=agent pod=oam/web-c2"),
         "{node_log}"
     );
+    // The runtime's CHECK with today's conflist passes for both.
+    for (cid, ns) in [("c1", node.pod_netns.as_str()), ("c2", pod2.as_str())] {
+        let check = libcni_op(&node, "check", &chained, ns, cid, &cache);
+        assert!(check.success(), "libcni check {cid}: {check}");
+    }
     drop(agent);
 
-    // Adopted again? No: the record is there. A restart does nothing.
-    let again = Agent::start(&node, &["--cni-cache-dir", &results_arg]);
+    // Adopted again? No: the records are there. A restart does nothing.
+    let again = Agent::start(&node, &flags);
     assert!(!again.log().contains("adopted"), "{}", again.log());
     drop(again);
 
-    // The runtime's DEL treats it like any other attachment.
-    let del = libcni(
-        &node.ns,
-        "del",
-        &conf_path,
-        &node.pod_netns,
-        "c1",
-        "eth0",
-        Some(&args),
-        &cache,
-    );
-    assert!(del.success(), "libcni del: {del}");
+    // The runtime's DEL treats them like any other attachment.
+    for (cid, ns) in [("c1", node.pod_netns.as_str()), ("c2", pod2.as_str())] {
+        let del = libcni_op(&node, "del", &chained, ns, cid, &cache);
+        assert!(del.success(), "libcni del {cid}: {del}");
+    }
     assert!(node.gw_rules().is_empty(), "{:?}", node.gw_rules());
     assert!(
         records_of(&node.state).is_empty(),

@@ -15,8 +15,12 @@
 //! primaries fill in. An entry whose result names no sandbox for its
 //! interface is skipped with a log line.
 //!
-//! An entry is adopted when its conflist chains gwsteer with this agent's
-//! state dir, gwsteer's store of that network has no record of the
+//! The configuration it is adopted with is the conflist it was made with
+//! when that chains gwsteer; else (a pod started before the install, or
+//! while the primary's file had lost gwsteer) its network's conflist in the
+//! CNI conf dir today, found by name as libcni finds it, when that chains
+//! gwsteer. An entry is adopted when that configuration chains gwsteer with
+//! this agent's state dir, gwsteer's store of that network has no record of the
 //! attachment (a record, steered or not, means an ADD reached gwsteer), and
 //! its namespace exists. The ADD is this binary run as the CNI plugin, with
 //! the environment and stdin libcni would give it: the plugin's object
@@ -45,6 +49,8 @@ use crate::store::{AttachmentId, Store};
 
 /// libcni's default cache directory.
 pub const DEFAULT_CNI_CACHE_DIR: &str = "/var/lib/cni/results";
+/// The runtimes' default CNI configuration directory.
+pub const DEFAULT_CNI_CONF_DIR: &str = "/etc/cni/net.d";
 
 /// How long an adopting ADD (or its undoing DEL) may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -220,18 +226,90 @@ fn recorded(state_dir: &Path, network: &str, id: &AttachmentId) -> crate::error:
     }
 }
 
-/// Entries already judged, by file and modification time, so that a skip
-/// is logged once and not every round.
-#[derive(Default)]
+/// The network configurations of a CNI conf dir by network name, as
+/// libcni finds a network by name: files ending `.conf`, `.conflist` or
+/// `.json`, in lexical order, the first of a name wins.
+pub fn network_confs(conf_dir: &Path) -> BTreeMap<String, (PathBuf, Value)> {
+    let mut out = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(conf_dir) else {
+        return out;
+    };
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| e == "conf" || e == "conflist" || e == "json")
+        })
+        .collect();
+    files.sort();
+    for file in files {
+        let Some(conf) = std::fs::read(&file)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        else {
+            continue;
+        };
+        if let Some(name) = conf["name"].as_str() {
+            out.entry(name.to_string()).or_insert((file, conf));
+        }
+    }
+    out
+}
+
+/// The configuration an entry is adopted with: the conflist it was made
+/// with if that chains gwsteer, else (a pod started before gwsteer was
+/// installed, or while the primary's file had lost it) its network's
+/// conflist in the conf dir today, if that chains gwsteer; and where it
+/// came from.
+pub fn effective(
+    cached: &Cached,
+    confs: &BTreeMap<String, (PathBuf, Value)>,
+) -> (Value, Option<PathBuf>) {
+    if gwsteer_plugin(&cached.config).is_some() {
+        return (cached.config.clone(), None);
+    }
+    match confs.get(&cached.network) {
+        Some((file, conf)) if gwsteer_plugin(conf).is_some() => (conf.clone(), Some(file.clone())),
+        _ => (cached.config.clone(), None),
+    }
+}
+
+fn fingerprint(v: &Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    v.to_string().hash(&mut h);
+    h.finish()
+}
+
+/// Entries already judged, by file, its modification time and the
+/// configuration it was judged with, so that a skip is logged once and not
+/// every round, and an entry is judged again when its network's conflist
+/// comes to chain gwsteer.
 pub struct Adopter {
-    judged: BTreeMap<PathBuf, SystemTime>,
+    judged: BTreeMap<PathBuf, (SystemTime, u64)>,
+    conf_dir: Option<PathBuf>,
 }
 
 impl Adopter {
+    /// `conf_dir`: where to find today's conflist of a network whose cached
+    /// one does not chain gwsteer (none: such entries are not adopted).
+    pub fn new(conf_dir: Option<PathBuf>) -> Adopter {
+        Adopter {
+            judged: BTreeMap::new(),
+            conf_dir,
+        }
+    }
+
     /// One pass over `cache_dir`. Returns one line per adoption (or failed
     /// one), also logged.
     pub fn pass(&mut self, cache_dir: &Path, state_dir: &Path) -> Vec<String> {
         let mut lines = Vec::new();
+        let confs = self
+            .conf_dir
+            .as_deref()
+            .map(network_confs)
+            .unwrap_or_default();
         let entries = match std::fs::read_dir(cache_dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return lines,
@@ -249,84 +327,101 @@ impl Adopter {
             }
             present.push(path.clone());
             let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-            if self.judged.get(&path) == Some(&mtime) {
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            let mut cached = match parse_cache(&text) {
+                Ok(c) => c,
+                Err(why) => {
+                    log::debug!("CNI cache {}: not used ({why})", path.display());
+                    continue;
+                }
+            };
+            let (config, from) = effective(&cached, &confs);
+            cached.config = config;
+            let seen = (mtime, fingerprint(&cached.config));
+            if self.judged.get(&path) == Some(&seen) {
                 continue;
             }
-            let (line, settled) = self.one(&path, state_dir);
+            let (line, settled) = one(&path, &cached, from.as_deref(), state_dir);
             lines.extend(line);
             // Failures are tried again next pass; the rest are settled.
             if settled {
-                self.judged.insert(path, mtime);
+                self.judged.insert(path, seen);
             }
         }
         self.judged.retain(|p, _| present.contains(p));
         lines
     }
+}
 
-    /// The line to report, if any, and whether the entry is settled (not
-    /// to be looked at again until it changes).
-    fn one(&mut self, path: &Path, state_dir: &Path) -> (Option<String>, bool) {
-        let Ok(text) = std::fs::read_to_string(path) else {
-            return (None, false);
-        };
-        let cached = match parse_cache(&text) {
-            Ok(c) => c,
-            Err(why) => {
-                log::debug!("CNI cache {}: not used ({why})", path.display());
-                return (None, true);
-            }
-        };
-        let what = format!(
-            "{}/{} of network {}",
-            cached.container_id, cached.ifname, cached.network
-        );
-        let netns = match judge(&cached, state_dir) {
-            Decision::NotOurs => return (None, true),
-            Decision::Skip(why) => {
-                log::info!("not adopting {what} ({}): {why}", path.display());
-                return (None, true);
-            }
-            Decision::Adopt(netns) => netns,
-        };
-        let id = AttachmentId {
-            container_id: cached.container_id.clone(),
-            ifname: cached.ifname.clone(),
-        };
-        match recorded(state_dir, &cached.network, &id) {
-            Ok(false) => {}
-            Ok(true) => return (None, true),
-            Err(e) => return (Some(report(format!("cannot adopt {what}: {e}"))), false),
-        }
-        let Some((plugin, version)) = gwsteer_plugin(&cached.config) else {
+/// One entry, `cached` with the configuration to adopt it with (`from` a
+/// conf dir file when not its own): the line to report, if any, and whether
+/// the entry is settled (not to be looked at again until it or its
+/// configuration changes).
+fn one(
+    path: &Path,
+    cached: &Cached,
+    from: Option<&Path>,
+    state_dir: &Path,
+) -> (Option<String>, bool) {
+    let what = format!(
+        "{}/{} of network {}",
+        cached.container_id, cached.ifname, cached.network
+    );
+    let netns = match judge(cached, state_dir) {
+        Decision::NotOurs => return (None, true),
+        Decision::Skip(why) => {
+            log::info!("not adopting {what} ({}): {why}", path.display());
             return (None, true);
-        };
-        let stdin = plugin_stdin(&cached, plugin, version);
-        let started = Instant::now();
-        match call("ADD", &cached, &netns, &stdin) {
-            Ok(_) => {}
-            Err(e) => {
-                let line = report(format!("cannot adopt {what}: ADD failed: {e}"));
-                return (Some(line), false);
-            }
         }
-        if !path.exists() {
-            // Deleted while we adopted: undo it the same way.
-            let undo = call("DEL", &cached, &netns, &stdin);
-            let line = report(format!(
-                "adopted {what} while the runtime deleted it; undone by DEL: {}",
-                undo.map_or_else(|e| e, |_| "ok".into())
-            ));
-            return (Some(line), true);
-        }
-        let line = format!(
-            "adopted {what} (netns {}, from {}) in {} ms: steered as its ADD would have",
-            netns.display(),
-            path.display(),
-            started.elapsed().as_millis()
-        );
-        log::info!("{line}");
-        (Some(line), true)
+        Decision::Adopt(netns) => netns,
+    };
+    let id = AttachmentId {
+        container_id: cached.container_id.clone(),
+        ifname: cached.ifname.clone(),
+    };
+    match recorded(state_dir, &cached.network, &id) {
+        Ok(false) => {}
+        Ok(true) => return (None, true),
+        Err(e) => return (Some(report(format!("cannot adopt {what}: {e}"))), false),
     }
+    let Some((plugin, version)) = gwsteer_plugin(&cached.config) else {
+        return (None, true);
+    };
+    let stdin = plugin_stdin(cached, plugin, version);
+    let started = Instant::now();
+    match call("ADD", cached, &netns, &stdin) {
+        Ok(_) => {}
+        Err(e) => {
+            let line = report(format!("cannot adopt {what}: ADD failed: {e}"));
+            return (Some(line), false);
+        }
+    }
+    if !path.exists() {
+        // Deleted while we adopted: undo it the same way.
+        let undo = call("DEL", cached, &netns, &stdin);
+        let line = report(format!(
+            "adopted {what} while the runtime deleted it; undone by DEL: {}",
+            undo.map_or_else(|e| e, |_| "ok".into())
+        ));
+        return (Some(line), true);
+    }
+    let with = match from {
+        Some(file) => format!(
+            "; its cached conflist has no gwsteer, steered with the gwsteer entry of {}",
+            file.display()
+        ),
+        None => String::new(),
+    };
+    let line = format!(
+        "adopted {what} (netns {}, from {}) in {} ms: steered as its ADD would have{with}",
+        netns.display(),
+        path.display(),
+        started.elapsed().as_millis()
+    );
+    log::info!("{line}");
+    (Some(line), true)
 }
 
 fn report(line: String) -> String {

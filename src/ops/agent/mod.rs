@@ -65,6 +65,9 @@ pub struct Options {
     /// Adopt attachments from the libcni cache.
     pub adopt: bool,
     pub cni_cache_dir: PathBuf,
+    /// Where a network's conflist is found today, for cached attachments
+    /// whose own conflist does not chain gwsteer.
+    pub cni_conf_dir: PathBuf,
 }
 
 impl Options {
@@ -75,6 +78,7 @@ impl Options {
             sweep_grace: Duration::from_secs(300),
             adopt: true,
             cni_cache_dir: PathBuf::from(adopt::DEFAULT_CNI_CACHE_DIR),
+            cni_conf_dir: PathBuf::from(adopt::DEFAULT_CNI_CONF_DIR),
         }
     }
 }
@@ -257,14 +261,18 @@ pub fn run(opts: Options) -> Result<i32> {
         opts.interval.as_millis(),
         opts.sweep_grace.as_secs_f64(),
         if opts.adopt {
-            format!("from {}", opts.cni_cache_dir.display())
+            format!(
+                "from {} with {}",
+                opts.cni_cache_dir.display(),
+                opts.cni_conf_dir.display()
+            )
         } else {
             "off".into()
         }
     );
     let mut agent = Agent {
         sweeper: sweep::Sweeper::new(opts.sweep_grace),
-        adopter: adopt::Adopter::default(),
+        adopter: adopt::Adopter::new(Some(opts.cni_conf_dir.clone())),
         opts,
         watch,
         streak: 0,

@@ -147,3 +147,42 @@ fn only_gwsteer_chains_of_this_state_dir_with_a_live_namespace_are_adopted() {
     };
     assert!(why.contains("is gone"), "{why}");
 }
+
+#[test]
+fn a_cached_conflist_without_gwsteer_is_adopted_with_todays_conflist_of_its_network() {
+    let dir = std::env::temp_dir().join(format!("gwsteer-agent-confs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, v: &serde_json::Value| {
+        std::fs::write(dir.join(name), v.to_string()).unwrap();
+    };
+    let mut plain = chained("/run/x");
+    plain["plugins"].as_array_mut().unwrap().pop();
+    // libcni's order: the first file of a name wins; other names and
+    // other extensions do not count.
+    write(
+        "05-other.conflist",
+        &json!({"name": "other", "plugins": []}),
+    );
+    write("10-kindnet.conflist", &chained("/run/x"));
+    write("20-kindnet.conflist", &plain);
+    write("00-kindnet.conflist.bak", &plain);
+    let confs = adopt::network_confs(&dir);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(confs.keys().collect::<Vec<_>>(), vec!["kindnet", "other"]);
+    assert_eq!(
+        confs["kindnet"].0.file_name().unwrap(),
+        "10-kindnet.conflist"
+    );
+
+    let c = cached(plain.clone(), "/proc/self/ns/net");
+    let (config, from) = adopt::effective(&c, &confs);
+    assert_eq!(config, chained("/run/x"));
+    assert_eq!(from.unwrap().file_name().unwrap(), "10-kindnet.conflist");
+    // Its own conflist chains gwsteer: that one, whatever the conf dir says.
+    let own = cached(chained("/run/own"), "/proc/self/ns/net");
+    assert_eq!(adopt::effective(&own, &confs), (chained("/run/own"), None));
+    // Neither chains gwsteer: not gwsteer's.
+    let mut none = confs.clone();
+    none.get_mut("kindnet").unwrap().1 = plain.clone();
+    assert_eq!(adopt::effective(&c, &none), (plain, None));
+}
