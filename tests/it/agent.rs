@@ -773,3 +773,25 @@ fn nftables_objects_are_repaired_on_their_notifications() {
         agent.log()
     );
 }
+
+#[test]
+fn agent_usage_errors_exit_2() {
+    let node = Node::new("agusage");
+    for args in [
+        &["agent", "--sweep-grace", "5x"][..],
+        &["agent", "--sweep-grace"],
+        &["agent", "--interval", "10ms"],
+        &["agent", "--cni-cache-dir"],
+        &["agent", "--cni-conf-dir"],
+        &["agent", "--once"],
+        &["agent", "--dry-run"],
+        &["reconcile", "--once", "--no-adopt"],
+        &["show", "--sweep-grace", "1s"],
+    ] {
+        let out = node.cli(args);
+        assert_eq!(out.exit_code, 2, "{args:?}:\n{out}");
+        assert!(out.stdout_raw.is_empty(), "{args:?}: usage goes to stderr");
+    }
+    let out = node.cli(&["agent", "--sweep-grace", "5x"]);
+    assert!(out.stderr.contains("--sweep-grace: \"5x\""), "{out}");
+}
