@@ -1,5 +1,5 @@
 //! The operator CLI (no `CNI_COMMAND`): version, show, explain, reconcile,
-//! cleanup, install.
+//! agent, cleanup, install.
 //! Exit codes: 0 ok, 1 found problems, 2 usage error.
 
 use std::path::PathBuf;
@@ -16,6 +16,16 @@ commands:
                                 ones, remove imposters from owned tables and rules
                                 pointing at them; every DUR (default 60s; 500ms,
                                 30s, 5m, 1h), or once with --once
+  agent [--interval DUR] [--sweep-grace DUR] [--no-adopt] [--cni-cache-dir DIR]
+        [--cni-conf-dir DIR]    the node agent: repairs on kernel notifications
+                                (rules, routes, links, addresses, nftables) and
+                                every DUR (default 60s); removes records whose
+                                network namespace is gone for the grace (default
+                                5m); steers pods libcni's cache (default
+                                /var/lib/cni/results) lists and gwsteer missed,
+                                with their cached conflist or, when that has no
+                                gwsteer, their network's in the conf dir (default
+                                /etc/cni/net.d); stops on SIGTERM/SIGINT (exit 0)
   cleanup [--dry-run]           remove everything gwsteer made on this node, state included
   explain <ip> [--from IP] [--iif DEV] [--mark M] [--json]
                                 the path a packet takes: matching rule, table,
@@ -40,6 +50,10 @@ struct Opts {
     dry_run: bool,
     once: bool,
     interval: Option<std::time::Duration>,
+    sweep_grace: Option<std::time::Duration>,
+    no_adopt: bool,
+    cni_cache_dir: Option<PathBuf>,
+    cni_conf_dir: Option<PathBuf>,
 }
 
 fn parse(args: &[String]) -> std::result::Result<Opts, String> {
@@ -49,6 +63,10 @@ fn parse(args: &[String]) -> std::result::Result<Opts, String> {
         dry_run: false,
         once: false,
         interval: None,
+        sweep_grace: None,
+        no_adopt: false,
+        cni_cache_dir: None,
+        cni_conf_dir: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -61,6 +79,29 @@ fn parse(args: &[String]) -> std::result::Result<Opts, String> {
                     .next()
                     .ok_or("--interval needs a duration (500ms, 30s, 5m)")?;
                 opts.interval = Some(crate::ops::reconcile::parse_interval(text)?);
+            }
+            "--sweep-grace" => {
+                let text = it
+                    .next()
+                    .ok_or("--sweep-grace needs a duration (500ms, 30s, 5m)")?;
+                let grace = crate::ops::reconcile::parse_interval(text)
+                    .map_err(|e| e.replace("--interval", "--sweep-grace"))?;
+                opts.sweep_grace = Some(grace);
+            }
+            "--no-adopt" => opts.no_adopt = true,
+            "--cni-cache-dir" => {
+                opts.cni_cache_dir = Some(
+                    it.next()
+                        .map(PathBuf::from)
+                        .ok_or("--cni-cache-dir needs a directory")?,
+                );
+            }
+            "--cni-conf-dir" => {
+                opts.cni_conf_dir = Some(
+                    it.next()
+                        .map(PathBuf::from)
+                        .ok_or("--cni-conf-dir needs a directory")?,
+                );
             }
             "--state-dir" => {
                 opts.state_dir = it
@@ -97,6 +138,17 @@ pub fn run(args: &[String]) -> i32 {
             return 2;
         }
     };
+    if cmd != "agent"
+        && (opts.sweep_grace.is_some()
+            || opts.no_adopt
+            || opts.cni_cache_dir.is_some()
+            || opts.cni_conf_dir.is_some())
+    {
+        eprintln!(
+            "gwsteer {cmd}: --sweep-grace, --no-adopt, --cni-cache-dir and --cni-conf-dir are agent options\n\n{USAGE}"
+        );
+        return 2;
+    }
     let outcome = match cmd.as_str() {
         "version" => {
             println!("gwsteer {}", env!("CARGO_PKG_VERSION"));
@@ -110,6 +162,21 @@ pub fn run(args: &[String]) -> i32 {
         }
         "reconcile" => {
             crate::ops::reconcile::run(&opts.state_dir, opts.dry_run, opts.once, opts.interval)
+        }
+        "agent" if opts.once || opts.dry_run || opts.json => {
+            eprintln!(
+                "gwsteer agent: --once, --dry-run and --json are not agent options\n\n{USAGE}"
+            );
+            return 2;
+        }
+        "agent" => {
+            let mut agent = crate::ops::agent::Options::new(opts.state_dir.clone());
+            agent.interval = opts.interval.unwrap_or(agent.interval);
+            agent.sweep_grace = opts.sweep_grace.unwrap_or(agent.sweep_grace);
+            agent.adopt = !opts.no_adopt;
+            agent.cni_cache_dir = opts.cni_cache_dir.clone().unwrap_or(agent.cni_cache_dir);
+            agent.cni_conf_dir = opts.cni_conf_dir.clone().unwrap_or(agent.cni_conf_dir);
+            crate::ops::agent::run(agent)
         }
         "cleanup" => crate::ops::cleanup::run(&opts.state_dir, opts.dry_run),
         other => {

@@ -20,7 +20,8 @@
 //! - [`engine`]: making groups and attachments real and taking them away,
 //!   what ADD captures for DEL, the audit CHECK and reconcile share.
 //! - [`verbs`] (ADD, DEL, CHECK, GC, STATUS) and [`ops`] (show, cleanup,
-//!   reconcile, explain, install); [`entry`] (CNI) and [`cli`] (argv) on top.
+//!   reconcile, explain, install, the node agent); [`entry`] (CNI) and
+//!   [`cli`] (argv) on top.
 
 pub mod cli;
 pub mod cni;

@@ -10,6 +10,7 @@ pub mod probe;
 pub mod rtnl;
 pub mod sysctl;
 pub mod system;
+pub mod watch;
 
 pub use probe::{require_vrf, vrf_supported};
 

@@ -88,6 +88,18 @@ impl Netns {
     }
 }
 
+/// Whether `path` still names a network namespace: `false` when nothing
+/// is there or what is there is not one (the leftover mount point of a
+/// deleted namespace), `true` when it is one or cannot be told (a path
+/// that cannot be read is never taken for a namespace that is gone).
+pub fn netns_alive(path: &Path) -> bool {
+    match nix::sys::statfs::statfs(path) {
+        Ok(fs) => fs.filesystem_type() == nix::sys::statfs::NSFS_MAGIC,
+        Err(Errno::ENOENT | Errno::ENOTDIR) => false,
+        Err(_) => true,
+    }
+}
+
 /// Runs `f` on a thread in a new, empty network namespace (tests, as
 /// root). Children spawned from it run there too; the namespace goes when
 /// the thread ends.

@@ -148,6 +148,17 @@ impl<'a> Msg<'a> {
         Ok(Some((msg, bytes.get(align(len)..).unwrap_or_default())))
     }
 
+    /// Every whole message of one datagram, in order; stops at the first
+    /// malformed one (multicast notifications, read by `watch`).
+    pub fn all(bytes: &'a [u8]) -> impl Iterator<Item = Msg<'a>> {
+        let mut rest = bytes;
+        std::iter::from_fn(move || {
+            let (msg, next) = Msg::split(rest).ok().flatten()?;
+            rest = next;
+            Some(msg)
+        })
+    }
+
     /// A message as [`Socket::request`] hands it out (whole).
     pub fn of(whole: &'a [u8]) -> Option<Msg<'a>> {
         Msg::split(whole).ok().flatten().map(|(msg, _)| msg)

@@ -32,7 +32,8 @@ mod lifecycle;
 mod ownership;
 mod podman;
 
-// Reliability: killed mid-call, concurrent calls, drift and the CLI that repairs it.
+// Reliability: killed mid-call, concurrent calls, drift, the CLI and the agent that repair it.
+mod agent;
 mod cli;
 mod concurrency;
 mod crash;
