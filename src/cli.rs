@@ -17,7 +17,8 @@ commands:
                                 pointing at them; every DUR (default 60s; 500ms,
                                 30s, 5m, 1h), or once with --once
   agent [--interval DUR] [--sweep-grace DUR] [--no-adopt] [--cni-cache-dir DIR]
-        [--cni-conf-dir DIR]    the node agent: repairs on kernel notifications
+        [--cni-conf-dir DIR] [--plugin FILE]
+                                the node agent: repairs on kernel notifications
                                 (rules, routes, links, addresses, nftables) and
                                 every DUR (default 60s); removes records whose
                                 network namespace is gone for the grace (default
@@ -25,7 +26,9 @@ commands:
                                 /var/lib/cni/results) lists and gwsteer missed,
                                 with their cached conflist or, when that has no
                                 gwsteer, their network's in the conf dir (default
-                                /etc/cni/net.d); stops on SIGTERM/SIGINT (exit 0)
+                                /etc/cni/net.d); with --plugin, keeps that plugin
+                                object chained in the conf dir when the primary
+                                rewrites its file; stops on SIGTERM/SIGINT (exit 0)
   cleanup [--dry-run]           remove everything gwsteer made on this node, state included
   explain <ip> [--from IP] [--iif DEV] [--mark M] [--json]
                                 the path a packet takes: matching rule, table,
@@ -54,6 +57,7 @@ struct Opts {
     no_adopt: bool,
     cni_cache_dir: Option<PathBuf>,
     cni_conf_dir: Option<PathBuf>,
+    chain_plugin: Option<PathBuf>,
 }
 
 fn parse(args: &[String]) -> std::result::Result<Opts, String> {
@@ -67,6 +71,7 @@ fn parse(args: &[String]) -> std::result::Result<Opts, String> {
         no_adopt: false,
         cni_cache_dir: None,
         cni_conf_dir: None,
+        chain_plugin: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -101,6 +106,13 @@ fn parse(args: &[String]) -> std::result::Result<Opts, String> {
                     it.next()
                         .map(PathBuf::from)
                         .ok_or("--cni-conf-dir needs a directory")?,
+                );
+            }
+            "--plugin" => {
+                opts.chain_plugin = Some(
+                    it.next()
+                        .map(PathBuf::from)
+                        .ok_or("--plugin needs the plugin object's file")?,
                 );
             }
             "--state-dir" => {
@@ -142,10 +154,11 @@ pub fn run(args: &[String]) -> i32 {
         && (opts.sweep_grace.is_some()
             || opts.no_adopt
             || opts.cni_cache_dir.is_some()
-            || opts.cni_conf_dir.is_some())
+            || opts.cni_conf_dir.is_some()
+            || opts.chain_plugin.is_some())
     {
         eprintln!(
-            "gwsteer {cmd}: --sweep-grace, --no-adopt, --cni-cache-dir and --cni-conf-dir are agent options\n\n{USAGE}"
+            "gwsteer {cmd}: --sweep-grace, --no-adopt, --cni-cache-dir, --cni-conf-dir and --plugin are agent options\n\n{USAGE}"
         );
         return 2;
     }
@@ -176,6 +189,7 @@ pub fn run(args: &[String]) -> i32 {
             agent.adopt = !opts.no_adopt;
             agent.cni_cache_dir = opts.cni_cache_dir.clone().unwrap_or(agent.cni_cache_dir);
             agent.cni_conf_dir = opts.cni_conf_dir.clone().unwrap_or(agent.cni_conf_dir);
+            agent.chain_plugin = opts.chain_plugin.clone();
             crate::ops::agent::run(agent)
         }
         "cleanup" => crate::ops::cleanup::run(&opts.state_dir, opts.dry_run),

@@ -795,3 +795,111 @@ fn agent_usage_errors_exit_2() {
     let out = node.cli(&["agent", "--sweep-grace", "5x"]);
     assert!(out.stderr.contains("--sweep-grace: \"5x\""), "{out}");
 }
+
+/// Writes `value` to `path` as the primary does: a temp file renamed over it.
+fn write_like_a_primary(path: &Path, value: &Value) {
+    let tmp = path.with_extension("tmp-primary");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(value).unwrap()).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn chains_gwsteer(path: &Path) -> bool {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .is_some_and(|v| {
+            v["plugins"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|p| p["type"] == "gwsteer"))
+        })
+}
+
+/// `--plugin FILE`: the primary rewrites its conflist without gwsteer (as
+/// kindnet does when it restarts) and the entry is back within 1 s, logged
+/// with the file and the reason; a file that chains gwsteer (another
+/// object: the operator's edit) is never rewritten; a file the primary
+/// deleted is never recreated.
+#[test]
+fn the_chain_is_kept_when_the_primary_rewrites_its_conflist() {
+    let node = Node::new("agchain");
+    let conf_dir = node.lab.subdir("net.d");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    let conflist = conf_dir.join("10-kindnet.conflist");
+    let kindnet = |mtu: u32| {
+        json!({"cniVersion": "0.4.0", "name": "kindnet", "plugins": [
+            {"type": "ptp", "ipMasq": false, "mtu": mtu,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.244.1.0/24"}]]}},
+            {"type": "portmap", "capabilities": {"portMappings": true}}]})
+    };
+    write_like_a_primary(&conflist, &kindnet(1500));
+    let plugin = node.lab.tmpdir().join("plugin.json");
+    std::fs::write(&plugin, br#"{"type": "gwsteer", "steering": []}"#).unwrap();
+    let conf_arg = conf_dir.to_str().unwrap();
+    let agent = Agent::start(
+        &node,
+        &[
+            "--no-adopt",
+            "--cni-conf-dir",
+            conf_arg,
+            "--plugin",
+            plugin.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        chains_gwsteer(&conflist),
+        "not chained at start:\n{}",
+        agent.log()
+    );
+
+    // The primary restarts and writes its file anew, without gwsteer.
+    let mut took = Vec::new();
+    for mtu in [1400, 1450, 1500] {
+        write_like_a_primary(&conflist, &kindnet(mtu));
+        let written = Instant::now();
+        assert!(
+            eventually(Duration::from_secs(1), || chains_gwsteer(&conflist)),
+            "not chained again within 1 s:\n{}",
+            agent.log()
+        );
+        took.push(written.elapsed());
+        let now: Value = serde_json::from_slice(&std::fs::read(&conflist).unwrap()).unwrap();
+        assert_eq!(
+            now["plugins"][0]["mtu"], mtu,
+            "the primary's own content kept"
+        );
+    }
+    eprintln!("re-chained after the primary's write in {took:?}");
+    assert!(
+        agent.log().contains("re-chained gwsteer")
+            && agent
+                .log()
+                .contains("10-kindnet.conflist had no gwsteer entry"),
+        "{}",
+        agent.log()
+    );
+
+    // A file that chains gwsteer with another object is left as it is.
+    let mut edited = kindnet(1500);
+    edited["plugins"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "gwsteer", "logLevel": "debug"}));
+    write_like_a_primary(&conflist, &edited);
+    let bytes = std::fs::read(&conflist).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        std::fs::read(&conflist).unwrap(),
+        bytes,
+        "rewrote a chained file"
+    );
+
+    // The primary deletes its file: not recreated.
+    std::fs::remove_file(&conflist).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!conflist.exists(), "recreated a file the primary deleted");
+    assert!(
+        agent.wait_log("nothing to chain", Duration::from_secs(1)),
+        "{}",
+        agent.log()
+    );
+}

@@ -16,6 +16,9 @@
 //! - **Adopts** attachments the runtime's libcni cache lists and gwsteer
 //!   never saw, unless `--no-adopt` ([`adopt`]): at start and every full
 //!   round.
+//! - **Keeps the chain** with `--plugin FILE` ([`chain`]): when the primary
+//!   rewrites its conflist without gwsteer, the entry is back within
+//!   [`chain::SETTLE`] of its last write.
 //!
 //! State locks are held only inside a round (every network's, as
 //! `reconcile` takes them, after waiting ADDs) or a sweep pass (one
@@ -30,6 +33,7 @@
 //! table), rounds that keep finding work back off up to [`MAX_BACKOFF`].
 
 pub mod adopt;
+pub mod chain;
 pub mod sweep;
 #[cfg(test)]
 mod tests;
@@ -68,6 +72,9 @@ pub struct Options {
     /// Where a network's conflist is found today, for cached attachments
     /// whose own conflist does not chain gwsteer.
     pub cni_conf_dir: PathBuf,
+    /// `--plugin FILE`: the plugin object to keep chained in
+    /// `cni_conf_dir`; `None`, the chain is not watched.
+    pub chain_plugin: Option<PathBuf>,
 }
 
 impl Options {
@@ -79,6 +86,7 @@ impl Options {
             adopt: true,
             cni_cache_dir: PathBuf::from(adopt::DEFAULT_CNI_CACHE_DIR),
             cni_conf_dir: PathBuf::from(adopt::DEFAULT_CNI_CONF_DIR),
+            chain_plugin: None,
         }
     }
 }
@@ -270,6 +278,20 @@ pub fn run(opts: Options) -> Result<i32> {
             "off".into()
         }
     );
+    let mut keeper = match &opts.chain_plugin {
+        Some(path) => {
+            let plugin = crate::ops::install::Plugin::from_file(path)?;
+            let mut k = chain::Keeper::new(&opts.cni_conf_dir, plugin)?;
+            log::info!(
+                "agent: keeping gwsteer ({}) chained in {}",
+                path.display(),
+                opts.cni_conf_dir.display()
+            );
+            k.keep("at start");
+            Some(k)
+        }
+        None => None,
+    };
     let mut agent = Agent {
         sweeper: sweep::Sweeper::new(opts.sweep_grace),
         adopter: adopt::Adopter::new(Some(opts.cni_conf_dir.clone())),
@@ -291,10 +313,14 @@ pub fn run(opts: Options) -> Result<i32> {
         if let Some(p) = &pending {
             deadline = deadline.min(p.due());
         }
+        if let Some(due) = keeper.as_ref().and_then(chain::Keeper::due) {
+            deadline = deadline.min(due);
+        }
         let wait = deadline.saturating_duration_since(now);
         // Rounded up: waking early would spin until the deadline.
         let timeout = wait.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
         let mut fds: Vec<libc::pollfd> = std::iter::once(signals.as_fd().as_raw_fd())
+            .chain(keeper.as_ref().map(chain::Keeper::fd))
             .chain(agent.watch.fds())
             .map(|fd| libc::pollfd {
                 fd,
@@ -319,7 +345,18 @@ pub fn run(opts: Options) -> Result<i32> {
             log::info!("agent: {name} received, stopping");
             return Ok(0);
         }
-        if fds[1..].iter().any(|f| f.revents != 0) {
+        let watch_from = 1 + usize::from(keeper.is_some());
+        if let Some(k) = keeper.as_mut()
+            && fds[1].revents != 0
+        {
+            k.drain(Instant::now());
+        }
+        if let Some(k) = keeper.as_mut()
+            && k.due().is_some_and(|due| due <= Instant::now())
+        {
+            k.keep("the conf dir changed");
+        }
+        if fds[watch_from..].iter().any(|f| f.revents != 0) {
             let d = agent.watch.drain()?;
             if d.matters() {
                 let now = Instant::now();

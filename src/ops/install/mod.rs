@@ -16,6 +16,7 @@ mod uninstall;
 use std::path::{Path, PathBuf};
 
 pub use chain::{ChainOutcome, Change, Plugin, STATE_DIR, Target, chain, patch};
+pub use files::{first_conf, is_conf_name};
 pub use uninstall::{Undone, uninstall};
 
 use crate::error::{Error, Result};
