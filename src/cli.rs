@@ -17,7 +17,7 @@ commands:
                                 pointing at them; every DUR (default 60s; 500ms,
                                 30s, 5m, 1h), or once with --once
   agent [--interval DUR] [--sweep-grace DUR] [--no-adopt] [--cni-cache-dir DIR]
-        [--cni-conf-dir DIR] [--plugin FILE]
+        [--cni-conf-dir DIR] [--plugin FILE] [--heartbeat FILE]
                                 the node agent: repairs on kernel notifications
                                 (rules, routes, links, addresses, nftables) and
                                 every DUR (default 60s); removes records whose
@@ -28,7 +28,11 @@ commands:
                                 gwsteer, their network's in the conf dir (default
                                 /etc/cni/net.d); with --plugin, keeps that plugin
                                 object chained in the conf dir when the primary
-                                rewrites its file; stops on SIGTERM/SIGINT (exit 0)
+                                rewrites its file; --heartbeat: touched after every
+                                round; stops on SIGTERM/SIGINT (exit 0)
+  agent --alive FILE [--interval DUR]
+                                0 if the agent touched its heartbeat FILE within
+                                3 intervals (a liveness probe), else 1
   cleanup [--dry-run]           remove everything gwsteer made on this node, state included
   explain <ip> [--from IP] [--iif DEV] [--mark M] [--json]
                                 the path a packet takes: matching rule, table,
@@ -58,6 +62,8 @@ struct Opts {
     cni_cache_dir: Option<PathBuf>,
     cni_conf_dir: Option<PathBuf>,
     chain_plugin: Option<PathBuf>,
+    heartbeat: Option<PathBuf>,
+    alive: Option<PathBuf>,
 }
 
 fn parse(args: &[String]) -> std::result::Result<Opts, String> {
@@ -72,6 +78,8 @@ fn parse(args: &[String]) -> std::result::Result<Opts, String> {
         cni_cache_dir: None,
         cni_conf_dir: None,
         chain_plugin: None,
+        heartbeat: None,
+        alive: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -115,6 +123,20 @@ fn parse(args: &[String]) -> std::result::Result<Opts, String> {
                         .ok_or("--plugin needs the plugin object's file")?,
                 );
             }
+            "--heartbeat" => {
+                opts.heartbeat = Some(
+                    it.next()
+                        .map(PathBuf::from)
+                        .ok_or("--heartbeat needs a file")?,
+                );
+            }
+            "--alive" => {
+                opts.alive = Some(
+                    it.next()
+                        .map(PathBuf::from)
+                        .ok_or("--alive needs the heartbeat file")?,
+                );
+            }
             "--state-dir" => {
                 opts.state_dir = it
                     .next()
@@ -155,10 +177,12 @@ pub fn run(args: &[String]) -> i32 {
             || opts.no_adopt
             || opts.cni_cache_dir.is_some()
             || opts.cni_conf_dir.is_some()
-            || opts.chain_plugin.is_some())
+            || opts.chain_plugin.is_some()
+            || opts.heartbeat.is_some()
+            || opts.alive.is_some())
     {
         eprintln!(
-            "gwsteer {cmd}: --sweep-grace, --no-adopt, --cni-cache-dir, --cni-conf-dir and --plugin are agent options\n\n{USAGE}"
+            "gwsteer {cmd}: --sweep-grace, --no-adopt, --cni-cache-dir, --cni-conf-dir, --plugin, --heartbeat and --alive are agent options\n\n{USAGE}"
         );
         return 2;
     }
@@ -182,6 +206,13 @@ pub fn run(args: &[String]) -> i32 {
             );
             return 2;
         }
+        "agent" if opts.alive.is_some() => {
+            let interval = opts.interval.unwrap_or(std::time::Duration::from_secs(60));
+            Ok(opts
+                .alive
+                .as_deref()
+                .map_or(2, |f| crate::ops::agent::alive(f, interval)))
+        }
         "agent" => {
             let mut agent = crate::ops::agent::Options::new(opts.state_dir.clone());
             agent.interval = opts.interval.unwrap_or(agent.interval);
@@ -190,6 +221,7 @@ pub fn run(args: &[String]) -> i32 {
             agent.cni_cache_dir = opts.cni_cache_dir.clone().unwrap_or(agent.cni_cache_dir);
             agent.cni_conf_dir = opts.cni_conf_dir.clone().unwrap_or(agent.cni_conf_dir);
             agent.chain_plugin = opts.chain_plugin.clone();
+            agent.heartbeat = opts.heartbeat.clone();
             crate::ops::agent::run(agent)
         }
         "cleanup" => crate::ops::cleanup::run(&opts.state_dir, opts.dry_run),

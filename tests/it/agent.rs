@@ -903,3 +903,28 @@ fn the_chain_is_kept_when_the_primary_rewrites_its_conflist() {
         agent.log()
     );
 }
+
+/// The liveness probe means something: `agent --alive FILE` is 0 while the
+/// agent touches its heartbeat every round, 1 when it is stuck (stopped
+/// here with SIGSTOP) for more than three intervals, and 0 again after.
+#[test]
+fn the_liveness_probe_tells_a_stuck_agent() {
+    let node = Node::new("agalive");
+    let beat = node.lab.tmpdir().join("alive");
+    let beat_arg = beat.to_str().unwrap();
+    let agent = Agent::start(
+        &node,
+        &["--no-adopt", "--interval", "200ms", "--heartbeat", beat_arg],
+    );
+    let probe = || node.cli(&["agent", "--alive", beat_arg, "--interval", "200ms"]);
+    assert!(probe().success(), "{}", probe());
+    agent.signal(libc::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(900));
+    let stuck = probe();
+    assert_eq!(stuck.exit_code, 1, "{stuck}");
+    assert!(stuck.stderr.contains("the agent is stuck"), "{stuck}");
+    agent.signal(libc::SIGCONT);
+    assert!(eventually(Duration::from_secs(2), || probe().success()));
+    let none = node.cli(&["agent", "--alive", "/nonexistent/alive"]);
+    assert_eq!(none.exit_code, 1, "{none}");
+}

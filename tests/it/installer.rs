@@ -547,7 +547,12 @@ fn daemonset_and_containerfile_hold_what_the_install_needs() {
         "initContainers:",
         "command: [\"/usr/local/bin/gwsteer\"]",
         "args: [\"install\", \"--patch\", \"auto\", \"--plugin\", \"/config/plugin.json\"]",
-        "args: [\"reconcile\", \"--interval\", \"60s\"]",
+        "args: [\"agent\", \"--interval\", \"60s\",",
+        "\"--plugin\", \"/config/plugin.json\",",
+        "\"--heartbeat\", \"/run/gwsteer-agent/alive\"]",
+        "livenessProbe:",
+        "command: [\"/usr/local/bin/gwsteer\", \"agent\", \"--alive\",",
+        "path: /var/lib/cni/results",
     ] {
         assert!(ds.contains(needle), "daemonset.yaml lacks {needle:?}");
     }
@@ -597,6 +602,6 @@ fn daemonset_and_containerfile_hold_what_the_install_needs() {
         .lines()
         .filter(|l| l.trim_start().starts_with("command:"))
     {
-        assert!(line.contains("[\"/usr/local/bin/gwsteer\"]"), "{line}");
+        assert!(line.contains("[\"/usr/local/bin/gwsteer\""), "{line}");
     }
 }

@@ -75,6 +75,48 @@ pub struct Options {
     /// `--plugin FILE`: the plugin object to keep chained in
     /// `cni_conf_dir`; `None`, the chain is not watched.
     pub chain_plugin: Option<PathBuf>,
+    /// `--heartbeat FILE`: touched after every round (full or on events),
+    /// so `gwsteer agent --alive FILE` can tell a live agent from a stuck
+    /// one (a liveness probe that means something).
+    pub heartbeat: Option<PathBuf>,
+}
+
+/// A heartbeat older than this many full-round intervals is a stuck agent.
+pub const ALIVE_INTERVALS: u32 = 3;
+
+/// `gwsteer agent --alive FILE [--interval DUR]`: 0 when the agent touched
+/// `file` within [`ALIVE_INTERVALS`] intervals, 1 (saying why) otherwise.
+pub fn alive(file: &std::path::Path, interval: Duration) -> i32 {
+    let limit = interval * ALIVE_INTERVALS;
+    match std::fs::metadata(file).and_then(|m| m.modified()) {
+        Ok(t) => match t.elapsed() {
+            Ok(age) if age <= limit => 0,
+            Ok(age) => {
+                eprintln!(
+                    "gwsteer agent: {} last touched {} s ago (more than {} s): the agent is stuck",
+                    file.display(),
+                    age.as_secs(),
+                    limit.as_secs()
+                );
+                1
+            }
+            Err(_) => 0,
+        },
+        Err(e) => {
+            eprintln!("gwsteer agent: {}: {e}: no agent has run", file.display());
+            1
+        }
+    }
+}
+
+/// Touches the heartbeat file (made if missing; its content is the time).
+fn beat(file: Option<&PathBuf>) {
+    if let Some(path) = file {
+        let now = crate::logging::timestamp(std::time::SystemTime::now());
+        if let Err(e) = std::fs::write(path, format!("{now}\n")) {
+            log::warn!("agent: heartbeat {}: {e}", path.display());
+        }
+    }
 }
 
 impl Options {
@@ -87,6 +129,7 @@ impl Options {
             cni_cache_dir: PathBuf::from(adopt::DEFAULT_CNI_CACHE_DIR),
             cni_conf_dir: PathBuf::from(adopt::DEFAULT_CNI_CONF_DIR),
             chain_plugin: None,
+            heartbeat: None,
         }
     }
 }
@@ -220,6 +263,7 @@ impl Agent {
             Ok(_) => {}
             Err(e) => log::error!("agent: sweep failed: {e}"),
         }
+        beat(self.opts.heartbeat.as_ref());
     }
 
     fn full(&mut self, why: &str) {
