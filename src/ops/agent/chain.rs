@@ -80,7 +80,7 @@ impl Keeper {
                 e.name
                     .as_ref()
                     .and_then(|n| n.to_str())
-                    .is_none_or(|n| install::is_conf_name(n))
+                    .is_none_or(install::is_conf_name)
             });
         }
         if any {
