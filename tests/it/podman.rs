@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::support::asym::*;
 use crate::support::podman::Podman;
@@ -260,4 +261,164 @@ fn a_podman_pod_on_a_kindnet_like_primary_is_steered() {
     );
     pm.ok(&["rm", "-f", "-t", "0", "steered"]);
     assert!(gw_rules(&t.node).is_empty(), "{:?}", gw_rules(&t.node));
+}
+
+/// `gwsteer agent` on a podman node, as the DaemonSet runs it (here as a
+/// process in the node namespace): the chain kept when the primary rewrites
+/// its conflist, a pod started while the chain was broken adopted from
+/// podman's libcni cache (not answered before, answered after), a pod's
+/// rule and table route deleted by hand back within 100 ms, a pod whose
+/// netns went without a DEL swept after the grace.
+#[test]
+fn the_agent_keeps_a_podman_node_steered() {
+    let lab = Lab::new("pmagent");
+    let t = Topo::build(&lab);
+    let conf_dir = lab.subdir("net.d");
+    let bin = gwsteer_bin();
+    let pm = Podman::new(
+        &lab,
+        &t.node,
+        &conf_dir,
+        &[bin.parent().unwrap(), Path::new(REFERENCE_PLUGIN_DIR)],
+    );
+    pm.import_busybox(&lab, "localhost/busybox:test");
+    // A network name of this lab's own: podman's cache (/var/lib/cni/results)
+    // is the machine's, and the agent adopts by network name.
+    let network = format!("kindnet-{}", lab.prefix());
+    let conflist = conf_dir.join("10-kindnet.conflist");
+    let primary = |mtu: u32| {
+        let mut c = kindnet(&lab, Value::Null);
+        c["name"] = json!(network);
+        c["plugins"][0]["mtu"] = json!(mtu);
+        c
+    };
+    let plugin_file = lab.tmpdir().join("plugin.json");
+    write_json(&plugin_file, &oam(&lab));
+    let chained = || {
+        fs::read(&conflist)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .is_some_and(|v| {
+                v["plugins"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|p| p["type"] == "gwsteer")
+            })
+    };
+    let run_pod = |name: &str| {
+        pm.ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            &network,
+            "--ulimit",
+            "host",
+            "localhost/busybox:test",
+            "nc",
+            "-ll",
+            "-p",
+            "8080",
+            "-e",
+            "echo",
+            "hello",
+        ]);
+        pm.ip_of(name, &network)
+    };
+
+    // The chain is broken (the primary's file alone) and a pod starts.
+    write_json(&conflist, &primary(1500));
+    let missed = run_pod("missed");
+    assert!(!answered(&t.clib, &missed), "answered before adoption");
+
+    // The agent starts: it chains gwsteer and adopts the pod it missed.
+    let log = lab.tmpdir().join("agent.log");
+    let mut agent = std::process::Command::new("ip")
+        .args(["netns", "exec", &t.node])
+        .arg(&bin)
+        .args(["agent", "--state-dir"])
+        .arg(state_dir(&lab))
+        .args(["--cni-conf-dir"])
+        .arg(&conf_dir)
+        .args(["--plugin"])
+        .arg(&plugin_file)
+        // A short full round: a netns path that goes while its pod lives
+        // sends no notification; the round's scan finds it.
+        .args([
+            "--cni-cache-dir",
+            "/var/lib/cni/results",
+            "--sweep-grace",
+            "1s",
+            "--interval",
+            "2s",
+        ])
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("the agent");
+    let agent_log = || fs::read_to_string(&log).unwrap_or_default();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _kill = Kill(&mut agent);
+    assert!(
+        eventually(Duration::from_secs(10), || answered(&t.clib, &missed)),
+        "the missed pod was not adopted:\n{}",
+        agent_log()
+    );
+    assert!(chained(), "not chained by the agent:\n{}", agent_log());
+
+    // The primary rewrites its file without gwsteer: back within 1 s.
+    let tmp = conf_dir.join("10-kindnet.conflist.tmp");
+    write_json(&tmp, &primary(1450));
+    fs::rename(&tmp, &conflist).unwrap();
+    assert!(
+        eventually(Duration::from_secs(1), chained),
+        "not chained again within 1 s:\n{}",
+        agent_log()
+    );
+    // A pod started now is steered by the chain itself.
+    let fresh = run_pod("fresh");
+    assert!(answered(&t.clib, &fresh), "a new pod was not steered");
+
+    // Its rule and table route deleted by hand: back within 100 ms.
+    let rule = ["rule", "del", "from", fresh.as_str(), "lookup", "100"];
+    ip(&t.node, rule);
+    assert!(
+        eventually(Duration::from_millis(100), || gw_rules(&t.node)
+            .iter()
+            .any(|r| r.contains(&format!("from {fresh} lookup 100")))),
+        "rule not back within 100 ms:\n{}",
+        agent_log()
+    );
+    ip(&t.node, ["route", "del", "default", "table", "100"]);
+    assert!(
+        eventually(Duration::from_millis(100), || !ip(
+            &t.node,
+            ["route", "show", "table", "100"]
+        )
+        .trim()
+        .is_empty()),
+        "table route not back within 100 ms:\n{}",
+        agent_log()
+    );
+
+    // The pod's netns goes without a DEL: swept after the grace.
+    let netns = pm.netns_of("missed");
+    run("umount", [netns.as_str()]);
+    let _ = fs::remove_file(&netns);
+    assert!(
+        eventually(Duration::from_secs(8), || !gw_rules(&t.node)
+            .iter()
+            .any(|r| r.contains(&format!("from {missed} lookup 100")))),
+        "the record of a pod whose netns is gone was not swept:\n{}",
+        agent_log()
+    );
+    assert!(agent_log().contains("sweep"), "{}", agent_log());
+    pm.ok(&["rm", "-f", "-t", "0", "fresh", "missed"]);
 }
