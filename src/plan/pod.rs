@@ -222,16 +222,8 @@ pub(super) fn policy_plan(policy: &Policy, pod: &Pod, link: &PodLink, out: &mut 
     out.pod_objects.extend(rules.into_iter().map(pod_rule));
     if let Match::Connmark { mark, mask } = policy.matcher {
         for family in families {
-            out.pod_objects.push(pod_rule(RuleSpec {
-                family,
-                priority: policy.priority,
-                src: None,
-                dst: None,
-                fwmark: Some(mark),
-                fwmask: mask,
-                iif: None,
-                table,
-            }));
+            let rule = super::steering::fwmark_rule(policy, table, family, mark, mask);
+            out.pod_objects.push(pod_rule(rule));
         }
         out.pod_objects.push(Object::PodConnmark {
             policy: name.clone(),

@@ -95,8 +95,9 @@ pub fn claims(policy: &Policy) -> Vec<GroupKey> {
     out
 }
 
-/// The fwmark rule that sends a mark/connmark policy's packets to its table.
-fn fwmark_rule(
+/// The fwmark rule that sends a mark/connmark policy's packets to its table
+/// (on the node, or in the pod with the pod side's table).
+pub(super) fn fwmark_rule(
     policy: &Policy,
     table: u32,
     family: Family,

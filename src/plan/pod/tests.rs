@@ -130,22 +130,22 @@ fn forcing_the_node_side_on_a_peerless_interface_is_a_warning() {
     );
 }
 
+/// The tables of a plan's routes.
+fn route_tables(p: &crate::plan::Plan) -> std::collections::BTreeSet<u32> {
+    p.pod_objects
+        .iter()
+        .filter_map(|o| match o {
+            Object::Route { spec, .. } => Some(spec.table),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
 fn two_interfaces_of_one_pod_get_two_tables() {
     let c = config(json!([{"name": "lan", "side": "pod"}]));
     let addrs = [("192.168.60.10/24", Some("192.168.60.1"))];
-    let on = |index| {
-        let p = plan(&c, &pod(&addrs), &facts(true, Some(index)));
-        let tables: std::collections::BTreeSet<u32> = p
-            .pod_objects
-            .iter()
-            .filter_map(|o| match o {
-                Object::Route { spec, .. } => Some(spec.table),
-                _ => None,
-            })
-            .collect();
-        tables
-    };
+    let on = |index| route_tables(&plan(&c, &pod(&addrs), &facts(true, Some(index))));
     let (a, b) = (on(2), on(3));
     assert_eq!(a.len(), 1);
     assert!(a.is_disjoint(&b), "{a:?} {b:?}");
@@ -155,15 +155,7 @@ fn two_interfaces_of_one_pod_get_two_tables() {
         {"name": "b", "side": "pod", "destinations": ["203.0.113.0/24"]}
     ]));
     let p = plan(&two, &pod(&addrs), &facts(true, Some(2)));
-    let tables: std::collections::BTreeSet<u32> = p
-        .pod_objects
-        .iter()
-        .filter_map(|o| match o {
-            Object::Route { spec, .. } => Some(spec.table),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(tables.len(), 2, "{:?}", p.pod_objects);
+    assert_eq!(route_tables(&p).len(), 2, "{:?}", p.pod_objects);
 }
 
 #[test]
