@@ -267,7 +267,7 @@ fn a_podman_pod_on_a_kindnet_like_primary_is_steered() {
 /// process in the node namespace): the chain kept when the primary rewrites
 /// its conflist, a pod started while the chain was broken adopted from
 /// podman's libcni cache (not answered before, answered after), a pod's
-/// rule and table route deleted by hand back within 100 ms, a pod whose
+/// rule and table route deleted by hand back at once, a pod whose
 /// netns went without a DEL swept after the grace.
 #[test]
 fn the_agent_keeps_a_podman_node_steered() {
@@ -386,25 +386,27 @@ fn the_agent_keeps_a_podman_node_steered() {
     let fresh = run_pod("fresh");
     assert!(answered(&t.clib, &fresh), "a new pod was not steered");
 
-    // Its rule and table route deleted by hand: back within 100 ms.
+    // Its rule and table route deleted by hand: back at once (one sample
+    // each here, so a loaded machine gets 500 ms; the 100 ms p99 over 100
+    // deletions is tests/it/agent.rs's).
     let rule = ["rule", "del", "from", fresh.as_str(), "lookup", "100"];
     ip(&t.node, rule);
     assert!(
-        eventually(Duration::from_millis(100), || gw_rules(&t.node)
+        eventually(Duration::from_millis(500), || gw_rules(&t.node)
             .iter()
             .any(|r| r.contains(&format!("from {fresh} lookup 100")))),
-        "rule not back within 100 ms:\n{}",
+        "rule not back within 500 ms:\n{}",
         agent_log()
     );
     ip(&t.node, ["route", "del", "default", "table", "100"]);
     assert!(
-        eventually(Duration::from_millis(100), || !ip(
+        eventually(Duration::from_millis(500), || !ip(
             &t.node,
             ["route", "show", "table", "100"]
         )
         .trim()
         .is_empty()),
-        "table route not back within 100 ms:\n{}",
+        "table route not back within 500 ms:\n{}",
         agent_log()
     );
 
