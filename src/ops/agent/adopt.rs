@@ -305,6 +305,17 @@ impl Adopter {
     /// one), also logged.
     pub fn pass(&mut self, cache_dir: &Path, state_dir: &Path) -> Vec<String> {
         let mut lines = Vec::new();
+        // What the cache says is run as root: only root may have written it.
+        match std::fs::symlink_metadata(cache_dir) {
+            Ok(meta) if !root_only(&meta) || !meta.is_dir() => {
+                log::warn!(
+                    "not adopting from {}: not a directory only root can write to",
+                    cache_dir.display()
+                );
+                return lines;
+            }
+            _ => {}
+        }
         let confs = self
             .conf_dir
             .as_deref()
@@ -321,8 +332,16 @@ impl Adopter {
         let mut present = Vec::new();
         for entry in entries.flatten() {
             let path = entry.path();
+            // Not followed through a link; only root's own files.
             let Ok(meta) = entry.metadata() else { continue };
             if !meta.is_file() {
+                continue;
+            }
+            if !root_only(&meta) {
+                log::warn!(
+                    "CNI cache {}: not root's, or writable by others: not used",
+                    path.display()
+                );
                 continue;
             }
             present.push(path.clone());
@@ -353,6 +372,12 @@ impl Adopter {
         self.judged.retain(|p, _| present.contains(p));
         lines
     }
+}
+
+/// Owned by root and writable by nobody else.
+pub(super) fn root_only(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    meta.uid() == 0 && meta.mode() & 0o022 == 0
 }
 
 /// One entry, `cached` with the configuration to adopt it with (`from` a

@@ -186,3 +186,27 @@ fn a_cached_conflist_without_gwsteer_is_adopted_with_todays_conflist_of_its_netw
     none.get_mut("kindnet").unwrap().1 = plain.clone();
     assert_eq!(adopt::effective(&c, &none), (plain, None));
 }
+
+/// What the cache says is run as root: a cache file (or dir) of another
+/// owner, or one others may write, is not used.
+#[test]
+fn only_root_only_cache_files_are_read() {
+    use std::os::unix::fs::{PermissionsExt, chown};
+    let dir = std::env::temp_dir().join(format!("gwsteer-agent-owner-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("net-c1-eth0");
+    std::fs::write(&file, "{}").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let meta = || std::fs::symlink_metadata(&file).unwrap();
+    assert!(adopt::root_only(&meta()));
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o622)).unwrap();
+    assert!(!adopt::root_only(&meta()), "writable by others");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    chown(&file, Some(65534), None).unwrap();
+    assert!(!adopt::root_only(&meta()), "nobody's");
+    // A cache dir of another owner: nothing is read from it.
+    chown(&dir, Some(65534), None).unwrap();
+    let mut adopter = adopt::Adopter::new(None);
+    assert!(adopter.pass(&dir, Path::new("/run/x")).is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}
