@@ -11,9 +11,14 @@ use crate::cni::{Command, Env, error_json, print, stdin_version, version_reply};
 use crate::config::Config;
 use crate::error::{Error, Result, code};
 
+/// What a network configuration with its prevResult usually fits in.
+const STDIN_CAPACITY: usize = 16 * 1024;
+
 /// Run one CNI invocation; returns the process exit code.
 pub fn cni(command: &str) -> i32 {
-    let mut stdin = Vec::new();
+    // Room for a usual config at once: read_to_end on an empty buffer
+    // starts with 32 bytes and doubles, one read(2) per step.
+    let mut stdin = Vec::with_capacity(STDIN_CAPACITY);
     if let Err(e) = std::io::stdin().read_to_end(&mut stdin) {
         print(&error_json(
             &Error::io("reading the network configuration from stdin", e),
