@@ -182,3 +182,44 @@ pub(super) fn side_suffix(side: Side) -> &'static str {
         Side::Pod => " in the pod's network namespace",
     }
 }
+
+/// `RTM_GETLINK`, `RTM_NEWLINK`.
+const RTM_GETLINK: u16 = 18;
+const RTM_NEWLINK: u16 = 16;
+/// `IFLA_IFNAME`, `IFLA_EXT_MASK`; `RTEXT_FILTER_SKIP_STATS`.
+const IFLA_IFNAME: u16 = 3;
+const IFLA_EXT_MASK: u16 = 29;
+const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
+/// `sizeof(struct ifinfomsg)`.
+const IFINFOMSG_LEN: usize = 16;
+
+/// The name of device `index`: one `RTM_GETLINK` without statistics, of
+/// whose answer only the name is read (a whole `LinkMessage` parse is most
+/// of what a read-back of the policy's routes costs a fresh process).
+/// `None` when there is no such device.
+pub(super) fn link_name_of(sock: &mut nl::Socket, index: u32) -> Result<Option<String>, NlError> {
+    let seq = sock.next_seq();
+    let len = nl::NLMSG_HDRLEN + IFINFOMSG_LEN + 8;
+    let mut req = Vec::with_capacity(len);
+    req.extend_from_slice(&(len as u32).to_ne_bytes());
+    req.extend_from_slice(&RTM_GETLINK.to_ne_bytes());
+    req.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    req.extend_from_slice(&seq.to_ne_bytes());
+    req.extend_from_slice(&0u32.to_ne_bytes());
+    // ifinfomsg: family, pad, type, index, flags, change.
+    req.extend_from_slice(&[0, 0, 0, 0]);
+    req.extend_from_slice(&index.to_ne_bytes());
+    req.extend_from_slice(&[0; 8]);
+    req.extend_from_slice(&8u16.to_ne_bytes());
+    req.extend_from_slice(&IFLA_EXT_MASK.to_ne_bytes());
+    req.extend_from_slice(&RTEXT_FILTER_SKIP_STATS.to_ne_bytes());
+    let answer = match sock.request(&req, seq, Ends::Reply) {
+        Ok(answer) => answer,
+        Err(e) if e.errno() == Some(Errno::ENODEV as i32) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(answer.messages.iter().find_map(|whole| {
+        let msg = nl::Msg::of(whole).filter(|m| m.kind == RTM_NEWLINK)?;
+        nl::Attrs(msg.body.get(IFINFOMSG_LEN..)?).string(IFLA_IFNAME)
+    }))
+}
