@@ -200,8 +200,9 @@ impl NetlinkKernel {
     }
 
     fn lookup_index(&mut self, side: Side, name: &str) -> Result<Option<u32>, NlError> {
-        let index = self.link_by_name(side, name)?.map(|link| link.header.index);
-        if let (Some(index), Ok(conn)) = (index, self.conn(side)) {
+        let conn = self.conn(side).map_err(NlError::Setup)?;
+        let index = link_index_of(&mut conn.sock, name)?;
+        if let Some(index) = index {
             conn.names.insert(index, name.to_string());
         }
         Ok(index)
