@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Writes .cargo/hot-symbols.txt: the functions of target/release/gwsteer that
-# a `source` CNI ADD, DEL, CHECK and VERSION run, sampled with perf (CPU time
-# and page faults, user space) over a few hundred calls in namespaces this
-# script makes and removes. The rustc wrapper (.cargo/static-bin-rustc) has
+# a `source` CNI ADD, DEL, CHECK and VERSION run (with and without other
+# pods holding the policy), sampled with perf (CPU time and page faults,
+# user space) over a few hundred calls in namespaces this script makes and
+# removes. The rustc wrapper (.cargo/static-bin-rustc) has
 # the linker put them together at the start of .text, so a fresh process
 # faults in fewer pages of code. Sampling misses a few of the smallest
 # functions in any one run, so the names already listed that the binary
@@ -36,12 +37,16 @@ ip -n "$p-r" link set down0 up
 ip -n "$p-r" addr add 192.168.2.1/24 dev down0
 ip -n "$p-r" addr add fd00:2::1/64 dev down0 nodad
 
-# The benchmark's `source` config (benches/cni.rs), pod $1.
+# The benchmark's `source` config (benches/cni.rs), pod $1; network $2
+# (`busy`: other pods hold its group; `solo`: pod $1 is its only holder,
+# so each ADD makes the group and each DEL removes it).
 conf() {
+    local table=100 priority=1000
+    [ "$2" = solo ] && table=101 priority=1100
     cat <<JSON
-{"cniVersion":"1.0.0","name":"hot-source","type":"gwsteer","stateDir":"$work/state",
+{"cniVersion":"1.0.0","name":"hot-$2","type":"gwsteer","stateDir":"$work/state",
  "logFile":"$work/gwsteer.log","logLevel":"info",
- "steering":[{"name":"oam","table":100,"priority":1000,
+ "steering":[{"name":"oam","table":$table,"priority":$priority,
    "gateways":[{"via":"192.168.2.1","dev":"eth-b"},{"via":"fd00:2::1","dev":"eth-b"}],
    "exclude":["10.244.0.0/16","10.96.0.0/12","fd00:244::/48"]}],
  "prevResult":{"cniVersion":"1.0.0",
@@ -52,16 +57,20 @@ conf() {
    "routes":[{"dst":"0.0.0.0/0"},{"dst":"::/0"}],"dns":{}}}
 JSON
 }
-call() { # verb pod
-    conf "$2" | ip netns exec "$p-n" env -i CNI_COMMAND="$1" CNI_CONTAINERID="hot-$2" \
+call() { # verb pod network
+    conf "$2" "$3" | ip netns exec "$p-n" env -i CNI_COMMAND="$1" CNI_CONTAINERID="hot-$2" \
         CNI_NETNS="/run/netns/$p-pod" CNI_IFNAME=eth0 CNI_PATH=/opt/cni/bin \
         "CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-$2" "$bin" >/dev/null
 }
 export -f conf call
 export p work bin calls
-# Other pods hold the group, as on a busy node; pod 200 comes and goes.
-for i in $(seq 2 21); do call ADD "$i"; done
-loop='for i in $(seq "$calls"); do call ADD 200; call CHECK 200; call DEL 200; call VERSION 200; done'
+# Other pods hold the busy network's group, as on a busy node; pod 200
+# comes and goes there, pod 201 alone in the solo network.
+for i in $(seq 2 21); do call ADD "$i" busy; done
+loop='for i in $(seq "$calls"); do
+    call ADD 200 busy; call CHECK 200 busy; call DEL 200 busy; call VERSION 200 busy
+    call ADD 201 solo; call DEL 201 solo
+done'
 perf record -q -o "$work/cpu.data" -F 50000 -e cpu-clock:u -- bash -c "$loop"
 perf record -q -o "$work/faults.data" -c 1 -e page-faults:u -- bash -c "$loop"
 list=.cargo/hot-symbols.txt
