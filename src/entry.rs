@@ -11,9 +11,14 @@ use crate::cni::{Command, Env, error_json, print, stdin_version, version_reply};
 use crate::config::Config;
 use crate::error::{Error, Result, code};
 
+/// What a network configuration with its prevResult usually fits in.
+const STDIN_CAPACITY: usize = 16 * 1024;
+
 /// Run one CNI invocation; returns the process exit code.
 pub fn cni(command: &str) -> i32 {
-    let mut stdin = Vec::new();
+    // Room for a usual config at once: read_to_end on an empty buffer
+    // starts with 32 bytes and doubles, one read(2) per step.
+    let mut stdin = Vec::with_capacity(STDIN_CAPACITY);
     if let Err(e) = std::io::stdin().read_to_end(&mut stdin) {
         print(&error_json(
             &Error::io("reading the network configuration from stdin", e),
@@ -21,8 +26,10 @@ pub fn cni(command: &str) -> i32 {
         ));
         return 1;
     }
+    // Parsed once here: the version, DEL's limits and the config read it.
+    let parsed: std::result::Result<Value, serde_json::Error> = serde_json::from_slice(&stdin);
     // Errors found before the config validates still speak its version.
-    let asked = stdin_version(&stdin);
+    let asked = stdin_version(parsed.as_ref().ok());
     let cmd = match Command::parse(command) {
         Ok(c) => c,
         Err(e) => {
@@ -34,10 +41,14 @@ pub fn cni(command: &str) -> i32 {
         print(&version_reply(&stdin));
         return 0;
     }
-    if cmd == Command::Del && crate::verbs::del::beyond_limits(&stdin).is_some() {
+    if cmd == Command::Del && crate::verbs::del::beyond_limits(parsed.as_ref().ok()).is_some() {
         return 0;
     }
-    let config = match Config::from_bytes(&stdin) {
+    let config = match parsed {
+        Ok(value) => Config::from_value(&value),
+        Err(e) => Err(Config::not_json(&e)),
+    };
+    let config = match config {
         Ok(c) => c,
         Err(e) => {
             if cmd == Command::Del {

@@ -190,8 +190,8 @@ pub fn version_reply(stdin: &[u8]) -> Value {
     })
 }
 
-/// The supported `cniVersion` of the config on stdin, if it has one.
-pub fn stdin_version(stdin: &[u8]) -> Option<CniVersion> {
-    let v = serde_json::from_slice::<Value>(stdin).ok()?;
-    CniVersion::parse(v.get("cniVersion")?.as_str()?).ok()
+/// The supported `cniVersion` of the config on stdin (parsed once by the
+/// caller), if it has one.
+pub fn stdin_version(stdin: Option<&Value>) -> Option<CniVersion> {
+    CniVersion::parse(stdin?.get("cniVersion")?.as_str()?).ok()
 }

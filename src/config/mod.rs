@@ -134,13 +134,16 @@ pub(crate) fn ifname(v: &At) -> Result<String> {
 impl Config {
     /// Parse the bytes on stdin. Decoding failures are CNI code 6.
     pub fn from_bytes(bytes: &[u8]) -> Result<Config> {
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-            Error::new(
-                code::DECODE,
-                format!("network configuration is not valid JSON: {e}"),
-            )
-        })?;
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| Config::not_json(&e))?;
         Config::from_value(&value)
+    }
+
+    /// The error for a configuration that is not JSON at all.
+    pub fn not_json(e: &serde_json::Error) -> Error {
+        Error::new(
+            code::DECODE,
+            format!("network configuration is not valid JSON: {e}"),
+        )
     }
 
     pub fn from_value(value: &Value) -> Result<Config> {

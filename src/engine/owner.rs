@@ -50,11 +50,21 @@ fn holder_id(holder: &str) -> Option<AttachmentId> {
 /// made, so a crash leaves a record whose DEL or GC releases what it
 /// claimed. A previous owner with a record loses the object: its record is
 /// rewritten without it, then its entry dropped.
+///
+/// The entry is per address: once the first object of an address is
+/// claimed, this attachment is its one holder, so the address's other
+/// objects are not looked at again (an older record keeps them, as
+/// [`owner`] expects).
 pub fn claim(store: &Store, record: &Record) -> Result<()> {
     let me = record.id.stem();
+    let mut claimed: Vec<GroupKey> = Vec::new();
     for obj in record.objects.iter().filter(|o| tracked(o)) {
         let key = GroupKey::owner_of(obj);
+        if claimed.contains(&key) {
+            continue;
+        }
         let holders = store.holders(&key)?;
+        claimed.push(key.clone());
         if holders == [me.as_str()] {
             continue;
         }

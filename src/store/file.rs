@@ -291,7 +291,8 @@ pub(super) fn private_dir(
 /// An entry of the store, opened without following it.
 pub(super) enum Entry {
     Missing,
-    File(File),
+    /// The file and what `fstat` said of it when it was opened.
+    File(File, FileStat),
     /// Not a regular file of ours: never read, set aside by the caller.
     NotOurs(String),
 }
@@ -331,7 +332,31 @@ pub(super) fn open_entry(dir: &File, name: &str, create: bool) -> io::Result<Ent
             st.st_uid
         )));
     }
-    Ok(Entry::File(File::from(fd)))
+    Ok(Entry::File(File::from(fd), st))
+}
+
+/// The rest of `file`, which `fstat` said holds `size` bytes: read into a
+/// buffer of that size in one go (plus a read that finds the end), without
+/// asking the kernel for the size again.
+pub(super) fn read_sized(mut file: &File, size: i64) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0).saturating_add(1));
+    loop {
+        if bytes.len() == bytes.capacity() {
+            bytes.reserve(4096);
+        }
+        let spare = bytes.capacity() - bytes.len();
+        let start = bytes.len();
+        bytes.resize(start + spare, 0);
+        match io::Read::read(&mut file, &mut bytes[start..]) {
+            Ok(0) => {
+                bytes.truncate(start);
+                return Ok(bytes);
+            }
+            Ok(n) => bytes.truncate(start + n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => bytes.truncate(start),
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Make an empty file `name` in `dir` (0600) if there is none; an entry

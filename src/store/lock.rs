@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::AtFlags;
-use nix::sys::stat::{fstat, fstatat};
+use nix::sys::stat::{FileStat, fstatat};
 
 use super::file::{self, Entry};
 use crate::error::{Error, Result, code};
@@ -60,18 +60,19 @@ impl Backoff {
 
 /// Open (and make, with `create`) lock file `name` of `net` without
 /// following a symlink; an entry there that is not a regular file of ours
-/// is set aside (once) and a fresh one made.
+/// is set aside (once) and a fresh one made. With the file, what `fstat`
+/// said of it when it was opened (its device and inode never change).
 fn open(
     net: &File,
     dir: &Path,
     name: &str,
     create: bool,
     set_aside: &dyn Fn(&str, String) -> Result<()>,
-) -> Result<Option<File>> {
+) -> Result<Option<(File, FileStat)>> {
     let path = dir.join(name);
     for _ in 0..2 {
         match file::open_entry(net, name, create) {
-            Ok(Entry::File(f)) => return Ok(Some(f)),
+            Ok(Entry::File(f, st)) => return Ok(Some((f, st))),
             Ok(Entry::Missing) => return Ok(None),
             Ok(Entry::NotOurs(why)) => set_aside(name, why)?,
             Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
@@ -93,10 +94,10 @@ enum Held {
     DirectoryBusy,
 }
 
-fn confirm(net: &File, dir: &Path, lock: &File) -> Result<Held> {
+/// `locked` is the `fstat` of `lock` taken when it was opened.
+fn confirm(net: &File, dir: &Path, lock: &File, locked: &FileStat) -> Result<Held> {
     let err =
         |e: nix::Error| Error::io(format!("checking {}", dir.join("lock").display()), e.into());
-    let locked = fstat(lock).map_err(err)?;
     let same = match fstatat(net, "lock", AtFlags::AT_SYMLINK_NOFOLLOW) {
         Ok(at) => at.st_dev == locked.st_dev && at.st_ino == locked.st_ino,
         Err(nix::errno::Errno::ENOENT) => false,
@@ -131,11 +132,11 @@ pub(super) fn take(
     set_aside: &dyn Fn(&str, String) -> Result<()>,
 ) -> Result<(File, Duration)> {
     let lock_path = dir.join("lock");
-    let made = || -> Result<File> {
+    let made = || -> Result<(File, FileStat)> {
         open(net, dir, "lock", true, set_aside)?
             .ok_or_else(|| Error::new(code::IO, format!("{} vanished", lock_path.display())))
     };
-    let mut lock = made()?;
+    let (mut lock, mut locked_st) = made()?;
     let mut backoff = Backoff::new(wait);
     let timeout = |why: &str| {
         Error::new(
@@ -150,7 +151,8 @@ pub(super) fn take(
     let adds_path = dir.join("lock.add");
     // `lock.add` is made by the first ADD that has to wait; where it is
     // missing, no ADD ever waited here.
-    let open_adds = |create: bool| open(net, dir, "lock.add", create, set_aside);
+    let open_adds =
+        |create: bool| Ok(open(net, dir, "lock.add", create, set_aside)?.map(|(f, _)| f));
     // Is an ADD waiting? (Taking `lock.add` exclusively for an instant
     // succeeds only when no ADD holds it shared.)
     let add_waiting = |adds: &File| match adds.try_lock() {
@@ -197,9 +199,9 @@ pub(super) fn take(
             }
         };
         if locked {
-            match confirm(net, dir, &lock)? {
+            match confirm(net, dir, &lock, &locked_st)? {
                 Held::Store => break,
-                Held::Stale => lock = made()?,
+                Held::Stale => (lock, locked_st) = made()?,
                 Held::DirectoryBusy => {}
             }
         }

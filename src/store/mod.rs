@@ -54,7 +54,7 @@ mod lock;
 mod tests;
 
 use std::fs::File;
-use std::io::{ErrorKind, Read};
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -321,9 +321,8 @@ impl Store {
         let reason = match file::open_entry(self.sub(sub), name, false) {
             Ok(Entry::Missing) => return Ok(Loaded::Missing),
             Ok(Entry::NotOurs(why)) => why,
-            Ok(Entry::File(mut f)) => {
-                let mut bytes = Vec::new();
-                f.read_to_end(&mut bytes)
+            Ok(Entry::File(f, st)) => {
+                let bytes = file::read_sized(&f, st.st_size)
                     .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
                 match parse_versioned::<T>(&bytes).and_then(|v| names_itself(&v).map(|()| v)) {
                     Ok(v) => return Ok(Loaded::Value(v)),

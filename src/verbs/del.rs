@@ -157,8 +157,8 @@ fn by_record(
 /// [`config::MAX_PATH`], a container id or interface name over theirs): every ADD refuses such names, so nothing can be recorded
 /// for it, and DEL succeeds without opening the store (whose file names
 /// could not hold them). `None` for every other DEL.
-pub fn beyond_limits(stdin: &[u8]) -> Option<String> {
-    let raw: Value = serde_json::from_slice(stdin).ok()?;
+pub fn beyond_limits(raw: Option<&Value>) -> Option<String> {
+    let raw = raw?;
     let network = raw.get("name").and_then(Value::as_str);
     let why = match network {
         Some(n) if config::valid_cni_name(n) && n.len() > config::MAX_NETWORK_NAME => format!(

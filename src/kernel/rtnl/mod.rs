@@ -200,8 +200,9 @@ impl NetlinkKernel {
     }
 
     fn lookup_index(&mut self, side: Side, name: &str) -> Result<Option<u32>, NlError> {
-        let index = self.link_by_name(side, name)?.map(|link| link.header.index);
-        if let (Some(index), Ok(conn)) = (index, self.conn(side)) {
+        let conn = self.conn(side).map_err(NlError::Setup)?;
+        let index = link_index_of(&mut conn.sock, name)?;
+        if let Some(index) = index {
             conn.names.insert(index, name.to_string());
         }
         Ok(index)
@@ -224,24 +225,9 @@ impl NetlinkKernel {
         if let Some(name) = self.conn(side).map_err(NlError::Setup)?.names.get(&index) {
             return Ok(Some(name.clone()));
         }
-        let mut msg = LinkMessage::default();
-        msg.header.index = index;
-        msg.attributes
-            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
-        let answer = match self.request(side, RouteNetlinkMessage::GetLink(msg), Req::Get) {
-            Ok(answer) => answer,
-            Err(e) if e.errno() == Some(Errno::ENODEV as i32) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let name = answer.iter().find_map(|m| match m {
-            RouteNetlinkMessage::NewLink(link) => link.attributes.iter().find_map(|a| match a {
-                LinkAttribute::IfName(name) => Some(name.clone()),
-                _ => None,
-            }),
-            _ => None,
-        });
+        let conn = self.conn(side).map_err(NlError::Setup)?;
+        let name = link_name_of(&mut conn.sock, index)?;
         if let Some(name) = &name {
-            let conn = self.conn(side).map_err(NlError::Setup)?;
             conn.names.insert(index, name.clone());
         }
         Ok(name)
