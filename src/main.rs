@@ -12,9 +12,11 @@
 //! `SIGPIPE` is ignored (a runtime that closed the pipe gives an error,
 //! not a killed plugin). A stack overflow still ends the process at the
 //! guard page, as a `SIGSEGV` without that message. `std::env::args` is
-//! filled by the standard library's own start-up hook of glibc.
-#![no_main]
+//! filled by the standard library's own start-up hook of glibc. (Under
+//! `cargo test` the test harness keeps its own `main`.)
+#![cfg_attr(not(test), no_main)]
 
+#[cfg(not(test))]
 #[unsafe(no_mangle)]
 pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
     open_standard_fds();
@@ -36,6 +38,7 @@ pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) ->
 /// Descriptors 0, 1 and 2 that are closed are opened on `/dev/null`
 /// (lowest free descriptor first), as the standard library's start-up
 /// does; a process that cannot do that aborts.
+#[cfg(not(test))]
 fn open_standard_fds() {
     let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
         fd,
