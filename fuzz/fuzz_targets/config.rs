@@ -24,14 +24,26 @@ fuzz_target!(|data: &[u8]| {
                     .collect(),
             };
             // What ADD plans with the nftables backend, knowing nothing else of
-            // the node (no gateway network facts).
-            let facts = plan::Facts {
+            // the node (no gateway network facts); and for a pod interface
+            // with no host-side peer (the pod side of `side`).
+            let node = plan::Facts {
                 firewall: Some(gwsteer::model::Backend::Nftables),
                 gateway: None,
+                pod_link: None,
             };
-            let planned = plan::plan(&config, &pod, &facts);
-            for obj in &planned.pod_objects {
-                let _ = obj.to_string();
+            let peerless = plan::Facts {
+                pod_link: Some(plan::PodLink {
+                    ifname: "eth0".into(),
+                    peerless: Some("a macvlan".into()),
+                    index: Some(7),
+                }),
+                ..node.clone()
+            };
+            for facts in [node, peerless] {
+                let planned = plan::plan(&config, &pod, &facts);
+                for obj in &planned.pod_objects {
+                    let _ = obj.to_string();
+                }
             }
         }
         Err(e) => {
