@@ -928,3 +928,62 @@ fn the_liveness_probe_tells_a_stuck_agent() {
     let none = node.cli(&["agent", "--alive", "/nonexistent/alive"]);
     assert_eq!(none.exit_code, 1, "{none}");
 }
+
+/// A pod the runtime attaches while the agent runs (the chain broken) is
+/// adopted when its libcni cache entry is written, not only at the next
+/// full round (here a minute away).
+#[test]
+fn a_pod_attached_while_the_agent_runs_is_adopted_within_a_second() {
+    let node = Node::new("agadoptev");
+    let conflist = chained_conflist(&node);
+    let conf_dir = node.lab.subdir("net.d");
+    write_json(&conf_dir.join("10-agent.conflist"), &conflist);
+    let mut plain_list = conflist.clone();
+    plain_list["plugins"].as_array_mut().unwrap().pop();
+    let plain = node.lab.tmpdir().join("primary-only.conflist");
+    write_json(&plain, &plain_list);
+    let cache = node.lab.subdir("cni-cache");
+    let results = cache.join("results");
+    std::fs::create_dir_all(&results).unwrap();
+    let (results_arg, conf_arg) = (
+        results.display().to_string(),
+        conf_dir.display().to_string(),
+    );
+    let agent = Agent::start(
+        &node,
+        &[
+            "--cni-cache-dir",
+            &results_arg,
+            "--cni-conf-dir",
+            &conf_arg,
+            "--interval",
+            "60s",
+        ],
+    );
+    libcni_op(&node, "add", &plain, &node.pod_netns, "c3", &cache).expect_ok("libcni add c3");
+    let written = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(1), || node
+            .gw_rules()
+            .iter()
+            .any(|r| r.contains("10.244.1.2"))),
+        "not adopted within 1 s of the cache entry:\n{}",
+        agent.log()
+    );
+    eprintln!(
+        "adopted {:?} after the runtime's ADD returned",
+        written.elapsed()
+    );
+    assert!(agent.log().contains("adopted c3/eth0"), "{}", agent.log());
+    drop(agent);
+    libcni_op(
+        &node,
+        "del",
+        &conf_dir.join("10-agent.conflist"),
+        &node.pod_netns,
+        "c3",
+        &cache,
+    )
+    .expect_ok("libcni del c3");
+    assert!(node.gw_rules().is_empty(), "{:?}", node.gw_rules());
+}

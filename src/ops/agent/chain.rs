@@ -176,3 +176,50 @@ pub fn chains_gwsteer(conf: &serde_json::Value) -> bool {
         None => is(conf),
     }
 }
+
+/// A directory whose new files are worth a look soon (libcni's cache: an
+/// entry written by the runtime for a pod gwsteer's ADD never reached).
+pub struct DirWatch {
+    inotify: Inotify,
+    due: Option<Instant>,
+}
+
+impl DirWatch {
+    /// `None` when `dir` cannot be watched (it does not exist yet): the full
+    /// round still looks at it.
+    pub fn new(dir: &Path) -> Option<DirWatch> {
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
+        inotify
+            .add_watch(
+                dir,
+                AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_MOVED_TO,
+            )
+            .ok()?;
+        Some(DirWatch { inotify, due: None })
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.inotify.as_fd().as_raw_fd()
+    }
+
+    pub fn drain(&mut self, now: Instant) {
+        let mut any = false;
+        while let Ok(events) = self.inotify.read_events() {
+            if events.is_empty() {
+                break;
+            }
+            any = true;
+        }
+        if any {
+            self.due = Some(now + SETTLE);
+        }
+    }
+
+    pub fn due(&self) -> Option<Instant> {
+        self.due
+    }
+
+    pub fn done(&mut self) {
+        self.due = None;
+    }
+}

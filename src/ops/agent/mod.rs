@@ -14,8 +14,9 @@
 //! - **Sweeps** records whose network namespace has been gone for
 //!   `--sweep-grace` ([`sweep`]).
 //! - **Adopts** attachments the runtime's libcni cache lists and gwsteer
-//!   never saw, unless `--no-adopt` ([`adopt`]): at start and every full
-//!   round.
+//!   never saw, unless `--no-adopt` ([`adopt`]): at start, every full
+//!   round, and [`chain::SETTLE`] after the runtime writes a cache entry
+//!   (inotify on the cache dir, when it exists at start).
 //! - **Keeps the chain** with `--plugin FILE` ([`chain`]): when the primary
 //!   rewrites its conflist without gwsteer, the entry is back within
 //!   [`chain::SETTLE`] of its last write.
@@ -267,6 +268,12 @@ impl Agent {
     }
 
     fn full(&mut self, why: &str) {
+        self.adopt();
+        self.round(why);
+    }
+
+    /// One adoption pass over the cache (unless `--no-adopt`).
+    fn adopt(&mut self) {
         if self.opts.adopt {
             let lines = self
                 .adopter
@@ -275,7 +282,6 @@ impl Agent {
                 log::info!("agent: adoption: {} line(s)", lines.len());
             }
         }
-        self.round(why);
     }
 
     /// An event round, then what its own repairs left queued.
@@ -336,6 +342,11 @@ pub fn run(opts: Options) -> Result<i32> {
         }
         None => None,
     };
+    let mut cache_watch = if opts.adopt {
+        chain::DirWatch::new(&opts.cni_cache_dir)
+    } else {
+        None
+    };
     let mut agent = Agent {
         sweeper: sweep::Sweeper::new(opts.sweep_grace),
         adopter: adopt::Adopter::new(Some(opts.cni_conf_dir.clone())),
@@ -360,11 +371,15 @@ pub fn run(opts: Options) -> Result<i32> {
         if let Some(due) = keeper.as_ref().and_then(chain::Keeper::due) {
             deadline = deadline.min(due);
         }
+        if let Some(due) = cache_watch.as_ref().and_then(chain::DirWatch::due) {
+            deadline = deadline.min(due);
+        }
         let wait = deadline.saturating_duration_since(now);
         // Rounded up: waking early would spin until the deadline.
         let timeout = wait.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
         let mut fds: Vec<libc::pollfd> = std::iter::once(signals.as_fd().as_raw_fd())
             .chain(keeper.as_ref().map(chain::Keeper::fd))
+            .chain(cache_watch.as_ref().map(chain::DirWatch::fd))
             .chain(agent.watch.fds())
             .map(|fd| libc::pollfd {
                 fd,
@@ -389,11 +404,23 @@ pub fn run(opts: Options) -> Result<i32> {
             log::info!("agent: {name} received, stopping");
             return Ok(0);
         }
-        let watch_from = 1 + usize::from(keeper.is_some());
+        let cache_at = 1 + usize::from(keeper.is_some());
+        let watch_from = cache_at + usize::from(cache_watch.is_some());
         if let Some(k) = keeper.as_mut()
             && fds[1].revents != 0
         {
             k.drain(Instant::now());
+        }
+        if let Some(w) = cache_watch.as_mut()
+            && fds[cache_at].revents != 0
+        {
+            w.drain(Instant::now());
+        }
+        if let Some(w) = cache_watch.as_mut()
+            && w.due().is_some_and(|due| due <= Instant::now())
+        {
+            w.done();
+            agent.adopt();
         }
         if let Some(k) = keeper.as_mut()
             && k.due().is_some_and(|due| due <= Instant::now())
