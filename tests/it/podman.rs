@@ -283,8 +283,23 @@ fn the_agent_keeps_a_podman_node_steered() {
     );
     pm.import_busybox(&lab, "localhost/busybox:test");
     // A network name of this lab's own: podman's cache (/var/lib/cni/results)
-    // is the machine's, and the agent adopts by network name.
+    // is the machine's, and the agent adopts by network name. Its entries
+    // go with the test, also when it fails (a pod whose netns was taken
+    // away is removed without a DEL that could clear its entry).
     let network = format!("kindnet-{}", lab.prefix());
+    struct CacheEntries(String);
+    impl Drop for CacheEntries {
+        fn drop(&mut self) {
+            if let Ok(dir) = fs::read_dir("/var/lib/cni/results") {
+                for e in dir.flatten() {
+                    if e.file_name().to_string_lossy().starts_with(&self.0) {
+                        let _ = fs::remove_file(e.path());
+                    }
+                }
+            }
+        }
+    }
+    let _entries = CacheEntries(format!("{network}-"));
     let conflist = conf_dir.join("10-kindnet.conflist");
     let primary = |mtu: u32| {
         let mut c = kindnet(&lab, Value::Null);
