@@ -44,15 +44,15 @@ fn oam(lab: &Lab) -> Value {
     )
 }
 
-/// A pod: busybox answering one line on :8080, forever.
-fn start_pod(pm: &Podman, name: &str) -> String {
+/// A pod on `network`: busybox answering one line on :8080, forever.
+fn start_pod_on(pm: &Podman, name: &str, network: &str) -> String {
     pm.ok(&[
         "run",
         "-d",
         "--name",
         name,
         "--network",
-        NETWORK,
+        network,
         "--ulimit",
         "host",
         "localhost/busybox:test",
@@ -64,7 +64,11 @@ fn start_pod(pm: &Podman, name: &str) -> String {
         "echo",
         "hello",
     ]);
-    pm.ip_of(name, NETWORK)
+    pm.ip_of(name, network)
+}
+
+fn start_pod(pm: &Podman, name: &str) -> String {
+    start_pod_on(pm, name, NETWORK)
 }
 
 fn answered(cli: &str, ip: &str) -> bool {
@@ -321,27 +325,7 @@ fn the_agent_keeps_a_podman_node_steered() {
                     .any(|p| p["type"] == "gwsteer")
             })
     };
-    let run_pod = |name: &str| {
-        pm.ok(&[
-            "run",
-            "-d",
-            "--name",
-            name,
-            "--network",
-            &network,
-            "--ulimit",
-            "host",
-            "localhost/busybox:test",
-            "nc",
-            "-ll",
-            "-p",
-            "8080",
-            "-e",
-            "echo",
-            "hello",
-        ]);
-        pm.ip_of(name, &network)
-    };
+    let run_pod = |name: &str| start_pod_on(&pm, name, &network);
 
     // The chain is broken (the primary's file alone) and a pod starts.
     write_json(&conflist, &primary(1500));

@@ -28,9 +28,7 @@ pub const SETTLE: Duration = Duration::from_millis(100);
 pub struct Keeper {
     conf_dir: PathBuf,
     plugin: Plugin,
-    inotify: Inotify,
-    /// When to look, after the last event.
-    due: Option<Instant>,
+    watch: DirWatch,
     /// What the last look found, so a state is logged once, not per event.
     last: Option<String>,
 }
@@ -39,15 +37,13 @@ impl Keeper {
     /// Watches `conf_dir` for changes (it must exist) and keeps `plugin`
     /// chained there.
     pub fn new(conf_dir: &Path, plugin: Plugin) -> Result<Keeper> {
-        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
-            .map_err(|e| Error::kernel(format!("inotify: {e}")))?;
         let mask = AddWatchFlags::IN_CLOSE_WRITE
             | AddWatchFlags::IN_MOVED_TO
             | AddWatchFlags::IN_MOVED_FROM
             | AddWatchFlags::IN_CREATE
             | AddWatchFlags::IN_DELETE
             | AddWatchFlags::IN_ATTRIB;
-        inotify.add_watch(conf_dir, mask).map_err(|e| {
+        let watch = DirWatch::open(conf_dir, mask).map_err(|e| {
             Error::config(format!(
                 "--cni-conf-dir {}: cannot watch it: {e}",
                 conf_dir.display()
@@ -56,46 +52,31 @@ impl Keeper {
         Ok(Keeper {
             conf_dir: conf_dir.to_path_buf(),
             plugin,
-            inotify,
-            due: None,
+            watch,
             last: None,
         })
     }
 
     pub fn fd(&self) -> RawFd {
-        self.inotify.as_fd().as_raw_fd()
+        self.watch.fd()
     }
 
     /// Reads the pending events; the next look is [`SETTLE`] after them.
+    /// The installer's own temp files and record are not the primary's
+    /// doing; their renames still land as IN_MOVED_TO on the conf file,
+    /// which a look then finds chained.
     pub fn drain(&mut self, now: Instant) {
-        let mut any = false;
-        while let Ok(events) = self.inotify.read_events() {
-            if events.is_empty() {
-                break;
-            }
-            // The installer's own temp files and record are not the
-            // primary's doing; their renames still land as IN_MOVED_TO on
-            // the conf file, which a look then finds chained.
-            any |= events.iter().any(|e| {
-                e.name
-                    .as_ref()
-                    .and_then(|n| n.to_str())
-                    .is_none_or(install::is_conf_name)
-            });
-        }
-        if any {
-            self.due = Some(now + SETTLE);
-        }
+        self.watch.drain_if(now, install::is_conf_name);
     }
 
     pub fn due(&self) -> Option<Instant> {
-        self.due
+        self.watch.due()
     }
 
     /// Looks at the file the runtime uses and chains gwsteer into it if the
     /// primary wrote it without. Returns what it did, when it did anything.
     pub fn keep(&mut self, why: &str) -> Option<String> {
-        self.due = None;
+        self.watch.done();
         let state = match self.look() {
             Ok(Look::Chained(file)) => {
                 self.note(format!("{file} chains gwsteer"));
@@ -177,38 +158,56 @@ pub fn chains_gwsteer(conf: &serde_json::Value) -> bool {
     }
 }
 
-/// A directory whose new files are worth a look soon (libcni's cache: an
-/// entry written by the runtime for a pod gwsteer's ADD never reached).
+/// A directory watched with inotify, and when to look at it: [`SETTLE`]
+/// after the last event that matters. The conf dir (see [`Keeper`]) and
+/// libcni's cache (an entry written by the runtime for a pod gwsteer's ADD
+/// never reached).
 pub struct DirWatch {
     inotify: Inotify,
     due: Option<Instant>,
 }
 
 impl DirWatch {
-    /// `None` when `dir` cannot be watched (it does not exist yet): the full
-    /// round still looks at it.
+    /// A watch of `dir` for `mask`.
+    pub fn open(dir: &Path, mask: AddWatchFlags) -> nix::Result<DirWatch> {
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+        inotify.add_watch(dir, mask)?;
+        Ok(DirWatch { inotify, due: None })
+    }
+
+    /// A watch of new files in `dir`; `None` when it cannot be watched (it
+    /// does not exist yet): the full round still looks at it.
     pub fn new(dir: &Path) -> Option<DirWatch> {
-        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
-        inotify
-            .add_watch(
-                dir,
-                AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_MOVED_TO,
-            )
-            .ok()?;
-        Some(DirWatch { inotify, due: None })
+        DirWatch::open(
+            dir,
+            AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_MOVED_TO,
+        )
+        .ok()
     }
 
     pub fn fd(&self) -> RawFd {
         self.inotify.as_fd().as_raw_fd()
     }
 
+    /// Reads the pending events; any sets the next look.
     pub fn drain(&mut self, now: Instant) {
+        self.drain_if(now, |_| true);
+    }
+
+    /// Reads the pending events; one about a name `matters` accepts (or
+    /// about the directory itself) sets the next look.
+    pub fn drain_if(&mut self, now: Instant, matters: impl Fn(&str) -> bool) {
         let mut any = false;
         while let Ok(events) = self.inotify.read_events() {
             if events.is_empty() {
                 break;
             }
-            any = true;
+            any |= events.iter().any(|e| {
+                e.name
+                    .as_ref()
+                    .and_then(|n| n.to_str())
+                    .is_none_or(&matters)
+            });
         }
         if any {
             self.due = Some(now + SETTLE);
