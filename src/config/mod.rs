@@ -6,7 +6,7 @@ pub mod gateway;
 pub mod steering;
 pub mod vrf;
 
-pub use steering::{Gateway, Match, Policy, SideChoice};
+pub use steering::{Gateway, Match, Policy, Scope, SideChoice};
 
 use std::path::PathBuf;
 

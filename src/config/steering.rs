@@ -52,6 +52,28 @@ impl SideChoice {
     }
 }
 
+/// Which pods' addresses a node-side policy's kernel objects name
+/// (`scope`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scope {
+    /// Per steered pod: `from <podIP> lookup <table>` (and its exclusions)
+    /// for each pod address.
+    #[default]
+    Pod,
+    /// Per pod subnet: `from <subnet> lookup <table>` once for every pod of
+    /// the subnet, held by them; a pod that opts out gets one exception rule.
+    Subnet,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Pod => "pod",
+            Scope::Subnet => "subnet",
+        }
+    }
+}
+
 /// Policies past this index cannot steer on the pod side: the pod-side
 /// table id holds the policy's index in 8 bits (see `plan::pod`).
 pub const POD_SIDE_POLICIES: usize = 256;
@@ -71,6 +93,8 @@ pub struct Policy {
     pub table: Option<u32>,
     /// Where the policy steers (`side`).
     pub side: SideChoice,
+    /// Per pod or per pod subnet (`scope`).
+    pub scope: Scope,
     /// The policy's position in `steering`.
     pub index: usize,
     pub priority: u32,
@@ -87,9 +111,12 @@ pub struct Policy {
 
 impl Policy {
     /// The priorities of this policy's rules: its own and, for a `source`
-    /// policy with `exclude`, `priority − 1` for the exclusion rules.
+    /// policy with `exclude` or of scope `subnet`, `priority − 1` for the
+    /// exclusion and exception rules.
     pub fn rule_priorities(&self) -> Vec<u32> {
-        if matches!(self.matcher, Match::Source) && !self.exclude.is_empty() {
+        if matches!(self.matcher, Match::Source)
+            && (!self.exclude.is_empty() || self.scope == Scope::Subnet)
+        {
             vec![self.priority, self.priority - 1]
         } else {
             vec![self.priority]
@@ -261,6 +288,7 @@ fn parse_policy(item: &At, index: usize) -> Result<Policy> {
         "ingressInterfaces",
         "namespaces",
         "side",
+        "scope",
     ])?;
     let side = match o.get("side") {
         None => SideChoice::Auto,
@@ -450,10 +478,12 @@ fn parse_policy(item: &At, index: usize) -> Result<Policy> {
         .map(|v| v.list_of(|x| Ok(x.str()?.to_string())))
         .transpose()?
         .map(|v| v.into_iter().collect());
+    let scope = parse_scope(&o, side, &matcher)?;
     Ok(Policy {
         name: name.to_string(),
         table,
         side,
+        scope,
         index,
         priority,
         matcher,
@@ -464,6 +494,37 @@ fn parse_policy(item: &At, index: usize) -> Result<Policy> {
         ingress_interfaces,
         namespaces,
     })
+}
+
+/// `scope`: `pod` (default) or `subnet`. A subnet rule steers every address
+/// of the subnet, so it cannot select pods by namespace; it is a node-side
+/// `source` rule (mark and connmark match a pod by a hashed set element,
+/// not by a rule; the pod side is inside the pod, whatever the node holds).
+fn parse_scope(o: &Obj, side: SideChoice, matcher: &Match) -> Result<Scope> {
+    let Some(v) = o.get("scope") else {
+        return Ok(Scope::Pod);
+    };
+    let scope = match v.str()? {
+        "pod" => return Ok(Scope::Pod),
+        "subnet" => Scope::Subnet,
+        other => return Err(v.err(format!("\"{other}\" is not one of pod, subnet"))),
+    };
+    if !matches!(matcher, Match::Source) {
+        return Err(v.err(
+            "\"subnet\" is for match \"source\": mark and connmark match each pod by an element of a hashed set, not by a rule of the kernel's linear rule list",
+        ));
+    }
+    if side == SideChoice::Pod {
+        return Err(v.err(
+            "\"subnet\" is a node-side scope; with side \"pod\" the rules are inside each pod",
+        ));
+    }
+    if o.get("namespaces").is_some() {
+        return Err(v.err(
+            "\"subnet\" steers every pod of the subnet and cannot select by namespace: use scope \"pod\" with namespaces (a pod may still opt out through args.cni.gwsteer.steering)",
+        ));
+    }
+    Ok(scope)
 }
 
 /// One gateway: `{"via": IP, "dev": name?, "weight": 1…256?}`.

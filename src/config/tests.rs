@@ -338,6 +338,54 @@ fn pod_args_are_validated() {
 }
 
 #[test]
+fn scope_subnet_is_for_node_side_source_policies_of_every_namespace() {
+    let mut v = base();
+    v["steering"][0]["scope"] = json!("subnet");
+    let c = Config::from_value(&v).unwrap();
+    assert_eq!(c.steering[0].scope, Scope::Subnet);
+    assert_eq!(c.steering[0].rule_priorities(), vec![1000, 999]);
+    v["steering"][0]["scope"] = json!("pod");
+    assert_eq!(
+        Config::from_value(&v).unwrap().steering[0].scope,
+        Scope::Pod
+    );
+    for (key, value, why) in [
+        ("scope", json!("node"), "\"node\" is not one of pod, subnet"),
+        ("namespaces", json!(["oam"]), "cannot select by namespace"),
+        ("side", json!("pod"), "node-side scope"),
+        ("match", json!("mark"), "is for match \"source\""),
+    ] {
+        let mut v = base();
+        v["steering"][0]["scope"] = json!("subnet");
+        v["steering"][0][key] = value;
+        if key == "match" {
+            v["steering"][0]["mark"] = json!("0x14");
+        }
+        if key == "side" {
+            v["steering"][0].as_object_mut().unwrap().remove("table");
+        }
+        let e = err_of(v);
+        assert!(e.msg.contains(why), "{key}: {}", e.msg);
+        assert!(
+            e.msg.starts_with("steering[0].scope: ") || key == "scope",
+            "{}",
+            e.msg
+        );
+    }
+    // Its exception rules take priority − 1 even without exclude: a
+    // policy at 999 meets them.
+    let mut v = base();
+    v["steering"][0]["scope"] = json!("subnet");
+    v["steering"][0].as_object_mut().unwrap().remove("exclude");
+    v["steering"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "b", "table": 101,
+        "priority": 999, "gateways": [{"via": "192.168.2.1"}]}));
+    assert!(err_of(v).msg.contains("exclusion rules"));
+}
+
+#[test]
 fn marks_parse_as_ip_rule_prints_them() {
     assert_eq!(parse_mark(&At::root(&json!("0x14"))).unwrap(), 0x14);
     assert_eq!(parse_mark(&At::root(&json!("20"))).unwrap(), 20);

@@ -108,6 +108,9 @@ pub enum GroupKey {
     /// `steering.<policy>`: a steering policy's owned table routes (and for
     /// `mark`/`connmark` its firewall policy and fwmark rules).
     Policy(String),
+    /// `steering.<policy>.<cidr>` (`/` and `:` as `_`): the rules of a
+    /// `scope: "subnet"` policy for one pod subnet, held by the pods in it.
+    Subnet(String, IpNet),
     /// `sysctl.<key>`: a node sysctl; in a network's store, and in the
     /// node-wide scope where the networks that need it hold it.
     Sysctl(String),
@@ -205,10 +208,9 @@ impl fmt::Display for GroupKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             GroupKey::Policy(name) => write!(f, "steering.{name}"),
+            GroupKey::Subnet(name, cidr) => write!(f, "steering.{name}.{}", cidr_text(cidr)),
             GroupKey::Sysctl(key) => write!(f, "sysctl.{key}"),
-            GroupKey::Exemption(cidr) => {
-                write!(f, "exemption.{}", cidr.to_string().replace(['/', ':'], "_"))
-            }
+            GroupKey::Exemption(cidr) => write!(f, "exemption.{}", cidr_text(cidr)),
             GroupKey::GatewayInfra => f.write_str("infra.gateway"),
             GroupKey::VrfInfra(name) => write!(f, "infra.vrf.{name}"),
             GroupKey::VrfLeak(name) => write!(f, "vrf.{name}.leak"),
@@ -239,18 +241,20 @@ impl FromStr for GroupKey {
             return nonempty(name).map(GroupKey::VrfInfra);
         }
         if let Some(name) = s.strip_prefix("steering.") {
-            return nonempty(name).map(GroupKey::Policy);
+            // Policy names have no `.`; a CIDR after the first one.
+            return match name.split_once('.') {
+                Some((name, cidr)) => Ok(GroupKey::Subnet(
+                    nonempty(name)?,
+                    cidr_parse(cidr).ok_or_else(bad)?,
+                )),
+                None => nonempty(name).map(GroupKey::Policy),
+            };
         }
         if let Some(key) = s.strip_prefix("sysctl.") {
             return nonempty(key).map(GroupKey::Sysctl);
         }
         if let Some(cidr) = s.strip_prefix("exemption.") {
-            // The last `_` was the `/`; any other was an IPv6 `:`.
-            let (addr, len) = cidr.rsplit_once('_').ok_or_else(bad)?;
-            return format!("{}/{len}", addr.replace('_', ":"))
-                .parse()
-                .map(GroupKey::Exemption)
-                .map_err(|_| bad());
+            return cidr_parse(cidr).map(GroupKey::Exemption).ok_or_else(bad);
         }
         if let Some(hex) = s.strip_prefix("owner.") {
             if hex.len() != 16 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -282,6 +286,17 @@ impl FromStr for GroupKey {
         }
         Err(bad())
     }
+}
+
+/// A CIDR in a group key (and file name): `/` and `:` as `_`.
+fn cidr_text(cidr: &IpNet) -> String {
+    cidr.to_string().replace(['/', ':'], "_")
+}
+
+/// [`cidr_text`] read back: the last `_` was the `/`; any other an IPv6 `:`.
+fn cidr_parse(text: &str) -> Option<IpNet> {
+    let (addr, len) = text.rsplit_once('_')?;
+    format!("{}/{len}", addr.replace('_', ":")).parse().ok()
 }
 
 impl Serialize for GroupKey {
@@ -378,6 +393,8 @@ mod tests {
             GroupKey::Owner(0x0123_4567_89ab_cdef),
             GroupKey::TableClaim(100),
             GroupKey::PriorityClaim(999),
+            GroupKey::Subnet("oam".into(), "10.244.1.0/24".parse().unwrap()),
+            GroupKey::Subnet("oam".into(), "fd00:244:0:1::/64".parse().unwrap()),
         ];
         let names: Vec<String> = keys.iter().map(ToString::to_string).collect();
         // The names of schema 1, unchanged.
@@ -395,6 +412,8 @@ mod tests {
                 "owner.0123456789abcdef",
                 "claim.table.100",
                 "claim.priority.999",
+                "steering.oam.10.244.1.0_24",
+                "steering.oam.fd00_244_0_1___64",
             ]
         );
         for (key, name) in keys.iter().zip(&names) {
@@ -412,6 +431,9 @@ mod tests {
             "claim.table.",
             "claim.table.-1",
             "claim.priority.4294967296",
+            "steering.oam.",
+            "steering..10.0.0.0_8",
+            "steering.oam.10.0.0.0",
         ] {
             assert!(bad.parse::<GroupKey>().is_err(), "{bad:?}");
         }

@@ -115,8 +115,13 @@ pub fn plan(config: &Config, pod: &Pod, facts: &Facts) -> Plan {
     let mut out = Plan::default();
     // The VRF's legs first: a steering policy may route via the VRF leg.
     vrf::plan_into(config, pod, &mut out);
-    for policy in selected(config, pod) {
-        steering::policy_plan(config, policy, pod, facts, &mut out);
+    let chosen = selected(config, pod);
+    for policy in &config.steering {
+        if chosen.iter().any(|p| std::ptr::eq(*p, policy)) {
+            steering::policy_plan(config, policy, pod, facts, &mut out);
+        } else {
+            steering::opt_out_plan(policy, pod, &mut out);
+        }
     }
     steering::exemption_plan(config, pod, facts, &mut out);
     gateway::plan_into(config, pod, facts, &mut out);
@@ -275,6 +280,79 @@ pub(crate) mod tests {
                 .groups
                 .len(),
             1
+        );
+    }
+
+    /// `scope: "subnet"`: no per-pod object, one group per pod subnet
+    /// with the exclusions, the `iif lo` exception and the steering rule;
+    /// two pods of one subnet plan the same group; a pod that opts out
+    /// plans only its exception rules.
+    #[test]
+    fn subnet_scope_plans_subnet_groups_and_opt_out_exceptions() {
+        let policy = json!([{"name": "oam", "table": 100, "scope": "subnet",
+                "gateways": [{"via": "192.168.2.1"}, {"via": "fd00:2::1"}],
+                "exclude": ["10.244.0.0/16"]}]);
+        let c = config(policy.clone(), None);
+        let p = plan0(
+            &c,
+            &pod("default", &["10.244.1.5/24", "fd00:244:0:1::5/64"]),
+        );
+        assert!(p.pod_objects.is_empty(), "{:?}", p.pod_objects);
+        let keys: Vec<String> = p.groups.iter().map(|g| g.key.to_string()).collect();
+        assert_eq!(
+            keys,
+            [
+                "steering.oam",
+                "steering.oam.10.244.1.0_24",
+                "steering.oam.fd00_244_0_1___64"
+            ]
+        );
+        assert_eq!(
+            texts(&p.groups[1].objects),
+            [
+                "inet rule 999: from 10.244.1.0/24 to 10.244.0.0/16 lookup main",
+                "inet rule 999: from 10.244.1.0/24 iif lo lookup main",
+                "inet rule 1000: from 10.244.1.0/24 lookup 100",
+            ]
+        );
+        assert_eq!(
+            texts(&p.groups[2].objects),
+            [
+                "inet6 rule 999: from fd00:244:0:1::/64 iif lo lookup main",
+                "inet6 rule 1000: from fd00:244:0:1::/64 lookup 100",
+            ]
+        );
+        // Another pod of the subnet: the very same groups.
+        let q = plan0(&c, &pod("other", &["10.244.1.9/24", "fd00:244:0:1::9/64"]));
+        assert_eq!(q.groups, p.groups);
+        // Priority 999 is the policy's too (claimed without `exclude`).
+        assert!(
+            p.groups[0]
+                .claims
+                .contains(&crate::model::GroupKey::PriorityClaim(999))
+        );
+        // Opted out: one exception per address, no group.
+        let out = config(policy, Some(json!({"cni": {"gwsteer": {"steering": []}}})));
+        let o = plan0(
+            &out,
+            &pod("default", &["10.244.1.7/24", "fd00:244:0:1::7/64"]),
+        );
+        assert!(o.groups.is_empty());
+        assert_eq!(
+            rule_texts(&o),
+            [
+                "inet rule 999: from 10.244.1.7 lookup main",
+                "inet6 rule 999: from fd00:244:0:1::7 lookup main",
+            ]
+        );
+        // A pod-scope policy a pod opts out of plans nothing for it.
+        let per_pod = config(
+            json!([{"name": "oam", "table": 100, "gateways": [{"via": "192.168.2.1"}]}]),
+            Some(json!({"cni": {"gwsteer": {"steering": []}}})),
+        );
+        assert_eq!(
+            plan0(&per_pod, &pod("default", &["10.244.1.7/24"])),
+            Plan::default()
         );
     }
 

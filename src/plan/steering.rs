@@ -5,8 +5,8 @@
 
 use ipnet::IpNet;
 
-use super::{Facts, Plan, Pod, gateway_routes, host, pod};
-use crate::config::{Config, Match, Policy};
+use super::{Facts, Note, Plan, Pod, gateway_routes, host, pod};
+use crate::config::{Config, Match, Policy, Scope};
 use crate::model::{
     Family, FwExemption, FwMember, FwObject, FwPolicy, GroupKey, Marking, NodeGroup, Object,
     RouteSpec, RuleSpec, Side, TABLE_MAIN,
@@ -79,6 +79,84 @@ fn source_rules(policy: &Policy, table: u32, pod: &Pod) -> Vec<RuleSpec> {
         });
     }
     rules
+}
+
+/// A `scope: "subnet"` policy's rules for one pod subnet: the exclusions
+/// and `from <subnet> iif lo lookup main` one priority earlier — the node's
+/// own address on the pod bridge is in the subnet, and what the node itself
+/// sends (iif lo) must keep the main table — then `from <subnet> lookup
+/// <table>`.
+fn subnet_rules(policy: &Policy, table: u32, subnet: IpNet) -> Vec<RuleSpec> {
+    let family = Family::of_net(&subnet);
+    let rule = |priority, dst, iif: Option<&str>, table| RuleSpec {
+        family,
+        priority,
+        src: Some(subnet),
+        dst,
+        fwmark: None,
+        fwmask: None,
+        iif: iif.map(str::to_string),
+        table,
+    };
+    let mut rules: Vec<RuleSpec> = policy
+        .exclude
+        .iter()
+        .filter(|e| Family::of_net(e) == family)
+        .map(|ex| rule(policy.priority - 1, Some(*ex), None, TABLE_MAIN))
+        .collect();
+    rules.push(rule(policy.priority - 1, None, Some("lo"), TABLE_MAIN));
+    rules.push(rule(policy.priority, None, None, table));
+    rules
+}
+
+/// The subnet groups of a `scope: "subnet"` policy for this pod: one per
+/// subnet of its addresses (the prefix prevResult gives them).
+fn subnet_groups(policy: &Policy, table: u32, pod: &Pod, out: &mut Plan) {
+    for addr in &pod.addresses {
+        if !policy.serves(Family::of_net(&addr.address)) {
+            continue;
+        }
+        let subnet = addr.address.trunc();
+        if subnet.prefix_len() == subnet.max_prefix_len() {
+            out.notes.push(Note::info(format!(
+                "steering {}: prevResult gives {} as a host prefix, so its subnet rule is the pod's own",
+                policy.name, addr.address
+            )));
+        }
+        let key = GroupKey::Subnet(policy.name.clone(), subnet);
+        if out.groups.iter().any(|g| g.key == key) {
+            continue;
+        }
+        let rules = subnet_rules(policy, table, subnet)
+            .into_iter()
+            .map(Object::node_rule)
+            .collect();
+        out.groups.push(NodeGroup::new(key, rules));
+    }
+}
+
+/// A pod that opts out of a `scope: "subnet"` policy (cni-args) keeps the
+/// main table by one rule per address, one priority before the subnet's.
+pub(super) fn opt_out_plan(policy: &Policy, pod: &Pod, out: &mut Plan) {
+    if policy.scope != Scope::Subnet || policy.table.is_none() {
+        return;
+    }
+    for addr in &pod.addresses {
+        let family = Family::of_net(&addr.address);
+        if !policy.serves(family) {
+            continue;
+        }
+        out.pod_objects.push(Object::node_rule(RuleSpec {
+            family,
+            priority: policy.priority - 1,
+            src: Some(host(&addr.address)),
+            dst: None,
+            fwmark: None,
+            fwmask: None,
+            iif: None,
+            table: TABLE_MAIN,
+        }));
+    }
 }
 
 /// What a policy takes on the node, that no other gwsteer network may
@@ -159,6 +237,8 @@ pub(super) fn policy_plan(
         sysctls.push(MULTIPATH_USE_NEIGH);
     }
     let (mark, mask) = match policy.matcher {
+        // Its subnet groups after the policy's: the table's routes first.
+        Match::Source if policy.scope == Scope::Subnet => (None, None),
         Match::Source => {
             out.pod_objects.extend(
                 source_rules(policy, table, pod)
@@ -213,6 +293,9 @@ pub(super) fn policy_plan(
     let mut group = NodeGroup::new(GroupKey::Policy(policy.name.clone()), node);
     group.claims = claims(policy);
     out.groups.push(group);
+    if policy.matcher == Match::Source && policy.scope == Scope::Subnet {
+        subnet_groups(policy, table, pod, out);
+    }
     for key in sysctls {
         let group_key = GroupKey::Sysctl(key.to_string());
         if !out.groups.iter().any(|g| g.key == group_key) {

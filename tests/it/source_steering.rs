@@ -32,11 +32,64 @@ fn expected_source_rules(family: Family, pods: &[&Pod], priority: u32, table: u3
 }
 
 fn assert_steered(node: &str, pods: &[&Pod], priority: u32, table: u32, what: &str) {
+    assert_steered_by(Scope::Pod, node, pods, priority, table, what)
+}
+
+/// How a policy names the steered pods (its `scope`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    Pod,
+    Subnet,
+}
+
+/// [`source_policy`] (`oam`, table 100) with `scope`.
+fn oam_conflist_scoped(lab: &Lab, scope: Scope) -> Value {
+    let mut policy = source_policy("oam", 100);
+    if scope == Scope::Subnet {
+        policy["scope"] = json!("subnet");
+    }
+    conflist(lab, NET, "1.0.0", steering(json!([policy])))
+}
+
+/// The rules of `scope: "subnet"` for the pod subnet of `family` (one per
+/// node, whatever number of pods holds it; none without pods).
+fn expected_subnet_rules(family: Family, priority: u32, table: u32) -> Vec<Value> {
+    let (subnet, cluster) = match family {
+        Family::V4 => (POD_V4, CLUSTER_V4),
+        Family::V6 => (POD_V6, CLUSTER_V6),
+    };
+    let (src, srclen) = subnet.split_once('/').unwrap();
+    let srclen: u32 = srclen.parse().unwrap();
+    let (dst, dstlen) = cluster.split_once('/').unwrap();
+    sorted(vec![
+        json!({"priority": priority - 1, "src": src, "srclen": srclen, "dst": dst,
+               "dstlen": dstlen.parse::<u32>().unwrap(), "table": "254", "protocol": PROTO}),
+        json!({"priority": priority - 1, "src": src, "srclen": srclen, "iif": "lo",
+               "table": "254", "protocol": PROTO}),
+        json!({"priority": priority, "src": src, "srclen": srclen,
+               "table": table.to_string(), "protocol": PROTO}),
+    ])
+}
+
+/// `pods` steered as `scope` says: per pod, or by the subnet's rules alone.
+fn assert_steered_by(
+    scope: Scope,
+    node: &str,
+    pods: &[&Pod],
+    priority: u32,
+    table: u32,
+    what: &str,
+) {
     for family in [Family::V4, Family::V6] {
+        let want = match scope {
+            Scope::Pod => expected_source_rules(family, pods, priority, table),
+            Scope::Subnet if pods.is_empty() => vec![],
+            Scope::Subnet => expected_subnet_rules(family, priority, table),
+        };
         assert_eq!(
             sorted(our_rules(node, family)),
-            expected_source_rules(family, pods, priority, table),
-            "{what}: {family:?} rules"
+            want,
+            "{what} ({scope:?} scope): {family:?} rules"
         );
     }
 }
@@ -63,10 +116,20 @@ fn from_client_b<'a>(t: &'a Topo, pod: &Pod) -> Vec<(&'a str, std::net::SocketAd
 /// node is exactly as before.
 #[test]
 fn client_b_is_answered_only_while_the_pod_is_steered() {
-    let lab = Lab::new("srcasym");
+    answered_only_while_steered(Scope::Pod, "srcasym");
+}
+
+/// The same with `scope: "subnet"`: the same traffic, by the subnet's rules.
+#[test]
+fn subnet_scope_client_b_is_answered_only_while_the_pod_is_steered() {
+    answered_only_while_steered(Scope::Subnet, "subasym");
+}
+
+fn answered_only_while_steered(scope: Scope, name: &str) {
+    let lab = Lab::new(name);
     let t = Topo::build(&lab);
     let plain = conflist(&lab, NET, "1.0.0", None);
-    let steer = oam_conflist(&lab, NET, "1.0.0");
+    let steer = oam_conflist_scoped(&lab, scope);
 
     // Bridge + host-local alone: client A is answered, client B is not.
     let pod = add_pod(&lab, &t.node, &plain, "pod", "ctr1", "default");
@@ -88,7 +151,7 @@ fn client_b_is_answered_only_while_the_pod_is_steered() {
     let before = snapshot(&t.node);
 
     let pod = add_pod(&lab, &t.node, &steer, "pod", "ctr1", "default");
-    assert_steered(&t.node, &[&pod], 1000, 100, "after ADD");
+    assert_steered_by(scope, &t.node, &[&pod], 1000, 100, "after ADD");
     assert_table_100(&t.node, "after ADD");
     assert_eq!(records(&state_dir(&lab), NET), vec!["ctr1@eth0.json"]);
     let (s4, s6) = pod.serve();
@@ -128,14 +191,30 @@ fn client_b_is_answered_only_while_the_pod_is_steered() {
 /// of the node) stays on the node because of the `exclude` rules.
 #[test]
 fn exclude_keeps_pod_to_pod_traffic_on_the_node() {
-    let lab = Lab::new("srcexcl");
+    exclude_keeps_pod_to_pod(Scope::Pod, "srcexcl");
+}
+
+#[test]
+fn subnet_scope_exclude_keeps_pod_to_pod_traffic_on_the_node() {
+    exclude_keeps_pod_to_pod(Scope::Subnet, "subexcl");
+}
+
+fn exclude_keeps_pod_to_pod(scope: Scope, name: &str) {
+    let lab = Lab::new(name);
     let t = Topo::build(&lab);
-    let steer = oam_conflist(&lab, NET, "1.0.0");
+    let steer = oam_conflist_scoped(&lab, scope);
     let other = other_bridge_conflist(&lab);
     let pod1 = add_pod(&lab, &t.node, &steer, "pod1", "ctr1", "default");
     let pod2 = add_pod(&lab, &t.node, &steer, "pod2", "ctr2", "default");
     let pod3 = add_pod(&lab, &t.node, &other, "pod3", "ctr3", "default");
-    assert_steered(&t.node, &[&pod1, &pod2], 1000, 100, "two steered pods");
+    assert_steered_by(
+        scope,
+        &t.node,
+        &[&pod1, &pod2],
+        1000,
+        100,
+        "two steered pods",
+    );
     let _servers = [pod1.serve(), pod2.serve(), pod3.serve()];
 
     assert_answered(
@@ -334,13 +413,24 @@ fn multipath_weights_custom_and_default_priorities() {
 /// removes it.
 #[test]
 fn table_routes_are_shared_and_go_with_the_last_pod() {
-    let lab = Lab::new("srcshare");
+    shared_with_the_last_pod(Scope::Pod, "srcshare");
+}
+
+/// With `scope: "subnet"` the subnet's rules are shared like the table
+/// routes: the first pod's DEL leaves them (and the second pod steered).
+#[test]
+fn subnet_scope_rules_are_shared_and_go_with_the_last_pod() {
+    shared_with_the_last_pod(Scope::Subnet, "subshare");
+}
+
+fn shared_with_the_last_pod(scope: Scope, name: &str) {
+    let lab = Lab::new(name);
     let t = Topo::build(&lab);
-    let steer = oam_conflist(&lab, NET, "1.0.0");
+    let steer = oam_conflist_scoped(&lab, scope);
     let pod1 = add_pod(&lab, &t.node, &steer, "pod1", "ctr1", "default");
     let pod2 = add_pod(&lab, &t.node, &steer, "pod2", "ctr2", "default");
     assert_table_100(&t.node, "two pods");
-    assert_steered(&t.node, &[&pod1, &pod2], 1000, 100, "two pods");
+    assert_steered_by(scope, &t.node, &[&pod1, &pod2], 1000, 100, "two pods");
     assert_eq!(
         records(&state_dir(&lab), NET),
         vec!["ctr1@eth0.json", "ctr2@eth0.json"]
@@ -348,7 +438,14 @@ fn table_routes_are_shared_and_go_with_the_last_pod() {
 
     del_pod(&t.node, &steer, &pod1);
     assert_table_100(&t.node, "after DEL of the first pod");
-    assert_steered(&t.node, &[&pod2], 1000, 100, "after DEL of the first pod");
+    assert_steered_by(
+        scope,
+        &t.node,
+        &[&pod2],
+        1000,
+        100,
+        "after DEL of the first pod",
+    );
     assert_eq!(records(&state_dir(&lab), NET), vec!["ctr2@eth0.json"]);
     {
         let _srv = pod2.serve();
@@ -550,4 +647,104 @@ fn add_result_is_the_prev_result_in_the_config_version() {
             "{version}: {rules:?}"
         );
     }
+}
+
+/// `scope: "subnet"`: the subnet's rule also covers the node's own address
+/// on the pod bridge (10.244.1.1, fd00:244:0:1::1). What the node itself
+/// sends from it keeps the main table (`iif lo` exception): it reaches
+/// client A through router A, while the steered pod's replies take router
+/// B. A pod that opts out (cni-args) gets one exception rule per address and
+/// is not steered; CHECK names a subnet rule deleted by hand; the last DEL
+/// leaves nothing.
+#[test]
+fn subnet_scope_leaves_node_traffic_and_opted_out_pods_alone() {
+    let lab = Lab::new("subnode");
+    let t = Topo::build(&lab);
+    let steer = oam_conflist_scoped(&lab, Scope::Subnet);
+    let mut opt_out = steer.clone();
+    opt_out["plugins"][1]["args"] = json!({"cni": {"gwsteer": {"steering": []}}});
+    let pod = add_pod(&lab, &t.node, &steer, "pod", "ctr1", "default");
+    let out = add_pod(&lab, &t.node, &opt_out, "out", "ctr2", "default");
+
+    // The node's own traffic from its bridge address: main table, router A.
+    for (dst, src) in [
+        (CLIENT_A_V4, "10.244.1.1"),
+        (CLIENT_A_V6, "fd00:244:0:1::1"),
+    ] {
+        let r = ip_json(&t.node, &["-N", "route", "get", dst, "from", src]);
+        let r = &r[0];
+        assert!(r.get("table").is_none(), "node's own {src} -> {dst}: {r}");
+        assert_eq!(r["dev"], "eth-a", "node's own {src} -> {dst}: {r}");
+        assert!(
+            ping_from(&t.node, src, dst),
+            "node's own ping {src} -> {dst}"
+        );
+    }
+    // While the pod's replies (forwarded from cni0) are steered to router B.
+    for (dst, src) in [(CLIENT_A_V4, pod.v4), (CLIENT_A_V6, pod.v6)] {
+        let r = route_get(&t.node, addr(dst), src, "cni0");
+        assert_eq!(r["table"], "100", "pod {src} -> {dst}: {r}");
+    }
+
+    // The opted-out pod: one rule per address, not steered.
+    for (family, a) in [(Family::V4, out.v4), (Family::V6, out.v6)] {
+        let mut want = expected_subnet_rules(family, 1000, 100);
+        want.push(
+            json!({"priority": 999, "src": a.to_string(), "table": "254",
+                         "protocol": PROTO}),
+        );
+        assert_eq!(
+            sorted(our_rules(&t.node, family)),
+            sorted(want),
+            "{family:?}"
+        );
+    }
+    let _servers = [pod.serve(), out.serve()];
+    assert_answered("steered pod: client B", &from_client_b(&t, &pod));
+    assert_unanswered(
+        "opted-out pod: client B",
+        &without_peer(&from_client_b(&t, &out)),
+    );
+    assert_answered(
+        "opted-out pod: client A",
+        &from_client(&t.clia, &out, CLIENT_A_V4, CLIENT_A_V6),
+    );
+
+    // CHECK sees the subnet's rule gone.
+    let check = |what: &str| {
+        conflist_check(
+            &t.node,
+            &steer,
+            &pod.cid,
+            &pod.path(),
+            "eth0",
+            Some(&pod.cni_args),
+            &pod.result,
+        )
+        .map_err(|o| format!("{what}: {o}"))
+    };
+    check("CHECK, intact").unwrap();
+    ip(
+        &t.node,
+        [
+            "rule", "del", "priority", "1000", "from", POD_V4, "table", "100",
+        ],
+    );
+    let err = check("CHECK, subnet rule deleted").expect_err("CHECK must fail");
+    assert!(err.contains("from 10.244.1.0/24 lookup 100"), "{err}");
+
+    del_pod(&t.node, &steer, &pod);
+    del_pod(&t.node, &opt_out, &out);
+    assert_nothing_left(&t.node, &state_dir(&lab), NET, &[100]);
+}
+
+/// One ping from `ns` with source address `src`.
+fn ping_from(ns: &str, src: &str, dst: &str) -> bool {
+    let family = if dst.contains(':') { "-6" } else { "-4" };
+    try_exec_in(
+        ns,
+        "ping",
+        [family, "-n", "-q", "-c1", "-W1", "-I", src, dst],
+    )
+    .is_ok()
 }
