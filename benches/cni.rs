@@ -646,11 +646,15 @@ enum Mode {
     /// `source` with `side: "pod"`: the steering inside the pod's
     /// namespace, on the same pod and interface as sbr (sbr's own job).
     PodSide,
+    /// `source` with `scope: "subnet"`: one rule set per pod subnet, no
+    /// per-pod kernel object.
+    Subnet,
     Sbr,
 }
 
-const MODES: [Mode; 6] = [
+const MODES: [Mode; 7] = [
     Mode::Source,
+    Mode::Subnet,
     Mode::SourceAlt,
     Mode::Connmark,
     Mode::GwClient,
@@ -666,6 +670,7 @@ impl Mode {
             Mode::Connmark => "gwsteer connmark",
             Mode::GwClient => "gwsteer gw-net client",
             Mode::PodSide => "gwsteer source, pod side",
+            Mode::Subnet => "gwsteer source, whole network",
             Mode::Sbr => "sbr",
         }
     }
@@ -676,6 +681,7 @@ impl Mode {
             Mode::Connmark => "bench-cm",
             Mode::GwClient => "bench-gw",
             Mode::PodSide => "bench-pod",
+            Mode::Subnet => "bench-net",
             Mode::Sbr => "bench-sbr",
         }
     }
@@ -697,6 +703,7 @@ impl Mode {
             Mode::Connmark => "cm",
             Mode::GwClient => "gw",
             Mode::PodSide => "pod",
+            Mode::Subnet => "net",
             Mode::Sbr => "sbr",
         }
     }
@@ -805,6 +812,8 @@ struct Node {
     level: usize,
     ns: String,
     file: File,
+    /// The node namespace of [`Mode::Subnet`].
+    whole: File,
     state: PathBuf,
     /// Pod of the measured sbr attachment; its path is also the (unused)
     /// `CNI_NETNS` of the node-side gwsteer modes.
@@ -813,6 +822,17 @@ struct Node {
     gw_pod: Option<Pod>,
     gw_ready: bool,
     veths: usize,
+}
+
+impl Node {
+    /// The node namespace `mode`'s plugins run in.
+    fn file_for(&self, mode: Mode) -> &File {
+        if mode == Mode::Subnet {
+            &self.whole
+        } else {
+            &self.file
+        }
+    }
 }
 
 struct Lab {
@@ -851,6 +871,12 @@ impl Lab {
             Mode::Source | Mode::SourceAlt => {
                 conf["steering"] = json!([{
                     "name": "oam", "table": SOURCE_TABLE, "priority": SOURCE_PRIORITY,
+                    "gateways": gateways, "exclude": SOURCE_EXCLUDE
+                }]);
+            }
+            Mode::Subnet => {
+                conf["steering"] = json!([{
+                    "name": "oamnet", "table": 300, "priority": 3000, "scope": "subnet",
                     "gateways": gateways, "exclude": SOURCE_EXCLUDE
                 }]);
             }
@@ -954,6 +980,39 @@ impl Lab {
 /// gateways (192.168.2.1, fd00:2::1), so the owned table's routes resolve.
 fn make_node(prefix: &str, level: usize) -> Res<Node> {
     let ns = format!("{prefix}-n{level}");
+    let file = node_netns(&ns)?;
+    // The whole-network mode's own node: on a real node with whole-network
+    // policies the kernel's rule list holds a few rules, not the 5000 of
+    // the per-pod `source` attachments pre-populated here.
+    let whole = node_netns(&format!("{ns}-w"))?;
+    let state = PathBuf::from(format!("/dev/shm/gwsteer-bench-{}", std::process::id()))
+        .join(format!("n{level}"));
+    fs::create_dir_all(&state).map_err(|e| format!("{}: {e}", state.display()))?;
+    let sbr_ns = format!("{ns}-sbr");
+    let sbr_pod = Pod {
+        path: format!("/run/netns/{sbr_ns}"),
+        ns: sbr_ns,
+        index: MEASURED,
+    };
+    let mut node = Node {
+        level,
+        ns,
+        file,
+        whole,
+        state,
+        sbr_pod: sbr_pod.clone(),
+        gw_pod: None,
+        gw_ready: false,
+        veths: 0,
+    };
+    make_sbr_pod(&mut node, &sbr_pod)?;
+    Ok(node)
+}
+
+/// A node namespace `ns` with its uplink `eth-b` to a router namespace
+/// holding both gateways.
+fn node_netns(ns: &str) -> Res<File> {
+    let ns = ns.to_string();
     let router = format!("{ns}-rtr");
     let file = netns_add(&ns)?;
     netns_add(&router)?;
@@ -976,27 +1035,7 @@ fn make_node(prefix: &str, level: usize) -> Res<Node> {
             "address add fd00:2::1/64 dev down0 nodad".into(),
         ],
     )?;
-    let state = PathBuf::from(format!("/dev/shm/gwsteer-bench-{}", std::process::id()))
-        .join(format!("n{level}"));
-    fs::create_dir_all(&state).map_err(|e| format!("{}: {e}", state.display()))?;
-    let sbr_ns = format!("{ns}-sbr");
-    let sbr_pod = Pod {
-        path: format!("/run/netns/{sbr_ns}"),
-        ns: sbr_ns,
-        index: MEASURED,
-    };
-    let mut node = Node {
-        level,
-        ns,
-        file,
-        state,
-        sbr_pod: sbr_pod.clone(),
-        gw_pod: None,
-        gw_ready: false,
-        veths: 0,
-    };
-    make_sbr_pod(&mut node, &sbr_pod)?;
-    Ok(node)
+    Ok(file)
 }
 
 /// A pod namespace with `eth0` (veth to the node) carrying pod `index`'s
@@ -1512,6 +1551,7 @@ fn prepopulate(lab: &mut Lab, available: &[Mode], res: &mut Results) -> Res<()> 
             .iter()
             .filter(|m| m.is_gwsteer() && !matches!(m, Mode::SourceAlt | Mode::PodSide))
         {
+            enter(lab.nodes[n].file_for(mode))?;
             if level > 0 {
                 eprintln!(
                     "node {level}: pre-populating {level} {} attachments",
@@ -1678,7 +1718,7 @@ fn main_loop(
                 }
                 Task::Pair(n, mode) => {
                     let node = &lab.nodes[n];
-                    enter(&node.file)?;
+                    enter(node.file_for(mode))?;
                     let (add, del, pod) = &pairs[&(n, mode)];
                     if !is_available(res, mode) {
                         continue;
@@ -1825,8 +1865,8 @@ fn rss_pass(lab: &Lab, available: &[Mode], helpers: &Helpers, res: &mut Results)
             .map_err(|e| format!("maxrss: {e}"))
     };
     for node in &lab.nodes {
-        enter(&node.file)?;
         for &mode in available {
+            enter(node.file_for(mode))?;
             let pod = lab.pod_for(node, mode, MEASURED);
             'runs: for _ in 0..RSS_RUNS {
                 for verb in [Verb::Add, Verb::Del] {
@@ -2761,6 +2801,24 @@ fn verdicts(lab: &Lab, available: &[Mode], res: &Results) -> Vec<String> {
             ms(a),
             ms(b),
             ratio(a, b)
+        ));
+    }
+    if available.contains(&Mode::Subnet) {
+        let detail: Vec<String> = [Verb::Add, Verb::Del]
+            .into_iter()
+            .map(|v| {
+                let (a, b) = (p50(hi, Mode::Subnet, v), p50(lo, Mode::Subnet, v));
+                format!("{} {} / {} ms = {}", v.env(), ms(a), ms(b), ratio(a, b))
+            })
+            .collect();
+        let ok = [Verb::Add, Verb::Del]
+            .into_iter()
+            .all(|v| p50(hi, Mode::Subnet, v) <= 1.1 * p50(lo, Mode::Subnet, v));
+        out.push(format!(
+            "{} whole-network policy: ADD and DEL p50 at {hi} attachments ≤ 1.1 × at {lo}, {}: {}",
+            mark(ok),
+            Mode::Subnet.label(),
+            detail.join("; ")
         ));
     }
     if !res.rules_share.is_empty() && available.contains(&Mode::Source) {
