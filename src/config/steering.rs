@@ -65,15 +65,6 @@ pub enum Scope {
     Subnet,
 }
 
-impl Scope {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::Pod => "pod",
-            Scope::Subnet => "subnet",
-        }
-    }
-}
-
 /// Policies past this index cannot steer on the pod side: the pod-side
 /// table id holds the policy's index in 8 bits (see `plan::pod`).
 pub const POD_SIDE_POLICIES: usize = 256;

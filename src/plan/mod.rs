@@ -115,9 +115,8 @@ pub fn plan(config: &Config, pod: &Pod, facts: &Facts) -> Plan {
     let mut out = Plan::default();
     // The VRF's legs first: a steering policy may route via the VRF leg.
     vrf::plan_into(config, pod, &mut out);
-    let chosen = selected(config, pod);
     for policy in &config.steering {
-        if chosen.iter().any(|p| std::ptr::eq(*p, policy)) {
+        if steering::is_selected(config, policy, pod) {
             steering::policy_plan(config, policy, pod, facts, &mut out);
         } else {
             steering::opt_out_plan(policy, pod, &mut out);

@@ -21,14 +21,20 @@ pub fn selected<'c>(config: &'c Config, pod: &Pod) -> Vec<&'c Policy> {
     config
         .steering
         .iter()
-        .filter(|p| match &config.pod_args.steering {
-            Some(names) => names.contains(&p.name),
-            None => p
-                .namespaces
-                .as_ref()
-                .is_none_or(|set| pod.namespace.as_ref().is_some_and(|ns| set.contains(ns))),
-        })
+        .filter(|p| is_selected(config, p, pod))
         .collect()
+}
+
+/// Does `policy` apply to this pod: named by its cni-args, else of a
+/// namespace the policy selects (all without `namespaces`)?
+pub(super) fn is_selected(config: &Config, policy: &Policy, pod: &Pod) -> bool {
+    match &config.pod_args.steering {
+        Some(names) => names.contains(&policy.name),
+        None => policy
+            .namespaces
+            .as_ref()
+            .is_none_or(|set| pod.namespace.as_ref().is_some_and(|ns| set.contains(ns))),
+    }
 }
 
 /// The routes of a policy's owned node table: one per destination, via
@@ -41,93 +47,71 @@ pub fn table_routes(policy: &Policy) -> Vec<RouteSpec> {
     }
 }
 
-/// Per-pod rules of a `source` policy: `from <podIP> lookup <table>` and,
-/// one priority earlier, `from <podIP> to <exclude> lookup main`.
-fn source_rules(policy: &Policy, table: u32, pod: &Pod) -> Vec<RuleSpec> {
-    let mut rules = Vec::new();
-    for addr in &pod.addresses {
-        let family = Family::of_net(&addr.address);
-        if !policy.serves(family) {
-            continue;
-        }
-        let src = host(&addr.address);
-        for ex in policy
-            .exclude
-            .iter()
-            .filter(|e| Family::of_net(e) == family)
-        {
-            rules.push(RuleSpec {
-                family,
-                priority: policy.priority - 1,
-                src: Some(src),
-                dst: Some(*ex),
-                fwmark: None,
-                fwmask: None,
-                iif: None,
-                table: TABLE_MAIN,
-            });
-        }
-        rules.push(RuleSpec {
-            family,
-            priority: policy.priority,
-            src: Some(src),
-            dst: None,
-            fwmark: None,
-            fwmask: None,
-            iif: None,
-            table,
-        });
+/// A `source` policy's rules for one source, a pod address (host prefix)
+/// or, with `scope: "subnet"`, a pod subnet: one priority early
+/// `from <src> to <exclude> lookup main` per excluded CIDR (and for a subnet
+/// `from <subnet> iif lo lookup main`: the node's own address on the pod
+/// bridge is in the subnet, and what the node itself sends must keep the
+/// main table), then `from <src> lookup <table>`.
+fn source_rules(policy: &Policy, table: u32, src: IpNet) -> Vec<RuleSpec> {
+    let early = policy.priority - 1;
+    let mut rules: Vec<RuleSpec> = policy
+        .exclude
+        .iter()
+        .filter(|e| Family::of_net(e) == Family::of_net(&src))
+        .map(|ex| rule_from(src, early, Some(*ex), None, TABLE_MAIN))
+        .collect();
+    if policy.scope == Scope::Subnet {
+        rules.push(rule_from(src, early, None, Some("lo"), TABLE_MAIN));
     }
+    rules.push(rule_from(src, policy.priority, None, None, table));
     rules
 }
 
-/// A `scope: "subnet"` policy's rules for one pod subnet: the exclusions
-/// and `from <subnet> iif lo lookup main` one priority earlier — the node's
-/// own address on the pod bridge is in the subnet, and what the node itself
-/// sends (iif lo) must keep the main table — then `from <subnet> lookup
-/// <table>`.
-fn subnet_rules(policy: &Policy, table: u32, subnet: IpNet) -> Vec<RuleSpec> {
-    let family = Family::of_net(&subnet);
-    let rule = |priority, dst, iif: Option<&str>, table| RuleSpec {
-        family,
+/// `from <src> [to <dst>] [iif <iif>] priority <priority> lookup <table>`.
+fn rule_from(
+    src: IpNet,
+    priority: u32,
+    dst: Option<IpNet>,
+    iif: Option<&str>,
+    table: u32,
+) -> RuleSpec {
+    RuleSpec {
+        family: Family::of_net(&src),
         priority,
-        src: Some(subnet),
+        src: Some(src),
         dst,
         fwmark: None,
         fwmask: None,
         iif: iif.map(str::to_string),
         table,
-    };
-    let mut rules: Vec<RuleSpec> = policy
-        .exclude
+    }
+}
+
+/// The pod's addresses of the families `policy` steers.
+fn served<'p>(policy: &Policy, pod: &'p Pod) -> impl Iterator<Item = &'p IpNet> {
+    pod.addresses
         .iter()
-        .filter(|e| Family::of_net(e) == family)
-        .map(|ex| rule(policy.priority - 1, Some(*ex), None, TABLE_MAIN))
-        .collect();
-    rules.push(rule(policy.priority - 1, None, Some("lo"), TABLE_MAIN));
-    rules.push(rule(policy.priority, None, None, table));
-    rules
+        .map(|a| &a.address)
+        .filter(|a| policy.serves(Family::of_net(a)))
 }
 
 /// The subnet groups of a `scope: "subnet"` policy for this pod: one per
 /// subnet of its addresses (the prefix prevResult gives them).
 fn subnet_groups(policy: &Policy, table: u32, pod: &Pod, out: &mut Plan) {
-    for addr in &pod.addresses {
-        if !policy.serves(Family::of_net(&addr.address)) {
-            continue;
-        }
-        let subnet = addr.address.trunc();
+    for addr in served(policy, pod) {
+        let subnet = addr.trunc();
         if subnet.prefix_len() == subnet.max_prefix_len() {
             out.notes.push(Note::info(format!(
-                "steering {}: prevResult gives {} as a host prefix, so its subnet rule is the pod's own",
-                policy.name, addr.address
+                "steering {}: prevResult gives {addr} as a host prefix, so its subnet rule is the pod's own",
+                policy.name
             )));
         }
         let key = GroupKey::Subnet(policy.name.clone(), subnet);
         if out.groups.iter().any(|g| g.key == key) {
             continue;
         }
-        let rules = subnet_rules(policy, table, subnet)
+        let rules = source_rules(policy, table, subnet)
             .into_iter()
             .map(Object::node_rule)
             .collect();
@@ -138,24 +122,17 @@ fn subnet_groups(policy: &Policy, table: u32, pod: &Pod, out: &mut Plan) {
 /// A pod that opts out of a `scope: "subnet"` policy (cni-args) keeps the
 /// main table by one rule per address, one priority before the subnet's.
 pub(super) fn opt_out_plan(policy: &Policy, pod: &Pod, out: &mut Plan) {
-    if policy.scope != Scope::Subnet || policy.table.is_none() {
+    if policy.scope != Scope::Subnet {
         return;
     }
-    for addr in &pod.addresses {
-        let family = Family::of_net(&addr.address);
-        if !policy.serves(family) {
-            continue;
-        }
-        out.pod_objects.push(Object::node_rule(RuleSpec {
-            family,
-            priority: policy.priority - 1,
-            src: Some(host(&addr.address)),
-            dst: None,
-            fwmark: None,
-            fwmask: None,
-            iif: None,
-            table: TABLE_MAIN,
-        }));
+    for addr in served(policy, pod) {
+        out.pod_objects.push(Object::node_rule(rule_from(
+            host(addr),
+            policy.priority - 1,
+            None,
+            None,
+            TABLE_MAIN,
+        )));
     }
 }
 
@@ -237,14 +214,16 @@ pub(super) fn policy_plan(
         sysctls.push(MULTIPATH_USE_NEIGH);
     }
     let (mark, mask) = match policy.matcher {
-        // Its subnet groups after the policy's: the table's routes first.
-        Match::Source if policy.scope == Scope::Subnet => (None, None),
+        // With scope "subnet", its subnet groups follow the policy's
+        // group (below): the table's routes first.
         Match::Source => {
-            out.pod_objects.extend(
-                source_rules(policy, table, pod)
-                    .into_iter()
-                    .map(Object::node_rule),
-            );
+            if policy.scope == Scope::Pod {
+                out.pod_objects.extend(
+                    served(policy, pod)
+                        .flat_map(|a| source_rules(policy, table, host(a)))
+                        .map(Object::node_rule),
+                );
+            }
             (None, None)
         }
         Match::Mark { mark, mask } | Match::Connmark { mark, mask } => (Some(mark), mask),
@@ -293,7 +272,7 @@ pub(super) fn policy_plan(
     let mut group = NodeGroup::new(GroupKey::Policy(policy.name.clone()), node);
     group.claims = claims(policy);
     out.groups.push(group);
-    if policy.matcher == Match::Source && policy.scope == Scope::Subnet {
+    if policy.scope == Scope::Subnet {
         subnet_groups(policy, table, pod, out);
     }
     for key in sysctls {

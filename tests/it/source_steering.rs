@@ -737,14 +737,3 @@ fn subnet_scope_leaves_node_traffic_and_opted_out_pods_alone() {
     del_pod(&t.node, &opt_out, &out);
     assert_nothing_left(&t.node, &state_dir(&lab), NET, &[100]);
 }
-
-/// One ping from `ns` with source address `src`.
-fn ping_from(ns: &str, src: &str, dst: &str) -> bool {
-    let family = if dst.contains(':') { "-6" } else { "-4" };
-    try_exec_in(
-        ns,
-        "ping",
-        [family, "-n", "-q", "-c1", "-W1", "-I", src, dst],
-    )
-    .is_ok()
-}

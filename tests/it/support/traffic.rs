@@ -209,6 +209,21 @@ pub fn tcp_pong(ns: &str, addr: SocketAddr, timeout: Duration) -> Result<Pong, S
 /// payload (`-s`); `dont_fragment` sets `-M do`, so a packet larger than the
 /// path MTU fails instead of being fragmented.
 pub fn ping(ns: &str, dst: impl Display, size: Option<usize>, dont_fragment: bool) -> bool {
+    ping_with(ns, dst, size, dont_fragment, None)
+}
+
+/// [`ping`] from source address `src` (`-I`), default size.
+pub fn ping_from(ns: &str, src: impl Display, dst: impl Display) -> bool {
+    ping_with(ns, dst, None, false, Some(src.to_string()))
+}
+
+fn ping_with(
+    ns: &str,
+    dst: impl Display,
+    size: Option<usize>,
+    dont_fragment: bool,
+    src: Option<String>,
+) -> bool {
     let dst = dst.to_string();
     let ip: IpAddr = dst
         .parse()
@@ -225,6 +240,9 @@ pub fn ping(ns: &str, dst: impl Display, size: Option<usize>, dont_fragment: boo
     }
     if let Some(size) = size {
         args.extend(["-s".into(), size.to_string()]);
+    }
+    if let Some(src) = src {
+        args.extend(["-I".into(), src]);
     }
     args.push(dst);
     try_exec_in(ns, "ping", &args).is_ok()
