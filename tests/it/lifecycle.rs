@@ -649,7 +649,9 @@ fn status_without_nft(node: &Node, config: &Value) -> CniOutcome {
 
 /// The `nft` command is a dependency of `vrf.masquerade` and of router pods'
 /// masquerade whatever `firewallBackend` says: STATUS fails with 50 naming
-/// the key when it is missing, and only for configs that need it.
+/// the key when it is missing, and only for configs that need it. The
+/// nftables backend (`mark`/`connmark` policies, the exemption) talks
+/// nf_tables netlink only: no `nft` needed.
 #[test]
 fn status_says_when_the_nft_command_a_config_needs_is_missing() {
     let node = Node::new("lcnft");
@@ -673,9 +675,21 @@ fn status_says_when_the_nft_command_a_config_needs_is_missing() {
     let mut client = router.clone();
     client["gatewayNetwork"] =
         json!({"bridge": "lcnftbr", "role": "client", "router": "172.31.0.1"});
+    let mut connmark = node.config("1.1.0");
+    connmark["firewallBackend"] = json!("nftables");
+    connmark["masqueradeExemption"] = json!(true);
+    connmark["steering"] = json!([crate::support::fwsteer::connmark_policy(
+        "lb",
+        160,
+        "0x10",
+        "eth-a",
+        "192.168.1.1",
+        "fd00:1::1"
+    )]);
     for (what, cfg) in [
         ("router without masquerade", quiet),
         ("client network", client),
+        ("connmark policy and exemption (nftables backend)", connmark),
     ] {
         status_without_nft(&node, &cfg).expect_ok(what);
     }

@@ -9,6 +9,7 @@
 //! first pod that needs them, removed with the last); a pod only adds its
 //! address to a set. The number of firewall rules never grows with pods.
 
+mod batch;
 pub mod command;
 mod foreign;
 pub mod json;
@@ -19,6 +20,7 @@ pub mod nftables;
 mod ruleset;
 #[cfg(test)]
 mod testutil;
+mod view;
 pub mod vrf_nat;
 mod xtables;
 

@@ -2,22 +2,26 @@
 //! `gwsteer-<network>`, holding each steering policy's member sets, chains
 //! and rules and the network's masquerade exemption.
 //!
-//! Three speeds:
+//! Three speeds, none of which runs `nft`:
 //! - a pod's membership (the hot path) is one nf_tables netlink batch
-//!   adding or deleting one set element, and one `NFT_MSG_GETSETELEM` to
-//!   read it back; `nft` never runs for it;
+//!   adding one set element or letting it expire, and one
+//!   `NFT_MSG_GETSETELEM` to read it back;
 //! - `ensure` of a node-level object (called on every pod ADD, to repair
 //!   drift) is one netlink rule dump of the network's table, compared with
-//!   the fingerprinted comments the plan's rules carry ([`ruleset`]); only a
-//!   mismatch runs `nft`. An exemption's RETURN rules in foreign iptables
-//!   chains are read without exec too ([`xtables`]);
-//! - making, repairing and removing node-level objects, `observe` and
-//!   `cleanup` run `nft -j` with JSON on stdin, each change one atomic
-//!   transaction.
+//!   the fingerprinted comments the plan's rules carry ([`ruleset`]). An
+//!   exemption's RETURN rules in foreign iptables chains are read without
+//!   exec too ([`xtables`]);
+//! - making, repairing and removing node-level objects is one nf_tables
+//!   batch per change, all or nothing ([`batch`]: the messages nft would
+//!   send), after reading what the table holds by netlink dumps ([`view`]);
+//!   `observe` reads the same way.
+//!
+//! Only the exemption's RETURN rules in foreign iptables chains run a
+//! command (`iptables`), and only when one is missing.
 //!
 //! The netlink socket is opened in [`Nftables::new`] on the calling thread,
-//! so it (and every `nft`/`iptables` child) works in the namespace that
-//! thread is in.
+//! so it (and every `iptables` child) works in the namespace that thread is
+//! in.
 
 #[cfg(test)]
 mod testlab;
@@ -27,14 +31,12 @@ mod tests;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use serde_json::{Value, json};
-
 use super::Firewall;
-use super::command::NftFailure;
 use super::foreign::{ChainState, ReturnRule, Tool, Xtables};
 use super::messages::{ElemOp, NFPROTO_INET, NFPROTO_IPV4, NFPROTO_IPV6, NfError, NfSocket};
 use super::ruleset::{
-    FAMILY, Plan, TABLE_PREFIX, TableView, exemption_plan, member_set, policy_plan, table_name,
+    FAMILY, Plan, TABLE_PREFIX, TableView, Transaction, exemption_plan, member_set, policy_plan,
+    table_name,
 };
 use crate::error::{Error, Result, code};
 use crate::model::{Family, FwExemption, FwMember, FwObject, Presence};
@@ -42,23 +44,16 @@ use crate::model::{Family, FwExemption, FwMember, FwObject, Presence};
 /// The nftables firewall backend.
 pub struct Nftables {
     nl: NfSocket,
-    nft: PathBuf,
     xt: Xtables,
-    /// How many times `nft` ran: the hot paths must leave it alone.
-    nft_runs: usize,
+    /// How many ruleset batches were committed: the hot paths commit none.
+    batches: usize,
 }
 
 impl Nftables {
     /// A backend for the network namespace of the calling thread. Fails
-    /// with `NOT_AVAILABLE` when `nft` is not installed or the kernel's
-    /// nf_tables does not answer (no module, no permission).
+    /// with `NOT_AVAILABLE` when the kernel's nf_tables does not answer (no
+    /// module, no permission).
     pub fn new() -> Result<Nftables> {
-        let nft = find_binary("nft").ok_or_else(|| {
-            Error::new(
-                code::NOT_AVAILABLE,
-                "nftables backend: the nft command is not installed (looked in $PATH and the sbin directories)",
-            )
-        })?;
         let nl = NfSocket::open().map_err(|e| {
             let err = Error::new(
                 code::NOT_AVAILABLE,
@@ -76,9 +71,8 @@ impl Nftables {
         })?;
         Ok(Nftables {
             nl,
-            nft,
             xt: Xtables::default(),
-            nft_runs: 0,
+            batches: 0,
         })
     }
 
@@ -100,28 +94,31 @@ impl Nftables {
             },
         };
         log::info!("{}: {why}; (re)making it", plan.what);
+        // A missing table has nothing to adapt to; sets' shapes are all
+        // the transaction needs of an existing one.
         let view = match rules {
-            Some(_) => self.read_table(&plan.table)?,
+            Some(_) => self.read_table(&plan.table, false)?,
             None => None,
         };
-        self.run_nft(&plan.transaction(view.as_ref()))
+        let timeouts = crate::kernel::probe::element_timeout_updates();
+        self.commit(&plan.transaction(view.as_ref(), timeouts))
             .map_err(|e| e.context(format_args!("making {}", plan.what)))
     }
 
     fn remove_plan(&mut self, plan: &Plan) -> Result<()> {
-        let Some(view) = self.read_table(&plan.table)? else {
+        let Some(view) = self.read_table(&plan.table, false)? else {
             return Ok(());
         };
         match plan.removal(&view) {
             Some(tx) => self
-                .run_nft(&tx)
+                .commit(&tx)
                 .map_err(|e| e.context(format_args!("removing {}", plan.what))),
             None => Ok(()),
         }
     }
 
     fn observe_plan(&mut self, plan: &Plan) -> Result<Presence> {
-        let view = self.read_table(&plan.table)?;
+        let view = self.read_table(&plan.table, true)?;
         Ok(plan.compare(view.as_ref()))
     }
 
@@ -138,8 +135,28 @@ impl Nftables {
         }
     }
 
-    /// `nft -j list table inet <table>`, parsed; `None` when there is none.
-    fn read_table(&mut self, table: &str) -> Result<Option<TableView>> {
+    /// One of gwsteer's tables as the kernel holds it (chain, set and rule
+    /// dumps; with `elements`, the constant sets' elements too); `None` when
+    /// there is none.
+    fn read_table(&mut self, table: &str, elements: bool) -> Result<Option<TableView>> {
+        let read = |nl: &mut NfSocket| -> Result<TableView, NfError> {
+            let chains = nl.chains(NFPROTO_INET, table)?;
+            let sets = nl.sets(NFPROTO_INET, table)?;
+            let rules = nl.rules(NFPROTO_INET, table, None)?;
+            let mut failed = None;
+            let view = TableView::of(chains, sets, rules, |set| {
+                if !elements || failed.is_some() {
+                    return None;
+                }
+                nl.elements(NFPROTO_INET, table, set)
+                    .map_err(|e| failed = Some(e))
+                    .ok()
+            });
+            match failed {
+                Some(e) => Err(e),
+                None => Ok(view),
+            }
+        };
         let exists = self
             .nl
             .table_exists(NFPROTO_INET, table)
@@ -147,39 +164,31 @@ impl Nftables {
         if !exists {
             return Ok(None);
         }
-        // As JSON input, like every change: names never meet nft's grammar.
-        let list = json!({"nftables": [{"list": {"table": {"family": FAMILY, "name": table}}}]});
-        let out = self
-            .nft(&list)
-            .map_err(|e| e.context(format_args!("listing table {FAMILY} {table}")))?;
-        TableView::parse(&out).map(Some).map_err(|e| {
-            fw_error(format!(
-                "reading nft's listing of table {FAMILY} {table}: {e}"
-            ))
-        })
+        match read(&mut self.nl) {
+            Ok(view) => Ok(Some(view)),
+            // Deleted between the two looks.
+            Err(e) if e.is_enoent() => Ok(None),
+            Err(e) => Err(fw_error(format!("reading table {FAMILY} {table}: {e}"))),
+        }
     }
 
-    /// Feeds one JSON transaction to `nft -j -f -`: all of it or nothing.
-    fn run_nft(&mut self, tx: &Value) -> Result<()> {
-        log::debug!("nft -j -f -: {tx}");
-        self.nft(tx)
-            .map(drop)
-            .map_err(|e| e.context("nft refused the transaction"))
-    }
-
-    /// `nft -j -f -` with `input` on stdin; its standard output.
-    fn nft(&mut self, input: &Value) -> Result<Vec<u8>> {
-        self.nft_runs += 1;
-        super::command::run(&self.nft, &["-j", "-f", "-"], input.to_string().as_bytes()).map_err(
-            |e| {
-                fw_error(match e {
-                    NftFailure::Start(e) => format!("running {}: {e}", self.nft.display()),
-                    NftFailure::Wait(e) => format!("waiting for nft: {e}"),
-                    NftFailure::Write(e) => format!("writing to nft: {e}"),
-                    NftFailure::Refused(stderr) => stderr,
-                })
-            },
-        )
+    /// Commits one transaction as one nf_tables netlink batch: all of it or
+    /// nothing.
+    fn commit(&mut self, tx: &Transaction) -> Result<()> {
+        log::debug!(
+            "nf_tables batch on table {FAMILY} {}: {:?}",
+            tx.table,
+            tx.changes
+        );
+        self.batches += 1;
+        self.nl
+            .commit(NFPROTO_INET, |b| super::batch::encode(tx, b))
+            .map_err(|e| {
+                fw_error(format!(
+                    "nf_tables refused the changes to table {FAMILY} {}: {e}",
+                    tx.table
+                ))
+            })
     }
 
     // ---- members: the per-pod hot path, netlink only ----
@@ -381,16 +390,25 @@ impl Nftables {
             .into_iter()
             .filter(|t| t.name.starts_with(TABLE_PREFIX))
             .collect();
-        let mut done = Vec::new();
-        let mut cmds = Vec::new();
-        for t in &tables {
-            let family = family_name(t.family);
-            done.push(format!("nftables table {family} {}", t.name));
-            cmds.push(json!({"delete": {"table": {"family": family, "name": t.name}}}));
-        }
-        if !dry_run && !cmds.is_empty() {
-            self.run_nft(&json!({ "nftables": cmds }))
-                .map_err(|e| e.context("deleting gwsteer's nftables tables"))?;
+        let done = tables
+            .iter()
+            .map(|t| format!("nftables table {} {}", family_name(t.family), t.name))
+            .collect();
+        if !dry_run && !tables.is_empty() {
+            // One batch per family (a batch speaks for one), each all or nothing.
+            let mut families: Vec<u8> = tables.iter().map(|t| t.family).collect();
+            families.sort_unstable();
+            families.dedup();
+            for family in families {
+                self.batches += 1;
+                self.nl
+                    .commit(family, |b| {
+                        for t in tables.iter().filter(|t| t.family == family) {
+                            super::batch::delete_table(b, &t.name);
+                        }
+                    })
+                    .map_err(|e| fw_error(format!("deleting gwsteer's nftables tables: {e}")))?;
+            }
         }
         Ok(done)
     }

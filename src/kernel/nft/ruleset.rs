@@ -24,14 +24,14 @@
 //! about to run: building JSON values costs tens of microseconds, which the
 //! every-ADD check cannot afford.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
-use std::net::IpAddr;
 
 use ipnet::IpNet;
-use serde_json::{Value, json};
 
 use super::messages::DumpedRule;
+use super::view::ranges_of;
+pub use super::view::{SetView, TableView};
 use crate::error::{Error, Result};
 use crate::model::{Family, Presence};
 use crate::model::{FwExemption, FwPolicy, Marking};
@@ -67,7 +67,7 @@ const PRIO_DSTNAT: i64 = -100;
 /// mapping is the first NAT decision for the connection.
 const PRIO_SRCNAT: i64 = 100;
 /// `NFTA_LOOKUP_SET`.
-const NFTA_LOOKUP_SET: u16 = 1;
+pub const NFTA_LOOKUP_SET: u16 = 1;
 /// The longest rule comment nft accepts (`NFTNL_UDATA_COMMENT_MAXLEN` − 1).
 const MAX_COMMENT: usize = 127;
 /// Part of every fingerprint. Bump it whenever the rendering of a
@@ -99,17 +99,10 @@ fn key_type(family: Family) -> &'static str {
     }
 }
 
-fn proto(family: Family) -> &'static str {
-    match family {
-        Family::V4 => "ip",
-        Family::V6 => "ip6",
-    }
-}
-
 const FAMILIES: [Family; 2] = [Family::V4, Family::V6];
 
 /// A set of a plan.
-#[derive(Debug, Clone, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SetDef {
     pub name: String,
     pub family: Family,
@@ -184,78 +177,6 @@ impl Stmt {
             _ => None,
         }
     }
-
-    /// The statement as nft JSON.
-    pub fn to_json(&self) -> Value {
-        match self {
-            Stmt::InSet {
-                family,
-                field,
-                set,
-                negate,
-            } => json!({"match": {
-                "op": if *negate { "!=" } else { "==" },
-                "left": address(*family, *field),
-                "right": format!("@{set}"),
-            }}),
-            Stmt::InCidrs {
-                family,
-                field,
-                cidrs,
-            } => {
-                let right = match cidrs.as_slice() {
-                    [one] => element(one),
-                    many => json!({"set": many.iter().map(element).collect::<Vec<_>>()}),
-                };
-                json!({"match": {"op": "==", "left": address(*family, *field), "right": right}})
-            }
-            Stmt::IifName(names) => {
-                let right = match names.as_slice() {
-                    [one] => json!(one),
-                    many => json!({ "set": many }),
-                };
-                json!({"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": right}})
-            }
-            Stmt::CtStateNew => {
-                json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "new"}})
-            }
-            Stmt::CtReply => {
-                json!({"match": {"op": "==", "left": {"ct": {"key": "direction"}}, "right": "reply"}})
-            }
-            Stmt::CtMarkIs { mark, mask } => {
-                let left = if *mask == u32::MAX {
-                    json!({"ct": {"key": "mark"}})
-                } else {
-                    json!({"&": [{"ct": {"key": "mark"}}, mask]})
-                };
-                json!({"match": {"op": "==", "left": left, "right": mark}})
-            }
-            Stmt::SetMark { of, mark, mask } => {
-                let target = match of {
-                    MarkOf::Packet => json!({"meta": {"key": "mark"}}),
-                    MarkOf::Conn => json!({"ct": {"key": "mark"}}),
-                };
-                let value = if *mask == u32::MAX {
-                    json!(mark)
-                } else {
-                    json!({"|": [{"&": [target.clone(), !mask]}, mark]})
-                };
-                json!({"mangle": {"key": target, "value": value}})
-            }
-            Stmt::SnatToSelf { family } => json!({"snat": {
-                "family": proto(*family),
-                "addr": address(*family, Field::Saddr),
-            }}),
-        }
-    }
-}
-
-fn address(family: Family, field: Field) -> Value {
-    let field = match field {
-        Field::Saddr => "saddr",
-        Field::Daddr => "daddr",
-    };
-    json!({"payload": {"protocol": proto(family), "field": field}})
 }
 
 /// Everything one policy or exemption needs in its network's table.
@@ -272,6 +193,46 @@ pub struct Plan {
     /// the ones not in `sets`/`chains` are stale and go on repair.
     pub owned_sets: Vec<String>,
     pub owned_chains: Vec<String>,
+}
+
+/// One change of a transaction on a plan's table (nft's verbs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// `add table` (an existing one stays as it is).
+    AddTable,
+    DeleteTable,
+    /// `add chain` without a hook: the chain exists afterwards, so the
+    /// flush and delete that follow cannot fail on a missing one.
+    TouchChain(String),
+    /// `flush chain`: its rules go (a chain is deleted only when empty).
+    FlushChain(String),
+    DeleteChain(String),
+    /// `add set` with the set's flags and, for a constant set, elements.
+    AddSet(SetDef),
+    DeleteSet(String),
+    /// `add chain` as a base chain with policy accept.
+    AddChain {
+        name: String,
+        kind: &'static str,
+        hook: &'static str,
+        prio: i64,
+    },
+    /// `add rule`, carrying the plan's comment.
+    AddRule {
+        chain: String,
+        rule: Vec<Stmt>,
+    },
+}
+
+/// Changes to one table, applied all or nothing.
+#[derive(Debug, Clone)]
+pub struct Transaction {
+    pub table: String,
+    /// The comment of every rule added.
+    pub comment: String,
+    /// Member sets get `flags timeout`.
+    pub timeouts: bool,
+    pub changes: Vec<Change>,
 }
 
 /// The plan of a steering policy.
@@ -499,14 +460,6 @@ fn of_family(cidrs: &[IpNet], family: Family) -> Vec<IpNet> {
     IpNet::aggregate(&mine)
 }
 
-fn element(net: &IpNet) -> Value {
-    if net.prefix_len() == net.max_prefix_len() {
-        json!(net.addr().to_string())
-    } else {
-        json!({"prefix": {"addr": net.addr().to_string(), "len": net.prefix_len()}})
-    }
-}
-
 fn in_set(family: Family, field: Field, set: String, negate: bool) -> Stmt {
     Stmt::InSet {
         family,
@@ -568,20 +521,6 @@ impl Plan {
         };
         plan.comment = format!("{owner} #{:016x}", digest.finish());
         plan
-    }
-
-    /// The plan's sets and chains as nft JSON, without comments: what the
-    /// `rendering_is_pinned` test watches.
-    #[cfg(test)]
-    fn rendering(&self) -> Value {
-        json!({
-            // As on a kernel with element timeout updates, whatever this one has.
-            "sets": self.sets.iter().map(|s| set_json_with(s, true)).collect::<Vec<_>>(),
-            "chains": self.chains.iter().map(|c| json!({
-                "name": c.name, "type": c.kind, "hook": c.hook, "prio": c.prio,
-                "rules": c.rules.iter().map(|r| rule_json(r)).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
-        })
     }
 
     /// Does a rule dump of the table show exactly this plan? `Err` says
@@ -652,19 +591,18 @@ impl Plan {
             .filter(|name| !self.sets.iter().any(|s| s.name == *name))
     }
 
-    /// One nft transaction that makes the plan real, whatever of it exists:
-    /// the owner's chains are deleted and re-made (an `add` without a hook
-    /// first, so the delete never fails on a chain that is not there), stale
-    /// and constant sets are deleted and re-made, member sets are kept —
-    /// with their elements — unless they have the wrong shape.
-    pub fn transaction(&self, view: Option<&TableView>) -> Value {
-        let table = json!({"family": FAMILY, "name": self.table});
-        let mut cmds = vec![json!({"add": {"table": table}})];
+    /// One transaction that makes the plan real, whatever of it exists:
+    /// the owner's chains are deleted and re-made (touched first, so the
+    /// delete never fails on a chain that is not there), stale and constant
+    /// sets are deleted and re-made, member sets are kept — with their
+    /// elements — unless they have the wrong shape. `timeouts`: member sets
+    /// get `flags timeout` (the kernel can update an element's timeout).
+    pub fn transaction(&self, view: Option<&TableView>, timeouts: bool) -> Transaction {
+        let mut changes = vec![Change::AddTable];
         for name in &self.owned_chains {
-            let chain = json!({"family": FAMILY, "table": self.table, "name": name});
-            cmds.push(json!({"add": {"chain": chain}}));
-            cmds.push(json!({"flush": {"chain": chain}}));
-            cmds.push(json!({"delete": {"chain": chain}}));
+            changes.push(Change::TouchChain(name.clone()));
+            changes.push(Change::FlushChain(name.clone()));
+            changes.push(Change::DeleteChain(name.clone()));
         }
         // Member sets kept as they are: an `add` of today's shape would fail
         // on one of the earlier (flag-less) shape.
@@ -680,7 +618,7 @@ impl Plan {
                     && if member {
                         member_flags_fit(&e.flags)
                     } else {
-                        e.flags == strings(&set_json(&shape)["flags"])
+                        e.flags == set_flags(&shape, timeouts)
                     }
             };
             match existing {
@@ -688,56 +626,42 @@ impl Plan {
                 Some(e) if member && fits(e) => {
                     kept.insert(name);
                 }
-                // Wrong shape: `add` would fail on it; a plain delete.
-                Some(e) if !fits(e) => {
-                    cmds.push(json!({"delete": {"set": {"family": FAMILY, "table": self.table, "name": name}}}));
-                }
-                // Constant sets are always re-made, as chains are: `add` of
-                // an empty one first, so the delete cannot fail on a set that
-                // is not there (whatever the listing said).
+                // Wrong shape: an `add` would fail on it; a plain delete.
+                Some(e) if !fits(e) => changes.push(Change::DeleteSet(name.clone())),
+                // Constant sets are always re-made, as chains are: an empty
+                // one added first, so the delete cannot fail on a set that is
+                // not there (whatever the listing said).
                 _ if !member => {
-                    let mut def = set_json(&shape);
-                    def["family"] = json!(FAMILY);
-                    def["table"] = json!(self.table);
-                    cmds.push(json!({"add": {"set": def}}));
-                    cmds.push(json!({"delete": {"set": {"family": FAMILY, "table": self.table, "name": name}}}));
+                    changes.push(Change::AddSet(shape));
+                    changes.push(Change::DeleteSet(name.clone()));
                 }
                 _ => {}
             }
         }
         for set in self.sets.iter().filter(|s| !kept.contains(s.name.as_str())) {
-            let mut def = set_json(set);
-            def["family"] = json!(FAMILY);
-            def["table"] = json!(self.table);
-            cmds.push(json!({"add": {"set": def}}));
+            changes.push(Change::AddSet(set.clone()));
         }
         for chain in &self.chains {
-            cmds.push(json!({"add": {"chain": {
-                "family": FAMILY,
-                "table": self.table,
-                "name": chain.name,
-                "type": chain.kind,
-                "hook": chain.hook,
-                "prio": chain.prio,
-                "policy": "accept",
-            }}}));
+            changes.push(Change::AddChain {
+                name: chain.name.clone(),
+                kind: chain.kind,
+                hook: chain.hook,
+                prio: chain.prio,
+            });
             for rule in &chain.rules {
-                cmds.push(json!({"add": {"rule": {
-                    "family": FAMILY,
-                    "table": self.table,
-                    "chain": chain.name,
-                    "comment": self.comment,
-                    "expr": rule_json(rule),
-                }}}));
+                changes.push(Change::AddRule {
+                    chain: chain.name.clone(),
+                    rule: rule.clone(),
+                });
             }
         }
-        json!({ "nftables": cmds })
+        self.transact(changes, timeouts)
     }
 
-    /// One nft transaction removing everything this owner made (any spec),
-    /// or the whole table when nothing else is left in it; `None` when
-    /// there is nothing to remove.
-    pub fn removal(&self, view: &TableView) -> Option<Value> {
+    /// One transaction removing everything this owner made (any spec), or
+    /// the whole table when nothing else is left in it; `None` when there
+    /// is nothing to remove.
+    pub fn removal(&self, view: &TableView) -> Option<Transaction> {
         let chains: Vec<&String> = self
             .owned_chains
             .iter()
@@ -761,21 +685,29 @@ impl Plan {
                 .keys()
                 .filter(|s| !self.owned_sets.contains(s))
                 .count();
-        let cmds = if others == 0 {
-            vec![json!({"delete": {"table": {"family": FAMILY, "name": self.table}}})]
+        let changes = if others == 0 {
+            vec![Change::DeleteTable]
         } else {
-            let mut cmds = Vec::new();
+            let mut changes = Vec::new();
             for name in chains {
-                let chain = json!({"family": FAMILY, "table": self.table, "name": name});
-                cmds.push(json!({"flush": {"chain": chain}}));
-                cmds.push(json!({"delete": {"chain": chain}}));
+                changes.push(Change::FlushChain(name.clone()));
+                changes.push(Change::DeleteChain(name.clone()));
             }
             for name in sets {
-                cmds.push(json!({"delete": {"set": {"family": FAMILY, "table": self.table, "name": name}}}));
+                changes.push(Change::DeleteSet(name.clone()));
             }
-            cmds
+            changes
         };
-        Some(json!({ "nftables": cmds }))
+        Some(self.transact(changes, false))
+    }
+
+    fn transact(&self, changes: Vec<Change>, timeouts: bool) -> Transaction {
+        Transaction {
+            table: self.table.clone(),
+            comment: self.comment.clone(),
+            timeouts,
+            changes,
+        }
     }
 
     /// The plan against a full listing of its table (`None`: no table).
@@ -801,9 +733,9 @@ impl Plan {
                 continue;
             }
             if let Some(cidrs) = &set.constant {
-                let want = merge(cidrs.iter().map(net_range).collect());
-                match elem_ranges(&got.elems) {
-                    Some(have) if have == want => {}
+                let want = ranges_of(cidrs);
+                match &got.ranges {
+                    Some(have) if *have == want => {}
                     _ => problems.push(format!("set {} does not hold {}", set.name, list(cidrs))),
                 }
             }
@@ -902,34 +834,16 @@ fn stmt_refs(rule: &[Stmt]) -> BTreeSet<String> {
         .collect()
 }
 
-fn rule_json(rule: &[Stmt]) -> Vec<Value> {
-    rule.iter().map(Stmt::to_json).collect()
-}
-
-/// A set's definition (name, type, flags, elements) as nft JSON.
-/// A member set has `flags timeout` where the kernel can update an
-/// element's timeout: a pod's element then goes by expiring, not by a
-/// deleting transaction (see `messages::ElemOp::Expire`).
-fn set_json(set: &SetDef) -> Value {
-    set_json_with(set, crate::kernel::probe::element_timeout_updates())
-}
-
-/// [`set_json`] with the kernel's answer given (`timeouts`).
-fn set_json_with(set: &SetDef, timeouts: bool) -> Value {
-    let mut def = json!({"name": set.name, "type": key_type(set.family)});
+/// A set's flags by nft's names. A member set has `flags timeout` where
+/// the kernel can update an element's timeout (`timeouts`): a pod's element
+/// then goes by expiring, not by a deleting transaction (see
+/// `messages::ElemOp::Expire`).
+pub fn set_flags(set: &SetDef, timeouts: bool) -> Vec<String> {
     match &set.constant {
-        Some(cidrs) => {
-            def["flags"] = json!(["constant", "interval"]);
-            if !cidrs.is_empty() {
-                def["elem"] = json!(cidrs.iter().map(element).collect::<Vec<_>>());
-            }
-        }
-        None if timeouts => {
-            def["flags"] = json!(["timeout"]);
-        }
-        None => {}
+        Some(_) => vec!["constant".into(), "interval".into()],
+        None if timeouts => vec!["timeout".into()],
+        None => Vec::new(),
     }
-    def
 }
 
 /// Flags a member set may have and keep its elements: none (made by a
@@ -937,25 +851,6 @@ fn set_json_with(set: &SetDef, timeouts: bool) -> Value {
 /// `timeout`. Either works: removal falls back to a delete without it.
 fn member_flags_fit(flags: &[String]) -> bool {
     flags.is_empty() || flags == ["timeout"]
-}
-
-/// The named sets an nft JSON expression list refers to (`"@name"`).
-fn set_refs(exprs: &[Value]) -> BTreeSet<String> {
-    fn walk(v: &Value, out: &mut BTreeSet<String>) {
-        match v {
-            Value::String(s) => {
-                if let Some(name) = s.strip_prefix('@') {
-                    out.insert(name.to_string());
-                }
-            }
-            Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
-            Value::Object(map) => map.values().for_each(|i| walk(i, out)),
-            _ => {}
-        }
-    }
-    let mut out = BTreeSet::new();
-    exprs.iter().for_each(|e| walk(e, &mut out));
-    out
 }
 
 fn list(cidrs: &[IpNet]) -> String {
@@ -969,158 +864,12 @@ fn list(cidrs: &[IpNet]) -> String {
         .join(", ")
 }
 
-/// A table as `nft -j list table` shows it: what [`Plan::compare`] reads.
-#[derive(Debug, Default, Clone)]
-pub struct TableView {
-    pub chains: BTreeMap<String, ChainView>,
-    pub sets: BTreeMap<String, SetView>,
-}
-
-#[derive(Debug, Default, Clone)]
-pub struct ChainView {
-    pub kind: Option<String>,
-    pub hook: Option<String>,
-    pub prio: Option<i64>,
-    pub rules: Vec<RuleView>,
-}
-
-#[derive(Debug, Default, Clone)]
-pub struct RuleView {
-    pub comment: Option<String>,
-    /// Named sets the rule refers to.
-    pub refs: BTreeSet<String>,
-}
-
-#[derive(Debug, Default, Clone)]
-pub struct SetView {
-    /// The key type (`ipv4_addr`…; a concatenation is shown as its JSON).
-    pub key: String,
-    pub flags: Vec<String>,
-    pub elems: Vec<Value>,
-}
-
-impl TableView {
-    pub fn parse(json: &[u8]) -> Result<TableView, String> {
-        let doc: Value = serde_json::from_slice(json).map_err(|e| e.to_string())?;
-        let items = doc["nftables"]
-            .as_array()
-            .ok_or_else(|| "no \"nftables\" array".to_string())?;
-        let mut view = TableView::default();
-        for item in items {
-            if let Some(set) = item.get("set") {
-                let Some(name) = set["name"].as_str() else {
-                    continue;
-                };
-                let key = match &set["type"] {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                view.sets.insert(
-                    name.to_string(),
-                    SetView {
-                        key,
-                        flags: strings(&set["flags"]),
-                        elems: set["elem"].as_array().cloned().unwrap_or_default(),
-                    },
-                );
-            } else if let Some(chain) = item.get("chain") {
-                let Some(name) = chain["name"].as_str() else {
-                    continue;
-                };
-                let entry = view.chains.entry(name.to_string()).or_default();
-                entry.kind = chain["type"].as_str().map(str::to_string);
-                entry.hook = chain["hook"].as_str().map(str::to_string);
-                entry.prio = chain["prio"].as_i64();
-            } else if let Some(rule) = item.get("rule") {
-                let Some(chain) = rule["chain"].as_str() else {
-                    continue;
-                };
-                let exprs = rule["expr"].as_array().cloned().unwrap_or_default();
-                view.chains
-                    .entry(chain.to_string())
-                    .or_default()
-                    .rules
-                    .push(RuleView {
-                        comment: rule["comment"].as_str().map(str::to_string),
-                        refs: set_refs(&exprs),
-                    });
-            }
-        }
-        Ok(view)
-    }
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    match v {
-        Value::String(s) => vec![s.clone()],
-        Value::Array(items) => items
-            .iter()
-            .filter_map(|i| i.as_str().map(str::to_string))
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// An address range as integers (IPv4 mapped into the low 32 bits).
-type Range = (u128, u128);
-
-fn ip_int(ip: IpAddr) -> u128 {
-    match ip {
-        IpAddr::V4(v4) => u128::from(u32::from(v4)),
-        IpAddr::V6(v6) => u128::from(v6),
-    }
-}
-
-fn net_range(net: &IpNet) -> Range {
-    (ip_int(net.network()), ip_int(net.broadcast()))
-}
-
-/// Sorted, with overlapping and adjacent ranges joined.
-fn merge(mut ranges: Vec<Range>) -> Vec<Range> {
-    ranges.sort();
-    let mut out: Vec<Range> = Vec::new();
-    for (lo, hi) in ranges {
-        match out.last_mut() {
-            Some(last) if lo <= last.1.saturating_add(1) => last.1 = last.1.max(hi),
-            _ => out.push((lo, hi)),
-        }
-    }
-    out
-}
-
-/// The ranges an interval set's listed elements cover; `None` if an
-/// element is in a form this does not know.
-fn elem_ranges(elems: &[Value]) -> Option<Vec<Range>> {
-    fn one(v: &Value) -> Option<Range> {
-        match v {
-            Value::String(s) => {
-                let ip: IpAddr = s.parse().ok()?;
-                Some((ip_int(ip), ip_int(ip)))
-            }
-            Value::Object(map) => {
-                if let Some(prefix) = map.get("prefix") {
-                    let addr: IpAddr = prefix["addr"].as_str()?.parse().ok()?;
-                    let len = u8::try_from(prefix["len"].as_u64()?).ok()?;
-                    Some(net_range(&IpNet::new(addr, len).ok()?))
-                } else if let Some(range) = map.get("range") {
-                    let lo: IpAddr = range.get(0)?.as_str()?.parse().ok()?;
-                    let hi: IpAddr = range.get(1)?.as_str()?.parse().ok()?;
-                    Some((ip_int(lo), ip_int(hi)))
-                } else if let Some(elem) = map.get("elem") {
-                    one(&elem["val"])
-                } else {
-                    None
-                }
-            }
-            _ => None,
-        }
-    }
-    Some(merge(elems.iter().map(one).collect::<Option<Vec<_>>>()?))
-}
-
+#[cfg(test)]
+mod render;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn mark_policy(egress: &[&str], exclude: &[&str], mask: u32) -> FwPolicy {
         FwPolicy {
@@ -1246,21 +995,5 @@ mod tests {
         p.mask = u32::MAX;
         p.network = "a b".into();
         assert!(policy_plan(&p).is_err());
-    }
-
-    #[test]
-    fn element_ranges_merge() {
-        let elems = vec![
-            json!({"prefix": {"addr": "10.0.0.0", "len": 25}}),
-            json!({"range": ["10.0.0.128", "10.0.0.255"]}),
-            json!("10.0.1.0"),
-        ];
-        assert_eq!(
-            elem_ranges(&elems),
-            Some(vec![(
-                ip_int("10.0.0.0".parse().unwrap()),
-                ip_int("10.0.1.0".parse().unwrap())
-            )])
-        );
     }
 }

@@ -279,13 +279,13 @@ fn members_are_added_observed_and_removed() {
 
         fw.ensure(&mark_policy("egress", &[], &[], 0x14, u32::MAX))
             .unwrap();
-        let runs = fw.nft_runs;
+        let runs = fw.batches;
         for pod in [&pod4, &pod6] {
             fw.ensure(pod).unwrap();
             fw.ensure(pod).unwrap();
             assert_eq!(fw.observe(pod).unwrap(), Presence::Present);
         }
-        assert_eq!(fw.nft_runs, runs, "members never run nft");
+        assert_eq!(fw.batches, runs, "members commit no ruleset batch");
         let listing = nft_table("inet", TABLE).unwrap();
         assert_eq!(
             set_def(&listing, "egress_v4")["elem"],
@@ -332,12 +332,12 @@ fn ensure_of_an_intact_policy_runs_nothing() {
         for p in &policies {
             fw.ensure(p).unwrap();
         }
-        let runs = fw.nft_runs;
+        let runs = fw.batches;
         let generation = fw.nl.generation().unwrap();
         for p in &policies {
             fw.ensure(p).unwrap();
         }
-        assert_eq!(fw.nft_runs, runs, "a second ensure runs no nft");
+        assert_eq!(fw.batches, runs, "a second ensure commits nothing");
         assert_eq!(
             fw.nl.generation().unwrap(),
             generation,
@@ -387,7 +387,8 @@ fn a_damaged_policy_is_detected_and_repaired_keeping_its_members() {
         let FwObject::Policy(spec) = &policy else {
             unreachable!()
         };
-        fw.run_nft(&policy_plan(spec).unwrap().transaction(None))
+        let timeouts = crate::kernel::probe::element_timeout_updates();
+        fw.commit(&policy_plan(spec).unwrap().transaction(None, timeouts))
             .unwrap();
         assert_eq!(fw.observe(&policy).unwrap(), Presence::Present);
         assert_eq!(fw.observe(&pod).unwrap(), Presence::Present);
@@ -1373,9 +1374,13 @@ fn members_go_by_expiring_and_a_readded_address_stays() {
 
 /// `nft -f -` with `script`, in the calling thread's namespace.
 fn run_nft(script: &str) {
+    run_nft_args(&["-f", "-"], script);
+}
+
+fn run_nft_args(args: &[&str], script: &str) {
     use std::io::Write as _;
     let mut child = std::process::Command::new("nft")
-        .args(["-f", "-"])
+        .args(args)
         .stdin(std::process::Stdio::piped())
         .spawn()
         .expect("nft");
@@ -1385,5 +1390,153 @@ fn run_nft(script: &str) {
         .unwrap()
         .write_all(script.as_bytes())
         .unwrap();
-    assert!(child.wait().unwrap().success(), "nft -f: {script}");
+    assert!(
+        child.wait().unwrap().success(),
+        "nft {}: {script}",
+        args.join(" ")
+    );
+}
+
+/// A listing without what the kernel numbers (handles) and with anonymous
+/// sets' elements sorted (hash order).
+fn normalised(listing: Vec<Value>) -> Vec<Value> {
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                map.remove("handle");
+                for (key, item) in map.iter_mut() {
+                    if let (true, Value::Array(elems)) = (key == "set", &mut *item) {
+                        elems.sort_by_key(|e| e.to_string());
+                    }
+                    walk(item);
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut listing: Vec<Value> = listing
+        .into_iter()
+        .filter(|i| i.get("metainfo").is_none())
+        .collect();
+    listing.iter_mut().for_each(walk);
+    listing
+}
+
+/// What one making does to the table, step by step: the listing after
+/// each step (`None`: no table).
+fn make_steps(by_nft: bool, plans: &[Plan], member: &FwObject) -> Vec<Option<Vec<Value>>> {
+    let plans = plans.to_vec();
+    let member = member.clone();
+    in_netns(move || {
+        let mut fw = Nftables::new().unwrap();
+        let timeouts = crate::kernel::probe::element_timeout_updates();
+        let apply = |fw: &mut Nftables, tx: &Transaction| {
+            if by_nft {
+                run_nft_json(&tx.to_json());
+            } else {
+                fw.commit(tx).unwrap();
+            }
+        };
+        let listing = || nft_table("inet", TABLE).map(normalised);
+        let mut steps = Vec::new();
+        // Made on a node without the table, each plan in turn.
+        for plan in &plans {
+            let view = fw.read_table(&plan.table, false).unwrap();
+            apply(&mut fw, &plan.transaction(view.as_ref(), timeouts));
+            steps.push(listing());
+        }
+        // A pod in the first plan's member set; the plan re-made over
+        // itself (from a listing, and as if the table were missing) keeps it.
+        fw.ensure(&member).unwrap();
+        let view = fw.read_table(&plans[0].table, false).unwrap();
+        apply(&mut fw, &plans[0].transaction(view.as_ref(), timeouts));
+        steps.push(listing());
+        apply(&mut fw, &plans[0].transaction(None, timeouts));
+        steps.push(listing());
+        // Removed one by one: the last takes the table.
+        for plan in &plans {
+            let view = fw.read_table(&plan.table, false).unwrap().unwrap();
+            if let Some(tx) = plan.removal(&view) {
+                apply(&mut fw, &tx);
+            }
+            steps.push(listing());
+        }
+        steps
+    })
+}
+
+/// Every plan shape, made, re-made and removed by a netlink batch and by
+/// `nft -j -f -` with the same transaction as JSON: the kernel holds the
+/// same, as `nft -j list table` shows it, after every step. (The JSON
+/// rendering is pinned by `rendering_is_pinned`; this ties the netlink
+/// making to it.)
+#[test]
+fn netlink_batches_make_what_nft_makes() {
+    let shapes: Vec<Vec<FwObject>> = vec![
+        vec![
+            mark_policy(
+                "egress",
+                &[
+                    "203.0.113.0/24",
+                    "198.51.100.7/32",
+                    "10.16.0.0/12",
+                    "fd00::/7",
+                ],
+                &["203.0.113.7/32", "fd00:1::/64"],
+                0x1400,
+                0xff00,
+            ),
+            connmark_policy("in", &["eth-b", "eth-a", "eth-c"], 0x2, 0x2),
+            exemption(&["10.20.0.0/24", "10.21.0.0/24", "fd00:20::/64"], &[]),
+        ],
+        vec![
+            mark_policy("all", &["0.0.0.0/0", "::/0"], &[], 0x7, u32::MAX),
+            connmark_policy("one", &["eth1"], 0x100, u32::MAX),
+            exemption(&["10.16.0.0/12", "192.0.2.7/32", "fd00::/7"], &[]),
+        ],
+        vec![
+            mark_policy("plain", &[], &["10.0.0.0/8"], 0x10, 0xf0),
+            exemption(&["192.0.2.0/31"], &[]),
+        ],
+    ];
+    for shape in shapes {
+        let plans: Vec<Plan> = shape
+            .iter()
+            .map(|obj| match obj {
+                FwObject::Policy(p) => policy_plan(p).unwrap(),
+                FwObject::Exemption(e) => exemption_plan(e).unwrap(),
+                FwObject::Member(_) => unreachable!(),
+            })
+            .collect();
+        let FwObject::Policy(first) = &shape[0] else {
+            unreachable!()
+        };
+        let pod = member(&first.policy, "10.244.1.7");
+        let by_nft = make_steps(true, &plans, &pod);
+        let by_netlink = make_steps(false, &plans, &pod);
+        assert!(by_nft[0].is_some(), "the first making makes the table");
+        assert_eq!(
+            by_nft.last(),
+            Some(&None),
+            "the last removal takes the table"
+        );
+        for (i, (want, got)) in by_nft.iter().zip(&by_netlink).enumerate() {
+            assert_eq!(
+                got,
+                want,
+                "step {i} of {}: the netlink batch made {got:#?}\nnft made {want:#?}",
+                plans
+                    .iter()
+                    .map(|p| p.what.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+}
+
+/// `nft -j -f -` with `doc`, in the calling thread's namespace.
+fn run_nft_json(doc: &Value) {
+    run_nft_args(&["-j", "-f", "-"], &doc.to_string());
 }
