@@ -27,6 +27,8 @@ use super::view::{
 };
 use crate::model::Family;
 
+/// `NLM_F_EXCL`: fail if the object exists.
+const NLM_F_EXCL: u16 = 0x200;
 /// `NLM_F_APPEND`: a new rule goes to the end of its chain.
 const NLM_F_APPEND: u16 = 0x800;
 
@@ -165,6 +167,12 @@ impl Encoder<'_> {
                     .bytes(NFTA_TABLE_FLAGS, &0u32.to_be_bytes())
                     .end();
             }
+            Change::CreateTable => {
+                b.begin(NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_EXCL)
+                    .str(NFTA_TABLE_NAME, table)
+                    .bytes(NFTA_TABLE_FLAGS, &0u32.to_be_bytes())
+                    .end();
+            }
             Change::DeleteTable => b
                 .begin(NFT_MSG_DELTABLE, 0)
                 .str(NFTA_TABLE_NAME, table)
@@ -189,9 +197,9 @@ impl Encoder<'_> {
                 .str(NFTA_SET_TABLE, table)
                 .str(NFTA_SET_NAME, name)
                 .end(),
-            Change::AddSet(set) => {
-                let new = named_set(set, self.tx.timeouts);
-                let id = self.new_set(b, &new);
+            Change::AddSet { set, new } => {
+                let made = named_set(set, self.tx.timeouts);
+                let id = self.new_set(b, &made, exclusive(*new));
                 self.made.push((set.name.clone(), id));
             }
             Change::AddChain {
@@ -199,11 +207,12 @@ impl Encoder<'_> {
                 kind,
                 hook,
                 prio,
+                new,
             } => {
                 // Plans name their hooks; an unknown one is a bug, which the
                 // kernel then refuses (hook number out of range).
                 let hook = hook_number(hook).unwrap_or(u32::MAX);
-                b.begin(NFT_MSG_NEWCHAIN, NLM_F_CREATE)
+                b.begin(NFT_MSG_NEWCHAIN, NLM_F_CREATE | exclusive(*new))
                     .str(NFTA_CHAIN_TABLE, table)
                     .str(NFTA_CHAIN_NAME, name)
                     .nested(NFTA_CHAIN_HOOK, |h| {
@@ -219,14 +228,14 @@ impl Encoder<'_> {
     }
 
     /// NEWSET and, if it has elements, NEWSETELEM; the set's batch id.
-    fn new_set(&mut self, b: &mut Batch<'_>, set: &NewSet<'_>) -> u32 {
+    fn new_set(&mut self, b: &mut Batch<'_>, set: &NewSet<'_>, excl: u16) -> u32 {
         let id = self.next_id;
         self.next_id += 1;
         let table = self.tx.table.as_str();
         let mut udata = vec![NFTNL_UDATA_SET_KEYBYTEORDER, 4];
         udata.extend_from_slice(&set.key_order.to_ne_bytes());
         let msg = b
-            .begin(NFT_MSG_NEWSET, NLM_F_CREATE)
+            .begin(NFT_MSG_NEWSET, NLM_F_CREATE | excl)
             .str(NFTA_SET_TABLE, table)
             .str(NFTA_SET_NAME, set.name)
             .bytes(NFTA_SET_FLAGS, &set.flags.to_be_bytes())
@@ -267,7 +276,7 @@ impl Encoder<'_> {
         let mut anon = Vec::new();
         for stmt in rule {
             if let Some(set) = anonymous_set(stmt) {
-                anon.push(self.new_set(b, &set));
+                anon.push(self.new_set(b, &set, 0));
             }
         }
         let mut udata = vec![NFTNL_UDATA_RULE_COMMENT, (self.tx.comment.len() + 1) as u8];
@@ -290,6 +299,11 @@ impl Encoder<'_> {
             .bytes(NFTA_RULE_USERDATA, &udata)
             .end();
     }
+}
+
+/// `NLM_F_EXCL` for an object that must not exist yet.
+fn exclusive(new: bool) -> u16 {
+    if new { NLM_F_EXCL } else { 0 }
 }
 
 /// A named set of a plan: member (hash, maybe timeout) or constant interval.

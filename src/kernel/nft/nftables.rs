@@ -94,15 +94,35 @@ impl Nftables {
             },
         };
         log::info!("{}: {why}; (re)making it", plan.what);
-        // A missing table has nothing to adapt to; sets' shapes are all
-        // the transaction needs of an existing one.
-        let view = match rules {
-            Some(_) => self.read_table(&plan.table, false)?,
-            None => None,
-        };
         let timeouts = crate::kernel::probe::element_timeout_updates();
-        self.commit(&plan.transaction(view.as_ref(), timeouts))
-            .map_err(|e| e.context(format_args!("making {}", plan.what)))
+        // A rule dump of a missing table is empty (or ENOENT): is it there?
+        let missing = match &rules {
+            None => true,
+            Some(rules) if rules.is_empty() => !self
+                .nl
+                .table_exists(NFPROTO_INET, &plan.table)
+                .map_err(|e| fw_error(format!("looking for table {FAMILY} {}: {e}", plan.table)))?,
+            Some(_) => false,
+        };
+        let tx = if missing {
+            plan.creation(timeouts)
+        } else {
+            let view = self.read_table(&plan.table, false)?;
+            plan.transaction(view.as_ref(), timeouts)
+        };
+        match self.commit_batch(&tx) {
+            // Made meanwhile, by someone else: re-made whatever is there.
+            Err(e) if e.errno() == Some(libc::EEXIST) => {
+                log::info!(
+                    "{}: part of it appeared in table {FAMILY} {} meanwhile; re-making all of it",
+                    plan.what,
+                    plan.table
+                );
+                self.commit(&plan.transaction(None, timeouts))
+            }
+            done => done.map_err(|e| self.refused(&plan.table, e)),
+        }
+        .map_err(|e| e.context(format_args!("making {}", plan.what)))
     }
 
     fn remove_plan(&mut self, plan: &Plan) -> Result<()> {
@@ -175,6 +195,11 @@ impl Nftables {
     /// Commits one transaction as one nf_tables netlink batch: all of it or
     /// nothing.
     fn commit(&mut self, tx: &Transaction) -> Result<()> {
+        self.commit_batch(tx)
+            .map_err(|e| self.refused(&tx.table, e))
+    }
+
+    fn commit_batch(&mut self, tx: &Transaction) -> Result<(), NfError> {
         log::debug!(
             "nf_tables batch on table {FAMILY} {}: {:?}",
             tx.table,
@@ -183,12 +208,12 @@ impl Nftables {
         self.batches += 1;
         self.nl
             .commit(NFPROTO_INET, |b| super::batch::encode(tx, b))
-            .map_err(|e| {
-                fw_error(format!(
-                    "nf_tables refused the changes to table {FAMILY} {}: {e}",
-                    tx.table
-                ))
-            })
+    }
+
+    fn refused(&self, table: &str, e: NfError) -> Error {
+        fw_error(format!(
+            "nf_tables refused the changes to table {FAMILY} {table}: {e}"
+        ))
     }
 
     // ---- members: the per-pod hot path, netlink only ----

@@ -200,6 +200,8 @@ pub struct Plan {
 pub enum Change {
     /// `add table` (an existing one stays as it is).
     AddTable,
+    /// `create table`: the transaction fails (`EEXIST`) if it exists.
+    CreateTable,
     DeleteTable,
     /// `add chain` without a hook: the chain exists afterwards, so the
     /// flush and delete that follow cannot fail on a missing one.
@@ -207,15 +209,21 @@ pub enum Change {
     /// `flush chain`: its rules go (a chain is deleted only when empty).
     FlushChain(String),
     DeleteChain(String),
-    /// `add set` with the set's flags and, for a constant set, elements.
-    AddSet(SetDef),
+    /// `add set` with the set's flags and, for a constant set, elements;
+    /// `create set` (fails if it exists) when `new`.
+    AddSet {
+        set: SetDef,
+        new: bool,
+    },
     DeleteSet(String),
-    /// `add chain` as a base chain with policy accept.
+    /// `add chain` as a base chain with policy accept; `create chain`
+    /// (fails if it exists) when `new`.
     AddChain {
         name: String,
         kind: &'static str,
         hook: &'static str,
         prio: i64,
+        new: bool,
     },
     /// `add rule`, carrying the plan's comment.
     AddRule {
@@ -599,7 +607,21 @@ impl Plan {
     /// get `flags timeout` (the kernel can update an element's timeout).
     pub fn transaction(&self, view: Option<&TableView>, timeouts: bool) -> Transaction {
         let mut changes = vec![Change::AddTable];
-        for name in &self.owned_chains {
+        // What the listing shows absent is created, not re-made: no delete
+        // (whose commit leaves the kernel objects to free, and the socket's
+        // close a grace period to wait for). Created exclusively: should it
+        // have appeared since, the transaction fails (`EEXIST`) instead of
+        // doubling rules, and the caller makes it without a view.
+        let absent = |name: &str, sets: bool| {
+            view.is_some_and(|v| {
+                !if sets {
+                    v.sets.contains_key(name)
+                } else {
+                    v.chains.contains_key(name)
+                }
+            })
+        };
+        for name in self.owned_chains.iter().filter(|c| !absent(c, false)) {
             changes.push(Change::TouchChain(name.clone()));
             changes.push(Change::FlushChain(name.clone()));
             changes.push(Change::DeleteChain(name.clone()));
@@ -628,25 +650,38 @@ impl Plan {
                 }
                 // Wrong shape: an `add` would fail on it; a plain delete.
                 Some(e) if !fits(e) => changes.push(Change::DeleteSet(name.clone())),
-                // Constant sets are always re-made, as chains are: an empty
-                // one added first, so the delete cannot fail on a set that is
+                // Constant sets are re-made, as chains are: an empty one
+                // added first, so the delete cannot fail on a set that is
                 // not there (whatever the listing said).
-                _ if !member => {
-                    changes.push(Change::AddSet(shape));
+                _ if !member && !absent(name, true) => {
+                    changes.push(Change::AddSet {
+                        set: shape,
+                        new: false,
+                    });
                     changes.push(Change::DeleteSet(name.clone()));
                 }
                 _ => {}
             }
         }
         for set in self.sets.iter().filter(|s| !kept.contains(s.name.as_str())) {
-            changes.push(Change::AddSet(set.clone()));
+            changes.push(Change::AddSet {
+                set: set.clone(),
+                new: absent(&set.name, true),
+            });
         }
+        self.add_chains(&mut changes, |name| absent(name, false));
+        self.transact(changes, timeouts)
+    }
+
+    /// The plan's chains and their rules; `new` says which are created.
+    fn add_chains(&self, changes: &mut Vec<Change>, new: impl Fn(&str) -> bool) {
         for chain in &self.chains {
             changes.push(Change::AddChain {
                 name: chain.name.clone(),
                 kind: chain.kind,
                 hook: chain.hook,
                 prio: chain.prio,
+                new: new(&chain.name),
             });
             for rule in &chain.rules {
                 changes.push(Change::AddRule {
@@ -655,6 +690,20 @@ impl Plan {
                 });
             }
         }
+    }
+
+    /// The transaction that makes the plan in a table that does not exist
+    /// (as a rule dump just said): nothing to delete, so its commit leaves
+    /// the kernel nothing to free — and closing the socket nothing to wait
+    /// for (see `messages::ElemOp::Expire`). It fails with `EEXIST` if the
+    /// table appeared meanwhile; then [`Plan::transaction`] is the way.
+    pub fn creation(&self, timeouts: bool) -> Transaction {
+        let mut changes = vec![Change::CreateTable];
+        changes.extend(self.sets.iter().map(|set| Change::AddSet {
+            set: set.clone(),
+            new: true,
+        }));
+        self.add_chains(&mut changes, |_| true);
         self.transact(changes, timeouts)
     }
 

@@ -1440,11 +1440,31 @@ fn make_steps(by_nft: bool, plans: &[Plan], member: &FwObject) -> Vec<Option<Vec
         };
         let listing = || nft_table("inet", TABLE).map(normalised);
         let mut steps = Vec::new();
-        // Made on a node without the table, each plan in turn.
-        for plan in &plans {
+        // Made on a node without the table (the first by the creation that
+        // deletes nothing, the others created beside it), each plan in turn.
+        let mut stale = None;
+        for (i, plan) in plans.iter().enumerate() {
             let view = fw.read_table(&plan.table, false).unwrap();
-            apply(&mut fw, &plan.transaction(view.as_ref(), timeouts));
+            if i == 1 {
+                stale = view.clone();
+            }
+            assert_eq!(view.is_none(), i == 0);
+            match view {
+                None => apply(&mut fw, &plan.creation(timeouts)),
+                Some(view) => apply(&mut fw, &plan.transaction(Some(&view), timeouts)),
+            }
             steps.push(listing());
+        }
+        // A creation over the existing table is refused whole.
+        let before = listing();
+        let refused = fw.commit_batch(&plans[1 % plans.len()].creation(timeouts));
+        assert_eq!(refused.unwrap_err().errno(), Some(libc::EEXIST));
+        assert_eq!(listing(), before, "a refused creation changes nothing");
+        // So is one planned from a listing that did not show what it creates.
+        if let Some(stale) = stale {
+            let refused = fw.commit_batch(&plans[1].transaction(Some(&stale), timeouts));
+            assert_eq!(refused.unwrap_err().errno(), Some(libc::EEXIST));
+            assert_eq!(listing(), before, "a refused transaction changes nothing");
         }
         // A pod in the first plan's member set; the plan re-made over
         // itself (from a listing, and as if the table were missing) keeps it.
@@ -1522,15 +1542,25 @@ fn netlink_batches_make_what_nft_makes() {
             "the last removal takes the table"
         );
         for (i, (want, got)) in by_nft.iter().zip(&by_netlink).enumerate() {
+            let only = |a: &Option<Vec<Value>>, b: &Option<Vec<Value>>| -> Vec<String> {
+                let b = b.clone().unwrap_or_default();
+                a.iter()
+                    .flatten()
+                    .filter(|i| !b.contains(i))
+                    .map(|i| i.to_string())
+                    .collect()
+            };
             assert_eq!(
                 got,
                 want,
-                "step {i} of {}: the netlink batch made {got:#?}\nnft made {want:#?}",
+                "step {i} of {}: only the netlink batch made {:#?}\nonly nft made {:#?}",
                 plans
                     .iter()
                     .map(|p| p.what.as_str())
                     .collect::<Vec<_>>()
-                    .join(", ")
+                    .join(", "),
+                only(got, want),
+                only(want, got),
             );
         }
     }

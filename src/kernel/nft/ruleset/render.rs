@@ -98,38 +98,67 @@ impl Transaction {
         let cmds: Vec<Value> = self
             .changes
             .iter()
-            .map(|change| match change {
-                Change::AddTable => json!({"add": {"table": {"family": FAMILY, "name": table}}}),
-                Change::DeleteTable => {
-                    json!({"delete": {"table": {"family": FAMILY, "name": table}}})
-                }
-                Change::TouchChain(name) => json!({"add": {"chain": named(name)}}),
-                Change::FlushChain(name) => json!({"flush": {"chain": named(name)}}),
-                Change::DeleteChain(name) => json!({"delete": {"chain": named(name)}}),
-                Change::DeleteSet(name) => json!({"delete": {"set": named(name)}}),
-                Change::AddSet(set) => {
-                    let mut def = set_json_with(set, self.timeouts);
-                    def["family"] = json!(FAMILY);
-                    def["table"] = json!(table);
-                    json!({"add": {"set": def}})
-                }
-                Change::AddChain {
-                    name,
-                    kind,
-                    hook,
-                    prio,
-                } => json!({"add": {"chain": {
-                    "family": FAMILY, "table": table, "name": name,
-                    "type": kind, "hook": hook, "prio": prio, "policy": "accept",
-                }}}),
-                Change::AddRule { chain, rule } => json!({"add": {"rule": {
-                    "family": FAMILY, "table": table, "chain": chain,
-                    "comment": self.comment, "expr": rule_json(rule),
-                }}}),
+            .flat_map(|change| -> Vec<Value> {
+                let one = match change {
+                    Change::AddTable => {
+                        json!({"add": {"table": {"family": FAMILY, "name": table}}})
+                    }
+                    Change::CreateTable => {
+                        json!({"create": {"table": {"family": FAMILY, "name": table}}})
+                    }
+                    Change::DeleteTable => {
+                        json!({"delete": {"table": {"family": FAMILY, "name": table}}})
+                    }
+                    Change::TouchChain(name) => json!({"add": {"chain": named(name)}}),
+                    Change::FlushChain(name) => json!({"flush": {"chain": named(name)}}),
+                    Change::DeleteChain(name) => json!({"delete": {"chain": named(name)}}),
+                    Change::DeleteSet(name) => json!({"delete": {"set": named(name)}}),
+                    // nft's `create set` leaves out the elements it is given:
+                    // they follow as `add element`.
+                    Change::AddSet { set, new: true } => {
+                        let mut def = set_json_with(set, self.timeouts);
+                        def["family"] = json!(FAMILY);
+                        def["table"] = json!(table);
+                        let elem = def.as_object_mut().and_then(|d| d.remove("elem"));
+                        let mut cmds = vec![json!({"create": {"set": def}})];
+                        if let Some(elem) = elem {
+                            let mut element = named(&set.name);
+                            element["elem"] = elem;
+                            cmds.push(json!({"add": {"element": element}}));
+                        }
+                        return cmds;
+                    }
+                    Change::AddSet { set, new: false } => {
+                        let mut def = set_json_with(set, self.timeouts);
+                        def["family"] = json!(FAMILY);
+                        def["table"] = json!(table);
+                        json!({"add": {"set": def}})
+                    }
+                    Change::AddChain {
+                        name,
+                        kind,
+                        hook,
+                        prio,
+                        new,
+                    } => json!({verb(*new): {"chain": {
+                        "family": FAMILY, "table": table, "name": name,
+                        "type": kind, "hook": hook, "prio": prio, "policy": "accept",
+                    }}}),
+                    Change::AddRule { chain, rule } => json!({"add": {"rule": {
+                        "family": FAMILY, "table": table, "chain": chain,
+                        "comment": self.comment, "expr": rule_json(rule),
+                    }}}),
+                };
+                vec![one]
             })
             .collect();
         json!({ "nftables": cmds })
     }
+}
+
+/// nft's verb for adding an object: `create` fails if it exists.
+fn verb(new: bool) -> &'static str {
+    if new { "create" } else { "add" }
 }
 
 fn element(net: &IpNet) -> Value {
