@@ -60,8 +60,10 @@ pub enum Scope {
     /// for each pod address.
     #[default]
     Pod,
-    /// Per pod subnet: `from <subnet> lookup <table>` once for every pod of
-    /// the subnet, held by them; a pod that opts out gets one exception rule.
+    /// Per pod subnet: `from <subnet> lookup <table>` (mark/connmark: the
+    /// subnet in the policy's set) once for every pod of the subnet, held by
+    /// them; a pod that opts out gets one exception rule (mark/connmark: its
+    /// address in the policy's opt-out set).
     Subnet,
 }
 
@@ -469,7 +471,7 @@ fn parse_policy(item: &At, index: usize) -> Result<Policy> {
         .map(|v| v.list_of(|x| Ok(x.str()?.to_string())))
         .transpose()?
         .map(|v| v.into_iter().collect());
-    let scope = parse_scope(&o, side, &matcher)?;
+    let scope = parse_scope(&o, side)?;
     Ok(Policy {
         name: name.to_string(),
         table,
@@ -487,11 +489,11 @@ fn parse_policy(item: &At, index: usize) -> Result<Policy> {
     })
 }
 
-/// `scope`: `pod` (default) or `subnet`. A subnet rule steers every address
-/// of the subnet, so it cannot select pods by namespace; it is a node-side
-/// `source` rule (mark and connmark match a pod by a hashed set element,
-/// not by a rule; the pod side is inside the pod, whatever the node holds).
-fn parse_scope(o: &Obj, side: SideChoice, matcher: &Match) -> Result<Scope> {
+/// `scope`: `pod` (default) or `subnet`. A subnet's kernel objects (a
+/// `source` rule, a range in a mark/connmark policy's set) steer every
+/// address of the subnet, so they cannot select pods by namespace; they are
+/// node-side (the pod side is inside each pod, whatever the node holds).
+fn parse_scope(o: &Obj, side: SideChoice) -> Result<Scope> {
     let Some(v) = o.get("scope") else {
         return Ok(Scope::Pod);
     };
@@ -500,11 +502,6 @@ fn parse_scope(o: &Obj, side: SideChoice, matcher: &Match) -> Result<Scope> {
         "subnet" => Scope::Subnet,
         other => return Err(v.err(format!("\"{other}\" is not one of pod, subnet"))),
     };
-    if !matches!(matcher, Match::Source) {
-        return Err(v.err(
-            "\"subnet\" is for match \"source\": mark and connmark match each pod by an element of a hashed set, not by a rule of the kernel's linear rule list",
-        ));
-    }
     if side == SideChoice::Pod {
         return Err(v.err(
             "\"subnet\" is a node-side scope; with side \"pod\" the rules are inside each pod",

@@ -338,7 +338,7 @@ fn pod_args_are_validated() {
 }
 
 #[test]
-fn scope_subnet_is_for_node_side_source_policies_of_every_namespace() {
+fn scope_subnet_is_for_node_side_policies_of_every_namespace() {
     let mut v = base();
     v["steering"][0]["scope"] = json!("subnet");
     let c = Config::from_value(&v).unwrap();
@@ -353,14 +353,10 @@ fn scope_subnet_is_for_node_side_source_policies_of_every_namespace() {
         ("scope", json!("node"), "\"node\" is not one of pod, subnet"),
         ("namespaces", json!(["oam"]), "cannot select by namespace"),
         ("side", json!("pod"), "node-side scope"),
-        ("match", json!("mark"), "is for match \"source\""),
     ] {
         let mut v = base();
         v["steering"][0]["scope"] = json!("subnet");
         v["steering"][0][key] = value;
-        if key == "match" {
-            v["steering"][0]["mark"] = json!("0x14");
-        }
         if key == "side" {
             v["steering"][0].as_object_mut().unwrap().remove("table");
         }
@@ -371,6 +367,22 @@ fn scope_subnet_is_for_node_side_source_policies_of_every_namespace() {
             "{}",
             e.msg
         );
+    }
+    // Mark and connmark policies have it too, and their priority only.
+    for (matcher, extra) in [
+        ("mark", json!({})),
+        ("connmark", json!({"ingressInterfaces": ["eth1"]})),
+    ] {
+        let mut v = base();
+        v["steering"][0]["scope"] = json!("subnet");
+        v["steering"][0]["match"] = json!(matcher);
+        v["steering"][0]["mark"] = json!("0x14");
+        for (key, value) in extra.as_object().unwrap() {
+            v["steering"][0][key] = value.clone();
+        }
+        let c = Config::from_value(&v).unwrap();
+        assert_eq!(c.steering[0].scope, Scope::Subnet, "{matcher}");
+        assert_eq!(c.steering[0].rule_priorities(), vec![1000], "{matcher}");
     }
     // Its exception rules take priority − 1 even without exclude: a
     // policy at 999 meets them.

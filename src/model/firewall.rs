@@ -36,16 +36,62 @@ pub struct FwPolicy {
     /// Bits of the mark gwsteer owns (`0xffffffff` when not given).
     pub mask: u32,
     pub marking: Marking,
+    /// What the policy's chains match: pods' addresses (one element per
+    /// pod) or pod subnets (one element per subnet, and one per pod that
+    /// opts out). Absent in records of earlier versions: per pod.
+    #[serde(default, skip_serializing_if = "FwScope::is_pod")]
+    pub scope: FwScope,
 }
 
-/// One pod address in a policy's member set (per-pod: set membership only).
+/// What a policy's member set holds (`scope` of the steering policy).
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum FwScope {
+    /// Each steered pod's addresses.
+    #[default]
+    Pod,
+    /// The pod subnets, less the addresses of pods that opt out.
+    Subnet,
+}
+
+impl FwScope {
+    pub fn is_pod(&self) -> bool {
+        *self == FwScope::Pod
+    }
+}
+
+/// Which of a policy's sets a member element is in.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum MemberSet {
+    /// A steered pod's address (`scope: pod`).
+    #[default]
+    Pod,
+    /// A pod subnet, a range of the policy's subnet set (`scope: subnet`);
+    /// held by the subnet's pods.
+    Subnet,
+    /// The address of a pod that opts out of a `scope: subnet` policy.
+    OptOut,
+}
+
+impl MemberSet {
+    pub fn is_pod(&self) -> bool {
+        *self == MemberSet::Pod
+    }
+}
+
+/// One element of a policy's sets: a pod's address (per-pod: set
+/// membership only), a pod subnet, or an opted-out pod's address.
 #[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Hash, Debug)]
 #[serde(rename_all = "camelCase")]
 pub struct FwMember {
     pub network: String,
     pub policy: String,
-    /// A host address (/32 or /128).
+    /// A host address (/32 or /128); the subnet for [`MemberSet::Subnet`].
     pub addr: IpNet,
+    /// Absent in records of earlier versions: a pod's address.
+    #[serde(default, skip_serializing_if = "MemberSet::is_pod")]
+    pub set: MemberSet,
 }
 
 /// Traffic from `cidrs` is never masqueraded by anyone's rules on this node;
@@ -88,15 +134,35 @@ impl fmt::Display for FwObject {
                     Marking::Connmark { ingress } => {
                         write!(f, " (connmark, ingress {})", ingress.join(","))
                     }
+                }?;
+                if p.scope == FwScope::Subnet {
+                    write!(f, " of whole pod subnets")?;
                 }
+                Ok(())
             }
-            FwObject::Member(m) => write!(
-                f,
-                "firewall member {} of {}/{}",
-                m.addr.addr(),
-                m.network,
-                m.policy
-            ),
+            FwObject::Member(m) => match m.set {
+                MemberSet::Pod => write!(
+                    f,
+                    "firewall member {} of {}/{}",
+                    m.addr.addr(),
+                    m.network,
+                    m.policy
+                ),
+                MemberSet::Subnet => {
+                    write!(
+                        f,
+                        "firewall subnet {} of {}/{}",
+                        m.addr, m.network, m.policy
+                    )
+                }
+                MemberSet::OptOut => write!(
+                    f,
+                    "firewall opt-out {} of {}/{}",
+                    m.addr.addr(),
+                    m.network,
+                    m.policy
+                ),
+            },
             FwObject::Exemption(e) => {
                 let cidrs: Vec<String> = e.cidrs.iter().map(|c| c.to_string()).collect();
                 write!(

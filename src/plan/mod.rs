@@ -119,7 +119,7 @@ pub fn plan(config: &Config, pod: &Pod, facts: &Facts) -> Plan {
         if steering::is_selected(config, policy, pod) {
             steering::policy_plan(config, policy, pod, facts, &mut out);
         } else {
-            steering::opt_out_plan(policy, pod, &mut out);
+            steering::opt_out_plan(config, policy, pod, facts, &mut out);
         }
     }
     steering::exemption_plan(config, pod, facts, &mut out);
@@ -352,6 +352,77 @@ pub(crate) mod tests {
         assert_eq!(
             plan0(&per_pod, &pod("default", &["10.244.1.7/24"])),
             Plan::default()
+        );
+    }
+
+    /// `scope: "subnet"` for connmark: no per-pod object, the policy's
+    /// group (with a per-subnet policy) and one group per pod subnet holding
+    /// the subnet's range; a pod that opts out holds the policy's group
+    /// and puts its addresses in the opt-out set.
+    #[test]
+    fn subnet_scope_connmark_plans_subnet_ranges_and_opt_out_elements() {
+        let policy = json!([{"name": "oam", "table": 100, "scope": "subnet",
+                "match": "connmark", "mark": "0x14", "ingressInterfaces": ["eth-b"],
+                "gateways": [{"via": "192.168.2.1"}, {"via": "fd00:2::1"}]}]);
+        let c = config(policy.clone(), None);
+        let addrs = ["10.244.1.5/24", "fd00:244:0:1::5/64"];
+        let p = plan(&c, &pod("default", &addrs), &nft());
+        assert!(p.pod_objects.is_empty(), "{:?}", p.pod_objects);
+        let keys: Vec<String> = p.groups.iter().map(|g| g.key.to_string()).collect();
+        assert_eq!(
+            keys,
+            [
+                "steering.oam",
+                "steering.oam.10.244.1.0_24",
+                "steering.oam.fd00_244_0_1___64",
+                "sysctl.net.ipv4.conf.all.src_valid_mark",
+            ]
+        );
+        let fw_policy = p.groups[0]
+            .objects
+            .iter()
+            .find_map(|o| match o {
+                Object::Firewall {
+                    firewall: crate::model::FwObject::Policy(fp),
+                    ..
+                } => Some(fp.clone()),
+                _ => None,
+            })
+            .expect("the policy's firewall object");
+        assert_eq!(fw_policy.scope, crate::model::FwScope::Subnet);
+        assert_eq!(
+            texts(&p.groups[1].objects),
+            ["nftables firewall subnet 10.244.1.0/24 of net/oam"]
+        );
+        assert_eq!(
+            texts(&p.groups[2].objects),
+            ["nftables firewall subnet fd00:244:0:1::/64 of net/oam"]
+        );
+        let q = plan(
+            &c,
+            &pod("other", &["10.244.1.9/24", "fd00:244:0:1::9/64"]),
+            &nft(),
+        );
+        assert_eq!(q.groups, p.groups, "another pod of the subnet");
+
+        let out = config(policy, Some(json!({"cni": {"gwsteer": {"steering": []}}})));
+        let o = plan(
+            &out,
+            &pod("default", &["10.244.1.7/24", "fd00:244:0:1::7/64"]),
+            &nft(),
+        );
+        let keys: Vec<String> = o.groups.iter().map(|g| g.key.to_string()).collect();
+        assert_eq!(
+            keys,
+            ["steering.oam", "sysctl.net.ipv4.conf.all.src_valid_mark"]
+        );
+        assert_eq!(o.groups[0], p.groups[0], "the same policy group");
+        assert_eq!(
+            rule_texts(&o),
+            [
+                "nftables firewall opt-out 10.244.1.7 of net/oam",
+                "nftables firewall opt-out fd00:244:0:1::7 of net/oam",
+            ]
         );
     }
 

@@ -8,8 +8,8 @@ use ipnet::IpNet;
 use super::{Facts, Note, Plan, Pod, gateway_routes, host, pod};
 use crate::config::{Config, Match, Policy, Scope};
 use crate::model::{
-    Family, FwExemption, FwMember, FwObject, FwPolicy, GroupKey, Marking, NodeGroup, Object,
-    RouteSpec, RuleSpec, Side, TABLE_MAIN,
+    Family, FwExemption, FwMember, FwObject, FwPolicy, FwScope, GroupKey, Marking, MemberSet,
+    NodeGroup, Object, RouteSpec, RuleSpec, Side, TABLE_MAIN,
 };
 
 /// With marks, reverse-path checks must see the mark too.
@@ -96,33 +96,60 @@ fn served<'p>(policy: &Policy, pod: &'p Pod) -> impl Iterator<Item = &'p IpNet> 
         .filter(|a| policy.serves(Family::of_net(a)))
 }
 
-/// The subnet groups of a `scope: "subnet"` policy for this pod: one per
-/// subnet of its addresses (the prefix prevResult gives them).
-fn subnet_groups(policy: &Policy, table: u32, pod: &Pod, out: &mut Plan) {
+/// The subnets of this pod's addresses that a `scope: "subnet"` policy
+/// serves (the prefix prevResult gives them), each once.
+fn pod_subnets(policy: &Policy, pod: &Pod, out: &mut Plan) -> Vec<IpNet> {
+    let mut subnets: Vec<IpNet> = Vec::new();
     for addr in served(policy, pod) {
         let subnet = addr.trunc();
         if subnet.prefix_len() == subnet.max_prefix_len() {
             out.notes.push(Note::info(format!(
-                "steering {}: prevResult gives {addr} as a host prefix, so its subnet rule is the pod's own",
+                "steering {}: prevResult gives {addr} as a host prefix, so its subnet's kernel objects are the pod's own",
                 policy.name
             )));
         }
+        if !subnets.contains(&subnet) {
+            subnets.push(subnet);
+        }
+    }
+    subnets
+}
+
+/// The subnet groups of a `scope: "subnet"` policy for this pod, one per
+/// subnet of its addresses: `source`'s rules, or `mark`/`connmark`'s
+/// range in the policy's subnet set.
+fn subnet_groups(
+    policy: &Policy,
+    pod: &Pod,
+    object: impl Fn(IpNet) -> Vec<Object>,
+    out: &mut Plan,
+) {
+    for subnet in pod_subnets(policy, pod, out) {
         let key = GroupKey::Subnet(policy.name.clone(), subnet);
         if out.groups.iter().any(|g| g.key == key) {
             continue;
         }
-        let rules = source_rules(policy, table, subnet)
-            .into_iter()
-            .map(Object::node_rule)
-            .collect();
-        out.groups.push(NodeGroup::new(key, rules));
+        out.groups.push(NodeGroup::new(key, object(subnet)));
     }
 }
 
-/// A pod that opts out of a `scope: "subnet"` policy (cni-args) keeps the
-/// main table by one rule per address, one priority before the subnet's.
-pub(super) fn opt_out_plan(policy: &Policy, pod: &Pod, out: &mut Plan) {
+/// A pod that opts out of a `scope: "subnet"` policy (cni-args) stays out
+/// of it by per-pod exceptions: `source`, one rule per address (the main
+/// table, one priority before the subnet's); `mark`/`connmark`, its
+/// addresses in the policy's opt-out set — with the policy's group held,
+/// so the set is there whichever pod of the subnet comes first.
+pub(super) fn opt_out_plan(
+    config: &Config,
+    policy: &Policy,
+    pod: &Pod,
+    facts: &Facts,
+    out: &mut Plan,
+) {
     if policy.scope != Scope::Subnet {
+        return;
+    }
+    if !matches!(policy.matcher, Match::Source) {
+        marked_plan(config, policy, pod, facts, false, out);
         return;
     }
     for addr in served(policy, pod) {
@@ -179,6 +206,19 @@ pub(super) fn policy_plan(
     facts: &Facts,
     out: &mut Plan,
 ) {
+    marked_plan(config, policy, pod, facts, true, out)
+}
+
+/// [`policy_plan`] for a pod the policy steers (`steered`), or one that
+/// opts out of a `scope: "subnet"` mark/connmark policy.
+fn marked_plan(
+    config: &Config,
+    policy: &Policy,
+    pod: &Pod,
+    facts: &Facts,
+    steered: bool,
+    out: &mut Plan,
+) {
     let link = facts.pod_link.as_ref();
     out.notes.extend(pod::side_note(policy, link));
     if pod::side_of(policy, link) == Side::Pod {
@@ -213,6 +253,7 @@ pub(super) fn policy_plan(
     if policy.gateways_of(Family::V4).len() > 1 {
         sysctls.push(MULTIPATH_USE_NEIGH);
     }
+    let mut subnet_members = None;
     let (mark, mask) = match policy.matcher {
         // With scope "subnet", its subnet groups follow the policy's
         // group (below): the table's routes first.
@@ -238,6 +279,10 @@ pub(super) fn policy_plan(
                 exclude: policy.exclude.clone(),
             },
         };
+        let scope = match policy.scope {
+            Scope::Pod => FwScope::Pod,
+            Scope::Subnet => FwScope::Subnet,
+        };
         node.push(Object::firewall(
             backend,
             FwObject::Policy(FwPolicy {
@@ -246,6 +291,7 @@ pub(super) fn policy_plan(
                 mark,
                 mask: mask.unwrap_or(u32::MAX),
                 marking,
+                scope,
             }),
         ));
         node.extend(
@@ -253,17 +299,34 @@ pub(super) fn policy_plan(
                 .iter()
                 .map(|f| Object::node_rule(fwmark_rule(policy, table, *f, mark, mask))),
         );
-        for addr in &pod.addresses {
-            if families.contains(&Family::of_net(&addr.address)) {
-                out.pod_objects.push(Object::firewall(
-                    backend,
-                    FwObject::Member(FwMember {
-                        network: config.network.clone(),
-                        policy: policy.name.clone(),
-                        addr: host(&addr.address),
-                    }),
-                ));
+        let member = move |addr: IpNet, set: MemberSet| {
+            Object::firewall(
+                backend,
+                FwObject::Member(FwMember {
+                    network: config.network.clone(),
+                    policy: policy.name.clone(),
+                    addr,
+                    set,
+                }),
+            )
+        };
+        // Per pod: its addresses in the member set. Per subnet: the
+        // subnet's range, held by its pods (below), and the addresses of
+        // the pods that opt out.
+        let per_pod = match (scope, steered) {
+            (FwScope::Pod, _) => Some(MemberSet::Pod),
+            (FwScope::Subnet, true) => None,
+            (FwScope::Subnet, false) => Some(MemberSet::OptOut),
+        };
+        if let Some(set) = per_pod {
+            for addr in &pod.addresses {
+                if families.contains(&Family::of_net(&addr.address)) {
+                    out.pod_objects.push(member(host(&addr.address), set));
+                }
             }
+        }
+        if scope == FwScope::Subnet && steered {
+            subnet_members = Some(member);
         }
         if families.contains(&Family::V4) {
             sysctls.push(SRC_VALID_MARK);
@@ -272,8 +335,20 @@ pub(super) fn policy_plan(
     let mut group = NodeGroup::new(GroupKey::Policy(policy.name.clone()), node);
     group.claims = claims(policy);
     out.groups.push(group);
-    if policy.scope == Scope::Subnet {
-        subnet_groups(policy, table, pod, out);
+    if let Some(member) = subnet_members {
+        subnet_groups(policy, pod, |net| vec![member(net, MemberSet::Subnet)], out);
+    } else if policy.scope == Scope::Subnet && matches!(policy.matcher, Match::Source) {
+        subnet_groups(
+            policy,
+            pod,
+            |net| {
+                source_rules(policy, table, net)
+                    .into_iter()
+                    .map(Object::node_rule)
+                    .collect()
+            },
+            out,
+        );
     }
     for key in sysctls {
         let group_key = GroupKey::Sysctl(key.to_string());

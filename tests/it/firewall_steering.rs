@@ -41,6 +41,38 @@ macro_rules! nftables_test {
             }
         }
     };
+    // Both ways: `<scenario>::nftables` per pod, `<scenario>::nftables_subnet`
+    // with `scope: "subnet"` — the same traffic either way.
+    (scoped $scenario:ident, $tag:literal) => {
+        mod $scenario {
+            use super::*;
+
+            #[test]
+            fn nftables() {
+                super::$scenario(Fw::Nftables, Scope::Pod, concat!($tag, "n"));
+            }
+
+            #[test]
+            fn nftables_subnet() {
+                super::$scenario(Fw::Nftables, Scope::Subnet, concat!($tag, "s"));
+            }
+        }
+    };
+}
+
+/// Which pods' addresses a policy's kernel objects name (`scope`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Scope {
+    Pod,
+    Subnet,
+}
+
+/// `policy` with `scope`.
+fn scoped(mut policy: Value, scope: Scope) -> Value {
+    if scope == Scope::Subnet {
+        policy["scope"] = json!("subnet");
+    }
+    policy
 }
 
 fn gwsteer_keys(fw: Fw, steering: Value) -> Option<Value> {
@@ -187,7 +219,7 @@ fn assert_member_sets(node: &str, fw: Fw, n: usize, what: &str) {
 /// its own router; the pod's connections to client A are not steered (they
 /// reach client A, whom router B could not reach); without gwsteer, the
 /// replies to client B go to router A and are lost.
-fn connmark_return_path(fw: Fw, tag: &str) {
+fn connmark_return_path(fw: Fw, scope: Scope, tag: &str) {
     let (lab, t) = counted_topo(tag);
     let routers = [("A", t.rtra.as_str()), ("B", t.rtrb.as_str())];
     let labels = ["A", "B"];
@@ -199,8 +231,9 @@ fn connmark_return_path(fw: Fw, tag: &str) {
         "1.0.0",
         gwsteer_keys(
             fw,
-            json!([connmark_policy(
-                "ret-b", 100, "0x14", "eth-b", RTR_B_V4, RTR_B_V6
+            json!([scoped(
+                connmark_policy("ret-b", 100, "0x14", "eth-b", RTR_B_V4, RTR_B_V6),
+                scope
             )]),
         ),
     );
@@ -282,7 +315,7 @@ fn connmark_return_path(fw: Fw, tag: &str) {
     );
 }
 
-nftables_test!(connmark_return_path, "fwcm");
+nftables_test!(scoped connmark_return_path, "fwcm");
 
 // ---- 2. two connmark policies ----
 
@@ -381,7 +414,7 @@ const B_NET_VIA_A_V6: &str = "fd00:b::8002";
 /// A has no route there), its connections to client A leave by the default
 /// route; with `exclude` of a part of egressTo, that part stays on the
 /// default path.
-fn egress_by_destination(fw: Fw, tag: &str) {
+fn egress_by_destination(fw: Fw, scope: Scope, tag: &str) {
     let (lab, t) = counted_topo(tag);
     let routers = [("A", t.rtra.as_str()), ("B", t.rtrb.as_str())];
     let labels = ["A", "B"];
@@ -423,7 +456,10 @@ fn egress_by_destination(fw: Fw, tag: &str) {
         "1.0.0",
         gwsteer_keys(
             fw,
-            json!([egress_policy("egress", 102, "0x20", &egress, &[])]),
+            json!([scoped(
+                egress_policy("egress", 102, "0x20", &egress, &[]),
+                scope
+            )]),
         ),
     );
     gwsteer_call(&t.node, &steer, "ADD", &pod, Some(&pod.result)).expect_ok("gwsteer ADD");
@@ -466,12 +502,15 @@ fn egress_by_destination(fw: Fw, tag: &str) {
         "1.0.0",
         gwsteer_keys(
             fw,
-            json!([egress_policy(
-                "egress",
-                102,
-                "0x20",
-                &egress,
-                &["10.2.0.128/25", "fd00:b::8000/113"]
+            json!([scoped(
+                egress_policy(
+                    "egress",
+                    102,
+                    "0x20",
+                    &egress,
+                    &["10.2.0.128/25", "fd00:b::8000/113"]
+                ),
+                scope
             )]),
         ),
     );
@@ -500,7 +539,116 @@ fn egress_by_destination(fw: Fw, tag: &str) {
     del_pod(&t.node, &plain, &pod);
 }
 
-nftables_test!(egress_by_destination, "fweg");
+nftables_test!(scoped egress_by_destination, "fweg");
+
+/// `scope: "subnet"` for connmark: the policy's set holds the pod subnet
+/// (one element for every pod of it), not the pods. A pod that opts out
+/// (cni-args) is an element of the opt-out set and is not steered: client
+/// B's connections to it are not answered (its replies go to router A),
+/// client A's are. CHECK names a subnet element deleted by hand; the last
+/// DEL leaves nothing.
+#[test]
+fn connmark_subnet_scope_leaves_opted_out_pods_alone() {
+    let (lab, t) = counted_topo("fwcmo");
+    let steer = conflist(
+        &lab,
+        NET,
+        "1.0.0",
+        gwsteer_keys(
+            Fw::Nftables,
+            json!([scoped(
+                connmark_policy("ret-b", 100, "0x14", "eth-b", RTR_B_V4, RTR_B_V6),
+                Scope::Subnet
+            )]),
+        ),
+    );
+    let mut opt_out = steer.clone();
+    opt_out["plugins"][1]["args"] = json!({"cni": {"gwsteer": {"steering": []}}});
+    let pod = add_pod(&lab, &t.node, &steer, "pod", "ctr1", "default");
+    let out = add_pod(&lab, &t.node, &opt_out, "out", "ctr2", "default");
+
+    // Kernel objects: the subnets in the subnet set, the opted-out pod's
+    // addresses in the opt-out set, no per-pod element.
+    let table = format!("gwsteer-{NET}");
+    let listing: Value = serde_json::from_str(&exec_in(
+        &t.node,
+        "nft",
+        ["-j", "list", "table", "inet", &table],
+    ))
+    .unwrap();
+    let elems = |name: &str| -> Value {
+        listing["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|i| i.get("set"))
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("set {name} in {listing}"))
+            .get("elem")
+            .cloned()
+            .unwrap_or(json!([]))
+    };
+    assert_eq!(
+        elems("ret-b_net_v4"),
+        json!([{"prefix": {"addr": "10.244.1.0", "len": 24}}])
+    );
+    assert_eq!(
+        elems("ret-b_net_v6"),
+        json!([{"prefix": {"addr": "fd00:244:0:1::", "len": 64}}])
+    );
+    assert_eq!(elems("ret-b_out_v4"), json!([out.v4.to_string()]));
+    assert_eq!(elems("ret-b_out_v6"), json!([out.v6.to_string()]));
+
+    let _servers = [pod.serve(), out.serve()];
+    assert_answered(
+        "steered pod: client B",
+        &from_client(&t.clib, &pod, CLIENT_B_V4, CLIENT_B_V6),
+    );
+    assert_unanswered(
+        "opted-out pod: client B",
+        &[
+            (t.clib.as_str(), out.sock4(8080)),
+            (t.clib.as_str(), out.sock6(8080)),
+        ],
+    );
+    assert_answered(
+        "opted-out pod: client A",
+        &from_client(&t.clia, &out, CLIENT_A_V4, CLIENT_A_V6),
+    );
+
+    // CHECK sees the subnet's element gone.
+    let check = |what: &str| {
+        conflist_check(
+            &t.node,
+            &steer,
+            &pod.cid,
+            &pod.path(),
+            "eth0",
+            Some(&pod.cni_args),
+            &pod.result,
+        )
+        .map_err(|o| format!("{what}: {o}"))
+    };
+    check("CHECK, intact").unwrap();
+    exec_in(
+        &t.node,
+        "nft",
+        [
+            "delete",
+            "element",
+            "inet",
+            &table,
+            "ret-b_net_v4",
+            "{ 10.244.1.0/24 }",
+        ],
+    );
+    let err = check("CHECK, subnet element deleted").expect_err("CHECK must fail");
+    assert!(err.contains("firewall subnet 10.244.1.0/24"), "{err}");
+
+    del_pod(&t.node, &steer, &pod);
+    del_pod(&t.node, &opt_out, &out);
+    assert_clean("after DEL", &t.node, &state_dir(&lab), NET);
+}
 
 // ---- 4. masquerade exemption ----
 

@@ -64,6 +64,8 @@ const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
 const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_FLAGS: u16 = 3;
+/// `NFT_SET_ELEM_INTERVAL_END`.
+const NFT_SET_ELEM_INTERVAL_END: u32 = 0x1;
 const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
 const NFTA_SET_ELEM_EXPIRATION: u16 = 5;
 const NFTA_DATA_VALUE: u16 = 1;
@@ -309,6 +311,58 @@ impl NfSocket {
         batch_marker(&mut msg, NFNL_MSG_BATCH_END, end_seq);
         match self.batch(&msg, begin_seq, seq) {
             Err(e) if op != ElemOp::Add && e.is_enoent() => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Adds (`add`) or deletes a range of an interval set, in a batch of its
+    /// own: its first key and, flagged as an end, `end` — the key after its
+    /// last (none for a range up to the largest key). Adding a range that is
+    /// there and deleting one that is not both succeed.
+    pub fn set_range(
+        &mut self,
+        add: bool,
+        family: u8,
+        table: &str,
+        set: &str,
+        start: &[u8],
+        end: Option<&[u8]>,
+    ) -> Result<(), NfError> {
+        let begin_seq = self.sock.next_seq();
+        let seq = self.sock.next_seq();
+        let end_seq = self.sock.next_seq();
+        let mut msg = MsgBuf::default();
+        batch_marker(&mut msg, NFNL_MSG_BATCH_BEGIN, begin_seq);
+        let (kind, flags) = if add {
+            (NFT_MSG_NEWSETELEM, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK)
+        } else {
+            (NFT_MSG_DELSETELEM, NLM_F_REQUEST | NLM_F_ACK)
+        };
+        msg.begin(nft_type(kind), flags, seq, family, 0)
+            .str(NFTA_SET_ELEM_LIST_TABLE, table)
+            .str(NFTA_SET_ELEM_LIST_SET, set)
+            .nested(NFTA_SET_ELEM_LIST_ELEMENTS, |m| {
+                m.nested(NFTA_LIST_ELEM, |m| {
+                    m.nested(NFTA_SET_ELEM_KEY, |m| {
+                        m.bytes(NFTA_DATA_VALUE, start);
+                    });
+                });
+                if let Some(end) = end {
+                    m.nested(NFTA_LIST_ELEM, |m| {
+                        m.bytes(
+                            NFTA_SET_ELEM_FLAGS,
+                            &NFT_SET_ELEM_INTERVAL_END.to_be_bytes(),
+                        )
+                        .nested(NFTA_SET_ELEM_KEY, |m| {
+                            m.bytes(NFTA_DATA_VALUE, end);
+                        });
+                    });
+                }
+            });
+        msg.end();
+        batch_marker(&mut msg, NFNL_MSG_BATCH_END, end_seq);
+        match self.batch(&msg, begin_seq, seq) {
+            Err(e) if !add && e.is_enoent() => Ok(()),
             other => other,
         }
     }

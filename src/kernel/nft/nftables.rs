@@ -29,17 +29,19 @@ mod testlab;
 mod tests;
 
 use std::net::IpAddr;
+
+use ipnet::IpNet;
 use std::path::PathBuf;
 
 use super::Firewall;
 use super::foreign::{ChainState, ReturnRule, Tool, Xtables};
 use super::messages::{ElemOp, NFPROTO_INET, NFPROTO_IPV4, NFPROTO_IPV6, NfError, NfSocket};
 use super::ruleset::{
-    FAMILY, Plan, TABLE_PREFIX, TableView, Transaction, exemption_plan, member_set, policy_plan,
+    FAMILY, Plan, TABLE_PREFIX, TableView, Transaction, element_set, exemption_plan, policy_plan,
     table_name,
 };
 use crate::error::{Error, Result, code};
-use crate::model::{Family, FwExemption, FwMember, FwObject, Presence};
+use crate::model::{Family, FwExemption, FwMember, FwObject, MemberSet, Presence};
 
 /// The nftables firewall backend.
 pub struct Nftables {
@@ -220,18 +222,20 @@ impl Nftables {
 
     fn member_op(&mut self, m: &FwMember, op: ElemOp) -> Result<()> {
         let (table, set, key) = member_target(m)?;
-        // A pod's element goes by expiring where the kernel can: no
-        // deleting transaction, no wait at close (see `ElemOp::Expire`).
-        let op = match op {
-            ElemOp::Delete if crate::kernel::probe::element_timeout_updates() => ElemOp::Expire,
-            other => other,
-        };
-        let done = match self.nl.set_element(op, NFPROTO_INET, &table, &set, &key) {
-            // A set without the timeout flag (made before it had one).
-            Err(e) if op == ElemOp::Expire && e.errno() == Some(libc::EINVAL) => self
-                .nl
-                .set_element(ElemOp::Delete, NFPROTO_INET, &table, &set, &key),
-            other => other,
+        let done = if m.set == MemberSet::Subnet {
+            // A range of an interval set; removed by a delete (the last pod
+            // of the subnet only), as interval sets keep no timeouts.
+            let end = range_end(&m.addr);
+            self.nl.set_range(
+                op == ElemOp::Add,
+                NFPROTO_INET,
+                &table,
+                &set,
+                &key,
+                end.as_deref(),
+            )
+        } else {
+            self.element_op(op, &table, &set, &key)
         };
         done.map_err(|e| {
             let doing = match op {
@@ -253,17 +257,55 @@ impl Nftables {
         })
     }
 
+    /// Adds or removes one element of a hash set.
+    fn element_op(
+        &mut self,
+        op: ElemOp,
+        table: &str,
+        set: &str,
+        key: &[u8],
+    ) -> Result<(), NfError> {
+        // A pod's element goes by expiring where the kernel can: no
+        // deleting transaction, no wait at close (see `ElemOp::Expire`).
+        let op = match op {
+            ElemOp::Delete if crate::kernel::probe::element_timeout_updates() => ElemOp::Expire,
+            other => other,
+        };
+        match self.nl.set_element(op, NFPROTO_INET, table, set, key) {
+            // A set without the timeout flag (made before it had one).
+            Err(e) if op == ElemOp::Expire && e.errno() == Some(libc::EINVAL) => self
+                .nl
+                .set_element(ElemOp::Delete, NFPROTO_INET, table, set, key),
+            other => other,
+        }
+    }
+
     fn observe_member(&mut self, m: &FwMember) -> Result<Presence> {
         let (table, set, key) = member_target(m)?;
-        let present = self
-            .nl
-            .has_element(NFPROTO_INET, &table, &set, &key)
-            .map_err(|e| {
-                fw_error(format!(
-                    "reading back {} (table {FAMILY} {table}, set {set}): {e}",
-                    FwObject::Member(m.clone())
-                ))
-            })?;
+        let reading = |e: NfError| {
+            fw_error(format!(
+                "reading back {} (table {FAMILY} {table}, set {set}): {e}",
+                FwObject::Member(m.clone())
+            ))
+        };
+        let present = if m.set == MemberSet::Subnet {
+            // The set's ranges (a few: one per pod subnet) cover it?
+            let want = super::view::ranges_of(&[m.addr]);
+            match self.nl.elements(NFPROTO_INET, &table, &set) {
+                Ok(elems) => {
+                    super::view::ranges_of_elements(&elems, key.len() as u32).is_some_and(|have| {
+                        want.iter()
+                            .all(|w| have.iter().any(|h| h.0 <= w.0 && w.1 <= h.1))
+                    })
+                }
+                Err(e) if e.is_enoent() => false,
+                Err(e) => return Err(reading(e)),
+            }
+        } else {
+            self.nl
+                .has_element(NFPROTO_INET, &table, &set, &key)
+                .map_err(reading)?
+        };
         Ok(if present {
             Presence::Present
         } else {
@@ -496,20 +538,41 @@ fn fw_error(msg: String) -> Error {
     Error::new(code::FIREWALL, msg)
 }
 
-/// Table, set and key of a member's element.
+/// Table, set and key of a member's element (a subnet's: its first address).
 fn member_target(m: &FwMember) -> Result<(String, String, Vec<u8>)> {
-    if m.addr.prefix_len() != m.addr.max_prefix_len() {
+    let host = m.addr.prefix_len() == m.addr.max_prefix_len();
+    if m.set != MemberSet::Subnet && !host {
         return Err(Error::config(format!(
             "firewall member {} of {}/{} is not a host address",
             m.addr, m.network, m.policy
         )));
     }
-    let key = match m.addr.addr() {
+    let family = Family::of_net(&m.addr);
+    Ok((
+        table_name(&m.network),
+        element_set(&m.policy, m.set, family),
+        address_key(m.addr.network()),
+    ))
+}
+
+fn address_key(addr: IpAddr) -> Vec<u8> {
+    match addr {
         IpAddr::V4(a) => a.octets().to_vec(),
         IpAddr::V6(a) => a.octets().to_vec(),
-    };
-    let family = Family::of_net(&m.addr);
-    Ok((table_name(&m.network), member_set(&m.policy, family), key))
+    }
+}
+
+/// The key after a subnet's last address: where its range ends in an
+/// interval set; `None` when it runs to the last address.
+fn range_end(net: &IpNet) -> Option<Vec<u8>> {
+    let after = |last: u128| last.checked_add(1);
+    match net.broadcast() {
+        IpAddr::V4(a) => {
+            let next = after(u128::from(u32::from(a)))?;
+            u32::try_from(next).ok().map(|n| n.to_be_bytes().to_vec())
+        }
+        IpAddr::V6(a) => after(u128::from(a)).map(|n| n.to_be_bytes().to_vec()),
+    }
 }
 
 /// The nft name of an `NFPROTO_*` family.

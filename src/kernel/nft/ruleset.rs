@@ -34,7 +34,7 @@ use super::view::ranges_of;
 pub use super::view::{SetView, TableView};
 use crate::error::{Error, Result};
 use crate::model::{Family, Presence};
-use crate::model::{FwExemption, FwPolicy, Marking};
+use crate::model::{FwExemption, FwPolicy, FwScope, Marking, MemberSet};
 
 /// Every table gwsteer makes is named so; cleanup deletes exactly these.
 pub const TABLE_PREFIX: &str = "gwsteer-";
@@ -85,6 +85,58 @@ pub fn member_set(policy: &str, family: Family) -> String {
     format!("{policy}_{}", suffix(family))
 }
 
+/// The set of `policy` that holds elements of kind `set`, for one family:
+/// `p_v4` (pods), `p_net_v4` (pod subnets), `p_out_v4` (opted-out pods).
+pub fn element_set(policy: &str, set: MemberSet, family: Family) -> String {
+    match set {
+        MemberSet::Pod => member_set(policy, family),
+        MemberSet::Subnet => format!("{policy}_net_{}", suffix(family)),
+        MemberSet::OptOut => format!("{policy}_out_{}", suffix(family)),
+    }
+}
+
+/// The sets a policy's members are matched by, and how: the statements
+/// that say "the `field` address is a member of `p`" for one family.
+fn member_match(p: &FwPolicy, family: Family, field: Field) -> Vec<Stmt> {
+    match p.scope {
+        FwScope::Pod => vec![in_set(family, field, member_set(&p.policy, family), false)],
+        FwScope::Subnet => vec![
+            in_set(
+                family,
+                field,
+                element_set(&p.policy, MemberSet::Subnet, family),
+                false,
+            ),
+            in_set(
+                family,
+                field,
+                element_set(&p.policy, MemberSet::OptOut, family),
+                true,
+            ),
+        ],
+    }
+}
+
+/// The member sets of a policy (both families): per pod, or subnets and
+/// opt-outs.
+fn member_sets(p: &FwPolicy) -> Vec<SetDef> {
+    let kinds: &[MemberSet] = match p.scope {
+        FwScope::Pod => &[MemberSet::Pod],
+        FwScope::Subnet => &[MemberSet::Subnet, MemberSet::OptOut],
+    };
+    kinds
+        .iter()
+        .flat_map(|&kind| {
+            FAMILIES.iter().map(move |&family| SetDef {
+                name: element_set(&p.policy, kind, family),
+                family,
+                constant: None,
+                subnets: kind == MemberSet::Subnet,
+            })
+        })
+        .collect()
+}
+
 fn suffix(family: Family) -> &'static str {
     match family {
         Family::V4 => "v4",
@@ -102,13 +154,29 @@ fn key_type(family: Family) -> &'static str {
 const FAMILIES: [Family; 2] = [Family::V4, Family::V6];
 
 /// A set of a plan.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetDef {
     pub name: String,
     pub family: Family,
-    /// `None`: a member set, whose elements are the pods' and never touched
-    /// by a plan. `Some`: a constant interval set with exactly these CIDRs.
+    /// `None`: a member set, whose elements are the pods' (or their
+    /// subnets') and never touched by a plan. `Some`: a constant interval
+    /// set with exactly these CIDRs.
     pub constant: Option<Vec<IpNet>>,
+    /// A member set of pod subnets (an interval set), not of addresses.
+    pub subnets: bool,
+}
+
+/// By hand: `subnets` counts only when set, so that the fingerprints of
+/// the plans made before it existed stay as they were.
+impl Hash for SetDef {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+        self.family.hash(state);
+        self.constant.hash(state);
+        if self.subnets {
+            self.subnets.hash(state);
+        }
+    }
 }
 
 /// A base chain of a plan and its rules.
@@ -260,25 +328,13 @@ pub fn policy_plan(p: &FwPolicy) -> Result<Plan> {
         )));
     }
     let mark = p.mark & p.mask;
-    let mut sets: Vec<SetDef> = FAMILIES
-        .iter()
-        .map(|&family| SetDef {
-            name: member_set(&p.policy, family),
-            family,
-            constant: None,
-        })
-        .collect();
+    let mut sets = member_sets(p);
     let mut chains = Vec::new();
     match &p.marking {
         Marking::Mark { egress_to, exclude } => {
             let mut rules = Vec::new();
             for family in FAMILIES {
-                let mut rule = vec![in_set(
-                    family,
-                    Field::Saddr,
-                    member_set(&p.policy, family),
-                    false,
-                )];
+                let mut rule = member_match(p, family, Field::Saddr);
                 if !egress_to.is_empty() {
                     // A family without egress CIDRs gets an empty set: its
                     // rule then matches nothing (egress only to the listed
@@ -290,6 +346,7 @@ pub fn policy_plan(p: &FwPolicy) -> Result<Plan> {
                         name,
                         family,
                         constant: Some(of_family(egress_to, family)),
+                        subnets: false,
                     });
                 }
                 let excluded = of_family(exclude, family);
@@ -300,6 +357,7 @@ pub fn policy_plan(p: &FwPolicy) -> Result<Plan> {
                         name,
                         family,
                         constant: Some(excluded),
+                        subnets: false,
                     });
                 }
                 rule.push(Stmt::SetMark {
@@ -336,16 +394,14 @@ pub fn policy_plan(p: &FwPolicy) -> Result<Plan> {
             let rules = FAMILIES
                 .into_iter()
                 .map(|family| {
-                    vec![
-                        Stmt::IifName(ingress.clone()),
-                        Stmt::CtStateNew,
-                        in_set(family, Field::Daddr, member_set(&p.policy, family), false),
-                        Stmt::SetMark {
-                            of: MarkOf::Conn,
-                            mark,
-                            mask: p.mask,
-                        },
-                    ]
+                    let mut rule = vec![Stmt::IifName(ingress.clone()), Stmt::CtStateNew];
+                    rule.extend(member_match(p, family, Field::Daddr));
+                    rule.push(Stmt::SetMark {
+                        of: MarkOf::Conn,
+                        mark,
+                        mask: p.mask,
+                    });
+                    rule
                 })
                 .collect();
             chains.push(ChainDef {
@@ -378,7 +434,7 @@ pub fn policy_plan(p: &FwPolicy) -> Result<Plan> {
         }
     }
     let mut owned_sets = Vec::new();
-    for kind in ["", "_to", "_ex"] {
+    for kind in ["", "_to", "_ex", "_net", "_out"] {
         for family in FAMILIES {
             owned_sets.push(format!("{}{kind}_{}", p.policy, suffix(family)));
         }
@@ -637,7 +693,7 @@ impl Plan {
             let member = shape.constant.is_none();
             let fits = |e: &SetView| {
                 e.key == key_type(shape.family)
-                    && if member {
+                    && if member && !shape.subnets {
                         member_flags_fit(&e.flags)
                     } else {
                         e.flags == set_flags(&shape, timeouts)
@@ -868,6 +924,7 @@ fn owned_set_shape(name: &str) -> Option<SetDef> {
         name: name.to_string(),
         family,
         constant: constant.then(Vec::new),
+        subnets: name.contains("_net_"),
     })
 }
 
@@ -890,6 +947,7 @@ fn stmt_refs(rule: &[Stmt]) -> BTreeSet<String> {
 pub fn set_flags(set: &SetDef, timeouts: bool) -> Vec<String> {
     match &set.constant {
         Some(_) => vec!["constant".into(), "interval".into()],
+        None if set.subnets => vec!["interval".into()],
         None if timeouts => vec!["timeout".into()],
         None => Vec::new(),
     }
@@ -922,6 +980,7 @@ mod tests {
 
     fn mark_policy(egress: &[&str], exclude: &[&str], mask: u32) -> FwPolicy {
         FwPolicy {
+            scope: FwScope::Pod,
             network: "net1".into(),
             policy: "egress".into(),
             mark: 0x1400,
@@ -995,6 +1054,7 @@ mod tests {
             )),
             policy_plan(&mark_policy(&[], &[], u32::MAX)),
             policy_plan(&FwPolicy {
+                scope: FwScope::Pod,
                 network: "net1".into(),
                 policy: "in".into(),
                 mark: 0x2,
@@ -1020,6 +1080,35 @@ mod tests {
         assert_eq!(
             actual, PINNED,
             "the nft rendering changed: bump RULESET_VERSION (now {RULESET_VERSION}), then set PINNED to {actual:#x}"
+        );
+    }
+
+    /// Installed rules carry their plan's fingerprint: a change to how
+    /// plans are hashed (not to what they hold) would re-make every
+    /// policy's chains on upgrade. These are the fingerprints of version 3.
+    #[test]
+    fn fingerprints_of_unchanged_plans_stay() {
+        let mark = policy_plan(&mark_policy(
+            &["203.0.113.0/24"],
+            &["203.0.113.7/32"],
+            0xff00,
+        ));
+        let connmark = policy_plan(&FwPolicy {
+            scope: FwScope::Pod,
+            network: "net1".into(),
+            policy: "in".into(),
+            mark: 0x2,
+            mask: 0x2,
+            marking: Marking::Connmark {
+                ingress: vec!["eth1".into()],
+            },
+        });
+        assert_eq!(
+            [mark.unwrap().comment, connmark.unwrap().comment],
+            [
+                "gwsteer net1/egress #8b19eceb468b2d6d",
+                "gwsteer net1/in #7c1d0410007602fb"
+            ]
         );
     }
 

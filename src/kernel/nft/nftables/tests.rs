@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::testlab::*;
 use super::*;
-use crate::model::{FwExemption, FwPolicy, Marking};
+use crate::model::{FwExemption, FwPolicy, FwScope, Marking, MemberSet};
 
 const NET: &str = "net1";
 const TABLE: &str = "gwsteer-net1";
@@ -21,6 +21,7 @@ fn nets(cidrs: &[&str]) -> Vec<IpNet> {
 
 fn mark_policy(name: &str, egress_to: &[&str], exclude: &[&str], mark: u32, mask: u32) -> FwObject {
     FwObject::Policy(FwPolicy {
+        scope: FwScope::Pod,
         network: NET.into(),
         policy: name.into(),
         mark,
@@ -34,6 +35,7 @@ fn mark_policy(name: &str, egress_to: &[&str], exclude: &[&str], mark: u32, mask
 
 fn connmark_policy(name: &str, ingress: &[&str], mark: u32, mask: u32) -> FwObject {
     FwObject::Policy(FwPolicy {
+        scope: FwScope::Pod,
         network: NET.into(),
         policy: name.into(),
         mark,
@@ -47,9 +49,31 @@ fn connmark_policy(name: &str, ingress: &[&str], mark: u32, mask: u32) -> FwObje
 fn member(policy: &str, addr: &str) -> FwObject {
     let ip: IpAddr = addr.parse().expect("an address");
     FwObject::Member(FwMember {
+        set: MemberSet::Pod,
         network: NET.into(),
         policy: policy.into(),
         addr: IpNet::from(ip),
+    })
+}
+
+/// `obj` (a policy) with `scope: subnet`.
+fn per_subnet(obj: FwObject) -> FwObject {
+    match obj {
+        FwObject::Policy(p) => FwObject::Policy(FwPolicy {
+            scope: FwScope::Subnet,
+            ..p
+        }),
+        other => other,
+    }
+}
+
+/// An element of a `scope: subnet` policy's sets: a subnet or an opt-out.
+fn element(policy: &str, addr: &str, set: MemberSet) -> FwObject {
+    FwObject::Member(FwMember {
+        set,
+        network: NET.into(),
+        policy: policy.into(),
+        addr: addr.parse().expect("a CIDR"),
     })
 }
 
@@ -312,6 +336,7 @@ fn members_are_added_observed_and_removed() {
         assert!(set_def(&listing, "egress_v4").get("elem").is_none());
 
         let subnet = FwObject::Member(FwMember {
+            set: MemberSet::Pod,
             network: NET.into(),
             policy: "egress".into(),
             addr: "10.244.1.0/24".parse().unwrap(),
@@ -1084,6 +1109,8 @@ struct TwoPathLab {
 }
 
 const POD: &str = "10.20.0.2";
+/// The node's address in the pod subnet (the pod's gateway).
+const NODE_POD_SIDE: &str = "10.20.0.1";
 
 impl TwoPathLab {
     fn new() -> TwoPathLab {
@@ -1162,11 +1189,16 @@ impl TwoPathLab {
                 "{ type filter hook prerouting priority 0; }",
             ],
         );
-        for (dev, comment) in [("extA", "from-pod-via-A"), ("extB", "from-pod-via-B")] {
+        for (dev, from, comment) in [
+            ("extA", POD, "from-pod-via-A"),
+            ("extB", POD, "from-pod-via-B"),
+            ("extA", NODE_POD_SIDE, "from-node-via-A"),
+            ("extB", NODE_POD_SIDE, "from-node-via-B"),
+        ] {
             lab.ext.exec(
                 "nft",
                 &[
-                    "add", "rule", "inet", "probe", "pre", "iifname", dev, "ip", "saddr", POD,
+                    "add", "rule", "inet", "probe", "pre", "iifname", dev, "ip", "saddr", from,
                     "counter", "comment", comment,
                 ],
             );
@@ -1187,6 +1219,32 @@ impl TwoPathLab {
             counter(&listing, "from-pod-via-A"),
             counter(&listing, "from-pod-via-B"),
         )
+    }
+
+    /// Packets from the node's pod-side address that reached ext (via A,
+    /// via B) since the start.
+    fn node_arrivals(&self) -> (u64, u64) {
+        let out = self
+            .ext
+            .exec("nft", &["-j", "list", "table", "inet", "probe"]);
+        let doc: Value = serde_json::from_str(&out).unwrap();
+        let listing = doc["nftables"].as_array().cloned().unwrap();
+        (
+            counter(&listing, "from-node-via-A"),
+            counter(&listing, "from-node-via-B"),
+        )
+    }
+
+    /// The node connects from its pod-side address to ext's `addr`; the
+    /// change in its arrivals (via A, via B).
+    fn node_connects(&self, addr: &str, port: u16) -> (u64, u64) {
+        let to = SocketAddr::new(addr.parse().unwrap(), port);
+        let _seen = serve_once(&self.ext, to);
+        let before = self.node_arrivals();
+        let from = Some(NODE_POD_SIDE.parse().unwrap());
+        round_trip(&self.node, from, to).unwrap_or_else(|e| panic!("node → {addr}: {e}"));
+        let after = self.node_arrivals();
+        (after.0 - before.0, after.1 - before.1)
     }
 
     /// Change in arrivals over `f`.
@@ -1519,6 +1577,16 @@ fn netlink_batches_make_what_nft_makes() {
             mark_policy("plain", &[], &["10.0.0.0/8"], 0x10, 0xf0),
             exemption(&["192.0.2.0/31"], &[]),
         ],
+        vec![
+            per_subnet(mark_policy(
+                "nets",
+                &["203.0.113.0/24"],
+                &[],
+                0x1400,
+                0xff00,
+            )),
+            per_subnet(connmark_policy("back", &["eth-b"], 0x2, 0x2)),
+        ],
     ];
     for shape in shapes {
         let plans: Vec<Plan> = shape
@@ -1532,7 +1600,10 @@ fn netlink_batches_make_what_nft_makes() {
         let FwObject::Policy(first) = &shape[0] else {
             unreachable!()
         };
-        let pod = member(&first.policy, "10.244.1.7");
+        let pod = match first.scope {
+            FwScope::Pod => member(&first.policy, "10.244.1.7"),
+            FwScope::Subnet => element(&first.policy, "10.244.1.0/24", MemberSet::Subnet),
+        };
         let by_nft = make_steps(true, &plans, &pod);
         let by_netlink = make_steps(false, &plans, &pod);
         assert!(by_nft[0].is_some(), "the first making makes the table");
@@ -1569,4 +1640,145 @@ fn netlink_batches_make_what_nft_makes() {
 /// `nft -j -f -` with `doc`, in the calling thread's namespace.
 fn run_nft_json(doc: &Value) {
     run_nft_args(&["-j", "-f", "-"], &doc.to_string());
+}
+
+#[test]
+fn subnets_are_ranges_and_opt_outs_are_elements() {
+    in_netns(|| {
+        let mut fw = Nftables::new().unwrap();
+        let policy = per_subnet(mark_policy("egress", &[], &[], 0x1400, 0xff00));
+        fw.ensure(&policy).unwrap();
+        assert_eq!(fw.observe(&policy).unwrap(), Presence::Present);
+        let v4 = element("egress", "10.244.1.0/24", MemberSet::Subnet);
+        let v6 = element("egress", "fd00:244:1::/64", MemberSet::Subnet);
+        let other = element("egress", "10.244.2.0/24", MemberSet::Subnet);
+        let out = element("egress", "10.244.1.7/32", MemberSet::OptOut);
+        for obj in [&v4, &v6, &out] {
+            assert_eq!(fw.observe(obj).unwrap(), Presence::Missing, "{obj}");
+            fw.ensure(obj).unwrap();
+            // Again: the pods of a subnet each re-assert it.
+            fw.ensure(obj).unwrap();
+            assert_eq!(fw.observe(obj).unwrap(), Presence::Present, "{obj}");
+        }
+        assert_eq!(fw.observe(&other).unwrap(), Presence::Missing);
+        let listing = nft_table("inet", TABLE).unwrap();
+        assert_eq!(
+            set_def(&listing, "egress_net_v4")["elem"],
+            json!([{"prefix": {"addr": "10.244.1.0", "len": 24}}])
+        );
+        assert_eq!(
+            set_def(&listing, "egress_net_v6")["elem"],
+            json!([{"prefix": {"addr": "fd00:244:1::", "len": 64}}])
+        );
+        assert_eq!(
+            set_def(&listing, "egress_out_v4")["elem"],
+            json!(["10.244.1.7"])
+        );
+        // Each rule: in the subnet set, not in the opt-out set.
+        let rules = chain_rules(&listing, "egress");
+        assert_eq!(rules.len(), 2);
+        assert_eq!(
+            rules[0].as_array().unwrap()[0..2],
+            [
+                matches("==", payload("ip", "saddr"), json!("@egress_net_v4")),
+                matches("!=", payload("ip", "saddr"), json!("@egress_out_v4")),
+            ]
+        );
+        // A policy re-made keeps its subnets.
+        run("nft", &["delete", "chain", "inet", TABLE, "egress"]);
+        fw.ensure(&policy).unwrap();
+        assert_eq!(fw.observe(&v4).unwrap(), Presence::Present);
+
+        for obj in [&v4, &out] {
+            fw.remove(obj).unwrap();
+            fw.remove(obj).unwrap();
+        }
+        assert_eq!(fw.observe(&v4).unwrap(), Presence::Missing);
+        assert!(gone_within_a_tick(&mut fw, &out));
+        assert_eq!(fw.observe(&v6).unwrap(), Presence::Present);
+    });
+}
+
+#[test]
+fn subnet_mark_policy_marks_the_subnet_but_not_opt_outs_or_the_node() {
+    let lab = TwoPathLab::new();
+    let policy = per_subnet(mark_policy(
+        "egress",
+        &["203.0.113.0/24"],
+        &["203.0.113.8/32"],
+        0x1400,
+        0xff00,
+    ));
+    let subnet = element("egress", "10.20.0.0/24", MemberSet::Subnet);
+    let out = element("egress", &format!("{POD}/32"), MemberSet::OptOut);
+    let (p, n) = (policy.clone(), subnet.clone());
+    lab.on_node(move |fw| {
+        fw.ensure(&p)?;
+        fw.ensure(&n)
+    })
+    .unwrap();
+
+    // Any address of the subnet is marked: path B.
+    let (a, b) = lab.delta(|| lab.pod_connects("203.0.113.7", 7401));
+    assert!(a == 0 && b > 0, "the subnet's pod: via A {a}, via B {b}");
+    let (a, b) = lab.delta(|| lab.pod_connects("203.0.113.8", 7402));
+    assert!(a > 0 && b == 0, "excluded: via A {a}, via B {b}");
+    // The node's own address in the subnet is not: it never passes
+    // prerouting.
+    lab.node.ip(&[
+        "route",
+        "add",
+        "203.0.113.7/32",
+        "via",
+        "192.0.2.2",
+        "src",
+        NODE_POD_SIDE,
+    ]);
+    let (a, b) = lab.node_connects("203.0.113.7", 7403);
+    assert!(a > 0 && b == 0, "the node's own: via A {a}, via B {b}");
+
+    // A pod that opts out keeps the main table.
+    let o = out.clone();
+    lab.on_node(move |fw| fw.ensure(&o)).unwrap();
+    let (a, b) = lab.delta(|| lab.pod_connects("203.0.113.7", 7404));
+    assert!(a > 0 && b == 0, "opted out: via A {a}, via B {b}");
+    let o = out.clone();
+    lab.on_node(move |fw| fw.remove(&o)).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let (a, b) = lab.delta(|| lab.pod_connects("203.0.113.7", 7405));
+    assert!(a == 0 && b > 0, "opted in again: via A {a}, via B {b}");
+
+    // The subnet's last pod gone: unmarked.
+    lab.on_node(move |fw| fw.remove(&subnet)).unwrap();
+    let (a, b) = lab.delta(|| lab.pod_connects("203.0.113.7", 7406));
+    assert!(a > 0 && b == 0, "subnet removed: via A {a}, via B {b}");
+}
+
+#[test]
+fn subnet_connmark_policy_steers_replies_of_the_subnet_but_not_opt_outs() {
+    let lab = TwoPathLab::new();
+    let policy = per_subnet(connmark_policy("ingress", &["ing0"], 0x1400, 0xff00));
+    let subnet = element("ingress", "10.20.0.0/24", MemberSet::Subnet);
+    let out = element("ingress", &format!("{POD}/32"), MemberSet::OptOut);
+    let from: IpAddr = "203.0.113.7".parse().unwrap();
+    let (p, n) = (policy.clone(), subnet.clone());
+    lab.on_node(move |fw| {
+        fw.ensure(&p)?;
+        fw.ensure(&n)
+    })
+    .unwrap();
+
+    let pod_server = SocketAddr::new(POD.parse().unwrap(), 7501);
+    let _seen = serve_once(&lab.pod, pod_server);
+    let (a, b) = lab.delta(|| round_trip(&lab.ext, Some(from), pod_server).unwrap());
+    assert!(
+        a == 0 && b >= 3,
+        "the subnet's pod: replies via A {a}, via B {b}"
+    );
+
+    lab.on_node(move |fw| fw.ensure(&out)).unwrap();
+    let pod_server = SocketAddr::new(POD.parse().unwrap(), 7502);
+    let _seen = serve_once(&lab.pod, pod_server);
+    let (a, b) = lab.delta(|| round_trip(&lab.ext, Some(from), pod_server).unwrap());
+    assert!(a > 0 && b == 0, "opted out: replies via A {a}, via B {b}");
 }
