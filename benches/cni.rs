@@ -52,6 +52,10 @@ const RSS_TARGET_KB: i64 = 5 * 1024;
 /// Pod index of the measured attachment (pre-populated ones are 0..level,
 /// the concurrent ones `CONCURRENT_BASE..`).
 const MEASURED: usize = 3000;
+/// The whole-network modes' measured pod: in the first pre-populated
+/// subnet (10.244.1.0/24, fd00:244:0:1::/64), at an address no
+/// pre-populated pod has ([`pod_v4`] gives them .2 to .251).
+const WHOLE_MEASURED: (&str, &str) = ("10.244.1.253", "fd00:244:0:1::fd");
 /// The `source` policy of the benchmark: table, priority (its rules; the
 /// exclusions one earlier) and exclusions.
 const SOURCE_TABLE: u32 = 100;
@@ -649,12 +653,16 @@ enum Mode {
     /// `source` with `scope: "subnet"`: one rule set per pod subnet, no
     /// per-pod kernel object.
     Subnet,
+    /// `connmark` with `scope: "subnet"`: one range per pod subnet in the
+    /// policy's set, no per-pod element.
+    ConnmarkSubnet,
     Sbr,
 }
 
-const MODES: [Mode; 7] = [
+const MODES: [Mode; 8] = [
     Mode::Source,
     Mode::Subnet,
+    Mode::ConnmarkSubnet,
     Mode::SourceAlt,
     Mode::Connmark,
     Mode::GwClient,
@@ -671,6 +679,7 @@ impl Mode {
             Mode::GwClient => "gwsteer gw-net client",
             Mode::PodSide => "gwsteer source, pod side",
             Mode::Subnet => "gwsteer source, whole network",
+            Mode::ConnmarkSubnet => "gwsteer connmark, whole network",
             Mode::Sbr => "sbr",
         }
     }
@@ -682,8 +691,16 @@ impl Mode {
             Mode::GwClient => "bench-gw",
             Mode::PodSide => "bench-pod",
             Mode::Subnet => "bench-net",
+            Mode::ConnmarkSubnet => "bench-cmn",
             Mode::Sbr => "bench-sbr",
         }
+    }
+
+    /// A whole-network policy (`scope: "subnet"`): measured on a node
+    /// namespace of its own, where the per-pod rows' rules do not lengthen
+    /// the rule list its re-assertions walk.
+    fn whole_network(self) -> bool {
+        matches!(self, Mode::Subnet | Mode::ConnmarkSubnet)
     }
 
     fn is_gwsteer(self) -> bool {
@@ -704,6 +721,7 @@ impl Mode {
             Mode::GwClient => "gw",
             Mode::PodSide => "pod",
             Mode::Subnet => "net",
+            Mode::ConnmarkSubnet => "cmn",
             Mode::Sbr => "sbr",
         }
     }
@@ -789,8 +807,20 @@ fn prev_result(mode: Mode, i: usize, sandbox: &str) -> Value {
             "dns": {}
         });
     }
-    let (a4, g4) = pod_v4(i);
-    let (a6, g6) = pod_v6(i);
+    // The measured pod of a whole-network mode is one more pod of the
+    // subnet the pre-populated ones hold (10.244.1.0/24 holds the first
+    // 250): at 100 and 1000 attachments its ADD and DEL meet the subnet's
+    // objects made, as a pod start does on a node that has pods of that
+    // subnet; at 0 it is the subnet's first and last pod.
+    let ((a4, g4), (a6, g6)) = if mode.whole_network() && i == MEASURED {
+        let (v4, v6) = WHOLE_MEASURED;
+        (
+            (format!("{v4}/24"), "10.244.1.1".to_string()),
+            (format!("{v6}/64"), "fd00:244:0:1::1".to_string()),
+        )
+    } else {
+        (pod_v4(i), pod_v6(i))
+    };
     json!({
         "cniVersion": "1.0.0",
         "interfaces": [
@@ -812,7 +842,7 @@ struct Node {
     level: usize,
     ns: String,
     file: File,
-    /// The node namespace of [`Mode::Subnet`].
+    /// The node namespace of the whole-network modes.
     whole: File,
     state: PathBuf,
     /// Pod of the measured sbr attachment; its path is also the (unused)
@@ -827,7 +857,7 @@ struct Node {
 impl Node {
     /// The node namespace `mode`'s plugins run in.
     fn file_for(&self, mode: Mode) -> &File {
-        if mode == Mode::Subnet {
+        if mode.whole_network() {
             &self.whole
         } else {
             &self.file
@@ -885,6 +915,14 @@ impl Lab {
                 conf["steering"] = json!([{
                     "name": "oamc", "table": 200, "priority": 2000,
                     "match": "connmark", "mark": "0x14", "ingressInterfaces": ["eth-b"],
+                    "gateways": gateways
+                }]);
+            }
+            Mode::ConnmarkSubnet => {
+                conf["firewallBackend"] = json!("nftables");
+                conf["steering"] = json!([{
+                    "name": "oamcn", "table": 210, "priority": 2100, "scope": "subnet",
+                    "match": "connmark", "mark": "0x15", "ingressInterfaces": ["eth-b"],
                     "gateways": gateways
                 }]);
             }
@@ -2707,7 +2745,7 @@ fn report(
         "Each plugin binary is spawned directly with `std::process::Command` (no `ip netns exec`): the benchmark thread `setns`es into the node namespace and its children inherit it. Environment: `CNI_COMMAND`, `CNI_CONTAINERID`, `CNI_NETNS`, `CNI_IFNAME`, `CNI_PATH`, `CNI_ARGS`, `PATH`; the config (cniVersion 1.0.0, with `prevResult`) on stdin; stdout read through a pipe. Time: spawn → reaped by `wait4`.",
         "Three node namespaces, one per level (0, 100, 1000 attachments already on the node), each with an uplink `eth-b` to a router namespace holding the gateways; all levels and modes are interleaved in every iteration.",
         "gwsteer `source`: policy `oam`, table 100, gateways 192.168.2.1 and fd00:2::1 on `eth-b`, exclusions 10.244.0.0/16, 10.96.0.0/12, fd00:244::/48; a dual-stack pod = 5 rules. The prevResult is what bridge + host-local return (cni0, host veth, sandbox `eth0`, IPv4 + IPv6 with gateways). Pre-populated attachments are real gwsteer ADDs with distinct container ids and addresses (state on tmpfs, `/dev/shm`, as `/run` is on a node); at 1000 attachments the node holds 5000 pod rules.",
-        "gwsteer `connmark`: mark 0x14, `ingressInterfaces: [eth-b]`, `firewallBackend: nftables`, table 200; per pod one element in an nftables set. gateway-network client: `gatewayNetwork` `{bridge: gwbr0, role: client, router: 172.20.0.1, routes: [0.0.0.0/0], keep: [10.244.0.0/16, 10.96.0.0/12]}`, `CNI_IFNAME=net1`; every attachment is a pod namespace of its own with `eth0` (primary, default route) and `net1` on `gwbr0` (made by the benchmark, as bridge + Multus would), and the router's namespace on `gwbr0`. Both are measured only when this gwsteer build accepts them (else `n/a (not built)`).",
+        "gwsteer `connmark`: mark 0x14, `ingressInterfaces: [eth-b]`, `firewallBackend: nftables`, table 200; per pod one element in an nftables set. gwsteer `connmark`, whole network: the same with `scope: subnet` (policy `oamcn`, mark 0x15, table 210, priority 2100): one range per pod subnet in the policy's set, no per-pod element; like `source`, whole network, on a node namespace of its own per level (`-w`). gateway-network client: `gatewayNetwork` `{bridge: gwbr0, role: client, router: 172.20.0.1, routes: [0.0.0.0/0], keep: [10.244.0.0/16, 10.96.0.0/12]}`, `CNI_IFNAME=net1`; every attachment is a pod namespace of its own with `eth0` (primary, default route) and `net1` on `gwbr0` (made by the benchmark, as bridge + Multus would), and the router's namespace on `gwbr0`. Both are measured only when this gwsteer build accepts them (else `n/a (not built)`).",
         "The measured attachment is ADDed and DELeted each iteration (same container id and addresses: ADD after DEL must work). At level 0 it is the only attachment, so its ADD also makes the policy's table routes and its DEL removes them (first/last holder); at 100 and 1000 it only adds and removes its own rules.",
         "sbr works only inside the pod's namespace (rules and a table there, nothing on the node), so \"attachments on the node\" cannot change its work; its rows at each level measure the same pod setup, on that level's node, interleaved like the rest. sbr cannot ADD again after DEL on the same interface (its DEL leaves the routes it moved into table 100+, and ADD then fails with \"file exists\"); after every DEL, outside the timed region, the pod is reset (tables 100–103 flushed, addresses re-created, link down/up, default routes) and the benchmark proves once, by comparing `ip -j` snapshots, that the reset restores the pod exactly.",
         "Concurrent: N pods ADDed at once then DELeted at once on the node without other attachments (a Linux bridge takes at most 1024 ports, so the gateway network could not add 100 pods next to 1000; at 1000 attachments each source ADD holds the lock longer by what the kernel's rule list costs, see the breakdown); sbr and the gateway-network client get N pod namespaces. One more pod's ADD starts 20 ms into the DEL burst, from another thread, and is timed on its own. Lock waits come from gwsteer's `logLevel: debug` line \"state store lock taken in N µs\" (and the warn line \"waited N ms\").",
@@ -2803,21 +2841,24 @@ fn verdicts(lab: &Lab, available: &[Mode], res: &Results) -> Vec<String> {
             ratio(a, b)
         ));
     }
-    if available.contains(&Mode::Subnet) {
+    for mode in [Mode::Subnet, Mode::ConnmarkSubnet] {
+        if !available.contains(&mode) {
+            continue;
+        }
         let detail: Vec<String> = [Verb::Add, Verb::Del]
             .into_iter()
             .map(|v| {
-                let (a, b) = (p50(hi, Mode::Subnet, v), p50(lo, Mode::Subnet, v));
+                let (a, b) = (p50(hi, mode, v), p50(lo, mode, v));
                 format!("{} {} / {} ms = {}", v.env(), ms(a), ms(b), ratio(a, b))
             })
             .collect();
         let ok = [Verb::Add, Verb::Del]
             .into_iter()
-            .all(|v| p50(hi, Mode::Subnet, v) <= 1.1 * p50(lo, Mode::Subnet, v));
+            .all(|v| p50(hi, mode, v) <= 1.1 * p50(lo, mode, v));
         out.push(format!(
             "{} whole-network policy: ADD and DEL p50 at {hi} attachments ≤ 1.1 × at {lo}, {}: {}",
             mark(ok),
-            Mode::Subnet.label(),
+            mode.label(),
             detail.join("; ")
         ));
     }

@@ -690,6 +690,23 @@ impl Plan {
             let Some(shape) = owned_set_shape(name) else {
                 continue;
             };
+            // Stale (another scope's, another spec's): goes, elements and all.
+            if !self.sets.iter().any(|s| s.name == *name) {
+                if existing.is_some() {
+                    changes.push(Change::DeleteSet(name.clone()));
+                } else if view.is_none() && shape.constant.is_some() {
+                    // Unknown state: a constant set has one shape; make sure
+                    // it goes. (A member set's shape may vary: it goes with
+                    // the next repair planned from a listing, which `compare`
+                    // asks for by reporting it stale.)
+                    changes.push(Change::AddSet {
+                        set: shape,
+                        new: false,
+                    });
+                    changes.push(Change::DeleteSet(name.clone()));
+                }
+                continue;
+            }
             let member = shape.constant.is_none();
             let fits = |e: &SetView| {
                 e.key == key_type(shape.family)

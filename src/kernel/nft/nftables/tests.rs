@@ -1782,3 +1782,30 @@ fn subnet_connmark_policy_steers_replies_of_the_subnet_but_not_opt_outs() {
     let (a, b) = lab.delta(|| round_trip(&lab.ext, Some(from), pod_server).unwrap());
     assert!(a > 0 && b == 0, "opted out: replies via A {a}, via B {b}");
 }
+
+#[test]
+fn a_policy_that_changes_scope_keeps_no_set_of_the_other() {
+    in_netns(|| {
+        let mut fw = Nftables::new().unwrap();
+        let per_pod = connmark_policy("in", &["eth1"], 0x2, 0x2);
+        let whole = per_subnet(per_pod.clone());
+        let sets = || -> Vec<String> {
+            let listing = nft_table("inet", TABLE).unwrap();
+            let mut names: Vec<String> = items(&listing, "set")
+                .iter()
+                .map(|s| s["name"].as_str().unwrap().to_string())
+                .collect();
+            names.sort();
+            names
+        };
+        fw.ensure(&per_pod).unwrap();
+        fw.ensure(&member("in", "10.244.1.7")).unwrap();
+        assert_eq!(sets(), ["in_v4", "in_v6"]);
+        fw.ensure(&whole).unwrap();
+        assert_eq!(fw.observe(&whole).unwrap(), Presence::Present);
+        assert_eq!(sets(), ["in_net_v4", "in_net_v6", "in_out_v4", "in_out_v6"]);
+        fw.ensure(&per_pod).unwrap();
+        assert_eq!(fw.observe(&per_pod).unwrap(), Presence::Present);
+        assert_eq!(sets(), ["in_v4", "in_v6"]);
+    });
+}
