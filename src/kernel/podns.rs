@@ -1,18 +1,19 @@
-//! Work inside a pod's network namespace that is not netlink: sysctls
-//! (forwarding of a router pod) and the router pod's masquerade table.
+//! Work inside a pod's network namespace beyond rules and routes: sysctls
+//! (forwarding of a router pod), the router pod's masquerade table (`nft`)
+//! and the pod side of a `connmark` policy (an nf_tables netlink batch).
 //!
-//! Both run on a short-lived thread inside the pod's namespace
+//! All run on a short-lived thread inside the pod's namespace
 //! ([`Netns::run`]): `/proc/sys/net` answers for the netns of the task that
-//! looks, so the thread sees the pod's values, and `nft` started from that
-//! thread runs in the pod's namespace. The caller's thread never changes
-//! namespace.
+//! looks, so the thread sees the pod's values; `nft` started from that
+//! thread, and a netlink socket opened on it, work in the pod's namespace.
+//! The caller's thread never changes namespace.
 
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result, code};
 use crate::kernel::netns::Netns;
 use crate::kernel::nft::command::{self, NftFailure};
-use crate::kernel::nft::json;
+use crate::kernel::nft::{json, nftables};
 use crate::model::Presence;
 
 /// Runs `f` on a thread inside the pod's network namespace.
@@ -181,33 +182,9 @@ pub fn observe_masquerade(netns: Option<&Path>, ifname: &str) -> Result<Presence
     })
 }
 
-/// A pod-side `connmark` policy's table: one per policy and interface, so
-/// two attachments of a pod never share one.
-fn connmark_table(policy: &str, ifname: &str) -> String {
-    format!("gwsteer-{policy}-{ifname}")
-}
-
-/// `ct mark` or `meta mark` as an nft JSON expression.
-fn mark_of(key: &str) -> serde_json::Value {
-    match key {
-        "ct" => serde_json::json!({"ct": {"key": "mark"}}),
-        _ => serde_json::json!({"meta": {"key": "mark"}}),
-    }
-}
-
-/// `mark` under `mask`, keeping the other bits of `key`'s mark.
-fn masked(key: &str, mark: u32, mask: u32) -> serde_json::Value {
-    if mask == u32::MAX {
-        return serde_json::json!(mark);
-    }
-    serde_json::json!({"|": [{"&": [mark_of(key), !mask]}, mark & mask]})
-}
-
-/// The pod side of a `connmark` policy, in one transaction: new connections
-/// arriving on `ifname` get `mark` (under `mask`) in conntrack; the pod's
-/// own packets of a connection so marked get it on the packet in the route
-/// hook of `output`, so the kernel routes them again by the pod's fwmark
-/// rule, whatever source address the application chose.
+/// The pod side of a `connmark` policy, in one nf_tables netlink batch in
+/// the pod's namespace (see `nft::ruleset::pod_connmark_plan`): no `nft`
+/// process on the pod's ADD.
 pub fn ensure_connmark(
     netns: Option<&Path>,
     policy: &str,
@@ -215,61 +192,15 @@ pub fn ensure_connmark(
     mark: u32,
     mask: u32,
 ) -> Result<()> {
-    let table = connmark_table(policy, ifname);
-    let arriving = json::ifname_match("iifname", "==", &[ifname.to_string()])
-        .map_err(|e| Error::kernel(format!("pod connmark: {e}")))?;
-    let connection_is_marked = if mask == u32::MAX {
-        serde_json::json!({"match": {"op": "==", "left": mark_of("ct"), "right": mark}})
-    } else {
-        serde_json::json!({"match": {"op": "==",
-            "left": {"&": [mark_of("ct"), mask]}, "right": mark & mask}})
-    };
-    let tx = serde_json::json!({"nftables": [
-        {"add": {"table": json::table(&table)}},
-        {"flush": {"table": json::table(&table)}},
-        json::chain(&table, "prerouting", "filter", "prerouting", -150),
-        json::rule(&table, "prerouting", "gwsteer: connections arriving here", vec![
-            arriving,
-            serde_json::json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["new"]}}),
-            serde_json::json!({"mangle": {"key": mark_of("ct"), "value": masked("ct", mark, mask)}}),
-        ]),
-        json::chain(&table, "output", "route", "output", -150),
-        json::rule(&table, "output", "gwsteer: replies leave where the request came in", vec![
-            connection_is_marked,
-            serde_json::json!({"mangle": {"key": mark_of("meta"), "value": masked("meta", mark, mask)}}),
-        ]),
-    ]});
-    nft_json_in(netns, &tx)?.map(drop).map_err(|e| {
-        Error::kernel(format!(
-            "making nftables table inet {table:?} in the pod: {e}"
-        ))
-    })
-}
-
-fn list_table(netns: Option<&Path>, table: &str) -> Result<Option<serde_json::Value>> {
-    match nft_json_in(netns, &json::on_table("list", table))? {
-        Ok(out) => serde_json::from_str(&out)
-            .map(Some)
-            .map_err(|e| Error::kernel(format!("nft printed JSON that does not parse: {e}"))),
-        Err(e) if e.contains("No such file") => Ok(None),
-        Err(e) => Err(Error::kernel(format!(
-            "reading nftables table inet {table:?} in the pod: {e}"
-        ))),
-    }
+    Netns::open_pod(netns)?.run(|| nftables::ensure_pod_connmark(policy, ifname, mark, mask))
 }
 
 pub fn remove_connmark(netns: Option<&Path>, policy: &str, ifname: &str) -> Result<()> {
-    let table = connmark_table(policy, ifname);
-    match nft_json_in(netns, &json::on_table("delete", &table))? {
-        Ok(_) => Ok(()),
-        Err(e) if e.contains("No such file") => Ok(()),
-        Err(e) => Err(Error::kernel(format!(
-            "removing nftables table inet {table:?} in the pod: {e}"
-        ))),
-    }
+    Netns::open_pod(netns)?.run(|| nftables::remove_pod_connmark(policy, ifname))
 }
 
-/// Present when the table has both rules, for `ifname` and `mark`.
+/// Present when the pod's table holds exactly the plan for `ifname` and
+/// `mark`.
 pub fn observe_connmark(
     netns: Option<&Path>,
     policy: &str,
@@ -277,41 +208,7 @@ pub fn observe_connmark(
     mark: u32,
     mask: u32,
 ) -> Result<Presence> {
-    let table = connmark_table(policy, ifname);
-    let Some(json) = list_table(netns, &table)? else {
-        return Ok(Presence::Missing);
-    };
-    let listed = json::literal_ifname(ifname).unwrap_or_default();
-    let rules: Vec<&serde_json::Value> = json["nftables"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|o| o.get("rule")).collect())
-        .unwrap_or_default();
-    let text = |r: &serde_json::Value| r["expr"].to_string();
-    let marks = rules.iter().any(|r| {
-        r["chain"] == "prerouting"
-            && r["expr"].as_array().is_some_and(|e| {
-                e.iter().any(|x| {
-                    x["match"]["left"]["meta"]["key"] == "iifname"
-                        && x["match"]["right"] == listed.as_str()
-                })
-            })
-            && text(r).contains("\"mangle\"")
-            && text(r).contains(&(mark & mask).to_string())
-    });
-    let restores = rules.iter().any(|r| {
-        r["chain"] == "output"
-            && text(r).contains("\"mangle\"")
-            && text(r).contains(&(mark & mask).to_string())
-    });
-    Ok(match (marks, restores) {
-        (true, true) => Presence::Present,
-        (false, _) => Presence::Drifted(format!(
-            "table inet {table:?} does not mark connections arriving on {ifname:?} with {mark:#x}"
-        )),
-        (_, false) => Presence::Drifted(format!(
-            "table inet {table:?} does not give replies the mark {mark:#x}"
-        )),
-    })
+    Netns::open_pod(netns)?.run(|| nftables::observe_pod_connmark(policy, ifname, mark, mask))
 }
 
 #[cfg(test)]
@@ -351,6 +248,25 @@ mod tests {
                 .args(args)
                 .output()
                 .expect("running ip netns exec")
+        }
+
+        fn nft_stdin(&self, args: &[&str], input: &str) -> std::process::Output {
+            use std::io::Write as _;
+            let mut child = Command::new("ip")
+                .args(["netns", "exec", &self.0, "nft"])
+                .args(args)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("running ip netns exec");
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+            child.wait_with_output().expect("waiting for nft")
         }
     }
 
@@ -445,6 +361,47 @@ mod tests {
             observe_connmark(Some(&path), "vip", "net1", 0x100, 0xff00).unwrap(),
             Presence::Missing
         );
+    }
+
+    /// The table an earlier version made with `nft` (its rules carry no
+    /// fingerprint) is drift, and ensure re-makes it; a name nft would read
+    /// as a wildcard is matched exactly, as bytes.
+    #[test]
+    fn a_pod_side_connmark_table_of_an_earlier_version_is_remade() {
+        let pod = NamedNetns::new("cmold");
+        let path = pod.path();
+        let script = "table inet gwsteer-vip-net1 {\n\
+            chain prerouting { type filter hook prerouting priority -150; policy accept;\n\
+              iifname \"net1\" ct state new ct mark set 0x14 comment \"gwsteer: connections arriving here\"; }\n\
+            chain output { type route hook output priority -150; policy accept;\n\
+              ct mark 0x14 meta mark set 0x14 comment \"gwsteer: replies leave where the request came in\"; }\n\
+            }\n";
+        let made = pod.nft_stdin(&["-f", "-"], script);
+        assert!(made.status.success(), "{made:?}");
+        assert!(matches!(
+            observe_connmark(Some(&path), "vip", "net1", 0x14, u32::MAX).unwrap(),
+            Presence::Drifted(_)
+        ));
+        ensure_connmark(Some(&path), "vip", "net1", 0x14, u32::MAX).unwrap();
+        assert_eq!(
+            observe_connmark(Some(&path), "vip", "net1", 0x14, u32::MAX).unwrap(),
+            Presence::Present
+        );
+        let listed = pod.nft(&["list", "table", "inet", "gwsteer-vip-net1"]);
+        let text = String::from_utf8_lossy(&listed.stdout);
+        assert_eq!(text.matches("ct mark set").count(), 1, "{text}");
+        assert_eq!(text.matches("meta mark set").count(), 1, "{text}");
+        assert!(!text.contains("connections arriving here"), "{text}");
+
+        ensure_connmark(Some(&path), "vip", "g*", 0x14, u32::MAX).unwrap();
+        assert_eq!(
+            observe_connmark(Some(&path), "vip", "g*", 0x14, u32::MAX).unwrap(),
+            Presence::Present
+        );
+        remove_connmark(Some(&path), "vip", "g*").unwrap();
+        remove_connmark(Some(&path), "vip", "net1").unwrap();
+        let listed = pod.nft(&["list", "ruleset"]);
+        assert!(listed.stdout.is_empty(), "{listed:?}");
     }
 
     #[test]

@@ -37,8 +37,8 @@ use super::Firewall;
 use super::foreign::{ChainState, ReturnRule, Tool, Xtables};
 use super::messages::{ElemOp, NFPROTO_INET, NFPROTO_IPV4, NFPROTO_IPV6, NfError, NfSocket};
 use super::ruleset::{
-    FAMILY, Plan, TABLE_PREFIX, TableView, Transaction, element_set, exemption_plan, policy_plan,
-    table_name,
+    FAMILY, Plan, TABLE_PREFIX, TableView, Transaction, element_set, exemption_plan,
+    pod_connmark_plan, policy_plan, table_name,
 };
 use crate::error::{Error, Result, code};
 use crate::model::{Family, FwExemption, FwMember, FwObject, MemberSet, Presence};
@@ -492,6 +492,26 @@ impl Nftables {
         }
         Ok(done)
     }
+}
+
+/// The pod side of a `connmark` policy (see [`pod_connmark_plan`]), made in
+/// the calling thread's network namespace — the pod's — by one netlink
+/// batch, repaired when a rule dump shows it changed.
+pub fn ensure_pod_connmark(policy: &str, ifname: &str, mark: u32, mask: u32) -> Result<()> {
+    Nftables::new()?.ensure_plan(&pod_connmark_plan(policy, ifname, mark, mask)?)
+}
+
+/// Is the pod side of a `connmark` policy in the calling thread's namespace
+/// exactly as planned?
+pub fn observe_pod_connmark(policy: &str, ifname: &str, mark: u32, mask: u32) -> Result<Presence> {
+    Nftables::new()?.observe_plan(&pod_connmark_plan(policy, ifname, mark, mask)?)
+}
+
+/// Removes the pod side of a `connmark` policy: its table, the policy's
+/// and interface's alone.
+pub fn remove_pod_connmark(policy: &str, ifname: &str) -> Result<()> {
+    // Any mark: the removal goes by the table and the owner's names.
+    Nftables::new()?.remove_plan(&pod_connmark_plan(policy, ifname, 1, u32::MAX)?)
 }
 
 impl Firewall for Nftables {

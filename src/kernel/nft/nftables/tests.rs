@@ -1483,9 +1483,10 @@ fn normalised(listing: Vec<Value>) -> Vec<Value> {
 
 /// What one making does to the table, step by step: the listing after
 /// each step (`None`: no table).
-fn make_steps(by_nft: bool, plans: &[Plan], member: &FwObject) -> Vec<Option<Vec<Value>>> {
+fn make_steps(by_nft: bool, plans: &[Plan], member: Option<&FwObject>) -> Vec<Option<Vec<Value>>> {
     let plans = plans.to_vec();
-    let member = member.clone();
+    let member = member.cloned();
+    let table = plans[0].table.clone();
     in_netns(move || {
         let mut fw = Nftables::new().unwrap();
         let timeouts = crate::kernel::probe::element_timeout_updates();
@@ -1496,7 +1497,7 @@ fn make_steps(by_nft: bool, plans: &[Plan], member: &FwObject) -> Vec<Option<Vec
                 fw.commit(tx).unwrap();
             }
         };
-        let listing = || nft_table("inet", TABLE).map(normalised);
+        let listing = || nft_table("inet", &table).map(normalised);
         let mut steps = Vec::new();
         // Made on a node without the table (the first by the creation that
         // deletes nothing, the others created beside it), each plan in turn.
@@ -1526,7 +1527,9 @@ fn make_steps(by_nft: bool, plans: &[Plan], member: &FwObject) -> Vec<Option<Vec
         }
         // A pod in the first plan's member set; the plan re-made over
         // itself (from a listing, and as if the table were missing) keeps it.
-        fw.ensure(&member).unwrap();
+        if let Some(member) = &member {
+            fw.ensure(member).unwrap();
+        }
         let view = fw.read_table(&plans[0].table, false).unwrap();
         apply(&mut fw, &plans[0].transaction(view.as_ref(), timeouts));
         steps.push(listing());
@@ -1588,6 +1591,14 @@ fn netlink_batches_make_what_nft_makes() {
             per_subnet(connmark_policy("back", &["eth-b"], 0x2, 0x2)),
         ],
     ];
+    // The pod side of connmark: a table of its own, full and partial mask.
+    for (mark, mask) in [(0x14, u32::MAX), (0x100, 0xff00)] {
+        let plans = [pod_connmark_plan("vip", "net1", mark, mask).unwrap()];
+        assert_eq!(
+            make_steps(true, &plans, None),
+            make_steps(false, &plans, None)
+        );
+    }
     for shape in shapes {
         let plans: Vec<Plan> = shape
             .iter()
@@ -1604,8 +1615,8 @@ fn netlink_batches_make_what_nft_makes() {
             FwScope::Pod => member(&first.policy, "10.244.1.7"),
             FwScope::Subnet => element(&first.policy, "10.244.1.0/24", MemberSet::Subnet),
         };
-        let by_nft = make_steps(true, &plans, &pod);
-        let by_netlink = make_steps(false, &plans, &pod);
+        let by_nft = make_steps(true, &plans, Some(&pod));
+        let by_netlink = make_steps(false, &plans, Some(&pod));
         assert!(by_nft[0].is_some(), "the first making makes the table");
         assert_eq!(
             by_nft.last(),
