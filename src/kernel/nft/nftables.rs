@@ -224,7 +224,13 @@ impl Nftables {
         let (table, set, key) = member_target(m)?;
         let done = if m.set == MemberSet::Subnet {
             // A range of an interval set; removed by a delete (the last pod
-            // of the subnet only), as interval sets keep no timeouts.
+            // of the subnet only), as interval sets keep no timeouts. Not
+            // when the table went with the policy just before (the policy's
+            // last pod): a batch right after a deleting commit waits for
+            // its grace period (~13 ms), and there is nothing to delete.
+            if op != ElemOp::Add && !self.nl.table_exists(NFPROTO_INET, &table).unwrap_or(true) {
+                return Ok(());
+            }
             let end = range_end(&m.addr);
             self.nl.set_range(
                 op == ElemOp::Add,
