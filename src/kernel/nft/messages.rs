@@ -259,26 +259,41 @@ impl NfSocket {
         set: &str,
         key: &[u8],
     ) -> Result<(), NfError> {
+        // CREATE without EXCL: an element that is already there is fine
+        // (and, in a timeout set, loses any expiry it had).
+        let add = op != ElemOp::Delete;
+        let expiry = (op == ElemOp::Expire).then_some(EXPIRE_MS);
+        self.element_batch(add, op != ElemOp::Add, family, |msg| {
+            elem_list_with(msg, table, set, key, expiry)
+        })
+    }
+
+    /// One `NFT_MSG_NEWSETELEM` (`add`) or `NFT_MSG_DELSETELEM` whose
+    /// attributes `fill` adds, in a batch of its own. With `missing_ok`, a
+    /// missing table, set or element is success.
+    fn element_batch(
+        &mut self,
+        add: bool,
+        missing_ok: bool,
+        family: u8,
+        fill: impl FnOnce(&mut MsgBuf),
+    ) -> Result<(), NfError> {
         let begin_seq = self.sock.next_seq();
         let seq = self.sock.next_seq();
         let end_seq = self.sock.next_seq();
         let mut msg = MsgBuf::default();
         batch_marker(&mut msg, NFNL_MSG_BATCH_BEGIN, begin_seq);
-        let (kind, flags) = match op {
-            // CREATE without EXCL: an element that is already there is fine
-            // (and, in a timeout set, loses any expiry it had).
-            ElemOp::Add | ElemOp::Expire => {
-                (NFT_MSG_NEWSETELEM, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK)
-            }
-            ElemOp::Delete => (NFT_MSG_DELSETELEM, NLM_F_REQUEST | NLM_F_ACK),
+        let (kind, flags) = if add {
+            (NFT_MSG_NEWSETELEM, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK)
+        } else {
+            (NFT_MSG_DELSETELEM, NLM_F_REQUEST | NLM_F_ACK)
         };
         msg.begin(nft_type(kind), flags, seq, family, 0);
-        let expiry = (op == ElemOp::Expire).then_some(EXPIRE_MS);
-        elem_list_with(&mut msg, table, set, key, expiry);
+        fill(&mut msg);
         msg.end();
         batch_marker(&mut msg, NFNL_MSG_BATCH_END, end_seq);
         match self.batch(&msg, begin_seq, seq) {
-            Err(e) if op != ElemOp::Add && e.is_enoent() => Ok(()),
+            Err(e) if missing_ok && e.is_enoent() => Ok(()),
             other => other,
         }
     }
@@ -296,43 +311,28 @@ impl NfSocket {
         start: &[u8],
         end: Option<&[u8]>,
     ) -> Result<(), NfError> {
-        let begin_seq = self.sock.next_seq();
-        let seq = self.sock.next_seq();
-        let end_seq = self.sock.next_seq();
-        let mut msg = MsgBuf::default();
-        batch_marker(&mut msg, NFNL_MSG_BATCH_BEGIN, begin_seq);
-        let (kind, flags) = if add {
-            (NFT_MSG_NEWSETELEM, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK)
-        } else {
-            (NFT_MSG_DELSETELEM, NLM_F_REQUEST | NLM_F_ACK)
-        };
-        msg.begin(nft_type(kind), flags, seq, family, 0)
-            .str(NFTA_SET_ELEM_LIST_TABLE, table)
-            .str(NFTA_SET_ELEM_LIST_SET, set)
-            .nested(NFTA_SET_ELEM_LIST_ELEMENTS, |m| {
-                m.nested(NFTA_LIST_ELEM, |m| {
-                    m.nested(NFTA_SET_ELEM_KEY, |m| {
-                        m.bytes(NFTA_DATA_VALUE, start);
-                    });
-                });
-                if let Some(end) = end {
+        self.element_batch(add, !add, family, |msg| {
+            msg.str(NFTA_SET_ELEM_LIST_TABLE, table)
+                .str(NFTA_SET_ELEM_LIST_SET, set)
+                .nested(NFTA_SET_ELEM_LIST_ELEMENTS, |m| {
                     m.nested(NFTA_LIST_ELEM, |m| {
-                        m.bytes(
-                            NFTA_SET_ELEM_FLAGS,
-                            &NFT_SET_ELEM_INTERVAL_END.to_be_bytes(),
-                        )
-                        .nested(NFTA_SET_ELEM_KEY, |m| {
-                            m.bytes(NFTA_DATA_VALUE, end);
+                        m.nested(NFTA_SET_ELEM_KEY, |m| {
+                            m.bytes(NFTA_DATA_VALUE, start);
                         });
                     });
-                }
-            });
-        msg.end();
-        batch_marker(&mut msg, NFNL_MSG_BATCH_END, end_seq);
-        match self.batch(&msg, begin_seq, seq) {
-            Err(e) if !add && e.is_enoent() => Ok(()),
-            other => other,
-        }
+                    if let Some(end) = end {
+                        m.nested(NFTA_LIST_ELEM, |m| {
+                            m.bytes(
+                                NFTA_SET_ELEM_FLAGS,
+                                &NFT_SET_ELEM_INTERVAL_END.to_be_bytes(),
+                            )
+                            .nested(NFTA_SET_ELEM_KEY, |m| {
+                                m.bytes(NFTA_DATA_VALUE, end);
+                            });
+                        });
+                    }
+                });
+        })
     }
 
     /// Is `key` an element of the set? One `NFT_MSG_GETSETELEM` for that
