@@ -89,13 +89,12 @@ impl Nftables {
             ))
         })?;
         let why = match &rules {
-            None => format!("table {FAMILY} {} is missing", plan.table),
+            None => String::new(),
             Some(rules) => match plan.quick_check(rules) {
                 Ok(()) => return Ok(()),
                 Err(why) => why,
             },
         };
-        log::info!("{}: {why}; (re)making it", plan.what);
         let timeouts = crate::kernel::probe::element_timeout_updates();
         // A rule dump of a missing table is empty (or ENOENT): is it there?
         let missing = match &rules {
@@ -106,6 +105,15 @@ impl Nftables {
                 .map_err(|e| fw_error(format!("looking for table {FAMILY} {}: {e}", plan.table)))?,
             Some(_) => false,
         };
+        if missing {
+            log::info!(
+                "{}: table {FAMILY} {} is missing; creating it",
+                plan.what,
+                plan.table
+            );
+        } else {
+            log::info!("{}: {why}; (re)making it", plan.what);
+        }
         let tx = if missing {
             plan.creation(timeouts)
         } else {
