@@ -701,11 +701,21 @@ impl Mode {
         }
     }
 
-    /// A whole-network policy (`scope: "subnet"`): measured on a node
-    /// namespace of its own, where the per-pod rows' rules do not lengthen
-    /// the rule list its re-assertions walk.
+    /// A whole-network policy (`scope: "subnet"`): its measured pod is one
+    /// more pod of the pre-populated subnet.
     fn whole_network(self) -> bool {
         matches!(self, Mode::Subnet | Mode::ConnmarkSubnet)
+    }
+
+    /// Measured on a node namespace of its own (`…-w`), where the per-pod
+    /// `source` row's 5000 rules do not lengthen the rule list its rule
+    /// re-assertions walk: the whole-network rows, and `mark`/`connmark`,
+    /// whose node holds one `fwmark` rule per policy.
+    fn own_node(self) -> bool {
+        matches!(
+            self,
+            Mode::Subnet | Mode::ConnmarkSubnet | Mode::Connmark | Mode::Mark
+        )
     }
 
     fn is_gwsteer(self) -> bool {
@@ -863,7 +873,7 @@ struct Node {
 impl Node {
     /// The node namespace `mode`'s plugins run in.
     fn file_for(&self, mode: Mode) -> &File {
-        if mode.whole_network() {
+        if mode.own_node() {
             &self.whole
         } else {
             &self.file
@@ -2757,9 +2767,9 @@ fn report(
     let _ = writeln!(r, "## Method\n");
     for line in [
         "Each plugin binary is spawned directly with `std::process::Command` (no `ip netns exec`): the benchmark thread `setns`es into the node namespace and its children inherit it. Environment: `CNI_COMMAND`, `CNI_CONTAINERID`, `CNI_NETNS`, `CNI_IFNAME`, `CNI_PATH`, `CNI_ARGS`, `PATH`; the config (cniVersion 1.0.0, with `prevResult`) on stdin; stdout read through a pipe. Time: spawn → reaped by `wait4`.",
-        "Three node namespaces, one per level (0, 100, 1000 attachments already on the node), each with an uplink `eth-b` to a router namespace holding the gateways; all levels and modes are interleaved in every iteration.",
+        "Three levels (0, 100, 1000 attachments of each mode already on the node), each a node namespace (and a second one, `-w`, for the rows named below) with an uplink `eth-b` to a router namespace holding the gateways; all levels and modes are interleaved in every iteration.",
         "gwsteer `source`: policy `oam`, table 100, gateways 192.168.2.1 and fd00:2::1 on `eth-b`, exclusions 10.244.0.0/16, 10.96.0.0/12, fd00:244::/48; a dual-stack pod = 5 rules. The prevResult is what bridge + host-local return (cni0, host veth, sandbox `eth0`, IPv4 + IPv6 with gateways). Pre-populated attachments are real gwsteer ADDs with distinct container ids and addresses (state on tmpfs, `/dev/shm`, as `/run` is on a node); at 1000 attachments the node holds 5000 pod rules.",
-        "gwsteer `connmark`: mark 0x14, `ingressInterfaces: [eth-b]`, `firewallBackend: nftables`, table 200; per pod one element in an nftables set. gwsteer `mark`: mark 0x16, `egressTo: [203.0.113.0/24, 2001:db8::/32]`, table 220, priority 2200, on the shared node namespace like `connmark`. gwsteer `connmark`, whole network: the same with `scope: subnet` (policy `oamcn`, mark 0x15, table 210, priority 2100): one range per pod subnet in the policy's set, no per-pod element; like `source`, whole network, on a node namespace of its own per level (`-w`). gateway-network client: `gatewayNetwork` `{bridge: gwbr0, role: client, router: 172.20.0.1, routes: [0.0.0.0/0], keep: [10.244.0.0/16, 10.96.0.0/12]}`, `CNI_IFNAME=net1`; every attachment is a pod namespace of its own with `eth0` (primary, default route) and `net1` on `gwbr0` (made by the benchmark, as bridge + Multus would), and the router's namespace on `gwbr0`. Both are measured only when this gwsteer build accepts them (else `n/a (not built)`).",
+        "gwsteer `connmark`: mark 0x14, `ingressInterfaces: [eth-b]`, `firewallBackend: nftables`, table 200; per pod one element in an nftables set. gwsteer `mark`: mark 0x16, `egressTo: [203.0.113.0/24, 2001:db8::/32]`, table 220, priority 2200, like `connmark` on the second node namespace of each level (`-w`, see below). gwsteer `connmark`, whole network: the same with `scope: subnet` (policy `oamcn`, mark 0x15, table 210, priority 2100): one range per pod subnet in the policy's set, no per-pod element. The whole-network rows, `mark` and `connmark` run on a second node namespace per level (`-w`, same uplink and router), without the per-pod `source` row's 5000 rules: each of them re-asserts a rule on every ADD (the `fwmark` rule, the subnet's rules), and that walks the node's rule list. gateway-network client: `gatewayNetwork` `{bridge: gwbr0, role: client, router: 172.20.0.1, routes: [0.0.0.0/0], keep: [10.244.0.0/16, 10.96.0.0/12]}`, `CNI_IFNAME=net1`; every attachment is a pod namespace of its own with `eth0` (primary, default route) and `net1` on `gwbr0` (made by the benchmark, as bridge + Multus would), and the router's namespace on `gwbr0`. Both are measured only when this gwsteer build accepts them (else `n/a (not built)`).",
         "The measured attachment is ADDed and DELeted each iteration (same container id and addresses: ADD after DEL must work). At level 0 it is the only attachment, so its ADD also makes the policy's table routes and its DEL removes them (first/last holder); at 100 and 1000 it only adds and removes its own rules.",
         "sbr works only inside the pod's namespace (rules and a table there, nothing on the node), so \"attachments on the node\" cannot change its work; its rows at each level measure the same pod setup, on that level's node, interleaved like the rest. sbr cannot ADD again after DEL on the same interface (its DEL leaves the routes it moved into table 100+, and ADD then fails with \"file exists\"); after every DEL, outside the timed region, the pod is reset (tables 100–103 flushed, addresses re-created, link down/up, default routes) and the benchmark proves once, by comparing `ip -j` snapshots, that the reset restores the pod exactly.",
         "Concurrent: N pods ADDed at once then DELeted at once on the node without other attachments (a Linux bridge takes at most 1024 ports, so the gateway network could not add 100 pods next to 1000; at 1000 attachments each source ADD holds the lock longer by what the kernel's rule list costs, see the breakdown); sbr and the gateway-network client get N pod namespaces. One more pod's ADD starts 20 ms into the DEL burst, from another thread, and is timed on its own. Lock waits come from gwsteer's `logLevel: debug` line \"state store lock taken in N µs\" (and the warn line \"waited N ms\").",
