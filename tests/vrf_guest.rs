@@ -1147,3 +1147,62 @@ fn example_80_bridge_vrf_egress_through_libcni() {
         &settled(snapshot(&node)),
     );
 }
+
+/// The nftables backend on Debian 12's kernel (6.1: no element timeout
+/// updates, so a pod's element is deleted, not expired): a `connmark`
+/// policy and the masquerade exemption made by netlink batches on the first
+/// ADD, each pod's address in the member set, CHECK clean, the first pod's
+/// DEL takes its element only, the last one's the table.
+#[test]
+fn nftables_backend_works_on_the_guest_kernel() {
+    if !in_vrf_guest("nftables_backend_works_on_the_guest_kernel") {
+        return;
+    }
+    let node = Node::new("vrfnft");
+    let mut config = node.config("nftg", support::reliability::connmark_lb());
+    config["firewallBackend"] = json!("nftables");
+    config["masqueradeExemption"] = json!(true);
+    let a = prev_result("10.244.1", "fd00:244:0:1", 5, &node.pod_netns);
+    let b = prev_result("10.244.1", "fd00:244:0:1", 6, &node.pod_netns);
+    node.add("c1", &config, &a).expect_ok("ADD c1");
+    node.add("c2", &config, &b).expect_ok("ADD c2");
+    node.check("c1", &config, &a).expect_ok("CHECK c1");
+    let members = |family: &str| -> Vec<String> {
+        let out = exec_in(
+            &node.ns,
+            "nft",
+            [
+                "-j",
+                "list",
+                "set",
+                "inet",
+                "gwsteer-nftg",
+                &format!("lb_{family}"),
+            ],
+        );
+        let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        let mut elems: Vec<String> = v["nftables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.get("set"))
+            .flat_map(|s| s["elem"].as_array().cloned().unwrap_or_default())
+            .map(|e| e.as_str().unwrap_or_default().to_string())
+            .collect();
+        elems.sort();
+        elems
+    };
+    assert_eq!(members("v4"), ["10.244.1.5", "10.244.1.6"]);
+    assert_eq!(members("v6"), ["fd00:244:0:1::5", "fd00:244:0:1::6"]);
+    let chains = exec_in(&node.ns, "nft", ["list", "table", "inet", "gwsteer-nftg"]);
+    assert!(
+        chains.contains("chain lb_in") && chains.contains("chain masq_exempt_"),
+        "{chains}"
+    );
+    node.del("c1", &config, &a).expect_ok("DEL c1");
+    assert_eq!(members("v4"), ["10.244.1.6"]);
+    assert_eq!(members("v6"), ["fd00:244:0:1::6"]);
+    node.del("c2", &config, &b).expect_ok("DEL c2");
+    let tables = exec_in(&node.ns, "nft", ["list", "tables"]);
+    assert!(!tables.contains("gwsteer-"), "{tables}");
+}
