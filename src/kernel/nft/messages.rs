@@ -311,27 +311,15 @@ impl NfSocket {
         start: &[u8],
         end: Option<&[u8]>,
     ) -> Result<(), NfError> {
+        let mut elems = vec![Elem::key(start)];
+        if let Some(end) = end {
+            elems.push(Elem {
+                end: true,
+                ..Elem::key(end)
+            });
+        }
         self.element_batch(add, !add, family, |msg| {
-            msg.str(NFTA_SET_ELEM_LIST_TABLE, table)
-                .str(NFTA_SET_ELEM_LIST_SET, set)
-                .nested(NFTA_SET_ELEM_LIST_ELEMENTS, |m| {
-                    m.nested(NFTA_LIST_ELEM, |m| {
-                        m.nested(NFTA_SET_ELEM_KEY, |m| {
-                            m.bytes(NFTA_DATA_VALUE, start);
-                        });
-                    });
-                    if let Some(end) = end {
-                        m.nested(NFTA_LIST_ELEM, |m| {
-                            m.bytes(
-                                NFTA_SET_ELEM_FLAGS,
-                                &NFT_SET_ELEM_INTERVAL_END.to_be_bytes(),
-                            )
-                            .nested(NFTA_SET_ELEM_KEY, |m| {
-                                m.bytes(NFTA_DATA_VALUE, end);
-                            });
-                        });
-                    }
-                });
+            elem_list_of(msg, table, set, &elems)
         })
     }
 
@@ -532,25 +520,67 @@ fn batch_marker(msg: &mut MsgBuf, kind: u16, seq: u32) {
 
 /// `NFTA_SET_ELEM_LIST_*` naming one element by its key.
 fn elem_list(msg: &mut MsgBuf, table: &str, set: &str, key: &[u8]) {
-    elem_list_with(msg, table, set, key, None)
+    elem_list_of(msg, table, set, &[Elem::key(key)])
 }
 
 /// One element; with `expire_ms`, a timeout and an expiration of that
-/// many milliseconds (big-endian u64, as the kernel reads them).
+/// many milliseconds.
 fn elem_list_with(msg: &mut MsgBuf, table: &str, set: &str, key: &[u8], expire_ms: Option<u64>) {
+    elem_list_of(
+        msg,
+        table,
+        set,
+        &[Elem {
+            expire_ms,
+            ..Elem::key(key)
+        }],
+    )
+}
+
+/// An element of a set element list.
+#[derive(Clone, Copy)]
+struct Elem<'a> {
+    key: &'a [u8],
+    /// `NFT_SET_ELEM_INTERVAL_END`: the key after a range's last.
+    end: bool,
+    /// A timeout and expiration of this many milliseconds (big-endian u64,
+    /// as the kernel reads them).
+    expire_ms: Option<u64>,
+}
+
+impl<'a> Elem<'a> {
+    fn key(key: &'a [u8]) -> Elem<'a> {
+        Elem {
+            key,
+            end: false,
+            expire_ms: None,
+        }
+    }
+}
+
+/// `NFTA_SET_ELEM_LIST_*` with these elements.
+fn elem_list_of(msg: &mut MsgBuf, table: &str, set: &str, elems: &[Elem<'_>]) {
     msg.str(NFTA_SET_ELEM_LIST_TABLE, table)
         .str(NFTA_SET_ELEM_LIST_SET, set)
         .nested(NFTA_SET_ELEM_LIST_ELEMENTS, |m| {
-            m.nested(NFTA_LIST_ELEM, |m| {
-                m.nested(NFTA_SET_ELEM_KEY, |m| {
-                    m.bytes(NFTA_DATA_VALUE, key);
+            for e in elems {
+                m.nested(NFTA_LIST_ELEM, |m| {
+                    if e.end {
+                        m.bytes(
+                            NFTA_SET_ELEM_FLAGS,
+                            &NFT_SET_ELEM_INTERVAL_END.to_be_bytes(),
+                        );
+                    }
+                    m.nested(NFTA_SET_ELEM_KEY, |m| {
+                        m.bytes(NFTA_DATA_VALUE, e.key);
+                    });
+                    if let Some(ms) = e.expire_ms {
+                        m.bytes(NFTA_SET_ELEM_TIMEOUT, &ms.to_be_bytes());
+                        // 0 would mean "the timeout" to the kernel: say 1 ms.
+                        m.bytes(NFTA_SET_ELEM_EXPIRATION, &ms.to_be_bytes());
+                    }
                 });
-                if let Some(ms) = expire_ms {
-                    m.bytes(NFTA_SET_ELEM_TIMEOUT, &ms.to_be_bytes());
-                    // 0 would mean "the timeout" to the kernel: say 1 ms.
-                    m.bytes(NFTA_SET_ELEM_EXPIRATION, &ms.to_be_bytes());
-                }
-            });
+            }
         });
 }
 

@@ -117,7 +117,9 @@ impl Nftables {
         let tx = if missing {
             plan.creation(timeouts)
         } else {
-            let view = self.read_table(&plan.table, false)?;
+            // The table is there (it has rules, or was just looked up), and
+            // its rules were just dumped.
+            let view = self.view_of(&plan.table, false, rules)?;
             plan.transaction(view.as_ref(), timeouts)
         };
         match self.commit_batch(&tx) {
@@ -169,10 +171,31 @@ impl Nftables {
     /// dumps; with `elements`, the constant sets' elements too); `None` when
     /// there is none.
     fn read_table(&mut self, table: &str, elements: bool) -> Result<Option<TableView>> {
+        let exists = self
+            .nl
+            .table_exists(NFPROTO_INET, table)
+            .map_err(|e| fw_error(format!("looking for table {FAMILY} {table}: {e}")))?;
+        if !exists {
+            return Ok(None);
+        }
+        self.view_of(table, elements, None)
+    }
+
+    /// The view of a table known to exist; `rules`, when the caller has
+    /// just dumped them, are not dumped again. `None` if it went meanwhile.
+    fn view_of(
+        &mut self,
+        table: &str,
+        elements: bool,
+        rules: Option<Vec<super::messages::DumpedRule>>,
+    ) -> Result<Option<TableView>> {
         let read = |nl: &mut NfSocket| -> Result<TableView, NfError> {
             let chains = nl.chains(NFPROTO_INET, table)?;
             let sets = nl.sets(NFPROTO_INET, table)?;
-            let rules = nl.rules(NFPROTO_INET, table, None)?;
+            let rules = match rules {
+                Some(rules) => rules,
+                None => nl.rules(NFPROTO_INET, table, None)?,
+            };
             let mut failed = None;
             let view = TableView::of(chains, sets, rules, |set| {
                 if !elements || failed.is_some() {
@@ -187,13 +210,6 @@ impl Nftables {
                 None => Ok(view),
             }
         };
-        let exists = self
-            .nl
-            .table_exists(NFPROTO_INET, table)
-            .map_err(|e| fw_error(format!("looking for table {FAMILY} {table}: {e}")))?;
-        if !exists {
-            return Ok(None);
-        }
         match read(&mut self.nl) {
             Ok(view) => Ok(Some(view)),
             // Deleted between the two looks.
