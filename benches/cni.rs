@@ -658,10 +658,18 @@ enum Mode {
     /// `connmark` with `scope: "subnet"`: one range per pod subnet in the
     /// policy's set, no per-pod element.
     ConnmarkSubnet,
+    /// `vrf` with `leak: "pod"`: a /32 and a /128 per pod in the VRF's
+    /// table. Only where the kernel makes VRFs (`--vrf`, in the guest).
+    VrfPod,
+    /// `vrf` with `leak: "cidr"`: the pod CIDRs in the VRF's table, a node
+    /// group held by every pod. Only with `--vrf`.
+    VrfCidr,
     Sbr,
 }
 
-const MODES: [Mode; 9] = [
+/// Every mode, in report order; a run measures those `--vrf` or its
+/// absence selects ([`Options::modes`]).
+const MODES: [Mode; 11] = [
     Mode::Source,
     Mode::Subnet,
     Mode::ConnmarkSubnet,
@@ -670,6 +678,8 @@ const MODES: [Mode; 9] = [
     Mode::Mark,
     Mode::GwClient,
     Mode::PodSide,
+    Mode::VrfPod,
+    Mode::VrfCidr,
     Mode::Sbr,
 ];
 
@@ -684,6 +694,8 @@ impl Mode {
             Mode::PodSide => "gwsteer source, pod side",
             Mode::Subnet => "gwsteer source, whole network",
             Mode::ConnmarkSubnet => "gwsteer connmark, whole network",
+            Mode::VrfPod => "gwsteer VRF leak, per pod",
+            Mode::VrfCidr => "gwsteer VRF leak, per CIDR",
             Mode::Sbr => "sbr",
         }
     }
@@ -697,6 +709,8 @@ impl Mode {
             Mode::PodSide => "bench-pod",
             Mode::Subnet => "bench-net",
             Mode::ConnmarkSubnet => "bench-cmn",
+            Mode::VrfPod => "bench-vrfp",
+            Mode::VrfCidr => "bench-vrfc",
             Mode::Sbr => "bench-sbr",
         }
     }
@@ -714,8 +728,18 @@ impl Mode {
     fn own_node(self) -> bool {
         matches!(
             self,
-            Mode::Subnet | Mode::ConnmarkSubnet | Mode::Connmark | Mode::Mark
+            Mode::Subnet
+                | Mode::ConnmarkSubnet
+                | Mode::Connmark
+                | Mode::Mark
+                | Mode::VrfPod
+                | Mode::VrfCidr
         )
+    }
+
+    /// Needs a kernel with VRF: measured only with `--vrf`.
+    fn is_vrf(self) -> bool {
+        matches!(self, Mode::VrfPod | Mode::VrfCidr)
     }
 
     fn is_gwsteer(self) -> bool {
@@ -738,6 +762,8 @@ impl Mode {
             Mode::PodSide => "pod",
             Mode::Subnet => "net",
             Mode::ConnmarkSubnet => "cmn",
+            Mode::VrfPod => "vrfp",
+            Mode::VrfCidr => "vrfc",
             Mode::Sbr => "sbr",
         }
     }
@@ -885,6 +911,7 @@ struct Lab {
     prefix: String,
     scratch: Scratch,
     gwsteer: PathBuf,
+    sbr: PathBuf,
     /// The alternative gwsteer build and its label, if any.
     alt: Option<(PathBuf, String)>,
     nodes: Vec<Node>,
@@ -956,6 +983,28 @@ impl Lab {
                     "routes": ["0.0.0.0/0"], "keep": ["10.244.0.0/16", "10.96.0.0/12"]
                 });
             }
+            Mode::VrfPod | Mode::VrfCidr => {
+                // Each its own VRF, table and legs (the infrastructure stays
+                // until `gwsteer cleanup`); the per-pod work is the leak.
+                let (name, table, leg, n) = if mode == Mode::VrfPod {
+                    ("vrf-bp", 10, "bp", 1)
+                } else {
+                    ("vrf-bc", 11, "bc", 2)
+                };
+                conf["vrf"] = json!({
+                    "name": name, "table": table,
+                    "legs": {
+                        "host": {"name": format!("{leg}-host"),
+                                 "addresses": [format!("169.254.{n}.1/30"), format!("fd00:a9fe:{n}::1/126")]},
+                        "vrf": {"name": format!("{leg}-vrf"),
+                                "addresses": [format!("169.254.{n}.2/30"), format!("fd00:a9fe:{n}::2/126")]}
+                    }
+                });
+                if mode == Mode::VrfCidr {
+                    conf["vrf"]["leak"] = json!("cidr");
+                    conf["vrf"]["podCidrs"] = json!(["10.244.0.0/16", "fd00:244::/48"]);
+                }
+            }
             Mode::PodSide => {
                 // The gateways are prevResult's, as sbr takes the interface's.
                 conf["steering"] = json!([{
@@ -980,7 +1029,7 @@ impl Lab {
         let cid = format!("bench{}-{}", node.level, i);
         let program = match (mode, &self.alt) {
             (Mode::SourceAlt, Some((alt, _))) => alt.clone(),
-            (Mode::Sbr, _) => PathBuf::from(SBR_BIN),
+            (Mode::Sbr, _) => self.sbr.clone(),
             _ => self.gwsteer.clone(),
         };
         let gw_dir = self
@@ -1301,6 +1350,17 @@ struct Options {
     levels: Vec<usize>,
     iterations: usize,
     concurrent: usize,
+    /// The modes measured: without `--vrf` every mode but the VRF ones;
+    /// with it the VRF modes and sbr (run in the VRF guest:
+    /// `benches/run-vrf.sh`).
+    modes: Vec<Mode>,
+    /// `--no-profile`: no strace/perf pass (slow under emulation).
+    profile: bool,
+    /// `--local-copies` (implied by `--vrf`): run copies of gwsteer and sbr
+    /// from the benchmark's tmpfs directory. In the VRF guest the host's
+    /// files are on 9p, where every page an exec touches is read over the
+    /// virtual transport: it would measure 9p, not the plugins.
+    local_copies: bool,
 }
 
 fn options() -> Res<Options> {
@@ -1309,6 +1369,9 @@ fn options() -> Res<Options> {
         levels: LEVELS.to_vec(),
         iterations: 300,
         concurrent: 100,
+        modes: MODES.into_iter().filter(|m| !m.is_vrf()).collect(),
+        profile: true,
+        local_copies: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -1322,6 +1385,17 @@ fn options() -> Res<Options> {
             "--bench" => {}
             "--iterations" => o.iterations = num("--iterations")?,
             "--concurrent" => o.concurrent = num("--concurrent")?,
+            "--vrf" => {
+                // `source` too: the row the host's table has, measured in
+                // the same guest, shows how emulation moves the ratios.
+                o.modes = MODES
+                    .into_iter()
+                    .filter(|m| m.is_vrf() || matches!(m, Mode::Source | Mode::Sbr))
+                    .collect();
+                o.local_copies = true;
+            }
+            "--no-profile" => o.profile = false,
+            "--local-copies" => o.local_copies = true,
             "--levels" => {
                 let v: Option<Vec<usize>> = args
                     .next()
@@ -1470,10 +1544,23 @@ fn bench(opts: &Options) -> Res<()> {
         }
         _ => None,
     };
+    let (gwsteer, sbr) = if opts.local_copies {
+        let bin = root.join("bin");
+        fs::create_dir_all(&bin).map_err(|e| format!("{}: {e}", bin.display()))?;
+        let copy = |from: &Path, name: &str| -> Res<PathBuf> {
+            let to = bin.join(name);
+            fs::copy(from, &to).map_err(|e| format!("copying {}: {e}", from.display()))?;
+            Ok(to)
+        };
+        (copy(&gwsteer, "gwsteer")?, copy(Path::new(SBR_BIN), "sbr")?)
+    } else {
+        (gwsteer, PathBuf::from(SBR_BIN))
+    };
     let mut lab = Lab {
         prefix: prefix.clone(),
         scratch: Scratch { dir: scratch_dir },
         gwsteer,
+        sbr,
         alt,
         nodes: Vec::new(),
     };
@@ -1485,7 +1572,7 @@ fn bench(opts: &Options) -> Res<()> {
     enter(&lab.nodes[0].file)?;
 
     check_sbr_reset(&lab)?;
-    for mode in MODES {
+    for &mode in &opts.modes {
         if mode == Mode::SourceAlt && lab.alt.is_none() {
             continue;
         }
@@ -1506,7 +1593,9 @@ fn bench(opts: &Options) -> Res<()> {
     rss_pass(&lab, &available, &helpers, &mut res)?;
     collect_logged(&lab, &available, &mut res);
     concurrent(&mut lab, &available, opts.concurrent, &mut res)?;
-    profile(&lab, &available, &mut res)?;
+    if opts.profile {
+        profile(&lab, &available, &mut res)?;
+    }
 
     res.finished = utc_now();
     res.load_end = loadavg();
@@ -1844,6 +1933,13 @@ impl XorShift {
     }
 }
 
+/// The modes this run set out to measure (available or not), in report order.
+fn run_modes(res: &Results) -> impl Iterator<Item = Mode> + '_ {
+    MODES
+        .into_iter()
+        .filter(|m| res.availability.contains_key(m))
+}
+
 fn is_available(res: &Results, mode: Mode) -> bool {
     matches!(res.availability.get(&mode), Some(Availability::Yes))
 }
@@ -1907,7 +2003,7 @@ fn probe_invocations(lab: &Lab, helpers: &Helpers) -> Vec<(&'static str, Invocat
     if let Some((alt, _)) = &lab.alt {
         v.push(("gwsteer (alt build) VERSION", version(alt.clone())));
     }
-    v.push(("sbr VERSION", version(PathBuf::from(SBR_BIN))));
+    v.push(("sbr VERSION", version(lab.sbr.clone())));
     v
 }
 
@@ -2632,7 +2728,7 @@ fn report(
     );
     let _ = writeln!(r, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let sbr_c = res.concurrent.get(&Mode::Sbr);
-    for mode in MODES.into_iter().filter(|m| *m != Mode::SourceAlt) {
+    for mode in run_modes(res).filter(|m| *m != Mode::SourceAlt) {
         let Some(c) = res.concurrent.get(&mode) else {
             let _ = writeln!(r, "| {} | | n/a | | | | | | | | |", mode.label());
             continue;
@@ -2770,6 +2866,7 @@ fn report(
         "Three levels (0, 100, 1000 attachments of each mode already on the node), each a node namespace (and a second one, `-w`, for the rows named below) with an uplink `eth-b` to a router namespace holding the gateways; all levels and modes are interleaved in every iteration.",
         "gwsteer `source`: policy `oam`, table 100, gateways 192.168.2.1 and fd00:2::1 on `eth-b`, exclusions 10.244.0.0/16, 10.96.0.0/12, fd00:244::/48; a dual-stack pod = 5 rules. The prevResult is what bridge + host-local return (cni0, host veth, sandbox `eth0`, IPv4 + IPv6 with gateways). Pre-populated attachments are real gwsteer ADDs with distinct container ids and addresses (state on tmpfs, `/dev/shm`, as `/run` is on a node); at 1000 attachments the node holds 5000 pod rules.",
         "gwsteer `connmark`: mark 0x14, `ingressInterfaces: [eth-b]`, `firewallBackend: nftables`, table 200; per pod one element in an nftables set. gwsteer `mark`: mark 0x16, `egressTo: [203.0.113.0/24, 2001:db8::/32]`, table 220, priority 2200, like `connmark` on the second node namespace of each level (`-w`, see below). gwsteer `connmark`, whole network: the same with `scope: subnet` (policy `oamcn`, mark 0x15, table 210, priority 2100): one range per pod subnet in the policy's set, no per-pod element. The whole-network rows, `mark` and `connmark` run on a second node namespace per level (`-w`, same uplink and router), without the per-pod `source` row's 5000 rules: each of them re-asserts a rule on every ADD (the `fwmark` rule, the subnet's rules), and that walks the node's rule list. gateway-network client: `gatewayNetwork` `{bridge: gwbr0, role: client, router: 172.20.0.1, routes: [0.0.0.0/0], keep: [10.244.0.0/16, 10.96.0.0/12]}`, `CNI_IFNAME=net1`; every attachment is a pod namespace of its own with `eth0` (primary, default route) and `net1` on `gwbr0` (made by the benchmark, as bridge + Multus would), and the router's namespace on `gwbr0`. Both are measured only when this gwsteer build accepts them (else `n/a (not built)`).",
+        "gwsteer VRF leak (`--vrf`, in the VRF tier's qemu guest: `benches/run-vrf.sh`): a `vrf` section with VRF `vrf-bp` on table 10 and veth legs `bp-host`/`bp-vrf` (169.254.1.1/30 and .2, fd00:a9fe:1::1/126 and ::2), no uplinks, no steering policy, `leak: pod` (per pod a /32 and a /128 in table 10 via the host leg); per CIDR: VRF `vrf-bc`, table 11, legs `bc-host`/`bc-vrf`, `leak: cidr` with `podCidrs` 10.244.0.0/16 and fd00:244::/48 (a node group every pod holds, made by the first, removed with the last). The VRF and its legs stay until `gwsteer cleanup`, so every ADD re-asserts them (5 links, 2 unreachable defaults, 4 addresses, `accept_local`) and adds its leaks. Both run on the `-w` node namespace: a route's gateway check is a FIB lookup that walks the node's rules, and the `source` row's rules are on the other one. In the guest, gwsteer and sbr run from copies on tmpfs (`--local-copies`): the host's files are on 9p there, and an exec from 9p measured 9p.",
         "The measured attachment is ADDed and DELeted each iteration (same container id and addresses: ADD after DEL must work). At level 0 it is the only attachment, so its ADD also makes the policy's table routes and its DEL removes them (first/last holder); at 100 and 1000 it only adds and removes its own rules.",
         "sbr works only inside the pod's namespace (rules and a table there, nothing on the node), so \"attachments on the node\" cannot change its work; its rows at each level measure the same pod setup, on that level's node, interleaved like the rest. sbr cannot ADD again after DEL on the same interface (its DEL leaves the routes it moved into table 100+, and ADD then fails with \"file exists\"); after every DEL, outside the timed region, the pod is reset (tables 100–103 flushed, addresses re-created, link down/up, default routes) and the benchmark proves once, by comparing `ip -j` snapshots, that the reset restores the pod exactly.",
         "Concurrent: N pods ADDed at once then DELeted at once on the node without other attachments (a Linux bridge takes at most 1024 ports, so the gateway network could not add 100 pods next to 1000; at 1000 attachments each source ADD holds the lock longer by what the kernel's rule list costs, see the breakdown); sbr and the gateway-network client get N pod namespaces. One more pod's ADD starts 20 ms into the DEL burst, from another thread, and is timed on its own. Lock waits come from gwsteer's `logLevel: debug` line \"state store lock taken in N µs\" (and the warn line \"waited N ms\").",
@@ -2796,7 +2893,31 @@ fn verdicts(lab: &Lab, available: &[Mode], res: &Results) -> Vec<String> {
             .map_or(f64::NAN, |s| pct(&s.cpu_ms, 50.0))
     };
     let mark = |ok: bool| if ok { "**PASS**" } else { "**FAIL**" };
-    for verb in [Verb::Add, Verb::Del] {
+    // Every mode's ADD and DEL against sbr's on the same node, per level.
+    for mode in run_modes(res).filter(|m| m.is_target() && available.contains(m)) {
+        let mut ok = true;
+        let detail: Vec<String> = lab
+            .nodes
+            .iter()
+            .map(|n| {
+                let q = [Verb::Add, Verb::Del]
+                    .map(|v| p50(n.level, mode, v) / p50(n.level, Mode::Sbr, v));
+                ok &= q.iter().all(|q| *q <= 0.5);
+                format!("{}: {:.2} / {:.2}", n.level, q[0], q[1])
+            })
+            .collect();
+        out.push(format!(
+            "{} ADD and DEL p50 ≤ 0.5 × sbr's at every level, {} (ADD / DEL ÷ sbr at {})",
+            mark(ok),
+            mode.label(),
+            detail.join("; ")
+        ));
+    }
+    let source_measured = res.availability.contains_key(&Mode::Source);
+    for verb in [Verb::Add, Verb::Del]
+        .into_iter()
+        .filter(|_| source_measured)
+    {
         let mut worst: Option<(usize, f64)> = None;
         for node in &lab.nodes {
             let q = p50(node.level, Mode::Source, verb) / p50(node.level, Mode::Sbr, verb);
@@ -2847,7 +2968,7 @@ fn verdicts(lab: &Lab, available: &[Mode], res: &Results) -> Vec<String> {
         lab.nodes.first().map_or(0, |n| n.level),
         lab.nodes.last().map_or(0, |n| n.level),
     );
-    for mode in MODES.into_iter().filter(|m| m.is_target()) {
+    for mode in run_modes(res).filter(|m| m.is_target()) {
         if !available.contains(&mode) {
             out.push(format!(
                 "n/a: ADD p50 at {hi} ≤ 1.2 × at {lo} attachments, {} (not measured)",
@@ -2964,7 +3085,7 @@ fn verdicts(lab: &Lab, available: &[Mode], res: &Results) -> Vec<String> {
             ratio(a, b)
         ));
     }
-    for mode in MODES.into_iter().filter(|m| m.is_target()) {
+    for mode in run_modes(res).filter(|m| m.is_target()) {
         let Some(c) = res.concurrent.get(&mode) else {
             out.push(format!(
                 "n/a: concurrent ADDs, {} (not measured)",
@@ -2987,8 +3108,7 @@ fn verdicts(lab: &Lab, available: &[Mode], res: &Results) -> Vec<String> {
                 ))
         ));
     }
-    let amid: Vec<String> = MODES
-        .into_iter()
+    let amid: Vec<String> = run_modes(res)
         .filter(|m| m.is_target())
         .filter_map(|m| {
             let o = res.concurrent.get(&m)?.add_amid_dels.as_ref()?;
@@ -3005,7 +3125,7 @@ fn verdicts(lab: &Lab, available: &[Mode], res: &Results) -> Vec<String> {
             amid.join(", ")
         ));
     }
-    for mode in MODES.into_iter().filter(|m| m.is_target()) {
+    for mode in run_modes(res).filter(|m| m.is_target()) {
         let peaks: Vec<i64> = res
             .rss
             .iter()

@@ -27,7 +27,9 @@
 #
 # Knobs: GWSTEER_VRF_TIMEOUT (seconds for the whole run, default 900),
 # GWSTEER_VRF_MEMORY (default 2G), GWSTEER_VRF_CPUS (default 2),
-# GWSTEER_VRF_KERNEL (a /boot/vmlinuz-… path; default the newest *-amd64 one).
+# GWSTEER_VRF_KERNEL (a /boot/vmlinuz-… path; default the newest *-amd64 one),
+# GWSTEER_VRF_RWDIR (one more host directory the guest may write to, e.g. for
+# a report; it must exist).
 # A boot plus a trivial command takes about 35 s here.
 set -euo pipefail
 
@@ -49,6 +51,11 @@ if (($# == 0)); then
 fi
 [[ $(id -u) -eq 0 ]] || die "run as root (installs packages; the guest runs the command as root)"
 [[ $TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "GWSTEER_VRF_TIMEOUT must be a number of seconds, not '$TIMEOUT'"
+rwdirs=()
+if [[ -n ${GWSTEER_VRF_RWDIR:-} ]]; then
+    [[ -d $GWSTEER_VRF_RWDIR ]] || die "GWSTEER_VRF_RWDIR: no such directory: $GWSTEER_VRF_RWDIR"
+    rwdirs+=("--rwdir=$(realpath "$GWSTEER_VRF_RWDIR")")
+fi
 
 newest_kernel() {
     local k
@@ -126,7 +133,7 @@ set +e
 {
     timeout --kill-after=15 "$TIMEOUT" \
         vng --disable-kvm --cpus "$CPUS" --memory "$MEMORY" \
-        --rwdir="$work/out" -r "$kernel" \
+        --rwdir="$work/out" "${rwdirs[@]}" -r "$kernel" \
         --exec "bash $work/cmd.sh" </dev/null 2>&1 >&3 3>&- |
         tr -d '\000' >&2 3>&-
     exit "${PIPESTATUS[0]}"
