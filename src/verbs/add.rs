@@ -102,7 +102,7 @@ pub fn run(config: &Config, env: &Env) -> Result<Value> {
         return Err(e);
     }
     log::info!(
-        "steered {} address(es): {} rule(s), groups [{}] in {} µs",
+        "steered {} address(es): {} object(s), groups [{}] in {} µs",
         pod.addresses.len(),
         record.objects.len(),
         GroupKey::list(&record.holds),

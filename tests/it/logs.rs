@@ -84,7 +84,7 @@ fn debug_log_has_one_info_line_per_verb_and_every_kernel_change() {
         (
             add,
             "ADD",
-            "steered 2 address(es): 4 rule(s), groups [steering.oam]",
+            "steered 2 address(es): 4 object(s), groups [steering.oam]",
         ),
         (del, "DEL", "removed 4 object(s), released [steering.oam]"),
     ] {
