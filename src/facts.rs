@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::cni::Env;
 use crate::config::gateway::{Bum, Vxlan};
-use crate::config::{Config, SideChoice};
+use crate::config::{Config, Match, SideChoice};
 use crate::error::{Error, Result, code};
 use crate::kernel::rtnl::{NetlinkKernel, V6Address};
 use crate::model::{Backend, Family, Side};
@@ -109,6 +109,12 @@ fn pod_link(
         Err(e) => return Err(e),
     };
     link.index = Some(state.index);
+    if selected
+        .iter()
+        .any(|p| matches!(p.matcher, Match::Connmark { .. }))
+    {
+        link.fwmark_rules = netlink(env, slot)?.pod_fwmark_rules()?;
+    }
     if host_side != Some(true) {
         let ifname = &env.ifname;
         link.peerless = match state.kind.as_deref() {

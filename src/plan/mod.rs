@@ -20,7 +20,7 @@ use crate::config::{Config, Gateway};
 use crate::model::{Backend, Family, NextHop, NodeGroup, Object, RouteKind, RouteSpec};
 
 pub use gateway::GatewayFacts;
-pub use pod::PodLink;
+pub use pod::{PodLink, mark_conflict};
 pub use steering::{MULTIPATH_USE_NEIGH, SRC_VALID_MARK, selected, table_routes};
 
 /// Who the pod is, as far as planning cares.

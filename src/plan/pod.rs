@@ -12,8 +12,8 @@
 //! to the table. The table id is [`table_id`]: the interface's index in
 //! the pod makes it one no other attachment of the pod can have.
 
-use super::{Note, Plan, Pod, host};
-use crate::config::{Match, Policy, SideChoice};
+use super::{Facts, Note, Plan, Pod, host};
+use crate::config::{Config, Match, Policy, SideChoice};
 use crate::model::{Family, NextHop, Object, RouteKind, RouteSpec, RuleSpec, Side, TABLE_MAIN};
 
 /// Pod-side table ids start here: 0x80000000 + 256 · ifindex + policy
@@ -31,6 +31,10 @@ pub struct PodLink {
     /// The interface's index in the pod's namespace, read when a policy may
     /// steer on the pod side.
     pub index: Option<u32>,
+    /// gwsteer's fwmark rules already in the pod's namespace (any
+    /// attachment's), read with the index when a selected policy is a
+    /// `connmark` one: see [`mark_conflict`].
+    pub fwmark_rules: Vec<RuleSpec>,
 }
 
 /// The side a policy steers this attachment on.
@@ -56,6 +60,49 @@ pub fn table_id(ifindex: u32, policy: &Policy) -> Option<u32> {
         return None;
     }
     Some(POD_TABLE_BASE + (ifindex << 8) + policy.index as u32)
+}
+
+/// Why this attachment may not be made: a pod-side `connmark` policy whose
+/// mark another attachment of the same pod already steers to a table of
+/// its own. Both would mark their connections alike and the pod's first
+/// fwmark rule would route the replies of both, one of them out of the
+/// wrong interface. `None` when there is no such rule in the pod (or the
+/// pod was not read); a re-ADD finds its own rule, in its own table.
+pub fn mark_conflict(config: &Config, pod: &Pod, facts: &Facts) -> Option<String> {
+    let link = facts.pod_link.as_ref()?;
+    let index = link.index?;
+    config
+        .steering
+        .iter()
+        .filter(|p| super::steering::is_selected(config, p, pod))
+        .find_map(|policy| {
+            let Match::Connmark { mark, mask } = policy.matcher else {
+                return None;
+            };
+            if side_of(policy, Some(link)) != Side::Pod {
+                return None;
+            }
+            let table = table_id(index, policy)?;
+            let other = link
+                .fwmark_rules
+                .iter()
+                .find(|r| r.table != table && marks_meet(mark, mask, r))?;
+            let under = mask.map(|m| format!("/{m:#x}")).unwrap_or_default();
+            Some(format!(
+                "steering {}: mark {mark:#x}{under} on {} is already steered in this pod to table {} by another attachment (its fwmark rule at priority {}); give each pod-side connmark attachment of a pod a mark of its own",
+                policy.name, link.ifname, other.table, other.priority
+            ))
+        })
+}
+
+/// Would a packet that carries `mark` under `mask` (`None`: all 32 bits)
+/// match the fwmark of rule `r`? Judged on the bits both masks cover.
+fn marks_meet(mark: u32, mask: Option<u32>, r: &RuleSpec) -> bool {
+    let Some(theirs) = r.fwmark else {
+        return false;
+    };
+    let common = mask.unwrap_or(u32::MAX) & r.fwmask.unwrap_or(u32::MAX);
+    common != 0 && mark & common == theirs & common
 }
 
 /// Why the policy acts on the side it does, for the record and the log;

@@ -41,6 +41,9 @@ pub fn run(config: &Config, env: &Env) -> Result<Value> {
         firewall.as_ref().map(|f| f.backend),
         &mut netlink,
     )?;
+    if let Some(why) = plan::mark_conflict(config, &pod, &facts) {
+        return Err(Error::config(why));
+    }
     let plan = plan::plan(config, &pod, &facts);
     let mut record = Record {
         schema: SCHEMA,

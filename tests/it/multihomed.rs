@@ -628,6 +628,63 @@ fn two_nads_in_one_pod_get_two_tables_and_each_del_removes_its_own() {
     t.run(&b, "del", "net2").expect_ok("NAD b DEL after GC");
 }
 
+/// Two pod-side `connmark` attachments in one pod with the same mark would
+/// meet in the pod's fwmark rules: the first rule would route the replies
+/// of both. The second ADD is refused (code 7, naming the mark and the
+/// table that has it) before it changes anything; with a mark of its own it
+/// is made, and each attachment's replies leave by its own interface.
+#[test]
+fn a_second_pod_side_connmark_attachment_needs_a_mark_of_its_own() {
+    let t = Topo::build("mhmark");
+    let state_b = t.lab.subdir("state-b");
+    let connmark =
+        |mark: &str| json!([{"name": "vip", "side": "pod", "match": "connmark", "mark": mark}]);
+    let a = t.nad("lan-a", 0, t.gwsteer(connmark("0x14")));
+    t.run(&a, "add", "net1").expect_ok("NAD a ADD");
+    let rules_a = gw_rules_in(&t.pod);
+    let tables_a = gw_nft_tables_in(&t.pod);
+
+    let nad_b = |mark: &str| {
+        let mut plugin = t.gwsteer(connmark(mark));
+        plugin["stateDir"] = json!(state_b);
+        t.nad("lan-b", 1, plugin)
+    };
+    let same = nad_b("0x14");
+    let refused = t.run(&same, "add", "net2");
+    assert_eq!(
+        refused.expect_error("NAD b ADD with a's mark"),
+        7,
+        "{refused}"
+    );
+    let msg = refused.error_msg().unwrap_or_default();
+    assert!(
+        msg.contains("0x14") && msg.contains("another attachment"),
+        "{msg}"
+    );
+    assert_eq!(
+        gw_rules_in(&t.pod),
+        rules_a,
+        "the refused ADD changed the pod's rules"
+    );
+    assert_eq!(
+        gw_nft_tables_in(&t.pod),
+        tables_a,
+        "the refused ADD made an nftables table"
+    );
+    t.run(&same, "del", "net2")
+        .expect_ok("NAD b DEL after the refusal");
+
+    let own = nad_b("0x15");
+    t.run(&own, "add", "net2")
+        .expect_ok("NAD b ADD with its own mark");
+    assert_eq!(tables_of_rules(&t.pod).len(), 2);
+    assert_eq!(gw_nft_tables_in(&t.pod).len(), 2);
+    t.run(&own, "del", "net2").expect_ok("NAD b DEL");
+    t.run(&a, "del", "net1").expect_ok("NAD a DEL");
+    assert!(gw_rules_in(&t.pod).is_empty(), "{:?}", gw_rules_in(&t.pod));
+    assert!(gw_nft_tables_in(&t.pod).is_empty());
+}
+
 /// `auto` without a host-side interface in prevResult asks the pod: a veth
 /// (what Calico's result looks like) stays on the node; a macvlan, with a
 /// prevResult that lists no interfaces at all, goes into the pod.

@@ -42,6 +42,25 @@ impl NetlinkKernel {
         })
     }
 
+    /// gwsteer's fwmark rules in the pod's namespace (a pod holds a handful
+    /// of rules: one dump per family, whatever the node holds).
+    pub(crate) fn pod_fwmark_rules(&mut self) -> Result<Vec<RuleSpec>> {
+        let mut out = Vec::new();
+        for family in [Family::V4, Family::V6] {
+            let rules = self
+                .dump_rules(Side::Pod, family)
+                .map_err(|e| e.into_error(format_args!("reading the pod's {family} rules")))?;
+            out.extend(
+                rules
+                    .into_iter()
+                    .filter(|r| r.action == RuleAction::ToTable && r.protocol == RTPROT_GWSTEER)
+                    .filter(|r| r.spec.fwmark.is_some())
+                    .map(|r| r.spec),
+            );
+        }
+        Ok(out)
+    }
+
     pub(super) fn dump_rules(
         &mut self,
         side: Side,

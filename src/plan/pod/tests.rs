@@ -34,6 +34,7 @@ fn facts(peerless: bool, index: Option<u32>) -> Facts {
             ifname: "net1".into(),
             peerless: peerless.then(|| "net1 is a macvlan device, with no host-side peer".into()),
             index,
+            fwmark_rules: Vec::new(),
         }),
     }
 }
@@ -203,4 +204,60 @@ fn table_ids_stay_within_32_bits() {
     assert_eq!(table_id(1, policy), Some(0x8000_0100));
     assert_eq!(table_id((1 << 23) - 1, policy), Some(0xffff_ff00));
     assert_eq!(table_id(1 << 23, policy), None);
+}
+
+/// A gwsteer fwmark rule in the pod: `mark`/`mask` to `table`.
+fn fwmark_rule(mark: u32, mask: Option<u32>, table: u32) -> RuleSpec {
+    RuleSpec {
+        family: Family::V4,
+        priority: 1000,
+        src: None,
+        dst: None,
+        fwmark: Some(mark),
+        fwmask: mask,
+        iif: None,
+        table,
+    }
+}
+
+#[test]
+fn a_mark_another_attachment_of_the_pod_steers_is_a_conflict() {
+    let c = config(
+        json!([{"name": "vip", "side": "pod", "match": "connmark", "mark": "0x14", "mask": "0xff"}]),
+    );
+    let p = pod(&[("192.168.60.10/24", Some("192.168.60.1"))]);
+    let own = 0x8000_0000u32 + 3 * 256;
+    let other = 0x8000_0000u32 + 4 * 256;
+    let with = |rules: Vec<RuleSpec>| {
+        let mut f = facts(true, Some(3));
+        if let Some(link) = f.pod_link.as_mut() {
+            link.fwmark_rules = rules;
+        }
+        mark_conflict(&c, &p, &f)
+    };
+    assert_eq!(with(Vec::new()), None);
+    // Its own rule (a re-ADD) is no conflict.
+    assert_eq!(with(vec![fwmark_rule(0x14, Some(0xff), own)]), None);
+    let why = with(vec![fwmark_rule(0x14, Some(0xff), other)]).expect("a conflict");
+    assert!(
+        why.contains("mark 0x14/0xff on net1") && why.contains(&format!("table {other}")),
+        "{why}"
+    );
+    // The same bits under a wider mask, or a full-mask rule of that mark.
+    assert!(with(vec![fwmark_rule(0x114, Some(0xfff), other)]).is_some());
+    assert!(with(vec![fwmark_rule(0x14, None, other)]).is_some());
+    // Another mark, or bits this mask does not cover.
+    assert_eq!(with(vec![fwmark_rule(0x15, Some(0xff), other)]), None);
+    assert_eq!(with(vec![fwmark_rule(0x100, Some(0xf00), other)]), None);
+    // A node-side policy, or `source` in the pod, has no mark to meet.
+    let node = config(
+        json!([{"name": "vip", "side": "node", "match": "connmark", "mark": "0x14", "ingressInterfaces": ["eth1"], "table": 200, "gateways": [{"via": "192.168.60.1"}]}]),
+    );
+    let mut f = facts(true, Some(3));
+    if let Some(link) = f.pod_link.as_mut() {
+        link.fwmark_rules = vec![fwmark_rule(0x14, Some(0xff), other)];
+    }
+    assert_eq!(mark_conflict(&node, &p, &f), None);
+    let source = config(json!([{"name": "lan", "side": "pod"}]));
+    assert_eq!(mark_conflict(&source, &p, &f), None);
 }
