@@ -308,20 +308,10 @@ impl Kernel for NetlinkKernel {
     }
 
     fn rules_with_protocol(&mut self, tables: &[u32]) -> Result<Vec<(RuleSpec, u8)>> {
-        let mut owned = Vec::new();
-        for family in [Family::V4, Family::V6] {
-            let rules = self
-                .dump_rules(Side::Node, family)
-                .map_err(|e| e.into_error(format_args!("reading the node's {family} rules")))?;
-            owned.extend(
-                rules
-                    .into_iter()
-                    .filter(|r| r.action == RuleAction::ToTable)
-                    .filter(|r| r.protocol == RTPROT_GWSTEER || tables.contains(&r.spec.table))
-                    .map(|r| (r.spec, r.protocol)),
-            );
-        }
-        Ok(owned)
+        let rules = self.rules_where(Side::Node, |r| {
+            r.protocol == RTPROT_GWSTEER || tables.contains(&r.spec.table)
+        })?;
+        Ok(rules.into_iter().map(|r| (r.spec, r.protocol)).collect())
     }
 
     fn remove_foreign(&mut self, obj: &Object, protocol: u8) -> Result<()> {

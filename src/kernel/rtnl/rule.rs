@@ -45,17 +45,31 @@ impl NetlinkKernel {
     /// gwsteer's fwmark rules in the pod's namespace (a pod holds a handful
     /// of rules: one dump per family, whatever the node holds).
     pub(crate) fn pod_fwmark_rules(&mut self) -> Result<Vec<RuleSpec>> {
+        let rules = self.rules_where(Side::Pod, |r| {
+            r.protocol == RTPROT_GWSTEER && r.spec.fwmark.is_some()
+        })?;
+        Ok(rules.into_iter().map(|r| r.spec).collect())
+    }
+
+    /// The rules to a table, of both families, on `side` that `keep` takes.
+    pub(super) fn rules_where(
+        &mut self,
+        side: Side,
+        keep: impl Fn(&KernelRule) -> bool,
+    ) -> Result<Vec<KernelRule>> {
+        let whose = match side {
+            Side::Node => "node",
+            Side::Pod => "pod",
+        };
         let mut out = Vec::new();
         for family in [Family::V4, Family::V6] {
             let rules = self
-                .dump_rules(Side::Pod, family)
-                .map_err(|e| e.into_error(format_args!("reading the pod's {family} rules")))?;
+                .dump_rules(side, family)
+                .map_err(|e| e.into_error(format_args!("reading the {whose}'s {family} rules")))?;
             out.extend(
                 rules
                     .into_iter()
-                    .filter(|r| r.action == RuleAction::ToTable && r.protocol == RTPROT_GWSTEER)
-                    .filter(|r| r.spec.fwmark.is_some())
-                    .map(|r| r.spec),
+                    .filter(|r| r.action == RuleAction::ToTable && keep(r)),
             );
         }
         Ok(out)
