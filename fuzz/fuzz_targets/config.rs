@@ -36,10 +36,23 @@ fuzz_target!(|data: &[u8]| {
                     ifname: "eth0".into(),
                     peerless: Some("a macvlan".into()),
                     index: Some(7),
+                    // Another attachment's fwmark rule in the pod: the
+                    // mark-conflict check runs on every parsed policy.
+                    fwmark_rules: vec![gwsteer::model::RuleSpec {
+                        family: gwsteer::model::Family::V4,
+                        priority: 1000,
+                        src: None,
+                        dst: None,
+                        fwmark: Some(0x14),
+                        fwmask: Some(0xff),
+                        iif: None,
+                        table: 0x8000_0100,
+                    }],
                 }),
                 ..node.clone()
             };
             for facts in [node, peerless] {
+                let _ = plan::mark_conflict(&config, &pod, &facts);
                 let planned = plan::plan(&config, &pod, &facts);
                 for obj in &planned.pod_objects {
                     let _ = obj.to_string();
