@@ -67,7 +67,8 @@ pub fn table_id(ifindex: u32, policy: &Policy) -> Option<u32> {
 /// its own. Both would mark their connections alike and the pod's first
 /// fwmark rule would route the replies of both, one of them out of the
 /// wrong interface. `None` when there is no such rule in the pod (or the
-/// pod was not read); a re-ADD finds its own rule, in its own table.
+/// pod was not read); a re-ADD finds its own rule, in a table of its own
+/// interface ([`table_id`]).
 pub fn mark_conflict(config: &Config, pod: &Pod, facts: &Facts) -> Option<String> {
     let link = facts.pod_link.as_ref()?;
     let index = link.index?;
@@ -82,11 +83,13 @@ pub fn mark_conflict(config: &Config, pod: &Pod, facts: &Facts) -> Option<String
             if side_of(policy, Some(link)) != Side::Pod {
                 return None;
             }
-            let table = table_id(index, policy)?;
+            // A table of this interface (any policy index: the config may
+            // have reordered its policies) is this attachment's own.
+            let own = table_id(index, policy)? & !0xff;
             let other = link
                 .fwmark_rules
                 .iter()
-                .find(|r| r.table != table && marks_meet(mark, mask, r))?;
+                .find(|r| r.table & !0xff != own && marks_meet(mark, mask, r))?;
             let under = mask.map(|m| format!("/{m:#x}")).unwrap_or_default();
             Some(format!(
                 "steering {}: mark {mark:#x}{under} on {} is already steered in this pod to table {} by another attachment (its fwmark rule at priority {}); give each pod-side connmark attachment of a pod a mark of its own",

@@ -236,8 +236,10 @@ fn a_mark_another_attachment_of_the_pod_steers_is_a_conflict() {
         mark_conflict(&c, &p, &f)
     };
     assert_eq!(with(Vec::new()), None);
-    // Its own rule (a re-ADD) is no conflict.
+    // Its own rule (a re-ADD) is no conflict, also from before its
+    // policies were reordered (another policy index, the same interface).
     assert_eq!(with(vec![fwmark_rule(0x14, Some(0xff), own)]), None);
+    assert_eq!(with(vec![fwmark_rule(0x14, Some(0xff), own + 1)]), None);
     let why = with(vec![fwmark_rule(0x14, Some(0xff), other)]).expect("a conflict");
     assert!(
         why.contains("mark 0x14/0xff on net1") && why.contains(&format!("table {other}")),
