@@ -109,12 +109,6 @@ fn pod_link(
         Err(e) => return Err(e),
     };
     link.index = Some(state.index);
-    if selected
-        .iter()
-        .any(|p| matches!(p.matcher, Match::Connmark { .. }))
-    {
-        link.fwmark_rules = netlink(env, slot)?.pod_fwmark_rules()?;
-    }
     if host_side != Some(true) {
         let ifname = &env.ifname;
         link.peerless = match state.kind.as_deref() {
@@ -126,6 +120,15 @@ fn pod_link(
                 "{ifname} is a device of no kind (a moved host device or a VF), with no host-side peer"
             )),
         };
+    }
+    // Only a connmark policy that steers in the pod can meet another
+    // attachment's mark there (plan::mark_conflict): the pod's rules are
+    // read for nothing else.
+    if selected.iter().any(|p| {
+        matches!(p.matcher, Match::Connmark { .. })
+            && plan::pod::side_of(p, Some(&link)) == Side::Pod
+    }) {
+        link.fwmark_rules = netlink(env, slot)?.pod_fwmark_rules()?;
     }
     Ok(Some(link))
 }

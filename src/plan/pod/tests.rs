@@ -206,20 +206,6 @@ fn table_ids_stay_within_32_bits() {
     assert_eq!(table_id(1 << 23, policy), None);
 }
 
-/// A gwsteer fwmark rule in the pod: `mark`/`mask` to `table`.
-fn fwmark_rule(mark: u32, mask: Option<u32>, table: u32) -> RuleSpec {
-    RuleSpec {
-        family: Family::V4,
-        priority: 1000,
-        src: None,
-        dst: None,
-        fwmark: Some(mark),
-        fwmask: mask,
-        iif: None,
-        table,
-    }
-}
-
 #[test]
 fn a_mark_another_attachment_of_the_pod_steers_is_a_conflict() {
     let c = config(
@@ -228,6 +214,10 @@ fn a_mark_another_attachment_of_the_pod_steers_is_a_conflict() {
     let p = pod(&[("192.168.60.10/24", Some("192.168.60.1"))]);
     let own = 0x8000_0000u32 + 3 * 256;
     let other = 0x8000_0000u32 + 4 * 256;
+    // The rule a pod-side connmark policy makes: the plan's own builder.
+    let fwmark_rule = |mark, mask, table| {
+        crate::plan::steering::fwmark_rule(&c.steering[0], table, Family::V4, mark, mask)
+    };
     let with = |rules: Vec<RuleSpec>| {
         let mut f = facts(true, Some(3));
         if let Some(link) = f.pod_link.as_mut() {
