@@ -636,11 +636,12 @@ fn two_nads_in_one_pod_get_two_tables_and_each_del_removes_its_own() {
 #[test]
 fn a_second_pod_side_connmark_attachment_needs_a_mark_of_its_own() {
     let t = Topo::build("mhmark");
+    let server = TcpServer::start(&t.pod, "[::]:0".parse().unwrap());
     let state_b = t.lab.subdir("state-b");
     let connmark =
         |mark: &str| json!([{"name": "vip", "side": "pod", "match": "connmark", "mark": mark}]);
     let a = t.nad("lan-a", 0, t.gwsteer(connmark("0x14")));
-    t.run(&a, "add", "net1").expect_ok("NAD a ADD");
+    let (a4, a6) = addrs_of(&t.run(&a, "add", "net1").expect_ok("NAD a ADD"));
     let rules_a = gw_rules_in(&t.pod);
     let tables_a = gw_nft_tables_in(&t.pod);
 
@@ -675,10 +676,17 @@ fn a_second_pod_side_connmark_attachment_needs_a_mark_of_its_own() {
         .expect_ok("NAD b DEL after the refusal");
 
     let own = nad_b("0x15");
-    t.run(&own, "add", "net2")
-        .expect_ok("NAD b ADD with its own mark");
+    let (b4, b6) = addrs_of(
+        &t.run(&own, "add", "net2")
+            .expect_ok("NAD b ADD with its own mark"),
+    );
     assert_eq!(tables_of_rules(&t.pod).len(), 2);
     assert_eq!(gw_nft_tables_in(&t.pod).len(), 2);
+    // Each attachment's connections are answered by its own interface.
+    wait_no_tentative(&t.pod, Duration::from_secs(5));
+    for addr in [a4, a6, b4, b6] {
+        assert!(t.answered(addr, &server), "{addr} not answered");
+    }
     t.run(&own, "del", "net2").expect_ok("NAD b DEL");
     t.run(&a, "del", "net1").expect_ok("NAD a DEL");
     assert!(gw_rules_in(&t.pod).is_empty(), "{:?}", gw_rules_in(&t.pod));
