@@ -19,13 +19,16 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::time::Duration;
 
 use netlink_packet_core::{
     NetlinkDeserializable, NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable,
 };
 use netlink_sys::{Socket as RawSocket, SocketAddr};
+
+mod release;
 
 /// `NETLINK_ROUTE`.
 pub const NETLINK_ROUTE: isize = 0;
@@ -298,10 +301,27 @@ pub struct Answer {
 /// strictly one at a time; answers are matched by sequence number, so a
 /// late answer to an earlier request (one that timed out) is skipped.
 pub struct Socket {
-    sock: RawSocket,
+    /// Taken out only by `drop`.
+    sock: ManuallyDrop<RawSocket>,
     seq: u32,
     timeout: Option<Duration>,
     buf: Vec<u8>,
+    /// Whether `drop` hands the socket's release to the kernel.
+    hand_over: bool,
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        // SAFETY: `sock` is never used again: this is the end of `self`.
+        let raw = unsafe { ManuallyDrop::take(&mut self.sock) };
+        if self.hand_over {
+            // SAFETY: `into_raw_fd` gives up the socket's only descriptor.
+            let fd = unsafe { OwnedFd::from_raw_fd(raw.into_raw_fd()) };
+            if let Err(e) = release::hand_to_kernel(fd) {
+                log::debug!("netlink socket released on close (may wait): {e}");
+            }
+        }
+    }
 }
 
 impl Socket {
@@ -312,11 +332,19 @@ impl Socket {
         sock.bind_auto()
             .map_err(|e| NlError::Socket(Step::Bind, e))?;
         Ok(Socket {
-            sock,
+            sock: ManuallyDrop::new(sock),
             seq,
             timeout: None,
             buf: Vec::with_capacity(RECV_BUFFER),
+            hand_over: false,
         })
+    }
+
+    /// On drop, the socket's last reference goes to the kernel, and its
+    /// release (with whatever the protocol does then) runs there instead of
+    /// in this process's `close` or exit; see [`release::hand_to_kernel`].
+    pub fn release_in_kernel(&mut self) {
+        self.hand_over = true;
     }
 
     /// Talks to the kernel only, asks for extended acks (the kernel's
