@@ -1153,6 +1153,19 @@ fn example_80_bridge_vrf_egress_through_libcni() {
 /// policy and the masquerade exemption made by netlink batches on the first
 /// ADD, each pod's address in the member set, CHECK clean, the first pod's
 /// DEL takes its element only, the last one's the table.
+/// On Debian 12's 6.1 too, closing an nf_tables socket after a deleting
+/// commit does not wait for the kernel to free what it deleted when the
+/// socket's release is handed to the kernel (as gwsteer's is), and the
+/// kernel does release it (`support::nfclose`).
+#[test]
+fn closing_after_a_deletion_does_not_wait_on_the_guest_kernel() {
+    if !in_vrf_guest("closing_after_a_deletion_does_not_wait_on_the_guest_kernel") {
+        return;
+    }
+    let node = Node::new("vrfclose");
+    support::nfclose::assert_close_after_delete_does_not_wait(&node.ns);
+}
+
 #[test]
 fn nftables_backend_works_on_the_guest_kernel() {
     if !in_vrf_guest("nftables_backend_works_on_the_guest_kernel") {

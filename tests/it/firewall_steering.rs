@@ -1067,3 +1067,16 @@ fn del_and_gc_leave_nothing(fw: Fw, tag: &str) {
 }
 
 nftables_test!(del_and_gc_leave_nothing, "fwdel");
+
+/// A DEL that deleted nf_tables objects (a policy's last pod) does not wait
+/// for the kernel to free them: gwsteer's nf_tables socket hands its
+/// release to the kernel, whose release flushes nf_tables' destroy work (an
+/// RCU grace period) under the commit mutex. Timed at the socket: a plain
+/// close after a deleting commit against a handed-over one; and the
+/// handed-over sockets are released, soon.
+#[test]
+fn closing_after_a_deletion_does_not_wait_for_the_kernel_to_free_it() {
+    let lab = Lab::new("fwclose");
+    let ns = lab.netns("n");
+    nfclose::assert_close_after_delete_does_not_wait(&ns);
+}

@@ -13,6 +13,7 @@
 //!   and a bridge + host-local conflist builder.
 //! - [`libcni`]: the Go driver over Debian's libcni (`tests/libcni-driver`).
 //! - [`examples`]: the conflists of `conflist-examples/` run through libcni.
+//! - [`nfclose`]: an nf_tables socket's close after a deleting commit, timed.
 //! - [`topo`]: links with addresses, the uplink node, routers and clients of
 //!   the asymmetric topology.
 //!
@@ -32,6 +33,7 @@ pub mod cni;
 pub mod examples;
 pub mod lab;
 pub mod libcni;
+pub mod nfclose;
 pub mod observe;
 pub mod podman;
 pub mod topo;
