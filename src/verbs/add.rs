@@ -10,7 +10,7 @@ use crate::engine::{ensure_group, new_kernel_reusing, open_store_for_add, teardo
 use crate::error::{Error, Result, code};
 use crate::kernel::Kernel;
 use crate::model::GroupKey;
-use crate::plan::{self, Pod};
+use crate::plan;
 use crate::store::{Record, SCHEMA, Store, now};
 
 pub fn run(config: &Config, env: &Env) -> Result<Value> {
@@ -28,19 +28,8 @@ pub fn run(config: &Config, env: &Env) -> Result<Value> {
             "prevResult: required; gwsteer is a chained plugin: list it after a primary plugin (bridge, ptp, kindnet, flannel, calico, macvlan…) in the conflist",
         )
     })?;
-    let pod = Pod {
-        namespace: env.pod_namespace.clone(),
-        name: env.pod_name.clone(),
-        addresses: result::pod_addresses(prev, &env.ifname)?,
-    };
-    let firewall = crate::engine::firewall_backend(config)?;
     let mut netlink = None;
-    let facts = crate::facts::collect(
-        config,
-        env,
-        firewall.as_ref().map(|f| f.backend),
-        &mut netlink,
-    )?;
+    let (pod, firewall, facts) = super::planning_input(config, env, prev, &mut netlink)?;
     if let Some(why) = plan::mark_conflict(config, &pod, &facts) {
         return Err(Error::config(why));
     }

@@ -3,13 +3,13 @@
 //! in the tables it uses (a route where none is recorded, someone else's
 //! rule pointing at them).
 
-use crate::cni::{Env, result};
+use crate::cni::Env;
 use crate::config::Config;
 use crate::engine::{new_kernel_reusing, open_store};
 use crate::error::{Error, Result, code};
 use crate::kernel::Kernel;
 use crate::model::{Object, Presence};
-use crate::plan::{self, Pod};
+use crate::plan;
 use crate::store::{GroupKey, Store};
 
 pub fn run(config: &Config, env: &Env) -> Result<()> {
@@ -29,18 +29,8 @@ pub fn run(config: &Config, env: &Env) -> Result<()> {
     let mut firewall = None;
     let mut netlink = None;
     if let Some(prev) = &config.prev_result {
-        let pod = Pod {
-            namespace: env.pod_namespace.clone(),
-            name: env.pod_name.clone(),
-            addresses: result::pod_addresses(prev, &env.ifname)?,
-        };
-        firewall = crate::engine::firewall_backend(config)?;
-        let facts = crate::facts::collect(
-            config,
-            env,
-            firewall.as_ref().map(|f| f.backend),
-            &mut netlink,
-        )?;
+        let (pod, opened, facts) = super::planning_input(config, env, prev, &mut netlink)?;
+        firewall = opened;
         let want = plan::plan(config, &pod, &facts);
         // Recorded objects carry what ADD read (previous values): compare
         // them as planned. A keep route ADD found in place is not recorded.

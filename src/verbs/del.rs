@@ -175,12 +175,7 @@ pub fn beyond_limits(raw: Option<&Value>) -> Option<String> {
             _ => Env::beyond_limits()?,
         },
     };
-    let log_file = raw
-        .get("logFile")
-        .and_then(Value::as_str)
-        .filter(|p| p.starts_with('/'))
-        .map(std::path::Path::new);
-    crate::logging::init_plugin(log_file, log::LevelFilter::Info);
+    log_to_config_log_file(raw);
     log::warn!("DEL: {why}; no ADD takes such a name, so nothing is recorded: nothing to remove");
     Some(why)
 }
@@ -199,13 +194,7 @@ pub fn lenient(stdin: &[u8]) -> Option<Result<Value>> {
         .and_then(Value::as_str)
         .unwrap_or(DEFAULT_STATE_DIR);
     let env = Env::from_process(Command::Del).ok()?;
-    // The operator looks for this DEL in the logFile, if one can be read.
-    let log_file = raw
-        .get("logFile")
-        .and_then(Value::as_str)
-        .filter(|p| p.starts_with('/'))
-        .map(std::path::Path::new);
-    crate::logging::init_plugin(log_file, log::LevelFilter::Info);
+    log_to_config_log_file(&raw);
     log::warn!("configuration does not validate; removing by record only");
     let mut kernel = None;
     let outcome = Store::open_existing(state_dir.as_ref(), network, LOCK_WAIT)
@@ -215,4 +204,16 @@ pub fn lenient(stdin: &[u8]) -> Option<Result<Value>> {
         })
         .map(|()| Value::Null);
     Some(outcome)
+}
+
+/// Logging, at info, to the `logFile` of a config that does not validate as
+/// a whole, when it names an absolute path: the operator looks for this DEL
+/// there.
+fn log_to_config_log_file(raw: &Value) {
+    let log_file = raw
+        .get("logFile")
+        .and_then(Value::as_str)
+        .filter(|p| p.starts_with('/'))
+        .map(std::path::Path::new);
+    crate::logging::init_plugin(log_file, log::LevelFilter::Info);
 }
