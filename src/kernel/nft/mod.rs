@@ -15,7 +15,7 @@ mod foreign;
 pub mod json;
 mod legacy;
 mod messages;
-mod nfnl;
+pub mod nfnl;
 pub mod nftables;
 mod ruleset;
 #[cfg(test)]

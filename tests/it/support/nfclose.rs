@@ -1,14 +1,15 @@
 //! Closing an nf_tables socket after a deleting commit: gwsteer's socket
-//! hands its release to the kernel (`gwsteer::kernel::nl::Socket::
-//! release_in_kernel`) so that its close does not wait out the RCU grace
-//! period nf_tables flushes on a socket's release. Used on this machine's
+//! (`gwsteer::kernel::nft::nfnl::Socket`) hands its release to the kernel
+//! so that its close does not wait out the RCU grace period nf_tables
+//! flushes on a socket's release. Used on this machine's
 //! kernel (`firewall_steering`) and on Debian 12's 6.1 (`vrf_guest`).
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use gwsteer::kernel::nl::{self, Ends};
+use gwsteer::kernel::nft::nfnl::{self, Ends, MsgBuf, NLM_F_ACK, NLM_F_REQUEST};
+use gwsteer::kernel::nl;
 
+use super::cmd::run;
 use super::traffic::in_netns;
 
 const BATCH_BEGIN: u16 = 16;
@@ -16,77 +17,56 @@ const BATCH_END: u16 = 17;
 const SUBSYS_NFTABLES: u16 = 10;
 const DELTABLE: u16 = (SUBSYS_NFTABLES << 8) | 2;
 const NFPROTO_INET: u8 = 1;
+const NFTA_TABLE_NAME: u16 = 1;
 const TABLE: &str = "gws-close";
+const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One nfnetlink message: `nlmsghdr`, `nfgenmsg`, and a NUL-terminated
-/// string attribute (type 1: the table's name) when given.
-fn message(out: &mut Vec<u8>, kind: u16, flags: u16, seq: u32, family: u8, name: Option<&str>) {
-    let start = out.len();
-    out.extend_from_slice(&0u32.to_ne_bytes());
-    out.extend_from_slice(&kind.to_ne_bytes());
-    out.extend_from_slice(&(nl::NLM_F_REQUEST | flags).to_ne_bytes());
-    out.extend_from_slice(&seq.to_ne_bytes());
-    out.extend_from_slice(&0u32.to_ne_bytes());
-    out.push(family);
-    out.push(0);
-    let res_id = if name.is_none() { SUBSYS_NFTABLES } else { 0 };
-    out.extend_from_slice(&res_id.to_be_bytes());
-    if let Some(name) = name {
-        let len = 4 + name.len() + 1;
-        out.extend_from_slice(&(len as u16).to_ne_bytes());
-        out.extend_from_slice(&1u16.to_ne_bytes());
-        out.extend_from_slice(name.as_bytes());
-        out.push(0);
-        out.resize(out.len().next_multiple_of(4), 0);
-    }
-    let len = (out.len() - start) as u32;
-    out[start..start + 4].copy_from_slice(&len.to_ne_bytes());
-}
-
-fn nft(args: &[&str]) {
-    let out = Command::new("nft").args(args).output().expect("run nft");
-    assert!(
-        out.status.success(),
-        "nft {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// One batch deleting table `inet TABLE`; the kernel acks message 2.
+fn delete_table() -> MsgBuf {
+    let mut m = MsgBuf::default();
+    m.begin(BATCH_BEGIN, NLM_F_REQUEST, 1, 0, SUBSYS_NFTABLES)
+        .end();
+    m.begin(DELTABLE, NLM_F_REQUEST | NLM_F_ACK, 2, NFPROTO_INET, 0)
+        .str(NFTA_TABLE_NAME, TABLE)
+        .end();
+    m.begin(BATCH_END, NLM_F_REQUEST, 3, 0, SUBSYS_NFTABLES)
+        .end();
+    m
 }
 
 /// On the calling thread's namespace: makes a table with a base chain,
-/// deletes it over a fresh netlink socket and times that socket's close,
-/// handed to the kernel or plain.
+/// deletes it over a fresh socket and times that socket's close: gwsteer's
+/// nf_tables socket (`nfnl::Socket`, which hands its release over) or the
+/// bare netlink socket underneath it (a plain close).
 fn close_after_delete(handed_over: bool) -> Duration {
-    nft(&["add", "table", "inet", TABLE]);
-    nft(&[
-        "add",
-        "chain",
-        "inet",
-        TABLE,
-        "c",
-        "{ type filter hook prerouting priority 0 ; }",
-    ]);
-    let mut sock = nl::Socket::open(nl::NETLINK_NETFILTER, 100).expect("nf_tables socket");
-    sock.connect_kernel(Duration::from_secs(10))
-        .expect("connect");
-    let seq = sock.next_seq();
-    let mut batch = Vec::new();
-    message(&mut batch, BATCH_BEGIN, 0, seq, 0, None);
-    message(
-        &mut batch,
-        DELTABLE,
-        nl::NLM_F_ACK,
-        seq + 1,
-        NFPROTO_INET,
-        Some(TABLE),
+    run("nft", ["add", "table", "inet", TABLE]);
+    run(
+        "nft",
+        [
+            "add",
+            "chain",
+            "inet",
+            TABLE,
+            "c",
+            "{ type filter hook prerouting priority 0 ; }",
+        ],
     );
-    message(&mut batch, BATCH_END, 0, seq + 2, 0, None);
-    sock.request(&batch, seq + 1, Ends::Ack)
-        .expect("the table is deleted");
+    let batch = delete_table();
+    let deleted = "the table is deleted";
+    let started;
     if handed_over {
-        sock.release_in_kernel();
+        let mut sock = nfnl::Socket::open(100).expect("nf_tables socket");
+        sock.connect_kernel(TIMEOUT).expect("connect");
+        sock.request(&batch, 2, Ends::Ack).expect(deleted);
+        started = Instant::now();
+        drop(sock);
+    } else {
+        let mut sock = nl::Socket::open(nl::NETLINK_NETFILTER, 100).expect("netlink socket");
+        sock.connect_kernel(TIMEOUT).expect("connect");
+        sock.request(batch.as_bytes(), 2, Ends::Ack).expect(deleted);
+        started = Instant::now();
+        drop(sock);
     }
-    let started = Instant::now();
-    drop(sock);
     started.elapsed()
 }
 
