@@ -7,7 +7,7 @@
 # the linker put them together at the start of .text, so a fresh process
 # faults in fewer pages of code. Sampling misses a few of the smallest
 # functions in any one run, so the names already listed that the binary
-# still has are kept. Run it as root after a toolchain update or a larger
+# still has (by name, whatever their hash now) are kept. Run it as root after a toolchain update or a larger
 # change of the hot path, then rebuild (touch src/main.rs: cargo does not
 # track the list) and commit the list.
 #
@@ -81,7 +81,13 @@ list=.cargo/hot-symbols.txt
             sed -n 's/.*\[\.\] \([^ ]*\).*/\1/p'
     done
     if [ -f "$list" ]; then
-        nm --defined-only "$bin" | awk '{print $3}' | sort -u | comm -12 - <(sort -u "$list")
+        # Listed names the binary still has, also those whose hash moved
+        # (matched without it, as .cargo/ordered-cc does).
+        nm --defined-only -P "$bin" | awk '
+            function stem(s) { return s ~ /17h[0-9a-f]+E$/ ? substr(s, 1, length(s) - 20) : s }
+            FNR == NR { have[$1] = 1; have_stem[stem($1)] = 1; next }
+            ($0 in have) { print; next }
+            (stem($0) in have_stem) { print }' - "$list"
     fi
 } | grep -v '^0x' | sort -u >"$work/list"
 mv "$work/list" "$list"

@@ -51,5 +51,6 @@ mod vrf_host;
 
 // The build and the harness itself.
 mod architecture;
+mod code_layout;
 mod harness_selftest;
 mod static_binary;
