@@ -137,9 +137,14 @@ fn set_aside_in(
         Some(_) => prefix.replace('/', "."),
         None => String::new(),
     };
-    let mut to = format!("{origin}{name}.{}", now());
-    if file::stat_entry(&corrupt, &to).ok().flatten().is_some() {
-        to = format!("{to}.{}", std::process::id());
+    // rename(2) replaces what has the name: take one nothing has yet (the
+    // same entry set aside twice in a second, in one process or several).
+    let base = format!("{origin}{name}.{}", now());
+    let mut to = base.clone();
+    let mut n = 0u32;
+    while file::stat_entry(&corrupt, &to).ok().flatten().is_some() {
+        n += 1;
+        to = format!("{base}.{}.{n}", std::process::id());
     }
     file::rename(from_dir, name, &corrupt, &to)
         .map_err(|e| Error::io(format!("setting aside {}", file.display()), e))?;

@@ -778,3 +778,27 @@ fn a_state_dir_behind_a_symlink_is_checked_where_it_points() {
     assert!(e.msg.contains(&real.display().to_string()), "{}", e.msg);
     fs::remove_dir_all(base).unwrap();
 }
+
+/// Entries set aside under the same name in the same second are all kept
+/// for a human: none replaces another in `corrupt/`.
+#[test]
+fn entries_set_aside_in_the_same_second_are_all_kept() {
+    let (root, _cleanup) = scratch("asidemany");
+    let s = Store::open(&root, "net", Duration::from_secs(1)).unwrap();
+    let at = root.join("net/attachments/c1@eth0.json");
+    for i in 0..4 {
+        fs::write(&at, format!("not json {i}")).unwrap();
+        assert_eq!(s.get(&id("c1")).unwrap_err().code, code::STATE);
+    }
+    let kept = corrupt_names(&root);
+    assert_eq!(kept.len(), 4, "{kept:?}");
+    let mut texts: Vec<String> = kept
+        .iter()
+        .map(|n| fs::read_to_string(root.join("net/corrupt").join(n)).unwrap())
+        .collect();
+    texts.sort();
+    assert_eq!(
+        texts,
+        ["not json 0", "not json 1", "not json 2", "not json 3"]
+    );
+}
