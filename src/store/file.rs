@@ -472,3 +472,74 @@ pub(super) fn names(dir: &File, first: bool) -> io::Result<Vec<String>> {
     }
     Ok(out)
 }
+
+/// What sits at an owner entry's name (`owners.rs`), read without
+/// following it.
+pub(super) enum Link {
+    Missing,
+    /// A symbolic link of ours, and its target (data, never a path).
+    To(String),
+    /// A directory: an owner entry as an older gwsteer wrote it.
+    Dir,
+    /// Anything else: never read, set aside by the caller.
+    NotOurs(String),
+}
+
+/// Read the symbolic link `name` in `dir` ([`Link`]).
+pub(super) fn read_link(dir: &File, name: &str) -> io::Result<Link> {
+    let Some(st) = stat_entry(dir, name)? else {
+        return Ok(Link::Missing);
+    };
+    if is(&st, SFlag::S_IFDIR) {
+        return Ok(Link::Dir);
+    }
+    if !is(&st, SFlag::S_IFLNK) {
+        return Ok(Link::NotOurs(format!("{}, not a symbolic link", kind(&st))));
+    }
+    if !trusted(st.st_uid) {
+        return Ok(Link::NotOurs(format!(
+            "a symbolic link owned by uid {}, not root",
+            st.st_uid
+        )));
+    }
+    match nix::fcntl::readlinkat(dir, name) {
+        Ok(target) => Ok(target.into_string().map_or_else(
+            |_| Link::NotOurs("a symbolic link to a name that is not UTF-8".into()),
+            Link::To,
+        )),
+        Err(Errno::ENOENT) => Ok(Link::Missing),
+        Err(Errno::EINVAL) => Ok(Link::NotOurs("no longer a symbolic link".into())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Make the symbolic link `name` in `dir` with `target`: false when an
+/// entry of that name exists (left as it is).
+pub(super) fn make_link(dir: &File, name: &str, target: &str) -> io::Result<bool> {
+    match nix::unistd::symlinkat(target, dir, name) {
+        Ok(()) => Ok(true),
+        Err(Errno::EEXIST) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Replace `name` in `dir` (a symbolic link, or nothing) with a symbolic
+/// link to `target` atomically: a new link under an unguessable name,
+/// renamed over it.
+pub(super) fn replace_link(dir: &File, name: &str, target: &str) -> io::Result<()> {
+    for _ in 0..16 {
+        let tmp = temp_name();
+        if !make_link(dir, &tmp, target)? {
+            continue;
+        }
+        let renamed = renameat(dir, tmp.as_str(), dir, name);
+        if renamed.is_err() {
+            let _ = unlinkat(dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+        }
+        return Ok(renamed?);
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "no free temporary link name after 16 tries",
+    ))
+}

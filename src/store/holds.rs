@@ -1,7 +1,8 @@
 //! Holder files: `holds/<key>/<holder>`, one empty file per attachment
 //! (or network group) that needs group `<key>`. A `holds/<key>` that is
 //! not a directory of ours is set aside, never entered, and made again
-//! from the records.
+//! from the records. Owner entries, which have one holder, are a link
+//! each instead (`owners.rs`).
 
 use std::fs::File;
 
@@ -82,8 +83,12 @@ impl Store {
         self.hold_by(key, &id.stem())
     }
 
-    /// Record that `holder` (a file name) needs group `key`.
+    /// Record that `holder` (a file name) needs group `key`; for an owner
+    /// entry, that `holder` is its one holder from now on.
     pub fn hold_by(&self, key: &GroupKey, holder: &str) -> Result<()> {
+        if let GroupKey::Owner(_) = key {
+            return self.owner_hold(key, holder);
+        }
         let dir = self
             .holds_dir(key, true)?
             .ok_or_else(|| Error::new(code::IO, format!("holders of {key} vanished while made")))?;
@@ -102,6 +107,14 @@ impl Store {
 
     /// Drop `holder`'s hold on `key`; true when nobody holds the group any more.
     pub fn release_by(&self, key: &GroupKey, holder: &str) -> Result<bool> {
+        if let GroupKey::Owner(_) = key {
+            return self.owner_release(key, holder);
+        }
+        self.dir_release_by(key, holder)
+    }
+
+    /// [`Store::release_by`] in `holds/<key>/`.
+    pub(super) fn dir_release_by(&self, key: &GroupKey, holder: &str) -> Result<bool> {
         let Some(dir) = self.holds_dir(key, false)? else {
             return Ok(true);
         };
@@ -141,6 +154,9 @@ impl Store {
 
     /// True when no attachment holds group `key`.
     pub fn unheld(&self, key: &GroupKey) -> Result<bool> {
+        if let GroupKey::Owner(_) = key {
+            return Ok(self.owner_holders(key)?.is_empty());
+        }
         match self.holds_dir(key, false)? {
             None => Ok(true),
             Some(dir) => Ok(self
@@ -151,6 +167,14 @@ impl Store {
 
     /// Attachments holding group `key` (for show/GC; not on the hot path).
     pub fn holders(&self, key: &GroupKey) -> Result<Vec<String>> {
+        if let GroupKey::Owner(_) = key {
+            return self.owner_holders(key);
+        }
+        self.dir_holders(key)
+    }
+
+    /// [`Store::holders`] in `holds/<key>/`.
+    pub(super) fn dir_holders(&self, key: &GroupKey) -> Result<Vec<String>> {
         let Some(dir) = self.holds_dir(key, false)? else {
             return Ok(Vec::new());
         };
@@ -168,6 +192,14 @@ impl Store {
                 format!("{holder:?} is not a holder file name"),
             ));
         }
+        if let GroupKey::Owner(_) = key {
+            return self.owner_release(key, holder).map(|_| ());
+        }
+        self.dir_drop_holder(key, holder)
+    }
+
+    /// [`Store::drop_holder`] in `holds/<key>/`.
+    pub(super) fn dir_drop_holder(&self, key: &GroupKey, holder: &str) -> Result<()> {
         match self.holds_dir(key, false)? {
             Some(dir) => self.unlink_holder(key, &dir, holder),
             None => Ok(()),

@@ -8,6 +8,9 @@
 //! attachments/<cid>@<ifname>.json   one Record per attachment
 //! nodes/<key>.json              one NodeGroup per node-level group of objects
 //! holds/<key>/<cid>@<ifname>    empty file: this attachment needs group <key>
+//! holds/owner.<hash> -> <cid>@<ifname>
+//!                               symlink, never followed: the owner of a pod
+//!                               address's node objects (`owners.rs`)
 //! corrupt/<file>.<unix-time>    unreadable records, set aside for a human
 //!                               (`holds.<key>….<unix-time>` from `holds/`)
 //! ```
@@ -50,6 +53,7 @@
 mod file;
 mod holds;
 mod lock;
+mod owners;
 #[cfg(test)]
 mod tests;
 

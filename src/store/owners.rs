@@ -45,9 +45,12 @@ enum Found {
 impl Store {
     fn owner_entry(&self, key: &GroupKey) -> Result<Found> {
         let name = key.to_string();
-        let why = match file::read_link(&self.holds, &name)
-            .map_err(|e| Error::io(format!("reading {}", self.path(Sub::Holds, &name).display()), e))?
-        {
+        let why = match file::read_link(&self.holds, &name).map_err(|e| {
+            Error::io(
+                format!("reading {}", self.path(Sub::Holds, &name).display()),
+                e,
+            )
+        })? {
             Link::Missing => return Ok(Found::None),
             Link::Dir => return Ok(Found::Dir),
             Link::To(holder) if holder_name(&holder) => return Ok(Found::Holder(holder)),
@@ -77,8 +80,9 @@ impl Store {
             Found::None => file::make_link(&self.holds, &name, holder),
             Found::Holder(_) => file::replace_link(&self.holds, &name, holder).map(|()| true),
             Found::Dir => {
+                // Its holders go, and with the last one the directory.
                 for old in self.dir_holders(key)? {
-                    self.dir_drop_holder(key, &old)?;
+                    self.dir_release_by(key, &old)?;
                 }
                 file::make_link(&self.holds, &name, holder)
             }

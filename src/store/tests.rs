@@ -802,3 +802,100 @@ fn entries_set_aside_in_the_same_second_are_all_kept() {
         ["not json 0", "not json 1", "not json 2", "not json 3"]
     );
 }
+
+// ---------------------------------------------------------------------------
+// Owner entries (`engine::owner`): one symbolic link per pod address whose
+// target is the owning attachment, never followed.
+
+fn owner_key() -> GroupKey {
+    GroupKey::Owner(0x1484_f789_d6ef_c873)
+}
+
+/// Claiming an address makes one link naming the holder (one system call,
+/// where a directory with a holder file took nine); a new owner replaces
+/// it; only the holder it names can remove it.
+#[test]
+fn an_owner_entry_is_one_link_naming_its_holder() {
+    let (root, _cleanup) = scratch("ownerlink");
+    let s = Store::open(&root, "net", Duration::from_secs(1)).unwrap();
+    let key = owner_key();
+    let at = root.join("net/holds/owner.1484f789d6efc873");
+    assert!(s.holders(&key).unwrap().is_empty());
+    s.hold(&key, &id("c1")).unwrap();
+    assert!(fs::symlink_metadata(&at).unwrap().is_symlink());
+    assert_eq!(fs::read_link(&at).unwrap(), Path::new("c1@eth0"));
+    assert_eq!(s.holders(&key).unwrap(), ["c1@eth0"]);
+    s.hold(&key, &id("c1")).unwrap();
+    assert_eq!(s.holders(&key).unwrap(), ["c1@eth0"]);
+    // A new owner takes it over; the old one's drop and release leave it.
+    s.hold(&key, &id("c2")).unwrap();
+    assert_eq!(s.holders(&key).unwrap(), ["c2@eth0"]);
+    s.drop_holder(&key, "c1@eth0").unwrap();
+    assert!(!s.release(&key, &id("c1")).unwrap());
+    assert_eq!(s.holders(&key).unwrap(), ["c2@eth0"]);
+    assert!(!s.unheld(&key).unwrap());
+    assert!(s.release(&key, &id("c2")).unwrap());
+    assert!(fs::symlink_metadata(&at).is_err());
+    assert!(s.unheld(&key).unwrap());
+    assert!(corrupt_names(&root).is_empty());
+    // No temporary link is left behind by the replacement.
+    let left: Vec<_> = fs::read_dir(root.join("net/holds")).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// The directory with one holder file that an older gwsteer wrote for an
+/// owner entry is still read, and becomes a link when an ADD claims the
+/// address, or goes when its holder releases it.
+#[test]
+fn an_owner_directory_of_an_older_gwsteer_is_read_and_replaced() {
+    let (root, _cleanup) = scratch("ownerdir");
+    let s = Store::open(&root, "net", Duration::from_secs(1)).unwrap();
+    let key = owner_key();
+    let at = root.join("net/holds/owner.1484f789d6efc873");
+    let old_layout = |holder: &str| {
+        fs::create_dir(&at).unwrap();
+        fs::set_permissions(&at, fs::Permissions::from_mode(0o700)).unwrap();
+        fs::write(at.join(holder), b"").unwrap();
+        fs::set_permissions(at.join(holder), fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    old_layout("c1@eth0");
+    assert_eq!(s.holders(&key).unwrap(), ["c1@eth0"]);
+    s.hold(&key, &id("c2")).unwrap();
+    assert_eq!(fs::read_link(&at).unwrap(), Path::new("c2@eth0"));
+    assert_eq!(s.holders(&key).unwrap(), ["c2@eth0"]);
+    assert!(s.release(&key, &id("c2")).unwrap());
+
+    old_layout("c3@eth0");
+    assert!(!s.release(&key, &id("c1")).unwrap());
+    assert!(at.is_dir());
+    assert!(s.release(&key, &id("c3")).unwrap());
+    assert!(fs::symlink_metadata(&at).is_err());
+    assert!(corrupt_names(&root).is_empty());
+}
+
+/// What sits where an owner entry belongs and is not a link naming a
+/// holder (a link to a path, a regular file) is set aside, never followed,
+/// and the address has no owner; a claim then makes the link.
+#[test]
+fn an_owner_entry_that_is_not_a_holder_link_is_set_aside() {
+    use std::os::unix::fs::symlink;
+    let (root, _cleanup) = scratch("ownerbad");
+    let out = Outside::new(&root);
+    let s = Store::open(&root, "net", Duration::from_secs(1)).unwrap();
+    let key = owner_key();
+    let at = root.join("net/holds/owner.1484f789d6efc873");
+    symlink(out.dir.join("a"), &at).unwrap();
+    assert!(s.holders(&key).unwrap().is_empty());
+    assert!(fs::symlink_metadata(&at).is_err());
+    assert_eq!(corrupt_names(&root).len(), 1);
+    out.assert_untouched();
+
+    fs::write(&at, b"c1@eth0").unwrap();
+    assert!(s.release(&key, &id("c1")).unwrap());
+    assert_eq!(corrupt_names(&root).len(), 2);
+    symlink("..", &at).unwrap();
+    s.hold(&key, &id("c1")).unwrap();
+    assert_eq!(fs::read_link(&at).unwrap(), Path::new("c1@eth0"));
+    assert_eq!(corrupt_names(&root).len(), 3);
+    out.assert_untouched();
+}

@@ -746,11 +746,27 @@ fn state_directories_are_0700_and_files_0600() {
     node.add("c1", &pod, &cfg, &prev_result("1.0.0", 9, &pod));
     let mut entries = Vec::new();
     walk(&node.state, &mut entries);
+    let net = node.net_dir();
+    // The only links are owner entries (a link's mode means nothing on
+    // Linux): `holds/owner.<hash>`, naming the attachment.
+    let mut owners = 0;
     for (path, is_dir, mode) in &entries {
+        if fs::symlink_metadata(path).unwrap().is_symlink() {
+            let name = path.file_name().unwrap().to_string_lossy();
+            assert!(
+                path.parent() == Some(&net.join("holds")) && name.starts_with("owner."),
+                "{} is a symbolic link",
+                path.display()
+            );
+            assert_eq!(fs::read_link(path).unwrap(), Path::new("c1@eth0"));
+            owners += 1;
+            continue;
+        }
         let want = if *is_dir { 0o700 } else { 0o600 };
         assert_eq!(*mode, want, "{} has mode {mode:o}", path.display());
     }
-    let net = node.net_dir();
+    // One per pod address (the config's pod is dual-stack).
+    assert_eq!(owners, 2, "{entries:?}");
     for expected in [
         net.join("lock"),
         net.join("attachments/c1@eth0.json"),
