@@ -2,7 +2,8 @@
 //! per-pod node objects of one pod address. An entry is the symbolic link
 //! `holds/owner.<hash>` whose target is the owning attachment's holder
 //! name (`<cid>@<ifname>`): data, never followed. It is made with one
-//! symlinkat(2), read with readlinkat(2), handed to a new owner by
+//! symlinkat(2), read with fstatat(2) and readlinkat(2) (the link's owner
+//! is checked as a file's is), handed to a new owner by
 //! renaming a fresh link over it, and removed with unlinkat(2). An owner
 //! entry has one holder by design; the directory with one holder file it
 //! used to be took nine system calls to claim an address (and two
@@ -75,6 +76,12 @@ impl Store {
     pub(super) fn owner_hold(&self, key: &GroupKey, holder: &str) -> Result<()> {
         let name = key.to_string();
         let path = self.path(Sub::Holds, &name);
+        let write_error = |e| Error::io(format!("writing {}", path.display()), e);
+        // The usual case, an address nobody owns: one symlinkat(2).
+        if file::make_link(&self.holds, &name, holder).map_err(write_error)? {
+            crate::fault::state_changed(&format_args!("wrote {} -> {holder}", path.display()));
+            return Ok(());
+        }
         let made = match self.owner_entry(key)? {
             Found::Holder(h) if h == holder => return Ok(()),
             Found::None => file::make_link(&self.holds, &name, holder),
@@ -87,12 +94,11 @@ impl Store {
                 file::make_link(&self.holds, &name, holder)
             }
         }
-        .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        .map_err(write_error)?;
         if !made {
             // Made between the read and the link: under the store's lock,
             // only by hand. Replaced like any other owner's.
-            file::replace_link(&self.holds, &name, holder)
-                .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+            file::replace_link(&self.holds, &name, holder).map_err(write_error)?;
         }
         crate::fault::state_changed(&format_args!("wrote {} -> {holder}", path.display()));
         Ok(())
