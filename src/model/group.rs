@@ -152,6 +152,17 @@ impl GroupKey {
 
     /// A steering policy's group: its routes are the policy's owned table,
     /// one per destination, and nothing per pod.
+    /// Kinds with one holder by design, stored as one symbolic link naming
+    /// it rather than a directory of holder files (`store/links.rs`): the
+    /// owner of a pod address's objects, the network of a table or rule
+    /// priority.
+    pub fn has_one_holder(&self) -> bool {
+        matches!(
+            self,
+            GroupKey::Owner(_) | GroupKey::TableClaim(_) | GroupKey::PriorityClaim(_)
+        )
+    }
+
     pub fn is_policy(&self) -> bool {
         matches!(self, GroupKey::Policy(_))
     }

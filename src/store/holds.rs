@@ -1,8 +1,8 @@
 //! Holder files: `holds/<key>/<holder>`, one empty file per attachment
 //! (or network group) that needs group `<key>`. A `holds/<key>` that is
 //! not a directory of ours is set aside, never entered, and made again
-//! from the records. Owner entries, which have one holder, are a link
-//! each instead (`owners.rs`).
+//! from the records. Kinds with one holder by design (owner entries,
+//! table and priority claims) are a link each instead (`links.rs`).
 
 use std::fs::File;
 
@@ -83,11 +83,11 @@ impl Store {
         self.hold_by(key, &id.stem())
     }
 
-    /// Record that `holder` (a file name) needs group `key`; for an owner
-    /// entry, that `holder` is its one holder from now on.
+    /// Record that `holder` (a file name) needs group `key`; for a kind
+    /// with one holder, that `holder` is it from now on.
     pub fn hold_by(&self, key: &GroupKey, holder: &str) -> Result<()> {
-        if let GroupKey::Owner(_) = key {
-            return self.owner_hold(key, holder);
+        if key.has_one_holder() {
+            return self.link_hold(key, holder);
         }
         let dir = self
             .holds_dir(key, true)?
@@ -107,8 +107,8 @@ impl Store {
 
     /// Drop `holder`'s hold on `key`; true when nobody holds the group any more.
     pub fn release_by(&self, key: &GroupKey, holder: &str) -> Result<bool> {
-        if let GroupKey::Owner(_) = key {
-            return self.owner_release(key, holder);
+        if key.has_one_holder() {
+            return self.link_release(key, holder);
         }
         self.dir_release_by(key, holder)
     }
@@ -154,8 +154,8 @@ impl Store {
 
     /// True when no attachment holds group `key`.
     pub fn unheld(&self, key: &GroupKey) -> Result<bool> {
-        if let GroupKey::Owner(_) = key {
-            return Ok(self.owner_holders(key)?.is_empty());
+        if key.has_one_holder() {
+            return Ok(self.link_holders(key)?.is_empty());
         }
         match self.holds_dir(key, false)? {
             None => Ok(true),
@@ -167,8 +167,8 @@ impl Store {
 
     /// Attachments holding group `key` (for show/GC; not on the hot path).
     pub fn holders(&self, key: &GroupKey) -> Result<Vec<String>> {
-        if let GroupKey::Owner(_) = key {
-            return self.owner_holders(key);
+        if key.has_one_holder() {
+            return self.link_holders(key);
         }
         self.dir_holders(key)
     }
@@ -192,8 +192,8 @@ impl Store {
                 format!("{holder:?} is not a holder file name"),
             ));
         }
-        if let GroupKey::Owner(_) = key {
-            return self.owner_release(key, holder).map(|_| ());
+        if key.has_one_holder() {
+            return self.link_release(key, holder).map(|_| ());
         }
         self.dir_drop_holder(key, holder)
     }

@@ -10,7 +10,9 @@
 //! holds/<key>/<cid>@<ifname>    empty file: this attachment needs group <key>
 //! holds/owner.<hash> -> <cid>@<ifname>
 //!                               symlink, never followed: the owner of a pod
-//!                               address's node objects (`owners.rs`)
+//!                               address's node objects (`links.rs`; in the
+//!                               node scope `claim.table.<id>` and
+//!                               `claim.priority.<n>` -> <network>@<group>)
 //! corrupt/<file>.<unix-time>    unreadable records, set aside for a human
 //!                               (`holds.<key>….<unix-time>` from `holds/`)
 //! ```
@@ -52,8 +54,8 @@
 
 mod file;
 mod holds;
+mod links;
 mod lock;
-mod owners;
 #[cfg(test)]
 mod tests;
 
@@ -443,6 +445,10 @@ impl Store {
 
     pub fn delete_group(&self, key: &GroupKey) -> Result<()> {
         self.remove(Sub::Nodes, &format!("{key}.json"))?;
+        if key.has_one_holder() {
+            // Its holder's link goes with the holder (`links.rs`).
+            return Ok(());
+        }
         let name = key.to_string();
         match file::rmdir_if_empty(&self.holds, &name) {
             Ok(true) => {

@@ -899,3 +899,42 @@ fn an_owner_entry_that_is_not_a_holder_link_is_set_aside() {
     assert_eq!(corrupt_names(&root).len(), 3);
     out.assert_untouched();
 }
+
+/// A table's or priority's claim (node scope) is a link naming the
+/// network's group too, and the claim's group goes with it; a claim
+/// directory of an older gwsteer is read and gives way to the link.
+#[test]
+fn a_claim_is_one_link_naming_its_holder() {
+    let (root, _cleanup) = scratch("claimlink");
+    let s = Store::open(&root, NODE_SCOPE, Duration::from_secs(1)).unwrap();
+    let holds = root.join(NODE_SCOPE).join("holds");
+    for key in [GroupKey::TableClaim(100), GroupKey::PriorityClaim(999)] {
+        let at = holds.join(key.to_string());
+        s.put_group(&NodeGroup::new(key.clone(), Vec::new()))
+            .unwrap();
+        s.hold_by(&key, "net@steering.oam").unwrap();
+        assert_eq!(fs::read_link(&at).unwrap(), Path::new("net@steering.oam"));
+        assert_eq!(s.holders(&key).unwrap(), ["net@steering.oam"]);
+        assert!(!s.release_by(&key, "other@steering.oam").unwrap());
+        assert!(s.release_by(&key, "net@steering.oam").unwrap());
+        s.delete_group(&key).unwrap();
+        assert!(fs::symlink_metadata(&at).is_err());
+        assert_eq!(s.group(&key).unwrap(), None);
+
+        fs::create_dir(&at).unwrap();
+        fs::set_permissions(&at, fs::Permissions::from_mode(0o700)).unwrap();
+        fs::write(at.join("net@steering.oam"), b"").unwrap();
+        fs::set_permissions(
+            at.join("net@steering.oam"),
+            fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        assert_eq!(s.holders(&key).unwrap(), ["net@steering.oam"]);
+        s.hold_by(&key, "net@steering.oam").unwrap();
+        assert!(fs::symlink_metadata(&at).unwrap().is_symlink());
+        assert!(s.release_by(&key, "net@steering.oam").unwrap());
+    }
+    assert!(fs::read_dir(&holds).unwrap().next().is_none());
+    let corrupt = root.join(NODE_SCOPE).join("corrupt");
+    assert!(!corrupt.exists() || fs::read_dir(corrupt).unwrap().next().is_none());
+}

@@ -747,26 +747,35 @@ fn state_directories_are_0700_and_files_0600() {
     let mut entries = Vec::new();
     walk(&node.state, &mut entries);
     let net = node.net_dir();
-    // The only links are owner entries (a link's mode means nothing on
-    // Linux): `holds/owner.<hash>`, naming the attachment.
-    let mut owners = 0;
+    // The only links are entries with one holder (a link's mode means
+    // nothing on Linux): the network's `holds/owner.<hash>`, naming the
+    // attachment, and the node scope's claims of the policy's table and
+    // priority, naming the network's policy group.
+    let (mut owners, mut claims) = (0, 0);
+    let node_holds = node.state.join(".node/holds");
     for (path, is_dir, mode) in &entries {
         if fs::symlink_metadata(path).unwrap().is_symlink() {
             let name = path.file_name().unwrap().to_string_lossy();
-            assert!(
-                path.parent() == Some(&net.join("holds")) && name.starts_with("owner."),
-                "{} is a symbolic link",
-                path.display()
-            );
-            assert_eq!(fs::read_link(path).unwrap(), Path::new("c1@eth0"));
-            owners += 1;
+            let target = fs::read_link(path).unwrap();
+            if path.parent() == Some(&net.join("holds")) && name.starts_with("owner.") {
+                assert_eq!(target, Path::new("c1@eth0"));
+                owners += 1;
+            } else if path.parent() == Some(node_holds.as_path()) && name.starts_with("claim.") {
+                let network = net.file_name().unwrap().to_string_lossy();
+                assert_eq!(target, Path::new(&format!("{network}@steering.oam")));
+                claims += 1;
+            } else {
+                panic!("{} is a symbolic link", path.display());
+            }
             continue;
         }
         let want = if *is_dir { 0o700 } else { 0o600 };
         assert_eq!(*mode, want, "{} has mode {mode:o}", path.display());
     }
-    // One per pod address (the config's pod is dual-stack).
+    // One per pod address (the config's pod is dual-stack); the table and
+    // the priorities of the policy's rules.
     assert_eq!(owners, 2, "{entries:?}");
+    assert!(claims >= 2, "{entries:?}");
     for expected in [
         net.join("lock"),
         net.join("attachments/c1@eth0.json"),
