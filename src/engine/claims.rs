@@ -87,10 +87,9 @@ pub fn take(
     if check_kernel && !all_mine {
         in_kernel(store, kernel, group)?;
     }
+    // A claim is its link (`holds/claim.…`, listed by the node scope's
+    // `group_keys`): no group file to write.
     for claim in &group.claims {
-        if node.group(claim).ok().flatten().is_none() {
-            node.put_group(&NodeGroup::new(claim.clone(), Vec::new()))?;
-        }
         node.hold_by(claim, &me)?;
     }
     Ok(())

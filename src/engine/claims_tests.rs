@@ -193,3 +193,62 @@ fn a_group_whose_file_was_lost_takes_back_its_own_table() {
     let e = add(&other, &mut kernel, &policy("oam", 100, 1010, "10.30.0.1")).unwrap_err();
     assert!(e.msg.contains("\"net\""), "{e}");
 }
+
+/// A claim is its link alone (`holds/claim.…` in the node scope): a
+/// policy's first ADD writes no group file for it, the node scope still
+/// lists it (GC, reconcile, cleanup), and the policy's last holder takes
+/// it away. A claim an older gwsteer wrote (an empty group file and a
+/// holder directory) is listed and released the same way.
+#[test]
+fn a_claim_is_its_link_and_an_older_claim_is_still_released() {
+    let dir = TempDir::new();
+    let mut kernel = FakeKernel::new();
+    let store = Store::open(dir.path(), "net", Duration::from_secs(5)).unwrap();
+    let oam = policy("oam", 100, 1000, "10.30.0.1");
+    add(&store, &mut kernel, &oam).unwrap();
+    let node_dir = dir.path().join(crate::store::NODE_SCOPE);
+    let files: Vec<_> = std::fs::read_dir(node_dir.join("nodes"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(files.is_empty(), "{files:?}");
+    let node = store.open_node_scope().unwrap();
+    assert_eq!(
+        node.group_keys().unwrap(),
+        [GroupKey::TableClaim(100), GroupKey::PriorityClaim(1000)]
+    );
+    drop(node);
+    remove_group(&store, &mut kernel, &oam.key).unwrap();
+    let node = store.open_node_scope().unwrap();
+    assert!(node.group_keys().unwrap().is_empty());
+    drop(node);
+
+    // As an older gwsteer left it: a group file and a holder directory.
+    use std::os::unix::fs::PermissionsExt;
+    let old = GroupKey::TableClaim(100);
+    let json = serde_json::to_vec(&NodeGroup::new(old.clone(), Vec::new())).unwrap();
+    std::fs::write(node_dir.join("nodes/claim.table.100.json"), json).unwrap();
+    let held = node_dir.join("holds/claim.table.100");
+    std::fs::create_dir(&held).unwrap();
+    std::fs::set_permissions(&held, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(held.join("net@steering.oam"), b"").unwrap();
+    let node = store.open_node_scope().unwrap();
+    assert_eq!(node.group_keys().unwrap(), std::slice::from_ref(&old));
+    drop(node);
+    add(&store, &mut kernel, &oam).unwrap();
+    remove_group(&store, &mut kernel, &oam.key).unwrap();
+    let node = store.open_node_scope().unwrap();
+    assert!(node.group_keys().unwrap().is_empty());
+    assert!(
+        std::fs::read_dir(node_dir.join("holds"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    assert!(
+        std::fs::read_dir(node_dir.join("nodes"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+}

@@ -163,6 +163,11 @@ impl GroupKey {
         )
     }
 
+    /// A table's or rule priority's claim (node scope).
+    pub fn is_claim(&self) -> bool {
+        matches!(self, GroupKey::TableClaim(_) | GroupKey::PriorityClaim(_))
+    }
+
     pub fn is_policy(&self) -> bool {
         matches!(self, GroupKey::Policy(_))
     }

@@ -10,7 +10,9 @@
 //! unlinkat(2). The directory with one holder file these entries used to be
 //! took nine system calls, a mkdir among them, to take and five to give
 //! back: for an owner entry on every ADD and DEL, for the three claims of a
-//! policy on its first pod's ADD and its last pod's DEL.
+//! policy on its first pod's ADD and its last pod's DEL. A claim is its
+//! link alone: the node scope lists claims from `holds/` ([`Store::group_keys`]),
+//! where an older gwsteer also wrote an empty group file for each.
 //!
 //! Such a directory, written by an older gwsteer, is still read as the
 //! holders it lists, and gives way to the link when the entry is taken

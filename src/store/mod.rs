@@ -12,7 +12,8 @@
 //!                               symlink, never followed: the owner of a pod
 //!                               address's node objects (`links.rs`; in the
 //!                               node scope `claim.table.<id>` and
-//!                               `claim.priority.<n>` -> <network>@<group>)
+//!                               `claim.priority.<n>` -> <network>@<group>,
+//!                               a claim's only record)
 //! corrupt/<file>.<unix-time>    unreadable records, set aside for a human
 //!                               (`holds.<key>….<unix-time>` from `holds/`)
 //! ```
@@ -464,7 +465,9 @@ impl Store {
         }
     }
 
-    /// Keys of every node group on record.
+    /// Keys of every node group on record; in the node scope also every
+    /// table and priority claim, whose record is its link in `holds/`
+    /// (`links.rs`; an older gwsteer's claims have a group file too).
     pub fn group_keys(&self) -> Result<Vec<GroupKey>> {
         let dir = self.dir.join("nodes");
         let mut keys: Vec<GroupKey> = self
@@ -477,7 +480,16 @@ impl Store {
                     .ok()
             })
             .collect();
+        if self.is_node_scope() {
+            keys.extend(
+                self.names(&self.holds, &self.dir.join("holds"), false)?
+                    .iter()
+                    .filter_map(|name| name.parse::<GroupKey>().ok())
+                    .filter(GroupKey::is_claim),
+            );
+        }
         keys.sort();
+        keys.dedup();
         Ok(keys)
     }
 
