@@ -361,25 +361,27 @@ pub(super) fn read_sized(mut file: &File, size: i64) -> io::Result<Vec<u8>> {
 
 /// Make an empty file `name` in `dir` (0600) if there is none; an entry
 /// there that is not a regular file of ours is reported, not followed.
+/// One mknodat(2) makes it without opening it (open, fstat and close took
+/// three); only an entry already there is looked at.
 pub(super) fn touch(dir: &File, name: &str) -> io::Result<Option<String>> {
-    let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_NOFOLLOW;
-    match openat(
-        dir,
-        name,
-        flags | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
-        FILE_MODE,
-    ) {
-        Ok(fd) => {
-            let st = fstat(&fd)?;
-            if !is(&st, SFlag::S_IFREG) || !trusted(st.st_uid) {
+    // Twice at most: an entry gone between the two calls (under the
+    // store's lock, only by hand) is made on the second round.
+    for _ in 0..2 {
+        match nix::sys::stat::mknodat(dir, name, SFlag::S_IFREG, FILE_MODE, 0) {
+            Ok(()) => return Ok(None),
+            Err(Errno::EEXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+        match stat_entry(dir, name)? {
+            Some(st) if is(&st, SFlag::S_IFREG) && trusted(st.st_uid) => return Ok(None),
+            Some(st) if is(&st, SFlag::S_IFLNK) => return Ok(Some("a symbolic link".into())),
+            Some(st) => {
                 return Ok(Some(format!("{} owned by uid {}", kind(&st), st.st_uid)));
             }
-            Ok(None)
+            None => {}
         }
-        Err(Errno::ELOOP) => Ok(Some("a symbolic link".into())),
-        Err(e @ (Errno::EISDIR | Errno::ENXIO)) => Ok(Some(format!("not a regular file ({e})"))),
-        Err(e) => Err(e.into()),
     }
+    Ok(Some("removed as fast as it is made".into()))
 }
 
 /// A name for a temporary file that nobody can predict.

@@ -938,3 +938,39 @@ fn a_claim_is_one_link_naming_its_holder() {
     let corrupt = root.join(NODE_SCOPE).join("corrupt");
     assert!(!corrupt.exists() || fs::read_dir(corrupt).unwrap().next().is_none());
 }
+
+/// A holder's entry (`holds/<group>/<holder>`) that is not an empty
+/// regular file of ours (a symlink, a directory, a fifo, another user's
+/// file) is set aside and made again, never followed; one that is stays.
+#[test]
+fn a_holder_entry_that_is_not_a_file_of_ours_is_set_aside_and_made_again() {
+    use std::os::unix::fs::symlink;
+    let (root, _cleanup) = scratch("holderentry");
+    let out = Outside::new(&root);
+    let s = Store::open(&root, "net", Duration::from_secs(1)).unwrap();
+    let g = GroupKey::Policy("oam".into());
+    s.hold(&g, &id("c1")).unwrap();
+    let at = root.join("net/holds/steering.oam/c1@eth0");
+    let plant: [&dyn Fn(); 4] = [
+        &|| symlink(out.dir.join("a"), &at).unwrap(),
+        &|| fs::create_dir(&at).unwrap(),
+        &|| nix::unistd::mkfifo(&at, nix::sys::stat::Mode::S_IRWXU).unwrap(),
+        &|| {
+            fs::write(&at, b"").unwrap();
+            std::os::unix::fs::chown(&at, Some(65534), Some(65534)).unwrap();
+        },
+    ];
+    for (i, plant) in plant.iter().enumerate() {
+        fs::remove_file(&at).unwrap();
+        plant();
+        s.hold(&g, &id("c1")).unwrap();
+        let meta = fs::symlink_metadata(&at).unwrap();
+        assert!(meta.is_file(), "{i}: {meta:?}");
+        assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 0, "{i}");
+        assert_eq!(corrupt_names(&root).len(), i + 1, "{i}");
+        out.assert_untouched();
+    }
+    s.hold(&g, &id("c1")).unwrap();
+    assert_eq!(corrupt_names(&root).len(), 4);
+    assert_eq!(s.holders(&g).unwrap(), ["c1@eth0"]);
+}
