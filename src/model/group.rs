@@ -101,8 +101,9 @@ impl NodeGroup {
     }
 }
 
-/// Which node group: what it is for, and so its file name in the store
-/// (`nodes/<key>.json`, `holds/<key>/`), unchanged since schema 1.
+/// Which node group: what it is for, and so its names in the store
+/// (`nodes/<key>.json`, `holds/<key>/`; `holds/<key>` a link for the kinds
+/// with one holder), unchanged since schema 1.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum GroupKey {
     /// `steering.<policy>`: a steering policy's owned table routes (and for
@@ -150,8 +151,6 @@ impl GroupKey {
         names.join(", ")
     }
 
-    /// A steering policy's group: its routes are the policy's owned table,
-    /// one per destination, and nothing per pod.
     /// Kinds with one holder by design, stored as one symbolic link naming
     /// it rather than a directory of holder files (`store/links.rs`): the
     /// owner of a pod address's objects, the network of a table or rule
@@ -168,6 +167,8 @@ impl GroupKey {
         matches!(self, GroupKey::TableClaim(_) | GroupKey::PriorityClaim(_))
     }
 
+    /// A steering policy's group: its routes are the policy's owned table,
+    /// one per destination, and nothing per pod.
     pub fn is_policy(&self) -> bool {
         matches!(self, GroupKey::Policy(_))
     }
