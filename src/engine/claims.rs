@@ -132,13 +132,10 @@ fn in_kernel(store: &Store, kernel: &mut dyn Kernel, group: &NodeGroup) -> Resul
             ));
         }
     }
-    if let Some((rule, _)) = kernel
-        .rules_with_protocol(&tables)?
+    if let Some(rule) = kernel
+        .gwsteer_rules_at(&tables, &priorities)?
         .into_iter()
-        .find(|(r, proto)| {
-            *proto == RTPROT_GWSTEER
-                && (tables.contains(&r.table) || priorities.contains(&r.priority))
-        })
+        .next()
     {
         return Err(refuse(
             group,

@@ -71,6 +71,20 @@ pub trait Kernel {
     /// (imposters in owned tables' rules), with the protocol each carries,
     /// so that gwsteer's own rules can be told from imposters.
     fn rules_with_protocol(&mut self, tables: &[u32]) -> Result<Vec<(RuleSpec, u8)>>;
+    /// gwsteer's node rules (carrying [`crate::model::RTPROT_GWSTEER`])
+    /// that point at one of `tables` or sit at one of `priorities`: what a
+    /// policy's first ADD must not find before it claims them.
+    fn gwsteer_rules_at(&mut self, tables: &[u32], priorities: &[u32]) -> Result<Vec<RuleSpec>> {
+        Ok(self
+            .rules_with_protocol(tables)?
+            .into_iter()
+            .filter(|(r, proto)| {
+                *proto == crate::model::RTPROT_GWSTEER
+                    && (tables.contains(&r.table) || priorities.contains(&r.priority))
+            })
+            .map(|(r, _)| r)
+            .collect())
+    }
     /// Remove a node rule or route that carries routing protocol `protocol`
     /// (0: any), whoever made it: imposters in owned tables. `remove` only
     /// ever touches objects carrying [`crate::model::RTPROT_GWSTEER`].

@@ -493,6 +493,22 @@ impl Socket {
     where
         T: NetlinkSerializable + NetlinkDeserializable + Clone + fmt::Debug,
     {
+        self.ask_kept(payload, flags, ends, |_| true)
+    }
+
+    /// [`Socket::ask`], parsing only the messages of the answer that `keep`
+    /// (shown each whole message, header included) says yes to: a dump of
+    /// which a few entries matter costs their parse, not every entry's.
+    pub fn ask_kept<T>(
+        &mut self,
+        payload: &T,
+        flags: u16,
+        ends: Ends,
+        keep: impl Fn(&[u8]) -> bool,
+    ) -> Result<Vec<T>, NlError>
+    where
+        T: NetlinkSerializable + NetlinkDeserializable + Clone + fmt::Debug,
+    {
         let encode = |seq: u32| {
             let mut msg = NetlinkMessage::new(
                 NetlinkHeader::default(),
@@ -513,7 +529,7 @@ impl Socket {
             }
         };
         let mut answer = Vec::with_capacity(messages.len());
-        for bytes in &messages {
+        for bytes in messages.iter().filter(|m| keep(m)) {
             match NetlinkMessage::<T>::deserialize(bytes) {
                 Ok(msg) => {
                     if let NetlinkPayload::InnerMessage(inner) = msg.payload {

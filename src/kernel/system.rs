@@ -118,6 +118,10 @@ impl Kernel for System {
         self.net.rules_with_protocol(tables)
     }
 
+    fn gwsteer_rules_at(&mut self, tables: &[u32], priorities: &[u32]) -> Result<Vec<RuleSpec>> {
+        self.net.gwsteer_rules_at(tables, priorities)
+    }
+
     fn observe(&mut self, obj: &Object) -> Result<Presence> {
         match obj {
             Object::Rule { .. } | Object::Route { .. } => self.net.observe(obj),

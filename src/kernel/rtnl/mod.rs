@@ -314,6 +314,10 @@ impl Kernel for NetlinkKernel {
         Ok(rules.into_iter().map(|r| (r.spec, r.protocol)).collect())
     }
 
+    fn gwsteer_rules_at(&mut self, tables: &[u32], priorities: &[u32]) -> Result<Vec<RuleSpec>> {
+        NetlinkKernel::gwsteer_rules_at(self, tables, priorities)
+    }
+
     fn remove_foreign(&mut self, obj: &Object, protocol: u8) -> Result<()> {
         // The same messages as `remove`, with the imposter's protocol (none:
         // any) instead of gwsteer's: the kernel matches the protocol when one

@@ -1047,3 +1047,61 @@ fn rule_identity_follows_the_kernels_defaults() {
         RuleIdentity::of(&RuleSpec { src: None, ..plain })
     );
 }
+
+/// A policy's first ADD asks for gwsteer's rules at its tables or
+/// priorities among every rule of the node; only those are parsed (table
+/// and priority read in place, a table above 255 from `FRA_TABLE`). The
+/// answer is the one a full parse gives, among 240 other rules of both
+/// families and rules of another protocol at the same table or priority.
+#[test]
+fn gwsteer_rules_at_a_table_or_priority_are_found_among_many() {
+    in_netns(|| {
+        let mut k = kernel();
+        for i in 0..120u32 {
+            let v4 = rule(Family::V4, 3000 + i % 3, &format!("10.50.{i}.0/24"), 300);
+            let v6 = rule(
+                Family::V6,
+                3000 + i % 3,
+                &format!("fd00:50:{i:x}::/64"),
+                300,
+            );
+            k.ensure(&Object::node_rule(v4)).unwrap();
+            k.ensure(&Object::node_rule(v6)).unwrap();
+        }
+        let by_table_high = rule(Family::V4, 5000, "10.1.0.0/16", 1000);
+        let by_table = rule(Family::V6, 5002, "fd00:1::/64", 100);
+        let by_priority = rule(Family::V6, 999, "fd00:2::/64", 777);
+        for spec in [&by_table_high, &by_table, &by_priority] {
+            k.ensure(&Object::node_rule(spec.clone())).unwrap();
+        }
+        // Not gwsteer's: another protocol at the claimed table and priority.
+        ip(&[
+            "rule",
+            "add",
+            "from",
+            "10.3.0.0/16",
+            "priority",
+            "999",
+            "table",
+            "1000",
+        ]);
+        let (tables, priorities) = ([1000, 100], [999]);
+
+        let mut found = k.gwsteer_rules_at(&tables, &priorities).unwrap();
+        let mut parsed: Vec<RuleSpec> = k
+            .rules_with_protocol(&tables)
+            .unwrap()
+            .into_iter()
+            .filter(|(r, proto)| {
+                *proto == RTPROT_GWSTEER
+                    && (tables.contains(&r.table) || priorities.contains(&r.priority))
+            })
+            .map(|(r, _)| r)
+            .collect();
+        let order = |r: &RuleSpec| (r.family, r.priority, r.table);
+        found.sort_by_key(order);
+        parsed.sort_by_key(order);
+        assert_eq!(found, parsed);
+        assert_eq!(found, vec![by_table_high, by_priority, by_table]);
+    });
+}

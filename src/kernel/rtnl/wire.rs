@@ -127,12 +127,23 @@ pub(super) fn exchange(
     payload: RouteNetlinkMessage,
     req: Req,
 ) -> Result<Vec<RouteNetlinkMessage>, NlError> {
+    exchange_kept(sock, payload, req, |_| true)
+}
+
+/// [`exchange`], parsing only the answer's messages `keep` says yes to
+/// ([`nl::Socket::ask_kept`]).
+pub(super) fn exchange_kept(
+    sock: &mut nl::Socket,
+    payload: RouteNetlinkMessage,
+    req: Req,
+    keep: impl Fn(&[u8]) -> bool,
+) -> Result<Vec<RouteNetlinkMessage>, NlError> {
     let (flags, ends) = match req {
         Req::Change(flags) => (NLM_F_REQUEST | NLM_F_ACK | flags, Ends::Ack),
         Req::Get => (NLM_F_REQUEST, Ends::Reply),
         Req::Dump => (NLM_F_REQUEST | NLM_F_DUMP, Ends::Done),
     };
-    Ok(sock.ask(&payload, flags, ends)?)
+    Ok(sock.ask_kept(&payload, flags, ends, keep)?)
 }
 
 #[derive(Clone, Copy)]
