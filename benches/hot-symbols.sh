@@ -84,7 +84,7 @@ list=.cargo/hot-symbols.txt
         # Listed names the binary still has, also those whose hash moved
         # (matched without it, as .cargo/ordered-cc does).
         nm --defined-only -P "$bin" | awk '
-            function stem(s) { return s ~ /17h[0-9a-f]+E$/ ? substr(s, 1, length(s) - 20) : s }
+            function stem(s) { return s ~ /17h[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]E$/ ? substr(s, 1, length(s) - 20) : s }
             FNR == NR { have[$1] = 1; have_stem[stem($1)] = 1; next }
             ($0 in have) { print; next }
             (stem($0) in have_stem) { print }' - "$list"

@@ -390,31 +390,39 @@ fn temp_name() -> String {
     format!(".tmp.{}.{noise:016x}", std::process::id())
 }
 
-/// Write `bytes` to `name` in `dir` atomically: a new temporary file
-/// (`O_EXCL`, 0600, an unguessable name, a fresh one if it exists), then
-/// renamed over `name` (which replaces a symlink there, never follows it).
-pub(super) fn write_atomic(dir: &File, name: &str, bytes: &[u8]) -> io::Result<()> {
-    let flags =
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+/// Put something new at `name` in `dir` atomically: `make` makes it under
+/// an unguessable temporary name (false when that name is taken: a fresh
+/// one is tried), then it is renamed over `name` (which replaces a symlink
+/// there, never follows it). On failure the temporary entry is removed.
+fn via_temp(dir: &File, name: &str, make: impl Fn(&str) -> io::Result<bool>) -> io::Result<()> {
     for _ in 0..16 {
         let tmp = temp_name();
-        let fd = match openat(dir, tmp.as_str(), flags, FILE_MODE) {
-            Ok(fd) => fd,
-            Err(Errno::EEXIST) => continue,
-            Err(e) => return Err(e.into()),
+        let done = match make(&tmp) {
+            Ok(false) => continue,
+            Ok(true) => renameat(dir, tmp.as_str(), dir, name).map_err(io::Error::from),
+            Err(e) => Err(e),
         };
-        let written = File::from(fd)
-            .write_all(bytes)
-            .and_then(|()| Ok(renameat(dir, tmp.as_str(), dir, name)?));
-        if written.is_err() {
+        if done.is_err() {
             let _ = unlinkat(dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
         }
-        return written;
+        return done;
     }
     Err(io::Error::new(
         io::ErrorKind::AlreadyExists,
-        "no free temporary file name after 16 tries",
+        "no free temporary name after 16 tries",
     ))
+}
+
+/// Write `bytes` to `name` in `dir` atomically ([`via_temp`]): a new
+/// temporary file (`O_EXCL`, 0600) renamed over it.
+pub(super) fn write_atomic(dir: &File, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let flags =
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    via_temp(dir, name, |tmp| match openat(dir, tmp, flags, FILE_MODE) {
+        Ok(fd) => File::from(fd).write_all(bytes).map(|()| true),
+        Err(Errno::EEXIST) => Ok(false),
+        Err(e) => Err(e.into()),
+    })
 }
 
 /// Can a file be made in `dir`? A new file (`O_EXCL`, never through a
@@ -475,13 +483,13 @@ pub(super) fn names(dir: &File, first: bool) -> io::Result<Vec<String>> {
     Ok(out)
 }
 
-/// What sits at an owner entry's name (`owners.rs`), read without
-/// following it.
+/// What sits at the name of an entry with one holder (`links.rs`), read
+/// without following it.
 pub(super) enum Link {
     Missing,
     /// A symbolic link of ours, and its target (data, never a path).
     To(String),
-    /// A directory: an owner entry as an older gwsteer wrote it.
+    /// A directory: such an entry as an older gwsteer wrote it.
     Dir,
     /// Anything else: never read, set aside by the caller.
     NotOurs(String),
@@ -526,22 +534,7 @@ pub(super) fn make_link(dir: &File, name: &str, target: &str) -> io::Result<bool
 }
 
 /// Replace `name` in `dir` (a symbolic link, or nothing) with a symbolic
-/// link to `target` atomically: a new link under an unguessable name,
-/// renamed over it.
+/// link to `target` atomically ([`via_temp`]): a new link renamed over it.
 pub(super) fn replace_link(dir: &File, name: &str, target: &str) -> io::Result<()> {
-    for _ in 0..16 {
-        let tmp = temp_name();
-        if !make_link(dir, &tmp, target)? {
-            continue;
-        }
-        let renamed = renameat(dir, tmp.as_str(), dir, name);
-        if renamed.is_err() {
-            let _ = unlinkat(dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
-        }
-        return Ok(renamed?);
-    }
-    Err(io::Error::new(
-        io::ErrorKind::AlreadyExists,
-        "no free temporary link name after 16 tries",
-    ))
+    via_temp(dir, name, |tmp| make_link(dir, tmp, target))
 }

@@ -177,8 +177,20 @@ impl NetlinkKernel {
         payload: RouteNetlinkMessage,
         req: Req,
     ) -> Result<Vec<RouteNetlinkMessage>, NlError> {
+        self.request_kept(side, payload, req, |_| true)
+    }
+
+    /// [`NetlinkKernel::request`], parsing only the answer's messages
+    /// `keep` says yes to ([`exchange_kept`]).
+    fn request_kept(
+        &mut self,
+        side: Side,
+        payload: RouteNetlinkMessage,
+        req: Req,
+        keep: impl Fn(&[u8]) -> bool,
+    ) -> Result<Vec<RouteNetlinkMessage>, NlError> {
         let conn = self.conn(side).map_err(NlError::Setup)?;
-        exchange(&mut conn.sock, payload, req)
+        exchange_kept(&mut conn.sock, payload, req, keep)
     }
 
     /// One `RTM_GETLINK` by name (without statistics); `None` if there is

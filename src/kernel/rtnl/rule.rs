@@ -130,20 +130,15 @@ impl NetlinkKernel {
         let mut msg = RuleMessage::default();
         msg.header.family = address_family(family);
         let keep = |whole: &[u8]| table_and_priority(whole).is_none_or(|(t, p)| keep(t, p));
-        let conn = self.conn(side).map_err(NlError::Setup)?;
-        let answer = match exchange_kept(
-            &mut conn.sock,
-            RouteNetlinkMessage::GetRule(msg),
-            Req::Dump,
-            keep,
-        ) {
-            Ok(answer) => answer,
-            // No IPv6 in this kernel: no IPv6 rules either.
-            Err(e) if family == Family::V6 && e.errno() == Some(Errno::EAFNOSUPPORT as i32) => {
-                return Ok(Vec::new());
-            }
-            Err(e) => return Err(e),
-        };
+        let answer =
+            match self.request_kept(side, RouteNetlinkMessage::GetRule(msg), Req::Dump, keep) {
+                Ok(answer) => answer,
+                // No IPv6 in this kernel: no IPv6 rules either.
+                Err(e) if family == Family::V6 && e.errno() == Some(Errno::EAFNOSUPPORT as i32) => {
+                    return Ok(Vec::new());
+                }
+                Err(e) => return Err(e),
+            };
         Ok(answer
             .iter()
             .filter_map(|m| match m {
