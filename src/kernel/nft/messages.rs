@@ -114,6 +114,7 @@ impl fmt::Display for NfError {
                     Step::StrictCheck => "asking for strict netlink checks",
                     Step::Send => "sending to nf_tables",
                     Step::Receive => "receiving from nf_tables",
+                    Step::DeviceLookup => "looking up a network device",
                 };
                 io(f, what, e)
             }

@@ -66,6 +66,7 @@ impl From<nl::NlError> for NlError {
             nl::NlError::Kernel { errno, ext } => NlError::Kernel { errno, ext },
             nl::NlError::Socket(step, e) => NlError::Transport(match step {
                 nl::Step::Send => format!("sending to the kernel: {e}"),
+                nl::Step::DeviceLookup => format!("looking up a network device: {e}"),
                 _ => format!("receiving from the kernel: {e}"),
             }),
             nl::NlError::ShortSend { sent, len } => {
@@ -194,73 +195,12 @@ pub(super) fn side_suffix(side: Side) -> &'static str {
     }
 }
 
-/// `RTM_GETLINK`, `RTM_NEWLINK`.
-const RTM_GETLINK: u16 = 18;
-const RTM_NEWLINK: u16 = 16;
-/// `IFLA_IFNAME`, `IFLA_EXT_MASK`; `RTEXT_FILTER_SKIP_STATS`.
-const IFLA_IFNAME: u16 = 3;
-const IFLA_EXT_MASK: u16 = 29;
-const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
-/// `sizeof(struct ifinfomsg)`.
-const IFINFOMSG_LEN: usize = 16;
-
-/// One `RTM_GETLINK` without statistics, by index or (index 0) by name;
-/// the body of the answer's `RTM_NEWLINK` (`ifinfomsg`, then attributes),
-/// read in place: a device's index or name is all a caller needs, and a
-/// whole `LinkMessage` parse is most of what a read-back of the policy's
-/// routes, or adding one, costs a fresh process. `None` when there is no
-/// such device.
-fn get_link<T>(
-    sock: &mut nl::Socket,
-    index: u32,
-    name: Option<&str>,
-    read: impl Fn(&[u8]) -> Option<T>,
-) -> Result<Option<T>, NlError> {
-    let seq = sock.next_seq();
-    let mut req = Vec::with_capacity(64);
-    req.extend_from_slice(&0u32.to_ne_bytes()); // length, set below
-    req.extend_from_slice(&RTM_GETLINK.to_ne_bytes());
-    req.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
-    req.extend_from_slice(&seq.to_ne_bytes());
-    req.extend_from_slice(&0u32.to_ne_bytes());
-    // ifinfomsg: family, pad, type, index, flags, change.
-    req.extend_from_slice(&[0, 0, 0, 0]);
-    req.extend_from_slice(&index.to_ne_bytes());
-    req.extend_from_slice(&[0; 8]);
-    if let Some(name) = name {
-        let len = 4 + name.len() + 1;
-        req.extend_from_slice(&(len as u16).to_ne_bytes());
-        req.extend_from_slice(&IFLA_IFNAME.to_ne_bytes());
-        req.extend_from_slice(name.as_bytes());
-        req.resize(req.len() + 1 + (4 - len % 4) % 4, 0);
-    }
-    req.extend_from_slice(&8u16.to_ne_bytes());
-    req.extend_from_slice(&IFLA_EXT_MASK.to_ne_bytes());
-    req.extend_from_slice(&RTEXT_FILTER_SKIP_STATS.to_ne_bytes());
-    let len = req.len() as u32;
-    req[..4].copy_from_slice(&len.to_ne_bytes());
-    let answer = match sock.request(&req, seq, Ends::Reply) {
-        Ok(answer) => answer,
-        Err(e) if e.errno() == Some(Errno::ENODEV as i32) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    Ok(answer.messages.iter().find_map(|whole| {
-        let msg = nl::Msg::of(whole).filter(|m| m.kind == RTM_NEWLINK)?;
-        read(msg.body)
-    }))
-}
-
-/// The name of device `index` ([`get_link`]).
+/// The name of device `index` ([`nl::Socket::device_name`]).
 pub(super) fn link_name_of(sock: &mut nl::Socket, index: u32) -> Result<Option<String>, NlError> {
-    get_link(sock, index, None, |body| {
-        nl::Attrs(body.get(IFINFOMSG_LEN..)?).string(IFLA_IFNAME)
-    })
+    Ok(sock.device_name(index)?)
 }
 
-/// The index of device `name` ([`get_link`]).
+/// The index of device `name` ([`nl::Socket::device_index`]).
 pub(super) fn link_index_of(sock: &mut nl::Socket, name: &str) -> Result<Option<u32>, NlError> {
-    get_link(sock, 0, Some(name), |body| {
-        let index = body.get(4..8)?;
-        Some(u32::from_ne_bytes([index[0], index[1], index[2], index[3]]))
-    })
+    Ok(sock.device_index(name)?)
 }
