@@ -74,8 +74,10 @@ pub fn ensure_group(store: &Store, kernel: &mut dyn Kernel, planned: &NodeGroup)
     // would not: the kernel checks the gateway with a FIB lookup that walks
     // every policy rule on the node (5000 with 1000 dual-stack pods). So an
     // ADD that finds a route right leaves it alone, and one that finds it
-    // missing or drifted still repairs it.
-    let read_back: Vec<&Object> = if group.key.is_policy() {
+    // missing or drifted still repairs it. A group first made here has
+    // nothing to read back (a crash's leftovers aside, which `replace`
+    // takes over): its routes are made without asking.
+    let read_back: Vec<&Object> = if group.key.is_policy() && stored.is_some() {
         group
             .objects
             .iter()

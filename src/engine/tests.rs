@@ -319,12 +319,20 @@ fn a_policys_routes_are_read_back_and_only_missing_or_drifted_ones_ensured() {
             route("10.50.0.0/16", 100, "10.30.0.254"),
         ],
     );
-    // Present as planned; drifted (another gateway in its slot); missing.
-    kernel.objects.insert(route("0.0.0.0/0", 100, "10.30.0.1"));
+    add(&store, &mut kernel, "a", &group);
+    // Since: present as planned; drifted (another gateway in its slot);
+    // missing.
+    kernel
+        .objects
+        .remove(&route("10.40.0.0/16", 100, "10.30.0.254"));
     kernel
         .objects
         .insert(route("10.40.0.0/16", 100, "10.30.0.99"));
-    add(&store, &mut kernel, "a", &group);
+    kernel
+        .objects
+        .remove(&route("10.50.0.0/16", 100, "10.30.0.254"));
+    kernel.calls.clear();
+    add(&store, &mut kernel, "b", &group);
     assert_eq!(
         kernel.calls_to("ensure"),
         [
@@ -337,6 +345,38 @@ fn a_policys_routes_are_read_back_and_only_missing_or_drifted_ones_ensured() {
     let mut planned = lines(&group.objects);
     planned.sort();
     assert_eq!(kernel.present(), planned);
+}
+
+/// A policy's group first made in the store reads nothing back: its
+/// routes are made (`replace` takes over a crash's leftovers).
+#[test]
+fn a_policy_group_first_made_ensures_its_routes_without_reading_them_back() {
+    let dir = TempDir::new();
+    let store = open(&dir, "net");
+    let mut kernel = FakeKernel::new();
+    let group = policy(
+        "oam",
+        vec![
+            rule(1000, "10.244.0.5/32", 100),
+            route("0.0.0.0/0", 100, "10.30.0.1"),
+        ],
+    );
+    kernel.objects.insert(route("0.0.0.0/0", 100, "10.30.0.1"));
+    add(&store, &mut kernel, "a", &group);
+    assert!(
+        kernel
+            .calls
+            .contains(&"observe_all of 0 object(s)".to_string()),
+        "{:?}",
+        kernel.calls
+    );
+    assert_eq!(
+        kernel.calls_to("ensure"),
+        [
+            "ensure inet rule 1000: from 10.244.0.5 lookup 100",
+            "ensure inet route default table 100 via 10.30.0.1",
+        ]
+    );
 }
 
 #[test]

@@ -310,6 +310,8 @@ pub struct Socket {
     buf: Vec<u8>,
     /// Whether `drop` hands the socket's release to the kernel.
     hand_over: bool,
+    /// Requests sent so far (how many round trips a caller cost).
+    sent: u64,
 }
 
 impl Drop for Socket {
@@ -339,6 +341,7 @@ impl Socket {
             timeout: None,
             buf: Vec::with_capacity(RECV_BUFFER),
             hand_over: false,
+            sent: 0,
         })
     }
 
@@ -430,12 +433,18 @@ impl Socket {
         }
     }
 
+    /// How many requests this socket has sent.
+    pub fn requests(&self) -> u64 {
+        self.sent
+    }
+
     pub fn next_seq(&mut self) -> u32 {
         self.seq = self.seq.wrapping_add(1);
         self.seq
     }
 
     fn send(&mut self, bytes: &[u8]) -> Result<(), NlError> {
+        self.sent += 1;
         let sent = self
             .sock
             .send(bytes, 0)

@@ -158,6 +158,12 @@ impl NetlinkKernel {
             .map_err(|e| e.into_error("naming a device"))
     }
 
+    /// Requests sent in the node's namespace so far.
+    #[cfg(test)]
+    fn node_requests(&self) -> u64 {
+        self.node.sock.requests()
+    }
+
     fn conn(&mut self, side: Side) -> Result<&mut Conn> {
         Ok(match side {
             Side::Node => &mut self.node,
@@ -293,22 +299,22 @@ impl Kernel for NetlinkKernel {
         seen.map_err(|e| failure(Op::Observe, obj, e))
     }
 
-    /// Routes are read one table and family at a time: several routes in
-    /// one table cost one dump.
+    /// Routes are read one table at a time, both families in one dump:
+    /// several routes in one table cost one request.
     fn observe_all(&mut self, objs: &[&Object]) -> Result<Vec<Presence>> {
-        let mut dumps: Vec<((Side, Family, u32), Vec<KernelRoute>)> = Vec::new();
+        let mut dumps: Vec<((Side, u32), Vec<KernelRoute>)> = Vec::new();
         let mut seen = Vec::with_capacity(objs.len());
         for obj in objs {
             let Object::Route { spec, side } = obj else {
                 seen.push(self.observe(obj)?);
                 continue;
             };
-            let key = (*side, spec.family(), spec.table);
+            let key = (*side, spec.table);
             let i = match dumps.iter().position(|(k, _)| *k == key) {
                 Some(i) => i,
                 None => {
                     let routes = self
-                        .dump_routes(key.0, key.1, key.2)
+                        .dump_routes(key.0, None, key.1)
                         .map_err(|e| failure(Op::Observe, obj, e))?;
                     dumps.push((key, routes));
                     dumps.len() - 1
@@ -368,14 +374,10 @@ impl Kernel for NetlinkKernel {
     }
 
     fn table_routes(&mut self, table: u32) -> Result<Vec<(RouteSpec, u8)>> {
-        let mut routes = Vec::new();
-        for family in [Family::V4, Family::V6] {
-            let found = self.dump_routes(Side::Node, family, table).map_err(|e| {
-                e.into_error(format_args!("reading {family} routing table {table}"))
-            })?;
-            routes.extend(found.into_iter().map(|r| (r.spec, r.protocol)));
-        }
-        Ok(routes)
+        let found = self
+            .dump_routes(Side::Node, None, table)
+            .map_err(|e| e.into_error(format_args!("reading routing table {table}")))?;
+        Ok(found.into_iter().map(|r| (r.spec, r.protocol)).collect())
     }
 }
 

@@ -17,7 +17,7 @@ impl NetlinkKernel {
         let family = spec.family();
         let (_, dst, metric) = spec.slot();
         let messages = self
-            .dump_route_messages(side, family, spec.table)
+            .dump_route_messages(side, Some(family), spec.table)
             .map_err(nl(format_args!(
                 "reading {family} table {}{}",
                 spec.table,

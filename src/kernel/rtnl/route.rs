@@ -33,29 +33,45 @@ impl NetlinkKernel {
         side: Side,
         spec: &RouteSpec,
     ) -> Result<Presence, NlError> {
-        let routes = self.dump_routes(side, spec.family(), spec.table)?;
+        let routes = self.dump_routes(side, Some(spec.family()), spec.table)?;
         Ok(route_presence(spec, &routes))
     }
 
-    /// The kernel's answer to a route dump of one table, unfiltered here.
+    /// The kernel's answer to a route dump of one table, of one family or
+    /// (`None`) of both, unfiltered here.
     pub(super) fn dump_route_messages(
         &mut self,
         side: Side,
-        family: Family,
+        family: Option<Family>,
         table: u32,
     ) -> Result<Vec<RouteMessage>, NlError> {
         // With NETLINK_GET_STRICT_CHK the kernel honours rtm_table/RTA_TABLE
-        // in a dump request and walks only that table. It answers ENOENT when
-        // the table does not exist (yet): no routes.
+        // in a dump request and walks only that table. For one family it
+        // answers ENOENT when the table does not exist (yet): no routes. An
+        // AF_UNSPEC dump asks every family's table in one request, as
+        // `ip route show table N` does, each family skipping a table it
+        // does not have.
         let mut msg = RouteMessage::default();
-        msg.header.address_family = address_family(family);
+        msg.header.address_family = family.map_or(AddressFamily::Unspec, address_family);
         msg.header.table = table_byte(table);
         msg.attributes.push(RouteAttribute::Table(table));
         let answer = match self.request(side, RouteNetlinkMessage::GetRoute(msg), Req::Dump) {
             Ok(answer) => answer,
             Err(e) if e.errno() == Some(Errno::ENOENT as i32) => return Ok(Vec::new()),
-            Err(e) if family == Family::V6 && e.errno() == Some(Errno::EAFNOSUPPORT as i32) => {
+            Err(e)
+                if family == Some(Family::V6) && e.errno() == Some(Errno::EAFNOSUPPORT as i32) =>
+            {
                 return Ok(Vec::new());
+            }
+            // A kernel (or a family's dump) that refuses the filter of an
+            // AF_UNSPEC dump: one family at a time, as before.
+            Err(e) if family.is_none() && e.errno() == Some(Errno::EINVAL as i32) => {
+                log::debug!(
+                    "table {table}: a dump of every family was refused ({e}); one family at a time"
+                );
+                let mut both = self.dump_route_messages(side, Some(Family::V4), table)?;
+                both.extend(self.dump_route_messages(side, Some(Family::V6), table)?);
+                return Ok(both);
             }
             Err(e) => return Err(e),
         };
@@ -68,10 +84,11 @@ impl NetlinkKernel {
             .collect())
     }
 
+    /// The routes of `table` of one family or (`None`) of both, one dump.
     pub(super) fn dump_routes(
         &mut self,
         side: Side,
-        family: Family,
+        family: Option<Family>,
         table: u32,
     ) -> Result<Vec<KernelRoute>, NlError> {
         let mut routes = Vec::new();
@@ -80,7 +97,7 @@ impl NetlinkKernel {
                 // The kernel filtered already; this guards against kernels
                 // that ignore the filter (or dump every family, as a kernel
                 // without IPv6 does for an AF_INET6 request).
-                if route.spec.table == table && route.spec.family() == family {
+                if route.spec.table == table && family.is_none_or(|f| route.spec.family() == f) {
                     routes.push(route);
                 }
             }

@@ -1,5 +1,5 @@
-//! Policy routing rules: `ip rule add/del`, read back with one dump per
-//! family, and the one parser of the kernel's rule messages (explain uses
+//! Policy routing rules: `ip rule add/del`, read back with one dump (one
+//! family, or both at once), and the one parser of the kernel's rule messages (explain uses
 //! it too).
 
 use super::*;
@@ -35,7 +35,7 @@ impl NetlinkKernel {
         let want = RuleIdentity::of(spec);
         let at = spec.priority;
         let found = self
-            .dump_rules_kept(side, spec.family, |_, priority| priority == at)?
+            .dump_rules_kept(side, Some(spec.family), |_, priority| priority == at)?
             .iter()
             .any(|r| {
                 r.plain && r.action == RuleAction::ToTable && RuleIdentity::of(&r.spec) == want
@@ -48,7 +48,7 @@ impl NetlinkKernel {
     }
 
     /// gwsteer's fwmark rules in the pod's namespace (a pod holds a handful
-    /// of rules: one dump per family, whatever the node holds).
+    /// of rules: one dump of both families, whatever the node holds).
     pub(crate) fn pod_fwmark_rules(&mut self) -> Result<Vec<RuleSpec>> {
         let rules = self.rules_where(Side::Pod, |r| {
             r.protocol == RTPROT_GWSTEER && r.spec.fwmark.is_some()
@@ -57,10 +57,10 @@ impl NetlinkKernel {
     }
 
     /// gwsteer's rules in the node's namespace that point at one of
-    /// `tables` or sit at one of `priorities`. The dumps are read in place
-    /// and only such rules parsed: on a node of 1000 pods (5000 rules) a
-    /// policy's first ADD asks this, and the other rules cost their bytes,
-    /// not a parse each.
+    /// `tables` or sit at one of `priorities`, both families in one dump.
+    /// The dump is read in place and only such rules parsed: on a node of
+    /// 1000 pods (5000 rules) a policy's first ADD asks this, and the other
+    /// rules cost their bytes, not a parse each.
     pub(super) fn gwsteer_rules_at(
         &mut self,
         tables: &[u32],
@@ -68,23 +68,18 @@ impl NetlinkKernel {
     ) -> Result<Vec<RuleSpec>> {
         let at =
             |table: u32, priority: u32| tables.contains(&table) || priorities.contains(&priority);
-        let mut out = Vec::new();
-        for family in [Family::V4, Family::V6] {
-            let rules = self
-                .dump_rules_kept(Side::Node, family, at)
-                .map_err(|e| e.into_error(format_args!("reading the node's {family} rules")))?;
-            out.extend(
-                rules
-                    .into_iter()
-                    .filter(|r| {
-                        r.action == RuleAction::ToTable
-                            && r.protocol == RTPROT_GWSTEER
-                            && at(r.spec.table, r.spec.priority)
-                    })
-                    .map(|r| r.spec),
-            );
-        }
-        Ok(out)
+        let rules = self
+            .dump_rules_kept(Side::Node, None, at)
+            .map_err(|e| e.into_error("reading the node's rules"))?;
+        Ok(rules
+            .into_iter()
+            .filter(|r| {
+                r.action == RuleAction::ToTable
+                    && r.protocol == RTPROT_GWSTEER
+                    && at(r.spec.table, r.spec.priority)
+            })
+            .map(|r| r.spec)
+            .collect())
     }
 
     /// The rules to a table, of both families, on `side` that `keep` takes.
@@ -97,44 +92,41 @@ impl NetlinkKernel {
             Side::Node => "node",
             Side::Pod => "pod",
         };
-        let mut out = Vec::new();
-        for family in [Family::V4, Family::V6] {
-            let rules = self
-                .dump_rules(side, family)
-                .map_err(|e| e.into_error(format_args!("reading the {whose}'s {family} rules")))?;
-            out.extend(
-                rules
-                    .into_iter()
-                    .filter(|r| r.action == RuleAction::ToTable && keep(r)),
-            );
-        }
-        Ok(out)
+        let rules = self
+            .dump_rules_kept(side, None, |_, _| true)
+            .map_err(|e| e.into_error(format_args!("reading the {whose}'s rules")))?;
+        Ok(rules
+            .into_iter()
+            .filter(|r| r.action == RuleAction::ToTable && keep(r))
+            .collect())
     }
 
-    pub(super) fn dump_rules(
-        &mut self,
-        side: Side,
-        family: Family,
-    ) -> Result<Vec<KernelRule>, NlError> {
-        self.dump_rules_kept(side, family, |_, _| true)
-    }
-
-    /// [`NetlinkKernel::dump_rules`], parsing only the rules whose (table,
-    /// priority), read in place, `keep` takes.
+    /// The rules of one family or (`None`) of both in one dump, parsing
+    /// only the rules whose (table, priority), read in place, `keep` takes
+    /// (and, of both, only IPv4's and IPv6's: an AF_UNSPEC dump also
+    /// brings the multicast routing rules).
     pub(super) fn dump_rules_kept(
         &mut self,
         side: Side,
-        family: Family,
+        family: Option<Family>,
         keep: impl Fn(u32, u32) -> bool,
     ) -> Result<Vec<KernelRule>, NlError> {
         let mut msg = RuleMessage::default();
-        msg.header.family = address_family(family);
-        let keep = |whole: &[u8]| table_and_priority(whole).is_none_or(|(t, p)| keep(t, p));
+        msg.header.family = family.map_or(AddressFamily::Unspec, address_family);
+        let ours = |whole: &[u8]| {
+            let byte = nl::Msg::of(whole).and_then(|m| m.body.first().copied());
+            byte.is_none_or(|f| i32::from(f) == libc::AF_INET || i32::from(f) == libc::AF_INET6)
+        };
+        let keep =
+            |whole: &[u8]| ours(whole) && table_and_priority(whole).is_none_or(|(t, p)| keep(t, p));
         let answer =
             match self.request_kept(side, RouteNetlinkMessage::GetRule(msg), Req::Dump, keep) {
                 Ok(answer) => answer,
                 // No IPv6 in this kernel: no IPv6 rules either.
-                Err(e) if family == Family::V6 && e.errno() == Some(Errno::EAFNOSUPPORT as i32) => {
+                Err(e)
+                    if family == Some(Family::V6)
+                        && e.errno() == Some(Errno::EAFNOSUPPORT as i32) =>
+                {
                     return Ok(Vec::new());
                 }
                 Err(e) => return Err(e),
@@ -145,7 +137,7 @@ impl NetlinkKernel {
                 RouteNetlinkMessage::NewRule(rule) => rule_from_message(rule),
                 _ => None,
             })
-            .filter(|r| r.spec.family == family)
+            .filter(|r| family.is_none_or(|f| r.spec.family == f))
             .collect())
     }
 }

@@ -415,7 +415,7 @@ fn unreachable_and_device_routes_round_trip() {
 }
 
 /// Several routes read back together say what each says alone, from
-/// one dump per table and family.
+/// one dump per table, both families in it.
 #[test]
 fn observe_all_agrees_with_observe_one_by_one() {
     in_netns(|| {
@@ -425,6 +425,11 @@ fn observe_all_agrees_with_observe_one_by_one() {
             "10.9.0.0/16",
             100,
             vec![hop("10.1.0.1", Some("v0"), 1)],
+        ));
+        let right6 = Object::node_route(route(
+            "fd00:9::/64",
+            100,
+            vec![hop("fd00:1::1", Some("v0"), 1)],
         ));
         let drifted = Object::node_route(route(
             "10.8.0.0/16",
@@ -436,12 +441,17 @@ fn observe_all_agrees_with_observe_one_by_one() {
             100,
             vec![hop("10.1.0.1", Some("v0"), 1)],
         ));
+        let missing6 = Object::node_route(route(
+            "fd00:7::/64",
+            100,
+            vec![hop("fd00:1::1", Some("v0"), 1)],
+        ));
         let elsewhere = Object::node_route(route(
             "10.9.0.0/16",
             101,
             vec![hop("10.2.0.1", Some("v1"), 1)],
         ));
-        for obj in [&right, &drifted, &elsewhere] {
+        for obj in [&right, &right6, &drifted, &elsewhere] {
             k.ensure(obj).unwrap();
         }
         ip(&[
@@ -455,14 +465,26 @@ fn observe_all_agrees_with_observe_one_by_one() {
             "proto",
             "211",
         ]);
-        let objs = [&right, &drifted, &missing, &elsewhere];
+        let objs = [&right, &right6, &drifted, &missing, &missing6, &elsewhere];
+        let before = k.node_requests();
         let together = k.observe_all(&objs).unwrap();
+        // One dump per table (100 and 101), whatever the families.
+        assert_eq!(k.node_requests() - before, 2);
         let alone: Vec<Presence> = objs.iter().map(|o| k.observe(o).unwrap()).collect();
         assert_eq!(together, alone);
         assert_eq!(together[0], Presence::Present);
-        assert!(matches!(together[1], Presence::Drifted(_)), "{together:?}");
-        assert_eq!(together[2], Presence::Missing);
-        assert_eq!(together[3], Presence::Present);
+        assert_eq!(together[1], Presence::Present);
+        assert!(matches!(together[2], Presence::Drifted(_)), "{together:?}");
+        assert_eq!(together[3], Presence::Missing);
+        assert_eq!(together[4], Presence::Missing);
+        assert_eq!(together[5], Presence::Present);
+        // A table that does not exist: both families missing, no error.
+        let nowhere = Object::node_route(route("fd00:5::/64", 4242, vec![]));
+        let nowhere4 = Object::node_route(route("10.5.0.0/16", 4242, vec![]));
+        assert_eq!(
+            k.observe_all(&[&nowhere, &nowhere4]).unwrap(),
+            [Presence::Missing, Presence::Missing]
+        );
     });
 }
 
@@ -739,7 +761,7 @@ fn owned_rules_and_table_routes_read_back_specs() {
         assert_eq!(found, want);
 
         // The kernel itself filtered the dumps to the table asked for.
-        for family in [Family::V4, Family::V6] {
+        for family in [Some(Family::V4), Some(Family::V6), None] {
             let raw = k.dump_route_messages(Side::Node, family, 100).unwrap();
             assert!(!raw.is_empty());
             for msg in &raw {
@@ -1087,7 +1109,10 @@ fn gwsteer_rules_at_a_table_or_priority_are_found_among_many() {
         ]);
         let (tables, priorities) = ([1000, 100], [999]);
 
+        // Both families in one dump.
+        let before = k.node_requests();
         let mut found = k.gwsteer_rules_at(&tables, &priorities).unwrap();
+        assert_eq!(k.node_requests() - before, 1);
         let mut parsed: Vec<RuleSpec> = k
             .rules_with_protocol(&tables)
             .unwrap()
