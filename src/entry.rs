@@ -45,7 +45,7 @@ pub fn cni(command: &str) -> i32 {
         return 0;
     }
     let config = match parsed {
-        Ok(value) => Config::from_value(&value),
+        Ok(value) => Config::from_owned(value),
         Err(e) => Err(Config::not_json(&e)),
     };
     let config = match config {

@@ -23,11 +23,7 @@ pub struct PodAddress {
 /// counts when its `interface` index names a sandbox interface called
 /// `ifname`, or when it names no interface at all.
 pub fn pod_addresses(prev: &Value, ifname: &str) -> Result<Vec<PodAddress>> {
-    let root = At {
-        path: "prevResult".into(),
-        value: prev,
-    }
-    .object()?;
+    let root = At::named("prevResult", prev).object()?;
     let interfaces: Vec<(String, bool)> = match root.get("interfaces") {
         None => Vec::new(),
         Some(list) => list.list_of(|i| {

@@ -135,7 +135,7 @@ impl Config {
     /// Parse the bytes on stdin. Decoding failures are CNI code 6.
     pub fn from_bytes(bytes: &[u8]) -> Result<Config> {
         let value: Value = serde_json::from_slice(bytes).map_err(|e| Config::not_json(&e))?;
-        Config::from_value(&value)
+        Config::from_owned(value)
     }
 
     /// The error for a configuration that is not JSON at all.
@@ -147,6 +147,26 @@ impl Config {
     }
 
     pub fn from_value(value: &Value) -> Result<Config> {
+        let mut config = Config::read(value)?;
+        config.prev_result = value.get("prevResult").filter(|v| !v.is_null()).cloned();
+        Ok(config)
+    }
+
+    /// [`Config::from_value`] of a document given away: its `prevResult`,
+    /// most of a chained plugin's input, is moved into the config, not
+    /// copied.
+    pub fn from_owned(mut value: Value) -> Result<Config> {
+        let mut config = Config::read(&value)?;
+        config.prev_result = value
+            .as_object_mut()
+            .and_then(|root| root.remove("prevResult"))
+            .filter(|v| !v.is_null());
+        Ok(config)
+    }
+
+    /// Everything but `prevResult`, which is checked (an object) but left
+    /// where it is.
+    fn read(value: &Value) -> Result<Config> {
         let root = At::root(value)
             .object()
             .map_err(|_| Error::new(code::DECODE, "network configuration must be a JSON object"))?;
@@ -239,7 +259,7 @@ impl Config {
             None => None,
             Some(v) => {
                 let (gw, exemption) = gateway::parse(&v)?;
-                gw.check_role(pod_args.role.unwrap_or(gw.role), &v.path)?;
+                gw.check_role(pod_args.role.unwrap_or(gw.role), &v.path.to_string())?;
                 // The gateway network's exemption is on unless it says
                 // otherwise (nested or at the top level, not both); with
                 // firewallBackend "none" the default is off.
@@ -277,7 +297,6 @@ impl Config {
         if let Some(vrf) = vrf.as_ref().filter(|v| v.masquerade) {
             steering::vrf_mark_conflicts(&steering, vrf)?;
         }
-        let prev_result = root.get("prevResult").map(|v| v.value.clone());
         if let Some(v) = root.get("prevResult") {
             v.object()?;
         }
@@ -301,7 +320,7 @@ impl Config {
             firewall_backend,
             steering,
             pod_args,
-            prev_result,
+            prev_result: None,
             valid_attachments,
             lock_timeout: std::time::Duration::from_millis(u64::from(lock_timeout_ms)),
             masquerade_exemption,
