@@ -49,8 +49,9 @@ impl NetlinkKernel {
         // in a dump request and walks only that table. For one family it
         // answers ENOENT when the table does not exist (yet): no routes. An
         // AF_UNSPEC dump asks every family's table in one request, as
-        // `ip route show table N` does, each family skipping a table it
-        // does not have.
+        // `ip route show table N` does (each family, multicast and MPLS
+        // routing included, validates the same filter and skips a table it
+        // does not have); `dump_routes` still keeps only the table's.
         let mut msg = RouteMessage::default();
         msg.header.address_family = family.map_or(AddressFamily::Unspec, address_family);
         msg.header.table = table_byte(table);
@@ -62,16 +63,6 @@ impl NetlinkKernel {
                 if family == Some(Family::V6) && e.errno() == Some(Errno::EAFNOSUPPORT as i32) =>
             {
                 return Ok(Vec::new());
-            }
-            // A kernel (or a family's dump) that refuses the filter of an
-            // AF_UNSPEC dump: one family at a time, as before.
-            Err(e) if family.is_none() && e.errno() == Some(Errno::EINVAL as i32) => {
-                log::debug!(
-                    "table {table}: a dump of every family was refused ({e}); one family at a time"
-                );
-                let mut both = self.dump_route_messages(side, Some(Family::V4), table)?;
-                both.extend(self.dump_route_messages(side, Some(Family::V6), table)?);
-                return Ok(both);
             }
             Err(e) => return Err(e),
         };
