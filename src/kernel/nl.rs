@@ -595,7 +595,7 @@ mod tests {
     use super::*;
     use crate::kernel::netns::in_new_netns;
 
-    fn route_socket() -> Socket {
+    pub(super) fn route_socket() -> Socket {
         let mut sock = Socket::open(NETLINK_ROUTE, 0).unwrap();
         sock.connect_kernel(Duration::from_secs(5)).unwrap();
         sock.set_strict_check().unwrap();

@@ -88,21 +88,12 @@ const _: () = assert!(std::mem::size_of::<IfReq>() == std::mem::size_of::<libc::
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use netlink_packet_route::RouteNetlinkMessage;
     use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 
-    use super::super::{Ends, NETLINK_ROUTE, NLM_F_REQUEST};
-    use super::*;
+    use super::super::tests::route_socket;
+    use super::super::{Ends, NLM_F_REQUEST};
     use crate::kernel::netns::in_new_netns;
-
-    fn route_socket() -> Socket {
-        let mut sock = Socket::open(NETLINK_ROUTE, 0).unwrap();
-        sock.connect_kernel(Duration::from_secs(5)).unwrap();
-        sock.set_strict_check().unwrap();
-        sock
-    }
 
     /// Device names and indexes come from the socket's namespace (a veth
     /// device made there, asked after the socket left for the host's
