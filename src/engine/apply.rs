@@ -219,9 +219,20 @@ fn gone_with_netns(obj: &Object, err: &Error) -> bool {
 /// record is left for a retry when anything failed.
 pub fn teardown(store: &Store, kernel: &mut dyn Kernel, record: &Record) -> Result<()> {
     let mut errors = Vec::new();
+    // Owner entries this teardown held and gave up, nobody holding them
+    // since: the same address's other objects are this record's (nothing
+    // takes an entry under the network's lock), not looked up again.
+    let mut given_up: Vec<GroupKey> = Vec::new();
     for obj in record.objects.iter().rev() {
-        match super::owner::owner(store, &record.id, obj) {
-            Ok(Owner::Mine { .. }) => {}
+        let key = super::owner::tracked(obj)
+            .then(|| GroupKey::owner_of(obj))
+            .filter(|k| !given_up.contains(k));
+        let owner = match key {
+            Some(_) => super::owner::owner(store, &record.id, obj),
+            None => Ok(Owner::Mine { entry: false }),
+        };
+        let held = match owner {
+            Ok(Owner::Mine { entry }) => entry,
             Ok(Owner::Other(holder)) => {
                 log::info!("{obj}: owned by {holder} (made by a newer ADD), left to it");
                 continue;
@@ -242,10 +253,12 @@ pub fn teardown(store: &Store, kernel: &mut dyn Kernel, record: &Record) -> Resu
         }
         // Also without an entry of its own: a killed DEL may have left the
         // entry's directory behind, empty.
-        if super::owner::tracked(obj)
-            && let Err(e) = super::owner::release(store, &record.id, obj)
-        {
-            errors.push(e);
+        if let Some(key) = key {
+            match super::owner::release(store, &record.id, obj) {
+                Ok(true) if held => given_up.push(key),
+                Ok(_) => {}
+                Err(e) => errors.push(e),
+            }
         }
     }
     for key in &record.holds {

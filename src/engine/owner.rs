@@ -136,7 +136,8 @@ pub fn owner(store: &Store, id: &AttachmentId, obj: &Object) -> Result<Owner> {
     Ok(Owner::Mine { entry: false })
 }
 
-/// After `obj` is removed: `id` gives up its owner entry.
-pub fn release(store: &Store, id: &AttachmentId, obj: &Object) -> Result<()> {
-    store.release(&GroupKey::owner_of(obj), id).map(|_| ())
+/// After `obj` is removed: `id` gives up its owner entry; true when
+/// nobody holds the entry any more.
+pub fn release(store: &Store, id: &AttachmentId, obj: &Object) -> Result<bool> {
+    store.release(&GroupKey::owner_of(obj), id)
 }

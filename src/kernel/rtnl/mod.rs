@@ -219,7 +219,7 @@ impl NetlinkKernel {
 
     fn lookup_index(&mut self, side: Side, name: &str) -> Result<Option<u32>, NlError> {
         let conn = self.conn(side).map_err(NlError::Setup)?;
-        let index = link_index_of(&mut conn.sock, name)?;
+        let index = conn.sock.device_index(name)?;
         if let Some(index) = index {
             conn.names.insert(index, name.to_string());
         }
@@ -244,7 +244,7 @@ impl NetlinkKernel {
             return Ok(Some(name.clone()));
         }
         let conn = self.conn(side).map_err(NlError::Setup)?;
-        let name = link_name_of(&mut conn.sock, index)?;
+        let name = conn.sock.device_name(index)?;
         if let Some(name) = &name {
             conn.names.insert(index, name.clone());
         }

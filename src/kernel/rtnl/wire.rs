@@ -194,13 +194,3 @@ pub(super) fn side_suffix(side: Side) -> &'static str {
         Side::Pod => " in the pod's network namespace",
     }
 }
-
-/// The name of device `index` ([`nl::Socket::device_name`]).
-pub(super) fn link_name_of(sock: &mut nl::Socket, index: u32) -> Result<Option<String>, NlError> {
-    Ok(sock.device_name(index)?)
-}
-
-/// The index of device `name` ([`nl::Socket::device_index`]).
-pub(super) fn link_index_of(sock: &mut nl::Socket, name: &str) -> Result<Option<u32>, NlError> {
-    Ok(sock.device_index(name)?)
-}
